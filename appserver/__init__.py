@@ -1,0 +1,1 @@
+"""zasgi app server: ASGI host, worker process, pool supervisor, CLI."""

@@ -1,0 +1,1 @@
+"""zasgi front end: HTTP/WebSocket termination, worker pool, dispatch."""

@@ -1,0 +1,84 @@
+"""Servers for the integration tests: ``zasgi run`` and the split over TCP.
+
+Module-scoped: one server per mode serves a module's tests, and is killed
+(whole process tree, by PID) at teardown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.helpers.processes import Proc, free_tcp_port, zasgi
+
+PROBE = "tests.apps.probe:app"
+READY_RUN = r"zasgi running on (http://\S+)"
+READY_FRONTEND = r"zasgi-ready frontend (http://\S+)"
+READY_APPSERVER = r"zasgi appserver ready"
+
+
+@dataclass
+class Server:
+    url: str
+    probe_dir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        return host, int(port)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.procs)
+
+
+def start_run(tmp: Path, *extra: str, workers: int = 2, env: dict[str, str] | None = None) -> Server:
+    probe_dir = tmp / "probe"
+    probe_dir.mkdir(exist_ok=True)
+    env = {"PROBE_DIR": str(probe_dir), **(env or {})}
+    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", str(workers), *extra), tmp, env)
+    server = Server("", probe_dir, [proc])
+    try:
+        server.url = proc.wait_for(READY_RUN, 60).group(1)
+    except BaseException:
+        proc.kill_tree()
+        raise
+    return server
+
+
+def start_split(tmp: Path, *, appservers: int = 2, env: dict[str, str] | None = None) -> Server:
+    probe_dir = tmp / "probe"
+    probe_dir.mkdir(exist_ok=True)
+    env = {"PROBE_DIR": str(probe_dir), **(env or {})}
+    backend = f"tcp://127.0.0.1:{free_tcp_port()}"
+    server = Server("", probe_dir)
+    try:
+        fe = Proc("frontend", zasgi("frontend", "--port", "0", "--backend", backend), tmp, env)
+        server.procs.append(fe)
+        server.url = fe.wait_for(READY_FRONTEND, 60).group(1)
+        for i in range(appservers):
+            proc = Proc(f"appserver{i}", zasgi("appserver", PROBE, "--connect", backend), tmp, env)
+            server.procs.append(proc)
+        for proc in server.procs[1:]:
+            proc.wait_for(READY_APPSERVER, 60)
+    except BaseException:
+        stop(server)
+        raise
+    return server
+
+
+def stop(server: Server) -> None:
+    # App servers first would make in-flight requests fail; the front end first is the graceful order.
+    for proc in server.procs:
+        proc.kill_tree()
+
+
+@pytest.fixture(scope="module", params=["run", "split"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    srv = start_run(tmp) if request.param == "run" else start_split(tmp)
+    yield srv
+    stop(srv)

@@ -1,0 +1,195 @@
+"""Codec: every event round-trips; bad input yields DecodeError or Invalid, nothing else."""
+
+from __future__ import annotations
+
+import typing
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from wire import codec, events as ev
+from wire.errors import DecodeError
+
+from .examples import EXAMPLES
+
+
+def test_every_event_kind_has_an_example() -> None:
+    assert {type(e) for e in EXAMPLES} == set(typing.get_args(ev.Event))
+
+
+def test_every_kind_has_a_class_and_the_other_way_round() -> None:
+    assert set(codec.KIND_TO_CLASS) == set(ev.Kind)
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_roundtrip_alone(event: ev.Event) -> None:
+    assert codec.decode(codec.encode([event])) == [event]
+
+
+def test_roundtrip_as_one_batch_keeps_order() -> None:
+    assert codec.decode(codec.encode(EXAMPLES)) == EXAMPLES
+
+
+def test_small_payload_is_inline_and_large_one_gets_its_own_frame() -> None:
+    small = ev.Body(1, b"x" * codec.INLINE_MAX_BYTES, True)
+    large = ev.Body(2, b"y" * (codec.INLINE_MAX_BYTES + 1), False)
+    frames = codec.encode([small, large])
+    assert len(frames) == 2 and frames[1] is large.body  # not copied
+    assert codec.decode(frames) == [small, large]
+
+
+def test_memoryview_payload_is_accepted() -> None:
+    data = bytearray(b"z" * 100_000)
+    frames = codec.encode([ev.Body(1, memoryview(data)[10:], True)])
+    assert codec.decode([bytes(f) for f in frames]) == [ev.Body(1, bytes(data[10:]), True)]
+
+
+def test_extra_trailing_fields_are_ignored() -> None:
+    header = msgpack.packb([[int(ev.Kind.CREDIT), 3, 100, "future field"]], use_bin_type=True)
+    assert codec.decode([header]) == [ev.Credit(3, 100)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ([99, 1], "unknown event kind"),
+        ([int(ev.Kind.CREDIT), 0, 5], "wrong stream id"),
+        ([int(ev.Kind.HEARTBEAT), 4], "wrong stream id"),
+        ([int(ev.Kind.CREDIT), 3], "needs 1 fields"),
+        ([int(ev.Kind.CREDIT), 3, -1], "unsigned"),
+        ([int(ev.Kind.CREDIT), 3, True], "unsigned"),
+        ([int(ev.Kind.BODY), 3, "text", False], "payload"),
+        ([int(ev.Kind.BODY), 3, 1, False], "does not exist"),
+        ([int(ev.Kind.RESPONSE), 3, 42, [], b"", False, False], "status"),
+        ([int(ev.Kind.RESPONSE), 3, 200, [[b"a"]], b"", False, False], "pair"),
+        ([int(ev.Kind.RESPONSE), 3, 200, [["a", "b"]], b"", False, False], "binary"),
+        ([int(ev.Kind.WS_CLOSE), 3, 999, ""], "close code"),
+        (["x", 1], "unknown event kind"),
+        ([1], "event must be"),
+    ],
+)
+def test_one_bad_event_is_invalid_and_its_neighbours_survive(raw: list[object], reason: str) -> None:
+    good = [int(ev.Kind.CREDIT), 8, 1]
+    header = msgpack.packb([good, raw, good], use_bin_type=True)
+    out = codec.decode([header])
+    assert out[0] == out[2] == ev.Credit(8, 1)
+    assert isinstance(out[1], ev.Invalid) and reason in out[1].reason
+
+
+def test_a_frame_referenced_twice_is_invalid() -> None:
+    header = msgpack.packb([[int(ev.Kind.BODY), 1, 1, True], [int(ev.Kind.BODY), 2, 1, True]])
+    out = codec.decode([header, b"p" * 10])
+    assert out[0] == ev.Body(1, b"p" * 10, True)
+    assert isinstance(out[1], ev.Invalid) and "twice" in out[1].reason
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [b"\xc1"],  # never-used msgpack byte
+        [msgpack.packb(5)],
+        [msgpack.packb([])],
+        [b"\x92\x01"],  # truncated
+        [msgpack.packb([[1, 0, b"\xff"]], use_bin_type=False)],  # str that is not UTF-8
+        [msgpack.packb([[4, 0, msgpack.ExtType(5, b"x")]])],
+    ],
+)
+def test_unreadable_messages_raise_decode_error(frames: list[bytes]) -> None:
+    with pytest.raises(DecodeError):
+        codec.decode(frames)
+
+
+def test_limits_are_enforced() -> None:
+    limits = codec.Limits(max_header_frame_bytes=100, max_payload_bytes=10, max_events=2)
+    with pytest.raises(DecodeError, match="header frame"):
+        codec.decode([b"\x90" + b"\x00" * 200], limits=limits)
+    with pytest.raises(DecodeError, match="payload frame"):
+        codec.decode([msgpack.packb([[4, 0]]), b"x" * 11], limits=limits)
+    with pytest.raises(DecodeError, match="events"):
+        codec.decode([msgpack.packb([[4, 0]] * 3)], limits=limits)
+
+
+# ----------------------------------------------------------------- hypothesis
+
+_headers = st.lists(st.tuples(st.binary(max_size=40), st.binary(max_size=200)), max_size=20).map(tuple)
+_addr = st.none() | st.tuples(st.text(max_size=40), st.integers(0, 65535))
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> ev.Request:
+    return ev.Request(
+        draw(st.integers(1, 2**63 - 1)), draw(st.sampled_from(["GET", "POST", "PATCH", "X-Y"])),
+        draw(st.sampled_from(["http", "https"])), draw(st.sampled_from(["1.0", "1.1"])),
+        draw(st.binary(max_size=300)), draw(st.binary(max_size=300)), draw(st.text(max_size=20)),
+        draw(_headers), draw(_addr), draw(_addr), draw(st.binary(max_size=40_000)),
+        draw(st.booleans()), draw(st.booleans()), draw(st.dictionaries(st.text(max_size=10), st.integers(-(2**63), 2**63 - 1))),
+    )  # fmt: skip
+
+
+_stream = st.integers(1, 2**63 - 1)
+_stream_events = st.one_of(
+    requests(),
+    st.builds(ev.Body, _stream, st.binary(max_size=40_000), st.booleans()),
+    st.builds(ev.Response, _stream, st.integers(100, 999), _headers, st.binary(max_size=40_000),
+              st.booleans(), st.booleans()),  # fmt: skip
+    st.builds(ev.Credit, _stream, st.integers(0, 2**63 - 1)),
+    st.builds(ev.WsMessage, _stream, st.booleans(), st.binary(max_size=40_000)),
+    st.builds(ev.WsClose, _stream, st.integers(1000, 4999), st.text(max_size=123)),
+    st.builds(ev.Trailers, _stream, _headers, st.booleans()),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_stream_events, min_size=1, max_size=8))
+def test_generated_batches_roundtrip(events: list[ev.Event]) -> None:
+    assert codec.decode(codec.encode(events)) == events
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.binary(max_size=200), max_size=4))
+def test_random_frames_raise_only_decode_error(frames: list[bytes]) -> None:
+    try:
+        codec.decode(frames)
+    except DecodeError:
+        pass
+
+
+_msgpack_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=20) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.lists(_msgpack_values, max_size=16), min_size=1, max_size=4), st.lists(st.binary(max_size=50), max_size=3))
+def test_mistyped_events_yield_invalid_never_an_exception(raw: list[list[object]], extra: list[bytes]) -> None:
+    # Well-formed msgpack arrays with any values: each event decodes to itself or to Invalid.
+    for event in raw:
+        if event:
+            event[0] = int(event[0]) % 40 if isinstance(event[0], int) else event[0]
+    header = msgpack.packb(raw, use_bin_type=True)
+    out = codec.decode([header, *extra])
+    assert len(out) == len(raw)
+    for item in out:
+        assert isinstance(item, (ev.Invalid, *typing.get_args(ev.Event)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_stream_events, min_size=1, max_size=4), st.data())
+def test_truncated_or_corrupted_messages_never_raise_anything_else(events: list[ev.Event], data: st.DataObject) -> None:
+    frames = [bytes(f) for f in codec.encode(events)]
+    i = data.draw(st.integers(0, len(frames) - 1))
+    cut = data.draw(st.integers(0, max(len(frames[i]) - 1, 0)))
+    flip = data.draw(st.integers(0, 255))
+    corrupted = bytearray(frames[i][:cut] + frames[i][cut + 1 :]) if data.draw(st.booleans()) else bytearray(frames[i])
+    if corrupted:
+        corrupted[cut % len(corrupted)] ^= flip
+    frames[i] = bytes(corrupted)
+    try:
+        codec.decode(frames)
+    except DecodeError:
+        pass

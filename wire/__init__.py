@@ -1,0 +1,22 @@
+"""zasgi's wire protocol (see PROTOCOL.md): events, codec, stream states, credit.
+
+This package's core is sans-IO: it imports only the standard library and
+msgpack. ``wire.channel`` (ZeroMQ on asyncio) sits beside it and is imported
+explicitly by the processes that do I/O.
+"""
+
+from .codec import DEFAULT_LIMITS, INLINE_MAX_BYTES, Limits, decode, encode
+from .errors import DecodeError, ProtocolViolation, WireError
+from .events import CONTROL_STREAM, Event, Invalid, Kind, ResetCode
+from .flow import ReceiveWindow, SendWindow, cost
+from .states import RequestHalf, RequestTracker, ResponseHalf, ResponseTracker, WorkerState, WsState, WsTracker
+
+PROTOCOL_VERSION = 1
+FEATURES = ("http", "websocket", "trailers", "pathsend", "ws-denial", "handoff")
+
+__all__ = [
+    "CONTROL_STREAM", "DEFAULT_LIMITS", "DecodeError", "Event", "FEATURES", "INLINE_MAX_BYTES",
+    "Invalid", "Kind", "Limits", "PROTOCOL_VERSION", "ProtocolViolation", "ReceiveWindow",
+    "RequestHalf", "RequestTracker", "ResetCode", "ResponseHalf", "ResponseTracker", "SendWindow",
+    "WireError", "WorkerState", "WsState", "WsTracker", "cost", "decode", "encode",
+]  # fmt: skip

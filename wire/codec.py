@@ -1,0 +1,278 @@
+"""Encode and decode wire messages: the only place msgpack options live.
+
+A message is a list of frames (the ZeroMQ routing envelope already removed):
+
+    frame 0      msgpack array of events, each ``[kind, stream_id, *fields]``
+    frame 1..n   raw payloads, referenced from events by index
+
+A payload field holds either the bytes themselves (msgpack bin, for small
+payloads: one frame, one copy) or the positive integer index of a raw frame
+(large payloads: never copied through msgpack, sent zero-copy by pyzmq).
+
+``decode`` validates every field against the schema below. It raises
+``DecodeError`` for a message it cannot read at all and yields ``Invalid``
+for a single bad event, so one bad event never costs the others in a batch.
+It raises nothing else, whatever the input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from . import events as ev
+from .errors import DecodeError
+
+# Payloads up to this size travel inline in the header frame; above it, in a
+# frame of their own. Past ~16 KiB an extra frame costs less than the copies.
+INLINE_MAX_BYTES = 16 * 1024
+
+_UINT_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_header_frame_bytes: int = 1024 * 1024
+    max_payload_bytes: int = 64 * 1024 * 1024
+    max_events: int = 4096
+
+
+DEFAULT_LIMITS = Limits()
+
+
+class _Bad(Exception):
+    pass
+
+
+# ------------------------------------------------------------ field checks
+
+
+def _uint(v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= _UINT_MAX:
+        raise _Bad("expected an unsigned integer")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if type(v) is not bool:
+        raise _Bad("expected a boolean")
+    return v
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise _Bad("expected a string")
+    return v
+
+
+def _opt_str(v: Any) -> str | None:
+    return None if v is None else _str(v)
+
+
+def _bin(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise _Bad("expected binary")
+    return v
+
+
+def _status(v: Any) -> int:
+    if type(v) is not int or not 100 <= v <= 999:
+        raise _Bad("status must be an integer 100..999")
+    return v
+
+
+def _close_code(v: Any) -> int:
+    if type(v) is not int or not 1000 <= v <= 4999:
+        raise _Bad("close code must be an integer 1000..4999")
+    return v
+
+
+def _headers(v: Any) -> ev.Headers:
+    if type(v) is not tuple:
+        raise _Bad("headers must be an array")
+    for pair in v:
+        if type(pair) is not tuple or len(pair) != 2:
+            raise _Bad("each header must be a [name, value] pair")
+        if type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            raise _Bad("header names and values must be binary")
+    return v
+
+
+def _address(v: Any) -> ev.Address:
+    if v is None:
+        return None
+    if type(v) is not tuple or len(v) != 2 or type(v[0]) is not str or type(v[1]) is not int:
+        raise _Bad("address must be nil or [host, port]")
+    return v
+
+
+def _str_tuple(v: Any) -> tuple[str, ...]:
+    if type(v) is not tuple or any(type(s) is not str for s in v):
+        raise _Bad("expected an array of strings")
+    return v
+
+
+def _map(v: Any) -> dict[str, Any]:
+    if type(v) is not dict:
+        raise _Bad("expected a map")
+    return v
+
+
+def _any(v: Any) -> Any:
+    return v
+
+
+def _payload(v: Any) -> Any:
+    # Resolved against the raw frames in _decode_event.
+    if type(v) is bytes or (type(v) is int and v >= 1):
+        return v
+    raise _Bad("payload must be binary or a frame index >= 1")
+
+
+def _ws_connect_fields(v: Any) -> ev.WsConnect:
+    if type(v) is not tuple:
+        raise _Bad("connect must be an array")
+    return _build(ev.WsConnect, (0, *v), ())
+
+
+Check = Callable[[Any], Any]
+
+# Per event class: one check per field after stream_id, in wire order.
+SCHEMA: dict[type, tuple[Check, ...]] = {
+    ev.Hello: (_uint, _str, _uint, _uint, _uint, _uint, _str_tuple, _map),
+    ev.Welcome: (_str, _uint, _uint, _uint, _uint, _str_tuple),
+    ev.Refuse: (_str,),
+    ev.Heartbeat: (),
+    ev.Drain: (),
+    ev.Bye: (_str,),
+    ev.UnknownPeer: (),
+    ev.Request: (_str, _str, _str, _bin, _bin, _str, _headers, _address, _address,
+                 _payload, _bool, _bool, _map),  # fmt: skip
+    ev.Body: (_payload, _bool),
+    ev.Disconnect: (),
+    ev.Credit: (_uint,),
+    ev.Response: (_status, _headers, _payload, _bool, _bool),
+    ev.Trailers: (_headers, _bool),
+    ev.Pathsend: (_str,),
+    ev.Reset: (_uint, _str),
+    ev.WsConnect: (_str, _str, _bin, _bin, _str, _headers, _address, _address, _str_tuple, _map),
+    ev.WsAccept: (_opt_str, _headers),
+    ev.WsMessage: (_bool, _payload),
+    ev.WsClose: (_close_code, _str),
+    ev.WsHandoff: (_any,),
+    ev.WsResume: (_ws_connect_fields, _opt_str, _any),
+}
+
+KIND_TO_CLASS: dict[int, type] = {cls.KIND: cls for cls in SCHEMA}  # type: ignore[attr-defined]
+CONTROL_KINDS = frozenset(k for k in ev.Kind if k < 16)
+_FIELD_NAMES = {cls: tuple(f.name for f in dataclasses.fields(cls))[1:] for cls in SCHEMA}
+_PAYLOAD_FIELD = {ev.Request: "body", ev.Body: "body", ev.Response: "body", ev.WsMessage: "data"}
+_PAYLOAD_INDEX = {cls: _FIELD_NAMES[cls].index(name) for cls, name in _PAYLOAD_FIELD.items()}
+
+
+def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[bytes]) -> Any:
+    checks = SCHEMA[cls]
+    if len(raw) - 1 < len(checks):
+        raise _Bad(f"{cls.__name__} needs {len(checks)} fields, got {len(raw) - 1}")
+    # Extra trailing fields are ignored: that is how minor versions add fields.
+    values = [check(value) for check, value in zip(checks, raw[1:])]
+    index = _PAYLOAD_INDEX.get(cls)
+    if index is not None and type(values[index]) is int:
+        ref = values[index]
+        if ref >= len(frames):
+            raise _Bad(f"payload frame {ref} does not exist")
+        values[index] = frames[ref]
+    return cls(raw[0], *values)
+
+
+# ------------------------------------------------------------------ encode
+
+
+def _packable(event: Any, frames: list[Any], inline_max: int) -> list[Any]:
+    cls = type(event)
+    values = [getattr(event, name) for name in _FIELD_NAMES[cls]]
+    index = _PAYLOAD_INDEX.get(cls)
+    if index is not None:
+        payload = values[index]
+        if len(payload) > inline_max:
+            frames.append(payload)
+            values[index] = len(frames) - 1
+        elif type(payload) is not bytes:
+            values[index] = bytes(payload)
+    if cls is ev.WsResume:
+        values[0] = _packable(values[0], frames, inline_max)[2:]
+    return [cls.KIND, event.stream_id, *values]
+
+
+def encode(events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES) -> list[Any]:
+    """Frames for one message carrying ``events`` in order.
+
+    Large payloads are returned as-is (not copied) in their own frames.
+    """
+    frames: list[Any] = [b""]
+    header = [_packable(event, frames, inline_max) for event in events]
+    frames[0] = msgpack.packb(header, use_bin_type=True)
+    return frames
+
+
+# ------------------------------------------------------------------ decode
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise _Bad(f"msgpack extension type {code} is not allowed")
+
+
+def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
+    if type(raw) is not tuple or len(raw) < 2:
+        return ev.Invalid(0, "event must be an array [kind, stream_id, ...]")
+    kind, stream_id = raw[0], raw[1]
+    if type(stream_id) is not int or not 0 <= stream_id <= _UINT_MAX:
+        return ev.Invalid(0, "stream_id must be an unsigned integer")
+    cls = KIND_TO_CLASS.get(kind) if type(kind) is int else None
+    if cls is None:
+        return ev.Invalid(stream_id, f"unknown event kind {kind!r}")
+    if (kind in CONTROL_KINDS) != (stream_id == 0):
+        return ev.Invalid(stream_id, f"{cls.__name__} on the wrong stream id {stream_id}")
+    try:
+        event = _build(cls, raw[1:], frames)
+    except _Bad as exc:
+        return ev.Invalid(stream_id, f"{cls.__name__}: {exc}")
+    index = _PAYLOAD_INDEX.get(cls)
+    if index is not None and type(raw[2 + index]) is int:
+        if raw[2 + index] in used:
+            return ev.Invalid(stream_id, f"payload frame {raw[2 + index]} referenced twice")
+        used.add(raw[2 + index])
+    return event
+
+
+def decode(frames: Sequence[bytes], *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
+    """Events in the message, in order; ``Invalid`` in place of any bad one.
+
+    Raises:
+        DecodeError: the message as a whole is unreadable (no frames, a frame
+            over the limits, frame 0 not a msgpack array of events).
+    """
+    if not frames:
+        raise DecodeError("empty message")
+    header = frames[0]
+    if len(header) > limits.max_header_frame_bytes:
+        raise DecodeError(f"header frame of {len(header)} bytes is over the limit")
+    for frame in frames[1:]:
+        if len(frame) > limits.max_payload_bytes:
+            raise DecodeError(f"payload frame of {len(frame)} bytes is over the limit")
+    try:
+        batch = msgpack.unpackb(
+            header, use_list=False, raw=False, strict_map_key=True, ext_hook=_reject_ext
+        )
+    except Exception as exc:  # msgpack raises many types for bad input; all mean the same here
+        raise DecodeError(f"header frame is not valid msgpack: {exc}") from None
+    if type(batch) is not tuple or not batch:
+        raise DecodeError("header frame must be a non-empty array of events")
+    if len(batch) > limits.max_events:
+        raise DecodeError(f"{len(batch)} events in one message is over the limit")
+    used: set[int] = set()
+    return [_decode_event(raw, frames, used) for raw in batch]

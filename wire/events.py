@@ -1,0 +1,308 @@
+"""Wire events: one frozen, slotted dataclass per event kind.
+
+Field order IS the wire order (see PROTOCOL.md, "Events"): the codec sends
+``[kind, stream_id, *fields]`` positionally, so reordering fields here is a
+protocol change. Every event carries ``stream_id``; connection-level (control)
+events use stream 0.
+
+Validation of untrusted input happens in the codec, once, while decoding;
+constructing events in our own code is trusted and stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Union
+
+Headers = tuple[tuple[bytes, bytes], ...]
+Address = Union[tuple[str, int], None]
+# Payload bytes (bodies, WebSocket data). The encoder accepts any buffer;
+# the decoder always yields bytes.
+Payload = Union[bytes, bytearray, memoryview]
+
+CONTROL_STREAM = 0
+
+
+class Kind(IntEnum):
+    HELLO = 1
+    WELCOME = 2
+    REFUSE = 3
+    HEARTBEAT = 4
+    DRAIN = 5
+    BYE = 6
+    UNKNOWN_PEER = 7
+    REQUEST = 16
+    BODY = 17
+    DISCONNECT = 18
+    CREDIT = 19
+    RESPONSE = 20
+    TRAILERS = 21
+    PATHSEND = 22
+    RESET = 23
+    WS_CONNECT = 32
+    WS_ACCEPT = 33
+    WS_MESSAGE = 34
+    WS_CLOSE = 35
+    WS_HANDOFF = 36
+    WS_RESUME = 37
+
+
+class ResetCode(IntEnum):
+    """Why a stream was reset (RESET.code). See PROTOCOL.md, "RESET"."""
+
+    REFUSED = 1  # never delivered to the app: the front end may replay it
+    APP_ERROR = 2  # the app raised or broke the ASGI contract
+    PROTOCOL_ERROR = 3  # the peer sent something illegal on this stream
+    CANCELLED = 4  # the sender gave up on the stream (timeout, shutdown)
+    INTERNAL_ERROR = 5  # the sender failed for a reason of its own
+
+
+# ---------------------------------------------------------------- control
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Worker -> front end: first event on a connection."""
+
+    stream_id: int
+    protocol: int
+    worker_id: str
+    pid: int
+    capacity: int  # concurrent HTTP streams
+    ws_capacity: int  # concurrent WebSocket streams
+    window_bytes: int  # initial request-direction window the worker grants
+    features: tuple[str, ...] = ()
+    info: dict[str, Any] = field(default_factory=dict)
+    KIND = Kind.HELLO
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Front end -> worker: handshake accepted; the values both must agree on."""
+
+    stream_id: int
+    frontend_id: str
+    heartbeat_ms: int
+    liveness: int
+    window_bytes: int  # initial response-direction window the front end grants
+    max_payload_bytes: int
+    features: tuple[str, ...] = ()
+    KIND = Kind.WELCOME
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    stream_id: int
+    reason: str
+    KIND = Kind.REFUSE
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    stream_id: int = CONTROL_STREAM
+    KIND = Kind.HEARTBEAT
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Worker -> front end: open no new streams to me; in-flight ones go on."""
+
+    stream_id: int = CONTROL_STREAM
+    KIND = Kind.DRAIN
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    stream_id: int
+    reason: str
+    KIND = Kind.BYE
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownPeer:
+    """Front end -> sender it has no handshake with: say HELLO again."""
+
+    stream_id: int = CONTROL_STREAM
+    KIND = Kind.UNKNOWN_PEER
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Front end -> worker: opens an HTTP stream (ASGI ``http`` scope + first body chunk).
+
+    ``headers`` are the raw bytes the client sent, names not lower-cased:
+    the worker, which scales out, does that work.
+    """
+
+    stream_id: int
+    method: str
+    scheme: str
+    http_version: str
+    raw_path: bytes
+    query_string: bytes
+    root_path: str
+    headers: Headers
+    client: Address
+    server: Address
+    body: Payload = b""
+    more_body: bool = False
+    expect_continue: bool = False
+    ext: dict[str, Any] = field(default_factory=dict)
+    KIND = Kind.REQUEST
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A body chunk in either direction (request body f->w, response body w->f)."""
+
+    stream_id: int
+    body: Payload = b""
+    more_body: bool = False
+    KIND = Kind.BODY
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnect:
+    """Front end -> worker: the client went away (ASGI ``http.disconnect``)."""
+
+    stream_id: int
+    KIND = Kind.DISCONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Either way: the receiver consumed ``bytes`` more; the sender may send that much more."""
+
+    stream_id: int
+    bytes: int
+    KIND = Kind.CREDIT
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """Worker -> front end: ``http.response.start`` coalesced with the first body chunk."""
+
+    stream_id: int
+    status: int
+    headers: Headers
+    body: Payload = b""
+    more_body: bool = False
+    trailers: bool = False
+    KIND = Kind.RESPONSE
+
+
+@dataclass(frozen=True, slots=True)
+class Trailers:
+    stream_id: int
+    headers: Headers
+    more_trailers: bool = False
+    KIND = Kind.TRAILERS
+
+
+@dataclass(frozen=True, slots=True)
+class Pathsend:
+    """Worker -> front end: send this file as the rest of the body (``http.response.pathsend``)."""
+
+    stream_id: int
+    path: str
+    KIND = Kind.PATHSEND
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    stream_id: int
+    code: int
+    reason: str = ""
+    KIND = Kind.RESET
+
+
+# ---------------------------------------------------------------- WebSocket
+
+
+@dataclass(frozen=True, slots=True)
+class WsConnect:
+    """Front end -> worker: a WebSocket upgrade request (ASGI ``websocket.connect``)."""
+
+    stream_id: int
+    scheme: str
+    http_version: str
+    raw_path: bytes
+    query_string: bytes
+    root_path: str
+    headers: Headers
+    client: Address
+    server: Address
+    subprotocols: tuple[str, ...] = ()
+    ext: dict[str, Any] = field(default_factory=dict)
+    KIND = Kind.WS_CONNECT
+
+
+@dataclass(frozen=True, slots=True)
+class WsAccept:
+    stream_id: int
+    subprotocol: str | None = None
+    headers: Headers = ()
+    KIND = Kind.WS_ACCEPT
+
+
+@dataclass(frozen=True, slots=True)
+class WsMessage:
+    """One whole WebSocket message either way; text travels as UTF-8 bytes."""
+
+    stream_id: int
+    text: bool
+    data: Payload
+    KIND = Kind.WS_MESSAGE
+
+
+@dataclass(frozen=True, slots=True)
+class WsClose:
+    """Worker -> front end: ``websocket.close``; front end -> worker: ``websocket.disconnect``."""
+
+    stream_id: int
+    code: int = 1000
+    reason: str = ""
+    KIND = Kind.WS_CLOSE
+
+
+@dataclass(frozen=True, slots=True)
+class WsHandoff:
+    """Worker -> front end (feature "handoff"): resume this session elsewhere with ``state``."""
+
+    stream_id: int
+    state: Any = None
+    KIND = Kind.WS_HANDOFF
+
+
+@dataclass(frozen=True, slots=True)
+class WsResume:
+    """Front end -> worker (feature "handoff"): an accepted session handed off by another worker."""
+
+    stream_id: int
+    connect: WsConnect  # on the wire: WS_CONNECT's fields after stream_id, as an array
+    subprotocol: str | None
+    state: Any = None
+    KIND = Kind.WS_RESUME
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """Not a wire event: what ``decode`` yields for one event it could not accept.
+
+    A batch with one bad event still delivers the good ones; the receiver
+    resets ``stream_id`` (or drops the peer when it is 0).
+    """
+
+    stream_id: int
+    reason: str
+
+
+Event = Union[
+    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer,
+    Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset,
+    WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
+]  # fmt: skip

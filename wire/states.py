@@ -1,0 +1,187 @@
+"""Stream state machines (PROTOCOL.md §6), shared by both sides.
+
+Both ends feed every stream event they send or receive through the stream's
+tracker; the tracker moves along its transition table or raises
+``ProtocolViolation`` and stays where it was (h11: "illegal transitions raise
+an error and nothing happens"). The tables are the spec's tables, as data.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from . import events as ev
+from .errors import ProtocolViolation
+
+
+class RequestHalf(Enum):
+    RECEIVING = "receiving"
+    DONE = "done"
+    DISCONNECTED = "disconnected"
+
+
+class ResponseHalf(Enum):
+    WAITING = "waiting"
+    SENDING = "sending"
+    TRAILERS = "trailers"
+    DONE = "done"
+    RESET = "reset"
+
+
+class WsState(Enum):
+    CONNECTING = "connecting"
+    OPEN = "open"
+    DENYING = "denying"
+    CLOSED = "closed"
+
+
+class WorkerState(Enum):
+    """A worker as a front end sees it (PROTOCOL.md §4.3)."""
+
+    JOINING = "joining"
+    READY = "ready"
+    DRAINING = "draining"
+    GONE = "gone"
+
+
+WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
+    WorkerState.JOINING: frozenset({WorkerState.READY, WorkerState.GONE}),
+    WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.GONE}),
+    WorkerState.DRAINING: frozenset({WorkerState.GONE}),
+    WorkerState.GONE: frozenset(),
+}
+
+# Symbols: event kinds refined by the flags that decide the next state.
+BODY_MORE, BODY_LAST = "body-more", "body-last"
+RESPONSE_MORE, RESPONSE_LAST, RESPONSE_LAST_TRAILERS = "resp-more", "resp-last", "resp-trailers"
+TRAILERS_MORE, TRAILERS_LAST = "trailers-more", "trailers-last"
+PATHSEND, RESET = "pathsend", "reset"
+
+_RESPONSE_TABLE: dict[tuple[ResponseHalf, str], ResponseHalf] = {
+    (ResponseHalf.WAITING, RESPONSE_MORE): ResponseHalf.SENDING,
+    (ResponseHalf.WAITING, RESPONSE_LAST): ResponseHalf.DONE,
+    (ResponseHalf.WAITING, RESPONSE_LAST_TRAILERS): ResponseHalf.TRAILERS,
+    (ResponseHalf.SENDING, BODY_MORE): ResponseHalf.SENDING,
+    (ResponseHalf.SENDING, BODY_LAST): ResponseHalf.DONE,  # or TRAILERS, see below
+    (ResponseHalf.SENDING, PATHSEND): ResponseHalf.DONE,  # or TRAILERS
+    (ResponseHalf.TRAILERS, TRAILERS_MORE): ResponseHalf.TRAILERS,
+    (ResponseHalf.TRAILERS, TRAILERS_LAST): ResponseHalf.DONE,
+}
+
+_REQUEST_TABLE: dict[tuple[RequestHalf, str], RequestHalf] = {
+    (RequestHalf.RECEIVING, BODY_MORE): RequestHalf.RECEIVING,
+    (RequestHalf.RECEIVING, BODY_LAST): RequestHalf.DONE,
+}
+
+
+def _response_symbol(event: Any) -> str:
+    kind = type(event)
+    if kind is ev.Response:
+        if event.more_body:
+            return RESPONSE_MORE
+        return RESPONSE_LAST_TRAILERS if event.trailers else RESPONSE_LAST
+    if kind is ev.Body:
+        return BODY_MORE if event.more_body else BODY_LAST
+    if kind is ev.Trailers:
+        return TRAILERS_MORE if event.more_trailers else TRAILERS_LAST
+    if kind is ev.Pathsend:
+        return PATHSEND
+    raise ProtocolViolation(f"{kind.__name__} is not a response event", stream_id=event.stream_id)
+
+
+class ResponseTracker:
+    """The response half of one HTTP stream (also a WebSocket denial response)."""
+
+    __slots__ = ("state", "trailers")
+
+    def __init__(self) -> None:
+        self.state = ResponseHalf.WAITING
+        self.trailers = False
+
+    def feed(self, event: Any) -> ResponseHalf:
+        if type(event) is ev.Reset:
+            if self.state is ResponseHalf.DONE:
+                raise ProtocolViolation("RESET after the response ended", stream_id=event.stream_id)
+            self.state = ResponseHalf.RESET
+            return self.state
+        symbol = _response_symbol(event)
+        new = _RESPONSE_TABLE.get((self.state, symbol))
+        if new is None:
+            raise ProtocolViolation(
+                f"{type(event).__name__} not allowed with the response {self.state.value}",
+                stream_id=event.stream_id,
+            )
+        if type(event) is ev.Response:
+            self.trailers = event.trailers
+        elif new is ResponseHalf.DONE and self.trailers and self.state is ResponseHalf.SENDING:
+            new = ResponseHalf.TRAILERS
+        self.state = new
+        return new
+
+
+class RequestTracker:
+    """The request half of one HTTP stream: REQUEST opened it; BODY* and DISCONNECT follow."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, first: ev.Request) -> None:
+        self.state = RequestHalf.RECEIVING if first.more_body else RequestHalf.DONE
+
+    def feed(self, event: Any) -> RequestHalf:
+        kind = type(event)
+        if kind is ev.Disconnect:
+            self.state = RequestHalf.DISCONNECTED
+            return self.state
+        symbol = (BODY_MORE if event.more_body else BODY_LAST) if kind is ev.Body else kind.__name__
+        new = _REQUEST_TABLE.get((self.state, symbol))
+        if new is None:
+            raise ProtocolViolation(
+                f"{kind.__name__} not allowed with the request {self.state.value}",
+                stream_id=event.stream_id,
+            )
+        self.state = new
+        return new
+
+
+_WS_TABLE: dict[tuple[WsState, type], WsState] = {
+    (WsState.CONNECTING, ev.WsAccept): WsState.OPEN,
+    (WsState.CONNECTING, ev.WsClose): WsState.CLOSED,
+    (WsState.CONNECTING, ev.Response): WsState.DENYING,
+    (WsState.OPEN, ev.WsMessage): WsState.OPEN,
+    (WsState.OPEN, ev.WsClose): WsState.CLOSED,
+    (WsState.OPEN, ev.WsHandoff): WsState.CLOSED,
+}
+
+
+class WsTracker:
+    """One WebSocket stream; a denial response is delegated to a ResponseTracker."""
+
+    __slots__ = ("state", "denial")
+
+    def __init__(self, *, resumed: bool = False) -> None:
+        self.state = WsState.OPEN if resumed else WsState.CONNECTING
+        self.denial: ResponseTracker | None = None
+
+    def feed(self, event: Any) -> WsState:
+        kind = type(event)
+        if kind is ev.Reset:
+            self.state = WsState.CLOSED
+            return self.state
+        if self.state is WsState.DENYING:
+            assert self.denial is not None
+            if self.denial.feed(event) is ResponseHalf.DONE:
+                self.state = WsState.CLOSED
+            return self.state
+        new = _WS_TABLE.get((self.state, kind))
+        if new is None:
+            raise ProtocolViolation(
+                f"{kind.__name__} not allowed on a WebSocket {self.state.value}",
+                stream_id=event.stream_id,
+            )
+        if new is WsState.DENYING:
+            self.denial = ResponseTracker()
+            if self.denial.feed(event) is ResponseHalf.DONE:
+                new = WsState.CLOSED
+        self.state = new
+        return new
