@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 MAX_MESSAGES_PER_WAKEUP = 256  # then yield to the loop so other work runs
 ZERO_COPY_MIN_BYTES = 64 * 1024  # below this pyzmq's copy is cheaper than tracking
 BATCH_MAX_PAYLOAD_BYTES = 1024 * 1024  # Rule 2: keep one message under ~1 MiB
+# ZeroMQ's FD does not reliably signal when a blocked pipe becomes writable (a
+# DEALER with IMMEDIATE=1 sending before its connection is up), so while sends
+# are blocked we also retry on a timer, backing off to RETRY_MAX_S.
+RETRY_MIN_S = 0.002
+RETRY_MAX_S = 0.1
 
 # Called with (peer, events); peer is the ROUTER routing id, or None on a DEALER.
 OnEvents = Callable[[Any, list[Any]], None]
@@ -88,6 +93,8 @@ class Channel:
         self._flush_scheduled = False
         self._blocked: deque[list[Any]] = deque()  # encoded, waiting for POLLOUT
         self._closed = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._retry_s = RETRY_MIN_S
         self._loop.add_reader(self._fd, self._on_fd)
 
     # ------------------------------------------------------------- sending
@@ -125,11 +132,21 @@ class Channel:
             self._send_frames(frames)
         except zmq.Again:
             self._blocked.append(frames)
+            self._schedule_retry()
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH and self._on_unreachable is not None:
                 self._on_unreachable(peer)
             else:
                 log.warning("send to %r failed: %s", peer, exc)
+
+    def _schedule_retry(self) -> None:
+        if self._retry is None and not self._closed:
+            self._retry = self._loop.call_later(self._retry_s, self._on_retry)
+            self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+
+    def _on_retry(self) -> None:
+        self._retry = None
+        self._on_fd()
 
     def _send_frames(self, frames: list[Any]) -> None:
         last = len(frames) - 1
@@ -143,6 +160,7 @@ class Channel:
             try:
                 self._send_frames(frames)
             except zmq.Again:
+                self._schedule_retry()
                 return
             except zmq.ZMQError as exc:
                 peer = frames[0] if self.routed else None
@@ -151,6 +169,7 @@ class Channel:
                 else:
                     log.warning("send to %r failed: %s", peer, exc)
             self._blocked.popleft()
+        self._retry_s = RETRY_MIN_S
 
     # ----------------------------------------------------------- receiving
 
@@ -176,6 +195,8 @@ class Channel:
             self._loop.call_soon(self._on_fd)  # more may be waiting: yield first
         if self._outbox and not self._flush_scheduled:
             self.flush()
+        else:
+            self._check_input()
 
     def _deliver(self, frames: list[bytes]) -> None:
         peer = None
@@ -200,12 +221,15 @@ class Channel:
 
     # ------------------------------------------------------------- closing
 
-    def close(self) -> None:
+    def close(self, *, linger_ms: int = 0) -> None:
+        """``linger_ms`` > 0 lets already-flushed messages (a final BYE) still leave."""
         if self._closed:
             return
         self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
         self._loop.remove_reader(self._fd)
-        self.sock.close(linger=0)
+        self.sock.close(linger=linger_ms)
 
 
 def _split_batch(events: list[Any]) -> list[list[Any]]:
