@@ -1,0 +1,384 @@
+"""One worker <-> front end connection: a DEALER, the handshake, liveness, stream routing.
+
+Theory of operation (PROTOCOL.md §4, §6):
+
+    HANDSHAKING --WELCOME--> READY --drain()--> DRAINING --close()--> CLOSED
+         ^  |                  |                    |
+         |  +--REFUSE--> REFUSED (final: the worker exits 3)
+         +--silence / BYE / UNKNOWN_PEER / no WELCOME in time (re-HELLO; while
+            draining there is nothing to come back for: CLOSED)
+
+* Before WELCOME nothing leaves but HELLO. No WELCOME within the back-off
+  delay: close the socket (linger 0), open a new one with a new routing id
+  (``worker_id/N``) and say HELLO again, doubling the delay up to
+  ``reconnect_max_s`` (Rule 10, the Paranoid Pirate).
+* One timer on the event loop that runs the app ticks twice per heartbeat
+  interval: it sends HEARTBEAT if nothing was sent since the last tick and
+  counts ticks without hearing anything (Rule 9). Counters, not clocks, so
+  the hot path pays an integer increment per event.
+* Streams: REQUEST opens an ``HttpCycle`` run by one task; BODY, CREDIT,
+  DISCONNECT and RESET are routed to it by stream id while the stream is
+  open (§6). Events for closed streams are dropped; for never-opened ids we
+  answer RESET(PROTOCOL_ERROR) (Rule 14). With ``capacity`` apps running, or
+  while draining: RESET(REFUSED), the app untouched (Rule 19).
+* Losing the front end (silence, BYE, UNKNOWN_PEER) fails every open stream
+  locally -- the front end has already forgotten them -- and re-handshakes;
+  stream ids start over with the new handshake.
+
+The opener table (``_OPENERS``) is the seam for WebSocket streams later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+import zmq
+
+import wire
+from wire import ProtocolViolation, ResetCode
+from wire import events as ev
+from wire.channel import Channel, configure_dealer
+
+from .cycle import HttpCycle, StreamSettings
+
+log = logging.getLogger(__name__)
+
+WORKER_FEATURES = ("http", "trailers", "pathsend")
+RECONNECT_MIN_S = 0.25  # first wait for WELCOME; doubles while the front end stays silent
+BYE_LINGER_MS = 1000  # BYE is the one message worth waiting for on close
+
+
+class ConnPhase(Enum):
+    HANDSHAKING = "handshaking"
+    READY = "ready"
+    DRAINING = "draining"
+    REFUSED = "refused"
+    CLOSED = "closed"
+
+
+class FrontendConnection:
+    def __init__(
+        self,
+        *,
+        ctx: zmq.Context[Any],
+        endpoint: str,
+        worker_id: str,
+        app: Callable[..., Any],
+        capacity: int,
+        ws_capacity: int,
+        window_bytes: int,
+        reconnect_max_s: float,
+        state: dict[str, Any] | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.worker_id = worker_id
+        self.phase = ConnPhase.CLOSED
+        self.welcomed = asyncio.Event()  # set at the first WELCOME, stays set
+        self.refused = asyncio.Event()
+        self.refuse_reason = ""
+        self.frontend_id = ""
+        self.tasks: set[asyncio.Task[None]] = set()  # app tasks, for drain
+        self._ctx = ctx
+        self._app = app
+        self._capacity = capacity
+        self._hello = ev.Hello(0, wire.PROTOCOL_VERSION, worker_id, os.getpid(), capacity, ws_capacity,
+                               window_bytes, WORKER_FEATURES, info or {})  # fmt: skip
+        self._window_bytes = window_bytes
+        self._state = state
+        self._reconnect_max_s = reconnect_max_s
+        self._backoff_s = RECONNECT_MIN_S
+        self._loop = asyncio.get_running_loop()
+        self._channel: Channel | None = None
+        self._counter = 0  # routing ids worker_id/1, /2, ...
+        self._timer: asyncio.TimerHandle | None = None
+        self._settings = StreamSettings(request_window_bytes=window_bytes, response_window_bytes=0)
+        self._tick_s = 0.5
+        self._liveness_ticks = 6
+        self._sent = self._heard = 0  # events out / messages in; the tick compares
+        self._sent_mark = self._heard_mark = self._silent_ticks = 0
+        self._open: dict[int, HttpCycle] = {}
+        self._highest = 0  # highest stream id opened in this handshake
+        self._OPENERS: dict[type, Callable[[Any], None]] = {
+            ev.Request: self._open_http,
+            ev.WsConnect: self._open_unsupported,  # the seam for appserver/websocket.py
+            ev.WsResume: self._open_unsupported,
+        }
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._open)
+
+    def start(self) -> None:
+        """Open the socket and say HELLO; the rest happens on the loop."""
+        self._connect()
+
+    def drain(self) -> None:
+        """Send DRAIN and take no new streams; open ones go on."""
+        if self.phase is ConnPhase.READY:
+            self._post(ev.Drain())
+            self.phase = ConnPhase.DRAINING
+        elif self.phase is ConnPhase.HANDSHAKING:
+            # Not welcomed on this socket, so no streams: nothing to drain.
+            self._close_socket()
+            self.phase = ConnPhase.CLOSED
+
+    async def finish_streams(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` for the app tasks, then cancel what is left."""
+        if self.tasks:
+            await asyncio.wait(set(self.tasks), timeout=timeout_s)
+        await self.cancel_streams()
+
+    async def cancel_streams(self) -> None:
+        left = [task for task in self.tasks if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left)
+
+    def close(self, reason: str = "worker stopped") -> None:
+        """Say BYE (if the front end knows us) and close the socket."""
+        if self._channel is not None and self.phase in (ConnPhase.READY, ConnPhase.DRAINING):
+            self._post(ev.Bye(0, reason))
+            self._channel.flush()
+        self._close_socket(linger_ms=BYE_LINGER_MS)
+        self._fail_streams("connection closed")
+        if self.phase is not ConnPhase.REFUSED:
+            self.phase = ConnPhase.CLOSED
+
+    # ------------------------------------------------------------ socket and handshake
+
+    def _connect(self) -> None:
+        self._close_socket()
+        self._counter += 1
+        sock = self._ctx.socket(zmq.DEALER)
+        configure_dealer(sock, routing_id=f"{self.worker_id}/{self._counter}".encode())
+        sock.connect(self.endpoint)
+        self._channel = Channel(
+            sock, routed=False, on_events=self._on_events, on_bad_message=self._on_bad_message
+        )
+        self.phase = ConnPhase.HANDSHAKING
+        self._hello_again()
+
+    def _hello_again(self) -> None:
+        self._post(self._hello)
+        self._set_timer(self._backoff_s, self._on_handshake_timeout)
+
+    def _on_handshake_timeout(self) -> None:
+        self._backoff_s = min(self._backoff_s * 2, self._reconnect_max_s)
+        log.info("no WELCOME from %s; reconnecting", self.endpoint)
+        self._connect()
+
+    def _close_socket(self, *, linger_ms: int = 0) -> None:
+        self._cancel_timer()
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            channel.close(linger_ms=linger_ms)
+
+    def _lost(self, why: str) -> None:
+        """The front end is gone (silence, BYE): fail its streams, reconnect unless draining."""
+        log.warning("front end %s lost (%s)", self.endpoint, why)
+        self._fail_streams(why)
+        if self.phase is ConnPhase.DRAINING:
+            self._close_socket()
+            self.phase = ConnPhase.CLOSED
+        else:
+            self._connect()
+
+    def _on_welcome(self, welcome: ev.Welcome) -> None:
+        if self.phase is not ConnPhase.HANDSHAKING:
+            log.warning("unexpected WELCOME from %s ignored", self.endpoint)
+            return
+        features = frozenset(welcome.features) & frozenset(WORKER_FEATURES)
+        self._settings = StreamSettings(
+            request_window_bytes=self._window_bytes,
+            response_window_bytes=welcome.window_bytes,
+            chunk_bytes=max(1, min(welcome.max_payload_bytes, 64 * 1024)),
+            trailers="trailers" in features,
+            pathsend="pathsend" in features,
+            state=self._state,
+        )
+        self.frontend_id = welcome.frontend_id
+        self._tick_s = max(welcome.heartbeat_ms, 1) / 2000  # two ticks per interval
+        self._liveness_ticks = 2 * max(welcome.liveness, 1)
+        self._backoff_s = RECONNECT_MIN_S
+        self._highest = 0
+        self._silent_ticks = 0
+        self.phase = ConnPhase.READY
+        log.info("welcomed by front end %s at %s", welcome.frontend_id, self.endpoint)
+        self.welcomed.set()
+        self._set_timer(self._tick_s, self._tick)
+
+    def _on_refuse(self, refuse: ev.Refuse) -> None:
+        self.refuse_reason = refuse.reason
+        self.phase = ConnPhase.REFUSED
+        self._close_socket()
+        self._fail_streams("refused")
+        self.refused.set()
+
+    # ------------------------------------------------------------ liveness
+
+    def _tick(self) -> None:
+        if self._heard == self._heard_mark:
+            self._silent_ticks += 1
+            if self._silent_ticks >= self._liveness_ticks:
+                self._lost(f"silent for {self._silent_ticks * self._tick_s:.1f}s")
+                return
+        else:
+            self._silent_ticks = 0
+        if self._sent == self._sent_mark:
+            self._post(ev.Heartbeat())
+        self._heard_mark, self._sent_mark = self._heard, self._sent
+        self._set_timer(self._tick_s, self._tick)
+
+    def _set_timer(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = self._loop.call_later(delay_s, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ------------------------------------------------------------ inbound
+
+    def _on_bad_message(self, peer: Any, reason: str) -> None:
+        log.warning("dropped an unreadable message from %s: %s", self.endpoint, reason)
+
+    def _on_events(self, peer: Any, events: list[Any]) -> None:
+        self._heard += 1
+        channel = self._channel
+        for event in events:
+            if self._channel is not channel:  # an event above dropped this socket
+                return
+            if event.stream_id == 0:
+                self._on_control(event)
+            elif self.phase is ConnPhase.READY or self.phase is ConnPhase.DRAINING:
+                self._on_stream_event(event)
+            else:
+                log.debug("stream event before WELCOME from %s ignored", self.endpoint)
+
+    def _on_control(self, event: Any) -> None:
+        kind = type(event)
+        if kind is ev.Heartbeat:
+            return
+        if kind is ev.Welcome:
+            self._on_welcome(event)
+        elif kind is ev.Refuse:
+            self._on_refuse(event)
+        elif kind is ev.UnknownPeer:
+            self._on_unknown_peer()
+        elif kind is ev.Bye:
+            self._lost(f"front end said BYE: {event.reason}")
+        elif kind is ev.Invalid:
+            log.warning("invalid control event from %s (%s); reconnecting", self.endpoint, event.reason)
+            self._lost("invalid control event")
+        else:
+            log.warning("unexpected %s from %s ignored", kind.__name__, self.endpoint)
+
+    def _on_unknown_peer(self) -> None:
+        # Rule 8: the front end forgot us (restart, expiry). Our streams are gone there.
+        log.info("front end %s does not know us; saying HELLO again", self.endpoint)
+        self._fail_streams("front end forgot this worker")
+        if self.phase is ConnPhase.DRAINING:
+            self._close_socket()
+            self.phase = ConnPhase.CLOSED
+            return
+        self.phase = ConnPhase.HANDSHAKING
+        self._hello_again()
+
+    def _on_stream_event(self, event: Any) -> None:
+        sid = event.stream_id
+        opener = self._OPENERS.get(type(event))
+        if opener is not None:
+            if sid <= self._highest:
+                self._protocol_error(sid, f"stream id {sid} reused")
+                return
+            self._highest = sid
+            opener(event)
+            return
+        cycle = self._open.get(sid)
+        if cycle is None:
+            self._on_unrouted(event)
+            return
+        if type(event) is ev.Invalid:
+            self._protocol_error(sid, event.reason)
+            return
+        try:
+            cycle.feed(event)
+        except ProtocolViolation as exc:
+            self._protocol_error(sid, str(exc))
+
+    def _on_unrouted(self, event: Any) -> None:
+        sid = event.stream_id
+        if sid <= self._highest:
+            return  # Rule 14: raced the close; drop silently
+        self._highest = sid  # an unreadable or unknown opener: it is reset now, and closed
+        if type(event) is not ev.Reset:  # never answer a RESET with a RESET
+            reason = (
+                event.reason
+                if type(event) is ev.Invalid
+                else f"{type(event).__name__} on a stream never opened"
+            )
+            self._protocol_error(sid, reason)
+
+    def _protocol_error(self, sid: int, reason: str) -> None:
+        log.warning("protocol error on stream %d from %s: %s", sid, self.endpoint, reason)
+        cycle = self._open.get(sid)
+        if cycle is not None:
+            cycle.abort(ResetCode.PROTOCOL_ERROR, reason)
+        else:
+            self._post(ev.Reset(sid, ResetCode.PROTOCOL_ERROR, reason))
+
+    # ------------------------------------------------------------ streams
+
+    def _open_unsupported(self, event: Any) -> None:
+        self._protocol_error(event.stream_id, f"{type(event).__name__}: feature not announced in HELLO")
+
+    def _open_http(self, request: ev.Request) -> None:
+        sid = request.stream_id
+        # Capacity counts running apps: that is the load, whatever the front end still holds open.
+        if self.phase is not ConnPhase.READY or len(self.tasks) >= self._capacity:
+            why = "worker draining" if self.phase is ConnPhase.DRAINING else "worker at capacity"
+            self._post(ev.Reset(sid, ResetCode.REFUSED, why))
+            return
+        try:
+            cycle = HttpCycle(
+                request, emit=self._emit_stream, settings=self._settings, on_closed=self._on_closed
+            )
+        except ProtocolViolation as exc:
+            self._protocol_error(sid, str(exc))
+            return
+        self._open[sid] = cycle
+        task = self._loop.create_task(cycle.run(self._app))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _on_closed(self, cycle: HttpCycle) -> None:
+        if self._open.get(cycle.stream_id) is cycle:
+            del self._open[cycle.stream_id]
+
+    def _fail_streams(self, reason: str) -> None:
+        cycles, self._open = list(self._open.values()), {}
+        for cycle in cycles:
+            cycle.fail_locally(reason)
+
+    # ------------------------------------------------------------ outbound
+
+    def _emit_stream(self, event: Any) -> None:
+        # Belt and braces: streams of a lost handshake are failed and stay silent.
+        if self.phase is ConnPhase.READY or self.phase is ConnPhase.DRAINING:
+            self._post(event)
+
+    def _post(self, event: Any) -> None:
+        channel = self._channel
+        if channel is not None:
+            self._sent += 1
+            channel.post(event)

@@ -1,0 +1,232 @@
+"""The worker process: load the app, lifespan, one connection per front end, drain.
+
+    run_worker(config)
+      load_app                      AppLoadError      -> one line, exit 4
+      lifespan startup              LifespanFailure   -> one line, exit 4
+      FrontendConnection x N        REFUSE            -> one line, exit 3
+      all WELCOMEd                  -> READY, ready()
+      SIGTERM / SIGINT / parent gone-> DRAINING: DRAIN everywhere, in-flight
+                                       streams get graceful_timeout_s, then
+                                       are cancelled; lifespan shutdown; BYE
+      second signal while draining  -> stop at once (no lifespan shutdown)
+      STOPPED                       -> exit 0
+
+Signal handlers only record the request (``loop.add_signal_handler``); the
+main coroutine acts on it. The parent's death is noticed through
+``parent_fd`` (e.g. multiprocessing's parent sentinel) becoming readable, so
+a worker is never orphaned. One ``zmq.Context`` per process, made here.
+Logging is configured by the CLI; a spawned child with no handlers gets a
+plain stderr setup from ``configure_logging``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import zmq
+
+from .config import WorkerConfig
+from .connection import FrontendConnection
+from .lifecycle import Lifecycle, WorkerPhase
+from .lifespan import Lifespan, LifespanFailure
+from .loader import AppLoadError, load_app
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_BOOT, EXIT_APP_LOAD = 0, 3, 4
+LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """Plain stderr logging, for a spawned child whose parent's setup did not carry over."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+
+
+def make_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def run_worker(
+    config: WorkerConfig, *, ready: Callable[[], None] | None = None, parent_fd: int | None = None
+) -> int:
+    """Run one worker process until stopped; return its exit code (0, 3 or 4)."""
+    configure_logging(config.log_level)
+    try:
+        import uvloop
+
+        loop_factory: Any = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(Worker(config, ready=ready, parent_fd=parent_fd).run())
+
+
+class Worker:
+    def __init__(
+        self, config: WorkerConfig, *, ready: Callable[[], None] | None = None, parent_fd: int | None = None
+    ) -> None:
+        self.config = config
+        self.worker_id = make_worker_id()
+        self.lifecycle = Lifecycle(f"worker {self.worker_id}")
+        self.state: dict[str, Any] = {}  # lifespan state, shallow-copied into every request scope
+        self.connections: list[FrontendConnection] = []
+        self._ready = ready
+        self._parent_fd = parent_fd
+        self._stop = asyncio.Event()  # first SIGTERM/SIGINT, or the parent died
+        self._force = asyncio.Event()  # a second signal: stop now
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._watch(loop)
+        try:
+            return await self._run()
+        finally:
+            self._unwatch(loop)
+            if self.lifecycle.phase is not WorkerPhase.STOPPED:
+                self.lifecycle.to(WorkerPhase.STOPPED)
+
+    # ------------------------------------------------------------ stop requests
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop)
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
+                log.debug("cannot handle %s in this thread", sig.name)
+        if self._parent_fd is not None:
+            loop.add_reader(self._parent_fd, self._on_parent_gone)
+
+    def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.remove_signal_handler(sig)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass
+        if self._parent_fd is not None:
+            loop.remove_reader(self._parent_fd)
+
+    def request_stop(self) -> None:
+        """What a signal does: ask for a drain; a second request forces the stop."""
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    def _on_parent_gone(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._parent_fd)  # type: ignore[arg-type]
+        log.warning("parent process went away; draining")
+        self._stop.set()
+
+    # ------------------------------------------------------------ the phases
+
+    async def _run(self) -> int:
+        try:
+            app = load_app(self.config.app, app_dir=self.config.app_dir, factory=self.config.factory)
+        except AppLoadError as exc:
+            log.error("cannot load app: %s", exc)
+            log.debug("app load failure", exc_info=exc.__cause__)
+            return EXIT_APP_LOAD
+        lifespan = Lifespan(app, mode=self.config.lifespan, state=self.state)  # type: ignore[arg-type]
+        try:
+            started = await _first(lifespan.startup(), self._stop.wait()) == 0
+        except LifespanFailure as exc:
+            log.error("lifespan startup failed: %s", exc)
+            return EXIT_APP_LOAD
+        if not started:
+            await lifespan.shutdown(timeout_s=self.config.graceful_timeout_s)
+            return EXIT_OK
+        ctx: zmq.Context[Any] = zmq.Context()
+        try:
+            return await self._serve(app, lifespan, ctx)
+        finally:
+            for connection in self.connections:
+                connection.close()
+            ctx.term()  # every socket is closed; waits only for a BYE in flight (bounded linger)
+
+    async def _serve(self, app: Any, lifespan: Lifespan, ctx: zmq.Context[Any]) -> int:
+        info = {
+            "host": socket.gethostname(),
+            "app": self.config.app,
+            "pid": os.getpid(),
+            "started_at": time.time(),
+        }
+        self.connections = [
+            FrontendConnection(ctx=ctx, endpoint=endpoint, worker_id=self.worker_id, app=app,
+                               capacity=self.config.capacity, ws_capacity=self.config.ws_capacity,
+                               window_bytes=self.config.window_bytes,
+                               reconnect_max_s=self.config.reconnect_max_s, state=self.state, info=info)
+            for endpoint in self.config.connect
+        ]  # fmt: skip
+        for connection in self.connections:
+            connection.start()
+        if await _first(self._all_welcomed(), self._stop.wait(), self._any_refused()) == 0:
+            self.lifecycle.to(WorkerPhase.READY)
+            log.info("worker %s ready (%d front end(s))", self.worker_id, len(self.connections))
+            if self._ready is not None:
+                self._ready()
+            await _first(self._stop.wait(), self._any_refused())
+        if self._stop.is_set():
+            return await self._drain(lifespan)
+        return await self._refused_exit(lifespan)
+
+    async def _drain(self, lifespan: Lifespan) -> int:
+        self.lifecycle.to(WorkerPhase.DRAINING)
+        deadline = time.monotonic() + self.config.graceful_timeout_s
+        for connection in self.connections:
+            connection.drain()
+        finish = asyncio.gather(*(c.finish_streams(self.config.graceful_timeout_s) for c in self.connections))
+        if await _first(finish, self._force.wait()) == 1:
+            log.warning("second stop signal: stopping now")
+            await asyncio.gather(*(c.cancel_streams() for c in self.connections))
+        else:
+            timeout_s = max(deadline - time.monotonic(), 1.0)
+            await _first(lifespan.shutdown(timeout_s=timeout_s), self._force.wait())
+        for connection in self.connections:
+            connection.close("worker stopped")
+        self.lifecycle.to(WorkerPhase.STOPPED)
+        return EXIT_OK
+
+    async def _refused_exit(self, lifespan: Lifespan) -> int:
+        for connection in self.connections:
+            if connection.refused.is_set():
+                log.error(
+                    "front end %s refused this worker: %s", connection.endpoint, connection.refuse_reason
+                )
+        for connection in self.connections:
+            connection.close("another front end refused this worker")
+            await connection.cancel_streams()
+        await lifespan.shutdown(timeout_s=self.config.graceful_timeout_s)
+        return EXIT_BOOT
+
+    async def _all_welcomed(self) -> None:
+        await asyncio.gather(*(c.welcomed.wait() for c in self.connections))
+
+    async def _any_refused(self) -> None:
+        await _first(*(c.refused.wait() for c in self.connections))
+
+
+async def _first(*aws: Awaitable[Any]) -> int:
+    """Run ``aws`` until the first finishes; cancel the rest; return its index.
+
+    An exception from the first one to finish propagates.
+    """
+    tasks = [asyncio.ensure_future(aw) for aw in aws]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    winner = next(i for i, task in enumerate(tasks) if task in done)
+    tasks[winner].result()
+    return winner

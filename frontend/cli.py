@@ -1,0 +1,197 @@
+"""``python -m frontend``: argv and ZASGI_* environment -> FrontendConfig -> serve().
+
+The only module that configures logging or picks the event loop (uvloop).
+Every option can also come from ``ZASGI_<OPTION>`` (dashes as underscores),
+so containers need no wrapper script. Any bad option, unusable fd or
+unbindable address ends the process with one line on stderr and a non-zero
+status, never a traceback.
+
+Process contract (used by ``zasgi run`` and the tests):
+* stdout gets exactly one line once HTTP listens and the backend is bound:
+  ``zasgi-ready frontend http://HOST:PORT backend=ENDPOINT``; the same line
+  goes to ``--ready-fd`` (then closed) when given;
+* ``--parent-fd``: the read end of a pipe whose write end the parent holds;
+  when it becomes readable (the parent wrote, or died: EOF) we shut down;
+* SIGTERM/SIGINT: graceful shutdown, exit 0; a second one cuts the wait short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import config as cfg
+from .server import serve
+
+EXIT_USAGE = 2
+EXIT_RUNTIME = 1
+
+
+def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
+    env = "ZASGI_" + names[0].lstrip("-").replace("-", "_").upper()
+    return click.option(*names, envvar=env, show_envvar=True, **kwargs)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@_opt("--host", default="127.0.0.1", show_default=True, help="HTTP listen address.")
+@_opt(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="HTTP port; 0: any free port.",
+)
+@_opt(
+    "--backend",
+    default=None,
+    help="ZeroMQ endpoint workers connect to [default: ipc:///tmp/zasgi-UID/frontend-PORT.sock].",
+)
+@_opt("--insecure", is_flag=True, help="Allow a non-loopback tcp:// backend without CurveZMQ.")
+@_opt("--root-path", default="", help="ASGI root_path (mount point behind a proxy).")
+@_opt(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
+@_opt("--queue-size", type=int, default=1000, show_default=True, help="Requests that may wait for a worker.")
+@_opt(
+    "--queue-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds a request waits for a worker before 503.",
+)
+@_opt("--heartbeat-ms", type=int, default=1000, show_default=True)
+@_opt("--liveness", type=int, default=3, show_default=True, help="Silent heartbeats before a worker is gone.")
+@_opt("--window-bytes", type=int, default=256 * 1024, show_default=True, help="Response window per stream.")
+@_opt("--max-payload-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
+@_opt("--limit-max-line-size", type=int, default=16 * 1024, show_default=True, help="Request line bytes.")
+@_opt(
+    "--limit-max-header-size", type=int, default=16 * 1024, show_default=True, help="Bytes per header field."
+)
+@_opt("--limit-max-headers", type=int, default=100, show_default=True, help="Header fields per request.")
+@_opt("--limit-max-body-size", type=int, default=None, help="Request body bytes [default: unlimited].")
+@_opt("--timeout-keep-alive", type=float, default=5.0, show_default=True, help="Idle keep-alive seconds.")
+@_opt(
+    "--shutdown-timeout",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds in-flight requests get on SIGTERM.",
+)
+@_opt("--ready-fd", type=int, default=None, help="Also write the ready line to this fd, then close it.")
+@_opt("--parent-fd", type=int, default=None, help="Shut down when this fd becomes readable (parent died).")
+def command(**options: Any) -> None:
+    """The zasgi front end: HTTP in, wire events to app-server workers over ZeroMQ."""
+    config = build_config(options)
+    for name in ("ready_fd", "parent_fd"):
+        fd = options[name]
+        if fd is not None:
+            _check_fd(fd, "--" + name.replace("_", "-"))
+    _setup_logging(options["log_level"])
+    _run(_main(config, ready_fd=options["ready_fd"], parent_fd=options["parent_fd"]))
+
+
+def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
+    try:
+        return cfg.FrontendConfig(
+            host=options["host"],
+            port=options["port"],
+            root_path=options["root_path"],
+            backend=cfg.Backend(
+                endpoint=options["backend"] or cfg.default_backend(options["port"]),
+                insecure=options["insecure"],
+                window_bytes=options["window_bytes"],
+                max_payload_bytes=options["max_payload_bytes"],
+            ),
+            http=cfg.HttpLimits(
+                max_line_bytes=options["limit_max_line_size"],
+                max_field_bytes=options["limit_max_header_size"],
+                max_headers=options["limit_max_headers"],
+                keepalive_timeout_s=options["timeout_keep_alive"],
+                max_body_bytes=options["limit_max_body_size"],
+            ),
+            queue=cfg.Queue(size=options["queue_size"], timeout_s=options["queue_timeout"]),
+            heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
+            shutdown_timeout_s=options["shutdown_timeout"],
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _check_fd(fd: int, option: str) -> None:
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        raise click.UsageError(f"{option} {fd}: {exc.strerror}") from None
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        asyncio.run(coro)
+        return
+    uvloop.run(coro)
+
+
+async def _main(config: cfg.FrontendConfig, *, ready_fd: int | None, parent_fd: int | None) -> None:
+    loop = asyncio.get_running_loop()
+    shutdown = asyncio.Event()
+    if parent_fd is not None:
+
+        def parent_gone() -> None:
+            loop.remove_reader(parent_fd)
+            logging.getLogger(__name__).info("parent fd %d readable: shutting down", parent_fd)
+            shutdown.set()
+
+        loop.add_reader(parent_fd, parent_gone)
+
+    def ready(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        if ready_fd is not None:
+            try:
+                os.write(ready_fd, (line + "\n").encode())
+            finally:
+                os.close(ready_fd)
+
+    await serve(config, ready=ready, shutdown=shutdown)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: click in non-standalone mode so every failure is one line."""
+    try:
+        command.main(args=argv, prog_name="python -m frontend", standalone_mode=False)
+    except click.ClickException as exc:
+        click.echo(f"frontend: error: {exc.format_message()}", err=True)
+        sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        sys.exit(EXIT_RUNTIME)
+    except KeyboardInterrupt:
+        sys.exit(EXIT_RUNTIME)
+    except Exception as exc:  # bind failures and the like: one line, not a traceback
+        click.echo(f"frontend: error: {_describe(exc)}", err=True)
+        sys.exit(EXIT_RUNTIME)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if isinstance(exc, OSError) else text

@@ -1,0 +1,136 @@
+"""The front end's configuration: one frozen object, built once by the CLI.
+
+Knobs are grouped by concern (HTTP limits, backend, queue, heartbeat) and
+validated in ``__post_init__`` with messages that name the field, so the CLI
+can print one line and exit. Nothing here has side effects: no logging, no
+sockets, no directories (``server``/``dispatch`` create those).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def _positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HttpLimits:
+    # aiohttp's default 8190 per field rejects an ordinary 8 KiB cookie; nginx
+    # allows 4 x 8 KiB buffers, uvicorn (h11) 64 KiB per header block.
+    max_line_bytes: int = 16 * KIB
+    max_field_bytes: int = 16 * KIB
+    max_headers: int = 100
+    keepalive_timeout_s: float = 5.0
+    max_body_bytes: int | None = None  # None: unlimited (the worker's window bounds memory)
+
+    def __post_init__(self) -> None:
+        _positive("max_line_bytes", self.max_line_bytes)
+        _positive("max_field_bytes", self.max_field_bytes)
+        _positive("max_headers", self.max_headers)
+        _positive("keepalive_timeout_s", self.keepalive_timeout_s)
+        if self.max_body_bytes is not None and self.max_body_bytes < 0:
+            raise ValueError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    endpoint: str  # ipc://... (same host) or tcp://HOST:PORT
+    insecure: bool = False  # allow a non-loopback tcp:// bind without CurveZMQ
+    window_bytes: int = 256 * KIB  # response-direction window granted per stream (WELCOME)
+    max_payload_bytes: int = 64 * MIB  # largest payload accepted in one event
+
+    def __post_init__(self) -> None:
+        _positive("window_bytes", self.window_bytes)
+        _positive("max_payload_bytes", self.max_payload_bytes)
+        scheme, sep, rest = self.endpoint.partition("://")
+        if not sep or scheme not in ("ipc", "tcp", "inproc") or not rest:
+            raise ValueError(f"backend endpoint {self.endpoint!r} must be ipc://PATH or tcp://HOST:PORT")
+        if scheme == "tcp" and not self.insecure and not _is_loopback(rest):
+            raise ValueError(
+                f"backend {self.endpoint} is not a loopback address and CurveZMQ is not "
+                "supported yet; pass --insecure to bind it unencrypted anyway"
+            )
+
+    @property
+    def is_local(self) -> bool:
+        """Workers share this host (and its files): PATHSEND may be honoured."""
+        return self.endpoint.startswith(("ipc://", "inproc://"))
+
+
+def _is_loopback(host_port: str) -> bool:
+    host = host_port.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface name, a DNS name: assume exposed
+        return False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Queue:
+    size: int = 1000  # requests waiting for a worker slot; past it: 503 at once
+    timeout_s: float = 10.0  # how long one waits before 503 + Retry-After
+
+    def __post_init__(self) -> None:
+        if self.size < 0:
+            raise ValueError(f"queue size must be >= 0, got {self.size}")
+        _positive("queue timeout_s", self.timeout_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat:
+    interval_ms: int = 1000
+    liveness: int = 3  # silent intervals before a worker is gone (zguide: 3..5)
+
+    def __post_init__(self) -> None:
+        _positive("heartbeat interval_ms", self.interval_ms)
+        if self.liveness < 2:  # 1 would declare a peer dead on ordinary jitter
+            raise ValueError(f"liveness must be >= 2, got {self.liveness}")
+
+    @property
+    def interval_s(self) -> float:
+        return self.interval_ms / 1000
+
+    @property
+    def dead_after_s(self) -> float:
+        return self.interval_s * self.liveness
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontendConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    root_path: str = ""
+    backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(8000)))
+    http: HttpLimits = field(default_factory=HttpLimits)
+    queue: Queue = field(default_factory=Queue)
+    heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    shutdown_timeout_s: float = 30.0  # in-flight requests get this long on SIGTERM
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ValueError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
+        _positive("shutdown_timeout_s", self.shutdown_timeout_s)
+
+
+def runtime_dir() -> str:
+    """Per-user directory for ipc sockets (created 0700 by the dispatcher)."""
+    return os.path.join(tempfile.gettempdir(), f"zasgi-{os.getuid()}")
+
+
+def default_backend(port: int) -> str:
+    # Port 0 is "any free port": several such front ends must not share a socket.
+    name = f"frontend-{port}.sock" if port else f"frontend-pid{os.getpid()}.sock"
+    return f"ipc://{os.path.join(runtime_dir(), name)}"

@@ -1,0 +1,283 @@
+"""The backend: one ROUTER socket, the worker handshake, liveness, and routing.
+
+Theory of operation. ``wire.channel.Channel`` calls ``_on_events`` from the
+loop's reader callback with every decoded message; everything here is
+synchronous and delivers worker events to streams by direct method calls
+(``Stream.on_event``), so a request costs no task, queue or future beyond the
+one future its handler awaits.
+
+* Handshake (PROTOCOL §4.1): HELLO -> WELCOME (features = what both support)
+  or REFUSE. Any other event from a peer without a handshake -> UNKNOWN_PEER
+  (Rule 8), once per message.
+* Liveness (Rule 9/10): a timer ticks every half heartbeat interval. It expires
+  silent workers (``Pool.expire``) and sends HEARTBEAT to every worker that
+  was sent nothing since the previous tick.
+* A lost worker (silence, BYE, unreachable, undecodable input, re-HELLO) has
+  each of its streams told ``on_worker_lost``; the stream decides to replay or
+  fail (PROTOCOL §9).
+* Capacity: ``acquire`` takes a slot on the least loaded READY worker, or
+  waits in a bounded FIFO of futures; ``close_stream`` frees the slot and
+  hands it to the oldest waiter.
+
+Stream ids come from one counter for the whole process: strictly increasing on
+every connection, as Rule 13 requires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import uuid
+from typing import Any, Protocol
+
+import zmq
+
+import wire
+from wire import events as ev
+from wire.channel import Channel, configure_router
+from wire.codec import Limits
+
+from .config import FrontendConfig
+from .pool import Pool, WorkerRecord
+from .slots import SlotQueue
+
+log = logging.getLogger(__name__)
+
+BYE_GRACE_S = 0.05  # lets ZeroMQ's I/O thread put the BYEs on the wire before linger-0 close
+
+
+class Stream(Protocol):
+    stream_id: int
+    worker: WorkerRecord | None
+
+    def on_event(self, event: Any) -> None: ...  # a wire event from the stream's worker
+    def on_violation(self, reason: str) -> None: ...  # the worker sent an undecodable event
+    def on_worker_lost(self) -> None: ...  # the worker is gone
+
+
+class Dispatcher:
+    """Resource handling: ``start`` binds the ROUTER (creating an ipc directory
+    with mode 0700); ``aclose`` says BYE to every worker, fails the waiters and
+    closes the socket."""
+
+    def __init__(self, config: FrontendConfig, ctx: zmq.Context[Any], *, frontend_id: str = "") -> None:
+        self.config = config
+        self.frontend_id = frontend_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.pool = Pool(dead_after_s=config.heartbeat.dead_after_s)
+        self.endpoint = config.backend.endpoint  # the bound one after start()
+        features = {"http", "trailers"} | ({"pathsend"} if config.backend.is_local else set())
+        self.features = frozenset(features)
+        self._ctx = ctx
+        self._channel: Channel | None = None
+        self._streams: dict[int, Stream] = {}
+        self._next_id = 1
+        self.slots = SlotQueue(self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s)
+        self._sent_to: set[bytes] = set()  # peers posted to since the last tick
+        self._timer: asyncio.TimerHandle | None = None
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        sock = self._ctx.socket(zmq.ROUTER)
+        try:
+            configure_router(sock)
+            if self.endpoint.startswith("ipc://"):
+                _make_private_dir(self.endpoint[len("ipc://") :])
+            sock.bind(self.endpoint)
+            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            sock.close(linger=0)
+            raise
+        limits = Limits(max_payload_bytes=self.config.backend.max_payload_bytes)
+        self._channel = Channel(
+            sock, routed=True, on_events=self._on_events, on_bad_message=self._on_bad_message,
+            on_unreachable=self._on_unreachable, limits=limits,
+        )  # fmt: skip
+        self._schedule_tick()
+
+    async def aclose(self) -> None:
+        self._closing = True
+        self.slots.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        for record in self.pool:
+            channel.post(ev.Bye(0, "front end shutting down"), record.peer)
+        channel.flush()
+        if len(self.pool):
+            await asyncio.sleep(BYE_GRACE_S)
+        channel.close()
+
+    @property
+    def streams_open(self) -> int:
+        return len(self._streams)
+
+    # ------------------------------------------------------- slots and streams
+
+    async def acquire(self) -> WorkerRecord:
+        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``)."""
+        return await self.slots.acquire()
+
+    def open_stream(self, stream: Stream) -> int:
+        """A new stream id, routed to ``stream`` (whose ``worker`` holds a slot)."""
+        stream_id = self._next_id
+        self._next_id += 1
+        self._streams[stream_id] = stream
+        return stream_id
+
+    def close_stream(self, stream: Stream) -> None:
+        """The stream is closed on the wire: forget its id, free its slot."""
+        if self._streams.pop(stream.stream_id, None) is not None and stream.worker is not None:
+            self.pool.release(stream.worker)
+            self.slots.wake()
+
+    def post(self, event: Any, worker: WorkerRecord) -> None:
+        if self._channel is not None:
+            self._sent_to.add(worker.peer)
+            self._channel.post(event, worker.peer)
+
+    # ----------------------------------------------------------- receiving
+
+    def _on_events(self, peer: bytes, events: list[Any]) -> None:
+        assert self._loop is not None
+        record = self.pool.seen(peer, self._loop.time())
+        for event in events:
+            if record is None:
+                if type(event) is ev.Hello:
+                    record = self._handshake(peer, event)
+                    continue
+                self._post_peer(ev.UnknownPeer(), peer)  # Rule 8; dedup'd below
+                break
+            if event.stream_id:
+                self._route(record, event)
+            else:
+                record = self._control(record, event)
+
+    def _route(self, record: WorkerRecord, event: Any) -> None:
+        stream_id = event.stream_id
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.worker is not record:
+            if stream is not None:
+                log.warning("worker %s sent %s for stream %d it does not own; dropped",
+                            record.worker_id, type(event).__name__, stream_id)  # fmt: skip
+            elif stream_id >= self._next_id or type(event) is ev.Invalid:
+                reason = getattr(event, "reason", "") or "stream was never opened"
+                self.post(ev.Reset(stream_id, wire.ResetCode.PROTOCOL_ERROR, reason), record)
+            return  # else: a closed stream's straggler (Rule 14)
+        if type(event) is ev.Invalid:
+            log.warning("worker %s: bad event on stream %d: %s", record.worker_id, stream_id, event.reason)
+            stream.on_violation(event.reason)
+        else:
+            stream.on_event(event)
+
+    def _control(self, record: WorkerRecord, event: Any) -> WorkerRecord | None:
+        kind = type(event)
+        if kind is ev.Heartbeat:
+            return record
+        if kind is ev.Drain:
+            log.info("worker %s is draining", record.worker_id)
+            self.pool.drain(record.peer)
+            return record
+        if kind is ev.Bye:
+            log.info("worker %s said bye: %s", record.worker_id, event.reason)
+            self._lose(record, "said bye")
+            return None
+        if kind is ev.Hello:  # it restarted its connection: the old streams are gone
+            return self._handshake(record.peer, event)
+        reason = event.reason if kind is ev.Invalid else f"{kind.__name__} is not a worker's event"
+        log.warning("worker %s: bad control event (%s); forgetting it", record.worker_id, reason)
+        self._lose(record, "protocol error")
+        return None
+
+    def _on_bad_message(self, peer: bytes, reason: str) -> None:
+        record = self.pool.get(peer)
+        log.warning("undecodable message from %s: %s", record.worker_id if record else peer, reason)
+        if record is not None:
+            self._lose(record, "undecodable message")
+
+    def _on_unreachable(self, peer: bytes) -> None:
+        record = self.pool.get(peer)
+        if record is not None:
+            self._lose(record, "unreachable")
+
+    # ------------------------------------------------------------ handshake
+
+    def _handshake(self, peer: bytes, hello: ev.Hello) -> WorkerRecord | None:
+        old = self.pool.get(peer)
+        if old is not None:
+            self._lose(old, "said HELLO again")
+        refusal = self._refusal(hello)
+        if refusal:
+            log.warning("refusing worker %s (pid %d): %s", hello.worker_id, hello.pid, refusal)
+            self._post_peer(ev.Refuse(0, refusal), peer)
+            return None
+        if self._closing:
+            return None  # it will find our successor (Rule 12)
+        assert self._loop is not None
+        features = frozenset(f for f in hello.features if f in self.features)
+        record = WorkerRecord(
+            peer=peer, worker_id=hello.worker_id, pid=hello.pid, capacity=hello.capacity,
+            ws_capacity=hello.ws_capacity, window_bytes=hello.window_bytes, features=features,
+            info=hello.info, now=self._loop.time(),
+        )  # fmt: skip
+        self.pool.add(record)
+        hb, backend = self.config.heartbeat, self.config.backend
+        welcome = ev.Welcome(
+            0, self.frontend_id, hb.interval_ms, hb.liveness, backend.window_bytes,
+            backend.max_payload_bytes, tuple(sorted(features)),
+        )  # fmt: skip
+        self.post(welcome, record)
+        self.pool.welcome(peer, self._loop.time())
+        log.info("worker %s (pid %d) joined: capacity %d, features %s",
+                 hello.worker_id, hello.pid, hello.capacity, ",".join(sorted(features)))  # fmt: skip
+        self.slots.wake()
+        return record
+
+    @staticmethod
+    def _refusal(hello: ev.Hello) -> str:
+        if hello.protocol != wire.PROTOCOL_VERSION:
+            return (
+                f"protocol {hello.protocol} is not supported (this front end speaks {wire.PROTOCOL_VERSION})"
+            )
+        if "http" not in hello.features:
+            return "the worker does not offer the 'http' feature"
+        return ""
+
+    def _lose(self, record: WorkerRecord, why: str) -> None:
+        self.pool.remove(record.peer)
+        victims = [s for s in self._streams.values() if s.worker is record]
+        log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))
+        for stream in victims:
+            stream.on_worker_lost()
+
+    def _post_peer(self, event: Any, peer: bytes) -> None:
+        if self._channel is not None:
+            self._channel.post(event, peer)
+
+    # ------------------------------------------------------------- liveness
+
+    def _schedule_tick(self) -> None:
+        assert self._loop is not None
+        self._timer = self._loop.call_later(self.config.heartbeat.interval_s / 2, self._tick)
+
+    def _tick(self) -> None:
+        assert self._loop is not None
+        for record in self.pool.expire(self._loop.time()):
+            self._lose(record, f"silent for {self.pool.dead_after_s:.1f}s")
+        sent, self._sent_to = self._sent_to, set()
+        for record in self.pool:
+            if record.peer not in sent:
+                self.post(ev.Heartbeat(), record)
+        self._schedule_tick()
+
+
+def _make_private_dir(path: str) -> None:
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, mode=0o700, exist_ok=True)

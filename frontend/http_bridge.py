@@ -1,0 +1,297 @@
+"""aiohttp request <-> wire HTTP stream: the one place worker trouble becomes an HTTP status.
+
+Theory of operation. ``HttpBridge.handle`` is aiohttp's low-level handler
+(``web.Server``, handler_cancellation on). Per request it builds the REQUEST
+fields from the raw request (header bytes untouched, the path exactly as
+sent), takes a worker slot (or 503), sends the stream, then turns the
+worker's events into the client's response. The handler task is the only
+task a request costs, except an upload still arriving from the client, which
+gets a pump task (see ``upload``).
+
+What the client sees when things go wrong (PROTOCOL §9):
+* before the status line: 503 + Retry-After (no worker in time), 502 +
+  ``connection: close`` (worker lost, worker broke the protocol, replay
+  impossible), 500 (the worker reset the stream), 413/400 (the body);
+* after it: the connection is aborted, so a chunked body never gets its last
+  chunk and a fixed-length one is short; never a second status.
+A client that goes away is not an error: the worker gets DISCONNECT, logged
+at debug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from multidict import CIMultiDict
+
+from wire import events as ev
+from wire.events import ResetCode
+
+from .config import FrontendConfig
+from .dispatch import Dispatcher
+from .slots import NoCapacity
+from .stream import HttpStream, Local, Phase
+from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, Upload
+
+log = logging.getLogger(__name__)
+
+_VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
+_BAD_FIELD = re.compile(rb"[\x00\r\n]")
+_FAILURE_STATUS = {
+    Local.WORKER_LOST: 502,
+    Local.VIOLATION: 502,
+    Local.BODY_TOO_LARGE: 413,
+    Local.BAD_BODY: 400,
+}
+
+
+class _WorkerResponse(web.StreamResponse):
+    # As web.Response does: hold the head back so it leaves with the first body bytes.
+    _send_headers_immediately = False
+
+
+def error_response(status: int, *, retry_after_s: float | None = None, close: bool = False) -> web.Response:
+    resp = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n")
+    if retry_after_s is not None:
+        resp.headers["Retry-After"] = str(max(1, round(retry_after_s)))
+    if close:
+        resp.force_close()
+    return resp
+
+
+class HttpBridge:
+    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher) -> None:
+        self._config = config
+        self._dispatcher = dispatcher
+        self._root_path = config.root_path
+        self._max_body = config.http.max_body_bytes
+        self._id_prefix = os.urandom(3).hex() + "-"
+        self._requests = 0
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket(request)
+        try:
+            stream = self._new_stream(request)
+        except BodyTooLarge:
+            return error_response(413, close=True)
+        try:
+            return await self._run(request, stream)
+        except asyncio.CancelledError:
+            log.debug("client went away from stream %d", stream.stream_id)
+            stream.phase = Phase.FAILED
+            raise
+        finally:
+            stream.finish()
+
+    def _websocket(self, request: web.BaseRequest) -> web.StreamResponse:
+        # The seam for frontend/ws_bridge.py; until then a plain HTTP answer.
+        return error_response(501, close=True)
+
+    # ----------------------------------------------------------- request
+
+    def _new_stream(self, request: web.BaseRequest) -> HttpStream:
+        content = request.content
+        length = request.content_length
+        if self._max_body is not None and length is not None and length > self._max_body:
+            raise BodyTooLarge(f"Content-Length {length} over {self._max_body}")
+        expect = (
+            request.version == HttpVersion11
+            and not content.is_eof()
+            and request.headers.get("Expect", "").lower() == "100-continue"
+        )
+        upload = Upload(content=content, expect_continue=expect, max_body_bytes=self._max_body)
+        self._requests += 1
+        ext = {"request_id": f"{self._id_prefix}{self._requests:x}"}
+        return HttpStream(self._dispatcher, head=self._head(request), ext=ext, upload=upload)
+
+    def _head(self, request: web.BaseRequest) -> tuple[Any, ...]:
+        version = request.version
+        target = request.raw_path.encode("utf-8", "surrogateescape")  # the bytes as sent
+        path, _, query = target.partition(b"?")
+        if not path.startswith(b"/") and b"://" in path:  # absolute-form target
+            authority_path = path.split(b"://", 1)[1]
+            slash = authority_path.find(b"/")
+            path = authority_path[slash:] if slash >= 0 else b"/"
+        transport = request.transport
+        client = server = None
+        if transport is not None:
+            client = _address(transport.get_extra_info("peername"))
+            server = _address(transport.get_extra_info("sockname"))
+        http_version = _VERSIONS.get(version) or f"{version.major}.{version.minor}"
+        return (request.method, "http", http_version, path, query, self._root_path,
+                request.raw_headers, client, server)  # fmt: skip
+
+    async def _run(self, request: web.BaseRequest, stream: HttpStream) -> web.StreamResponse:
+        try:
+            stream.dispatch(await self._dispatcher.acquire())
+        except NoCapacity as exc:
+            log.info("no worker for %s %s: %s", request.method, request.path, exc)
+            return error_response(503, retry_after_s=self._config.queue.timeout_s)
+        stream.start_pump(lambda: request.writer.write(CONTINUE))
+        while True:
+            item = await stream.next()
+            if type(item) is ev.Response:
+                return await self._respond(request, stream, item)
+            if not stream.can_replay(item):
+                return self._failure(stream, item)
+            log.info("replaying stream %d on another worker (%s)", stream.stream_id, _why(item))
+            try:
+                stream.replay(await self._dispatcher.acquire())
+            except NoCapacity:
+                return error_response(503, retry_after_s=self._config.queue.timeout_s)
+
+    @staticmethod
+    def _failure(stream: HttpStream, item: Any) -> web.StreamResponse:
+        stream.phase = Phase.FAILED
+        if type(item) is ev.Reset:
+            log.warning("stream %d reset by the worker before the response: %s",
+                        stream.stream_id, _why(item))  # fmt: skip
+            return error_response(502 if item.code == ResetCode.REFUSED else 500, close=True)
+        log.warning("stream %d failed before the response: %s", stream.stream_id, item.value)
+        return error_response(_FAILURE_STATUS[item], close=True)
+
+    # ----------------------------------------------------------- response
+
+    async def _respond(self, request: web.BaseRequest, stream: HttpStream, start: ev.Response) -> Any:
+        empty = request.method == "HEAD" or start.status in (204, 304) or start.status < 200
+        try:
+            resp = _WorkerResponse(status=start.status, headers=_str_headers(start.headers))
+            trailers = start.trailers and not empty and _wants_trailers(request, resp)
+            if not start.more_body and not start.trailers and not empty and resp.content_length is None:
+                resp.content_length = len(start.body)  # whole body in hand: no chunking needed
+            if trailers:
+                resp.enable_chunked_encoding()
+            elif request.version == HttpVersion10:
+                resp.headers.popall("Transfer-Encoding", None)  # 1.0 bodies end at close
+            if stream.upload.expect_continue and stream.upload.needs_pump:
+                resp.force_close()  # the client will not send the body it was never asked for
+            writer = await resp.prepare(request)
+        except (ValueError, RuntimeError) as exc:  # CR/LF in a header, a bad Content-Length...
+            stream.reset(ResetCode.PROTOCOL_ERROR, f"bad response head: {exc}")
+            log.warning("stream %d: worker sent a bad response head: %s", stream.stream_id, exc)
+            return error_response(502, close=True)
+        stream.phase = Phase.RESPONDING
+        try:
+            if await self._body(request, stream, resp, start, empty):
+                await self._end(request, stream, resp, writer, start, trailers)
+        except ConnectionError:
+            log.debug("client went away during stream %d", stream.stream_id)
+            stream.phase = Phase.FAILED
+        return resp
+
+    async def _body(
+        self, request: web.BaseRequest, stream: HttpStream, resp: Any, start: ev.Response, empty: bool
+    ) -> bool:
+        """Write the body; False when the response had to be aborted."""
+        body, more = start.body, start.more_body
+        if not more and not start.trailers:
+            await resp.write_eof(b"" if empty else body)  # the common case: one write
+            stream.consumed(len(body))
+            stream.phase = Phase.DONE
+            return False
+        if not body:
+            request.writer.send_headers()  # a streamed response's head must not wait for data
+        while True:
+            if body:
+                if not empty:
+                    await resp.write(body)
+                stream.consumed(len(body))
+            if not more:
+                return True
+            item = await stream.next()
+            if type(item) is ev.Body:
+                body, more = item.body, item.more_body
+            elif type(item) is ev.Pathsend:
+                return await self._send_file(request, stream, resp, item.path, empty)
+            else:
+                _abort(request, stream, item)
+                return False
+
+    async def _end(
+        self, request: web.BaseRequest, stream: HttpStream, resp: Any, writer: Any,
+        start: ev.Response, trailers: bool,
+    ) -> None:  # fmt: skip
+        block: list[bytes] = []
+        while start.trailers:  # the tracker let only TRAILERS* through after the body
+            item = await stream.next()
+            if type(item) is not ev.Trailers:
+                _abort(request, stream, item)
+                return
+            block.extend(b"%s: %s\r\n" % pair for pair in item.headers if not _bad_field(pair))
+            if not item.more_trailers:
+                break
+        if trailers:
+            writer.chunked = False  # aiohttp writes no trailers: the last chunk is ours
+            await resp.write_eof(b"0\r\n" + b"".join(block) + b"\r\n")
+        else:
+            await resp.write_eof()
+        stream.phase = Phase.DONE
+
+    async def _send_file(
+        self, request: web.BaseRequest, stream: HttpStream, resp: Any, path: str, empty: bool
+    ) -> bool:
+        """PATHSEND (PROTOCOL §11): only from a worker on this host that negotiated it."""
+        worker = stream.worker
+        if worker is None or "pathsend" not in worker.features or not os.path.isabs(path):
+            stream.reset(ResetCode.PROTOCOL_ERROR, "pathsend not allowed")
+            _abort(request, stream, Local.VIOLATION)
+            return False
+        try:
+            with open(path, "rb") as f:  # local disk, 64 KiB at a time; sendfile is a later step
+                while not empty and (chunk := f.read(CHUNK_BYTES)):
+                    await resp.write(chunk)
+        except OSError as exc:
+            log.warning("stream %d: cannot send %s: %s", stream.stream_id, path, exc)
+            stream.reset(ResetCode.INTERNAL_ERROR, "pathsend failed")
+            _abort(request, stream, Local.VIOLATION)
+            return False
+        return True
+
+
+def _abort(request: web.BaseRequest, stream: HttpStream, why: Any) -> None:
+    """After the status line: break the connection so the client sees a truncated body."""
+    log.warning("stream %d aborted mid-response: %s", stream.stream_id, _why(why))
+    stream.phase = Phase.FAILED
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _why(item: Any) -> str:
+    if type(item) is ev.Reset:
+        try:
+            name = ResetCode(item.code).name
+        except ValueError:
+            name = str(item.code)
+        return f"RESET {name} {item.reason}".strip()
+    return getattr(item, "value", type(item).__name__)
+
+
+def _str_headers(headers: ev.Headers) -> CIMultiDict[str]:
+    return CIMultiDict([(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers])
+
+
+def _wants_trailers(request: web.BaseRequest, resp: web.StreamResponse) -> bool:
+    return (
+        request.version == HttpVersion11
+        and "Content-Length" not in resp.headers
+        and "trailers" in request.headers.get("TE", "").lower()
+    )
+
+
+def _bad_field(pair: tuple[bytes, bytes]) -> bool:
+    return _BAD_FIELD.search(pair[0]) is not None or _BAD_FIELD.search(pair[1]) is not None
+
+
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None

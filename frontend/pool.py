@@ -1,0 +1,148 @@
+"""The worker registry: who is connected, in which state, how busy. Pure.
+
+No zmq, no asyncio, no clock: every time is passed in as ``now`` (seconds on
+any monotonic clock), so tests drive expiry with plain numbers.
+
+Invariants:
+* a record's state moves only along ``wire.states.WORKER_TRANSITIONS``
+  (JOINING -> READY -> DRAINING -> GONE), through ``WorkerRecord.to``;
+* ``in_flight`` counts slots taken (streams not yet closed on the wire, plus
+  slots reserved for a request about to open one); ``choose`` never returns a
+  worker whose ``in_flight`` has reached its ``capacity`` (PROTOCOL Rule 19);
+* a GONE record is no longer in the pool; ``release`` on it is harmless.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wire.states import WORKER_TRANSITIONS, WorkerState
+
+
+class WorkerRecord:
+    """One worker connection as the front end sees it."""
+
+    __slots__ = (
+        "peer", "worker_id", "pid", "info", "capacity", "ws_capacity", "window_bytes",
+        "features", "state", "last_seen", "welcomed_at", "in_flight", "served",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        *,
+        peer: bytes,
+        worker_id: str,
+        pid: int,
+        capacity: int,
+        ws_capacity: int = 0,
+        window_bytes: int,
+        features: frozenset[str] = frozenset(),
+        info: dict[str, Any] | None = None,
+        now: float,
+    ) -> None:
+        self.peer = peer  # ROUTER routing id of the worker's DEALER
+        self.worker_id = worker_id
+        self.pid = pid
+        self.capacity = capacity
+        self.ws_capacity = ws_capacity
+        self.window_bytes = window_bytes  # initial request-direction window (HELLO)
+        self.features = features  # negotiated: what WELCOME said we will use
+        self.info = info or {}
+        self.state = WorkerState.JOINING
+        self.last_seen = now
+        self.welcomed_at: float | None = None
+        self.in_flight = 0
+        self.served = 0
+
+    def to(self, new: WorkerState) -> None:
+        if new not in WORKER_TRANSITIONS[self.state]:
+            raise ValueError(f"worker {self.worker_id}: {self.state.value} -> {new.value} is not allowed")
+        self.state = new
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkerRecord {self.worker_id} pid={self.pid} {self.state.value} "
+            f"{self.in_flight}/{self.capacity}>"
+        )
+
+
+class Pool:
+    def __init__(self, *, dead_after_s: float) -> None:
+        self.dead_after_s = dead_after_s
+        self._workers: dict[bytes, WorkerRecord] = {}
+        self._rr = 0  # rotates the scan start so equal loads alternate
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._workers.values()))
+
+    def get(self, peer: bytes) -> WorkerRecord | None:
+        return self._workers.get(peer)
+
+    def add(self, record: WorkerRecord) -> WorkerRecord | None:
+        """Register a JOINING worker; returns the record it replaces (now GONE), if any."""
+        old = self.remove(record.peer)
+        self._workers[record.peer] = record
+        return old
+
+    def welcome(self, peer: bytes, now: float) -> None:
+        record = self._workers[peer]
+        record.to(WorkerState.READY)
+        record.welcomed_at = now
+
+    def drain(self, peer: bytes) -> None:
+        record = self._workers[peer]
+        if record.state is not WorkerState.DRAINING:
+            record.to(WorkerState.DRAINING)
+
+    def remove(self, peer: bytes) -> WorkerRecord | None:
+        """Forget a worker: it said BYE, went silent, or became unreachable."""
+        record = self._workers.pop(peer, None)
+        if record is not None:
+            record.to(WorkerState.GONE)
+        return record
+
+    def seen(self, peer: bytes, now: float) -> WorkerRecord | None:
+        record = self._workers.get(peer)
+        if record is not None:
+            record.last_seen = now
+        return record
+
+    def expire(self, now: float) -> list[WorkerRecord]:
+        """Remove and return the workers silent for longer than ``dead_after_s`` (Rule 10)."""
+        deadline = now - self.dead_after_s
+        dead = [r for r in self._workers.values() if r.last_seen < deadline]
+        for record in dead:
+            self.remove(record.peer)
+        return dead
+
+    def choose(self) -> WorkerRecord | None:
+        """The READY worker with the fewest streams and a free slot, or None."""
+        workers = list(self._workers.values())
+        n = len(workers)
+        best: WorkerRecord | None = None
+        if n == 0:
+            return None
+        self._rr = (self._rr + 1) % n
+        for i in range(n):
+            record = workers[(self._rr + i) % n]
+            if record.state is not WorkerState.READY or record.in_flight >= record.capacity:
+                continue
+            if best is None or record.in_flight < best.in_flight:
+                best = record
+        return best
+
+    @staticmethod
+    def acquire(record: WorkerRecord) -> None:
+        record.in_flight += 1
+
+    @staticmethod
+    def release(record: WorkerRecord) -> None:
+        if record.in_flight > 0:
+            record.in_flight -= 1
+            record.served += 1
+
+    def ready_count(self) -> int:
+        return sum(1 for r in self._workers.values() if r.state is WorkerState.READY)

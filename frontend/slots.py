@@ -1,0 +1,100 @@
+"""Worker slots for requests: take one now, or wait in a bounded FIFO (DESIGN: "no capacity
+anywhere: the request waits in a bounded queue; past its timeout it gets 503").
+
+A waiter is one future; a freed slot is handed to the oldest live waiter and
+taken for it at once, so a slot can't be stolen between the wake-up and the
+waiter running. A waiter cancelled (its client left) after being handed a
+slot gives it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from .pool import Pool, WorkerRecord
+
+
+class NoCapacity(Exception):
+    """No worker slot for a request: the client gets 503."""
+
+
+class QueueFull(NoCapacity):
+    pass
+
+
+class QueueTimeout(NoCapacity):
+    pass
+
+
+class ShuttingDown(NoCapacity):
+    pass
+
+
+class SlotQueue:
+    def __init__(self, pool: Pool, *, size: int, timeout_s: float) -> None:
+        self._pool = pool
+        self._size = size
+        self._timeout_s = timeout_s
+        self._waiters: deque[asyncio.Future[WorkerRecord]] = deque()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    async def acquire(self) -> WorkerRecord:
+        """A slot on the least loaded READY worker; waits (FIFO) when none is free.
+
+        Raises:
+            QueueFull, QueueTimeout, ShuttingDown (all ``NoCapacity``).
+        """
+        if self._closed:
+            raise ShuttingDown("the front end is shutting down")
+        if not self._waiters:
+            record = self._pool.choose()
+            if record is not None:
+                self._pool.acquire(record)
+                return record
+        if len(self._waiters) >= self._size:
+            raise QueueFull(f"{len(self._waiters)} requests already wait for a worker")
+        return await self._wait()
+
+    async def _wait(self) -> WorkerRecord:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[WorkerRecord] = loop.create_future()
+        self._waiters.append(fut)
+        timer = loop.call_later(self._timeout_s, _time_out, fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._pool.release(fut.result())  # handed a slot as the client left
+                self.wake()
+            raise
+        finally:
+            timer.cancel()
+            if fut in self._waiters:
+                self._waiters.remove(fut)
+
+    def wake(self) -> None:
+        """Hand free slots to the oldest waiters (a slot was freed or a worker joined)."""
+        while self._waiters:
+            record = self._pool.choose()
+            if record is None:
+                return
+            fut = self._waiters.popleft()
+            if not fut.done():
+                self._pool.acquire(record)
+                fut.set_result(record)
+
+    def close(self) -> None:
+        self._closed = True
+        for fut in self._waiters:
+            if not fut.done():
+                fut.set_exception(ShuttingDown("the front end is shutting down"))
+        self._waiters.clear()
+
+
+def _time_out(fut: asyncio.Future[WorkerRecord]) -> None:
+    if not fut.done():
+        fut.set_exception(QueueTimeout("no worker became free in time"))

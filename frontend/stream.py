@@ -1,0 +1,262 @@
+"""One HTTP request's stream to a worker: the front end's half of PROTOCOL §6.1 and §9.
+
+Theory of operation. The dispatcher calls ``on_event`` / ``on_violation`` /
+``on_worker_lost`` synchronously from the ZeroMQ reader callback. Worker
+events are validated against ``wire.states`` trackers on arrival and put in a
+small inbox (a deque); the request's handler task awaits ``next()``, which
+parks on one future only when the inbox is empty. Local failures travel the
+same way as ``Local`` markers, so the handler alone decides what the client
+sees (http_bridge): replay, an error status, or an aborted connection.
+
+Two views of the same stream, each an explicit state:
+* ``phase`` (``Phase``): what the *client* has seen. QUEUED -> DISPATCHED ->
+  RESPONDING -> DONE | FAILED.
+* the wire: ``request_half``/``response`` trackers, plus ``worker``, which is
+  None when the stream is closed on the wire (or not yet open). A stream whose
+  client is done but whose worker is still answering (after DISCONNECT) stays
+  routed ("lingers") until the worker's last event, so the worker's slot is
+  counted until it is really free (Rule 19).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from wire import events as ev
+from wire.errors import ProtocolViolation
+from wire.events import ResetCode
+from wire.flow import ReceiveWindow, cost
+from wire.states import RequestHalf, RequestTracker, ResponseHalf, ResponseTracker
+
+from .upload import BodyTooLarge, Upload
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+    from .pool import WorkerRecord
+
+MAX_REPLAYS = 2  # a request that kills every worker it touches must not kill them all
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+
+class Phase(Enum):
+    QUEUED = "queued"  # waiting for a worker slot
+    DISPATCHED = "dispatched"  # REQUEST sent, nothing written to the client yet
+    RESPONDING = "responding"  # the status line went to the client
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Local(Enum):
+    """Inbox markers for failures found on this side of the wire."""
+
+    WORKER_LOST = "worker lost"
+    VIOLATION = "protocol violation"
+    BODY_TOO_LARGE = "request body too large"
+    BAD_BODY = "unreadable request body"
+
+
+class HttpStream:
+    __slots__ = (
+        "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
+        "_dispatcher", "_head", "_ext", "_idempotent", "_inbox", "_waiter", "_loop", "_pump",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        head: tuple[Any, ...],  # REQUEST's fields from method to server, in wire order
+        ext: dict[str, Any],
+        upload: Upload,
+    ) -> None:
+        self.stream_id = 0
+        self.worker: WorkerRecord | None = None
+        self.phase = Phase.QUEUED
+        self.replays = 0
+        self.upload = upload
+        upload.send = self._send_body
+        self.request_half: RequestTracker | None = None
+        self.response = ResponseTracker()
+        self.recv: ReceiveWindow | None = None
+        self._dispatcher = dispatcher
+        self._head = head
+        self._ext = ext
+        self._idempotent = head[0] in IDEMPOTENT
+        self._inbox: deque[Any] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._pump: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------ handler side
+
+    def dispatch(self, worker: WorkerRecord) -> None:
+        """Open the stream on ``worker`` (which holds a slot for it) and send REQUEST."""
+        backend = self._dispatcher.config.backend
+        self.worker = worker
+        self.stream_id = self._dispatcher.open_stream(self)
+        self.response = ResponseTracker()
+        self.recv = ReceiveWindow(backend.window_bytes, slack_bytes=backend.max_payload_bytes)
+        body, more = self.upload.first(worker.window_bytes)
+        request = ev.Request(self.stream_id, *self._head, body, more, self.upload.expect_continue, self._ext)
+        self.request_half = RequestTracker(request)
+        self.phase = Phase.DISPATCHED
+        self._dispatcher.post(request, worker)
+        self.upload.flush()
+
+    def start_pump(self, write_continue: Any) -> None:
+        if self.upload.needs_pump and self._pump is None:
+            self._pump = self._loop.create_task(self._run_pump(write_continue))
+
+    async def next(self) -> Any:
+        """The next worker event or ``Local`` marker for the handler."""
+        inbox = self._inbox
+        if not inbox:
+            self._return_credit()  # the consumer is idle: give back what it took
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return inbox.popleft()
+
+    def can_replay(self, item: Any) -> bool:
+        if self.phase is not Phase.DISPATCHED or self.replays >= MAX_REPLAYS:
+            return False
+        if item is Local.WORKER_LOST:
+            return self.upload.replayable or (self._idempotent and self.upload.whole is not None)
+        return type(item) is ev.Reset and item.code == ResetCode.REFUSED and self.upload.replayable
+
+    def replay(self, worker: WorkerRecord) -> None:
+        self.replays += 1
+        self.dispatch(worker)
+
+    def consumed(self, n: int) -> None:
+        """``n`` response bytes reached the client socket (its write returned): credit them."""
+        if self.recv is not None and self.worker is not None:
+            credit = self.recv.consumed(n)
+            if credit:
+                self._dispatcher.post(ev.Credit(self.stream_id, credit), self.worker)
+
+    def reset(self, code: ResetCode, reason: str) -> None:
+        """Give up on the stream on the wire (we are the side that found the problem)."""
+        if self.worker is not None:
+            self._dispatcher.post(ev.Reset(self.stream_id, code, reason), self.worker)
+            self._detach()
+
+    def client_gone(self) -> None:
+        """The client went away (not an error): DISCONNECT, then linger or close."""
+        self.phase = Phase.FAILED
+        self.finish()
+
+    def finish(self) -> None:
+        """The handler is done with the stream; close it on the wire once the worker is."""
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        self.upload.stop()
+        if self.phase not in (Phase.DONE, Phase.FAILED):
+            self.phase = Phase.FAILED
+        if self.worker is None:
+            return
+        half = self.request_half
+        answered = self.response.state in (ResponseHalf.DONE, ResponseHalf.RESET)
+        if half is not None and half.state is not RequestHalf.DISCONNECTED:
+            # The body will not be forwarded, or nobody waits for the answer.
+            if half.state is RequestHalf.RECEIVING or not answered:
+                half.feed(ev.Disconnect(self.stream_id))
+                self._dispatcher.post(ev.Disconnect(self.stream_id), self.worker)
+        if answered:
+            self._detach()
+
+    # --------------------------------------------------- dispatcher side
+
+    def on_event(self, event: Any) -> None:
+        kind = type(event)
+        if kind is ev.Reset:
+            self._on_reset(event)
+            return
+        self.upload.delivered()
+        if kind is ev.Credit:
+            self.upload.grant(event.bytes)
+            return
+        try:
+            state = self.response.feed(event)
+            n = cost(event)
+            if n and self.recv is not None:
+                self.recv.received(n, stream_id=self.stream_id)
+        except ProtocolViolation as exc:
+            self.on_violation(str(exc))
+            return
+        if self.phase in (Phase.DONE, Phase.FAILED):
+            self._linger(n, state)
+        else:
+            self._push(event)
+
+    def _on_reset(self, event: ev.Reset) -> None:
+        if self.response.state is not ResponseHalf.DONE:
+            self.response.feed(event)
+        self._detach()
+        if self.phase not in (Phase.DONE, Phase.FAILED):
+            self._push(event)
+
+    def _linger(self, n: int, state: ResponseHalf) -> None:
+        """The client is gone; the worker is still answering: discard, but keep it moving."""
+        if n and self.worker is not None:
+            self._dispatcher.post(ev.Credit(self.stream_id, n), self.worker)
+        if state is ResponseHalf.DONE:
+            self._detach()
+
+    def on_violation(self, reason: str) -> None:
+        self.reset(ResetCode.PROTOCOL_ERROR, reason)
+        if self.phase not in (Phase.DONE, Phase.FAILED):
+            self._push(Local.VIOLATION)
+
+    def on_worker_lost(self) -> None:
+        self._detach()
+        if self.phase not in (Phase.DONE, Phase.FAILED):
+            self._push(Local.WORKER_LOST)
+
+    # ------------------------------------------------------------ helpers
+
+    def _send_body(self, chunk: bytes, more: bool) -> None:
+        if self.worker is None or self.request_half is None:
+            return
+        body = ev.Body(self.stream_id, chunk, more)
+        self.request_half.feed(body)
+        self._dispatcher.post(body, self.worker)
+
+    async def _run_pump(self, write_continue: Any) -> None:
+        try:
+            await self.upload.pump(write_continue)
+        except BodyTooLarge:
+            self._fail_upload(Local.BODY_TOO_LARGE)
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the client left: the handler is cancelled and reports it
+        except Exception:  # aiohttp's payload errors: a malformed chunked body etc.
+            self._fail_upload(Local.BAD_BODY)
+
+    def _fail_upload(self, marker: Local) -> None:
+        self.upload.stop()
+        self.reset(ResetCode.CANCELLED, marker.value)
+        if self.phase not in (Phase.DONE, Phase.FAILED):
+            self._push(marker)
+
+    def _return_credit(self) -> None:
+        recv = self.recv
+        if recv is not None and recv.unreturned and self.worker is not None:
+            self._dispatcher.post(ev.Credit(self.stream_id, recv.flush()), self.worker)
+
+    def _detach(self) -> None:
+        if self.worker is not None:
+            self._dispatcher.close_stream(self)
+            self.worker = None
+            self.upload.hold()
+
+    def _push(self, item: Any) -> None:
+        self._inbox.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -1,0 +1,289 @@
+"""FrontendConnection against a scripted front end: a real ROUTER over ipc, wire codec only."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from appserver.connection import ConnPhase, FrontendConnection
+from wire import ResetCode, codec
+from wire import events as ev
+
+from .helpers import make_request, until
+from .scripted import ScriptedFrontend
+
+Factory = Callable[..., FrontendConnection]
+
+
+async def echo_path_app(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"x-path", scope["path"].encode())]}
+    )
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def request(stream_id: int, path: bytes = b"/path", **kwargs: Any) -> ev.Request:
+    return ev.Request(stream_id, "GET", "http", "1.1", path, b"", "", (), None, None, b"", False, False, {})
+
+
+@pytest.fixture
+def fe(zmq_ctx: zmq.Context[Any], tmp_path: Path) -> Any:
+    frontend = ScriptedFrontend(zmq_ctx, f"ipc://{tmp_path}/fe.sock")
+    yield frontend
+    frontend.close()
+
+
+@pytest.fixture
+async def connect(zmq_ctx: zmq.Context[Any], fe: ScriptedFrontend) -> AsyncIterator[Factory]:
+    made: list[FrontendConnection] = []
+
+    def factory(app: Any = echo_path_app, **kwargs: Any) -> FrontendConnection:
+        options = {"capacity": 8, "ws_capacity": 0, "window_bytes": 65536, "reconnect_max_s": 0.5} | kwargs
+        conn = FrontendConnection(ctx=zmq_ctx, endpoint=fe.endpoint, worker_id="host-1-abc", app=app,
+                                  state={}, info={"app": "test:app"}, **options)  # fmt: skip
+        made.append(conn)
+        conn.start()
+        return conn
+
+    yield factory
+    for conn in made:
+        conn.close()
+        await conn.cancel_streams()
+
+
+async def handshake(fe: ScriptedFrontend, conn: FrontendConnection, **welcome: Any) -> ev.Hello:
+    hello = await fe.expect(ev.Hello)
+    fe.welcome(**welcome)
+    await asyncio.wait_for(conn.welcomed.wait(), 5)
+    return hello
+
+
+class Gate:
+    """An app that parks each request until released, recording what receive() said."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.started: list[int] = []
+        self.received: list[Any] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        self.started.append(1)
+        self.received.append(await receive())
+        await self.release.wait()
+        if self.received[-1]["type"] == "http.disconnect":
+            return
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"done"})
+
+
+# ---------------------------------------------------------------- handshake and streams
+
+
+async def test_hello_welcome_request_response(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    hello = await handshake(fe, conn)
+    assert (hello.protocol, hello.worker_id, hello.pid, hello.capacity) == (1, "host-1-abc", os.getpid(), 8)
+    assert hello.window_bytes == 65536 and hello.features == ("http", "trailers", "pathsend")
+    assert hello.info["app"] == "test:app"
+    assert fe.peer == b"host-1-abc/1"
+    assert conn.phase is ConnPhase.READY
+    fe.send(request(1))
+    response = await fe.expect(ev.Response)
+    assert response == ev.Response(1, 200, ((b"x-path", b"/path"),), b"hello", False, False)
+
+
+async def test_nothing_but_hello_before_welcome(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await fe.expect(ev.Hello)
+    fe.send(request(1, b"/early"))  # not welcomed yet: must be ignored
+    fe.welcome()
+    await asyncio.wait_for(conn.welcomed.wait(), 5)
+    fe.send(request(1, b"/after"))  # ids start over with the handshake
+    response = await fe.expect(ev.Response)
+    assert response.headers == ((b"x-path", b"/after"),)
+
+
+async def test_heartbeats_when_idle(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await handshake(fe, conn, heartbeat_ms=40, liveness=50)
+    for _ in range(3):
+        await fe.expect(ev.Heartbeat, skip_heartbeats=False, timeout_s=2)
+
+
+async def test_silent_front_end_gets_a_new_hello_on_a_new_socket(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    conn = connect()
+    await handshake(fe, conn, heartbeat_ms=20, liveness=3)
+    hello = await fe.expect(ev.Hello, timeout_s=3)  # silent for 60 ms: reconnect
+    assert hello.worker_id == "host-1-abc"
+    assert fe.peer == b"host-1-abc/2"
+    assert conn.phase is ConnPhase.HANDSHAKING
+
+
+async def test_no_welcome_retries_hello_with_back_off(fe: ScriptedFrontend, connect: Factory) -> None:
+    connect()
+    await fe.expect(ev.Hello)
+    await fe.expect(ev.Hello, timeout_s=3)
+    assert fe.peer == b"host-1-abc/2"
+
+
+async def test_bye_from_the_front_end_is_like_silence(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await handshake(fe, conn)
+    fe.send(ev.Bye(0, "front end restarting"))
+    await fe.expect(ev.Hello)
+    assert fe.peer == b"host-1-abc/2"
+
+
+async def test_unknown_peer_fails_streams_and_says_hello_again(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    gate = Gate()
+    conn = connect(gate)
+    await handshake(fe, conn)
+    fe.send(make_request(1, more_body=True))  # the app waits for body that will never come
+    await until(lambda: bool(gate.started))
+    fe.send(ev.UnknownPeer())
+    await fe.expect(ev.Hello)
+    assert fe.peer == b"host-1-abc/1"  # same socket: the front end just forgot us
+    await until(lambda: bool(gate.received))
+    assert gate.received == [{"type": "http.disconnect"}]
+    gate.release.set()
+    fe.welcome()
+    fe.send(request(1))  # a new handshake: ids start over, and the failed stream says nothing
+    event = await fe.expect(ev.Response)
+    assert event.stream_id == 1
+
+
+async def test_refuse_is_final(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await fe.expect(ev.Hello)
+    fe.send(ev.Refuse(0, "protocol 1 is not supported"))
+    await asyncio.wait_for(conn.refused.wait(), 5)
+    assert conn.refuse_reason == "protocol 1 is not supported"
+    assert conn.phase is ConnPhase.REFUSED
+
+
+async def test_requests_beyond_capacity_are_refused(fe: ScriptedFrontend, connect: Factory) -> None:
+    gate = Gate()
+    conn = connect(gate, capacity=1)
+    await handshake(fe, conn)
+    fe.send(request(1), request(2))
+    refused = await fe.expect(ev.Reset)
+    assert (refused.stream_id, refused.code) == (2, ResetCode.REFUSED)
+    assert len(gate.started) == 1  # the app never saw stream 2
+    gate.release.set()
+    assert (await fe.expect(ev.Response)).stream_id == 1
+    await until(lambda: not conn.tasks)
+    fe.send(request(3))
+    assert (await fe.expect(ev.Response)).stream_id == 3
+
+
+async def test_reset_from_the_front_end_reaches_the_app(fe: ScriptedFrontend, connect: Factory) -> None:
+    gate = Gate()
+    conn = connect(gate)
+    await handshake(fe, conn)
+    fe.send(make_request(1, more_body=True))
+    await until(lambda: bool(gate.started))
+    fe.send(ev.Reset(1, ResetCode.CANCELLED, "client gone"))
+    await until(lambda: bool(gate.received))
+    assert gate.received == [{"type": "http.disconnect"}]
+    await until(lambda: conn.open_streams == 0)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+async def test_garbage_does_not_crash_the_worker(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await handshake(fe, conn)
+    fe.send_frames([b"\xc1 not msgpack at all"])
+    fe.send_frames([codec.encode([ev.Heartbeat()])[0][:-1] + b"\x99"])
+    bad_kind = codec.msgpack.packb([[99, 5, "x"]])
+    fe.send_frames([bad_kind])
+    reset = await fe.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (5, ResetCode.PROTOCOL_ERROR)
+    fe.send(ev.Credit(9, 100))  # a stream never opened
+    reset = await fe.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (9, ResetCode.PROTOCOL_ERROR)
+    fe.send(ev.Credit(3, 100), ev.Disconnect(4))  # ids below the highest: closed, dropped silently
+    fe.send(request(10))
+    response = await fe.expect(ev.Response)
+    assert response.stream_id == 10
+    assert conn.phase is ConnPhase.READY
+
+
+async def test_protocol_violation_resets_only_that_stream(fe: ScriptedFrontend, connect: Factory) -> None:
+    gate = Gate()
+    conn = connect(gate)
+    await handshake(fe, conn)
+    fe.send(request(1), request(2))  # both complete requests
+    await until(lambda: len(gate.started) == 2)
+    fe.send(ev.Body(1, b"more?", False))  # BODY after the request ended
+    reset = await fe.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (1, ResetCode.PROTOCOL_ERROR)
+    gate.release.set()
+    assert (await fe.expect(ev.Response)).stream_id == 2
+
+
+async def test_reused_stream_id_is_a_protocol_error(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await handshake(fe, conn)
+    fe.send(request(2))
+    assert (await fe.expect(ev.Response)).stream_id == 2
+    fe.send(request(1))
+    reset = await fe.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (1, ResetCode.PROTOCOL_ERROR)
+
+
+# ---------------------------------------------------------------- drain
+
+
+async def test_drain_then_bye_after_streams_finish(fe: ScriptedFrontend, connect: Factory) -> None:
+    gate = Gate()
+    conn = connect(gate)
+    await handshake(fe, conn)
+    fe.send(request(1))
+    await until(lambda: bool(gate.started))
+    conn.drain()
+    await fe.expect(ev.Drain)
+    fe.send(request(2))  # crossed the DRAIN: refused, for replay elsewhere
+    refused = await fe.expect(ev.Reset)
+    assert (refused.stream_id, refused.code) == (2, ResetCode.REFUSED)
+    gate.release.set()
+    assert (await fe.expect(ev.Response)).stream_id == 1
+    await asyncio.wait_for(conn.finish_streams(5), 6)
+    conn.close("drained")
+    bye = await fe.expect(ev.Bye)
+    assert bye.reason == "drained"
+    assert conn.phase is ConnPhase.CLOSED
+
+
+async def test_finish_streams_cancels_what_outlives_the_grace(fe: ScriptedFrontend, connect: Factory) -> None:
+    gate = Gate()
+    conn = connect(gate)
+    await handshake(fe, conn)
+    fe.send(request(1))
+    await until(lambda: bool(gate.started))
+    conn.drain()
+    await asyncio.wait_for(conn.finish_streams(0.01), 5)
+    assert not conn.tasks
+    await fe.expect(ev.Drain)
+    event = await fe.expect(ev.Reset)
+    assert (event.stream_id, event.code) == (1, ResetCode.CANCELLED)
+
+
+async def test_websocket_is_not_accepted_until_announced(fe: ScriptedFrontend, connect: Factory) -> None:
+    conn = connect()
+    await handshake(fe, conn)
+    fe.send(ev.WsConnect(1, "ws", "1.1", b"/ws", b"", "", (), None, None, (), {}))
+    reset = await fe.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (1, ResetCode.PROTOCOL_ERROR)

@@ -1,0 +1,124 @@
+"""frontend.pool: a pure registry, driven with explicit times."""
+
+from __future__ import annotations
+
+import pytest
+
+from frontend.pool import Pool, WorkerRecord
+from wire.states import WorkerState
+
+
+def record(peer: bytes, *, capacity: int = 2, now: float = 0.0) -> WorkerRecord:
+    return WorkerRecord(
+        peer=peer, worker_id=peer.decode(), pid=1, capacity=capacity, window_bytes=1024, now=now
+    )
+
+
+def ready_pool(*peers: bytes, capacity: int = 2, now: float = 0.0) -> Pool:
+    pool = Pool(dead_after_s=3.0)
+    for peer in peers:
+        pool.add(record(peer, capacity=capacity, now=now))
+        pool.welcome(peer, now)
+    return pool
+
+
+def test_joining_worker_is_not_chosen_until_welcomed() -> None:
+    pool = Pool(dead_after_s=3.0)
+    pool.add(record(b"a"))
+    assert pool.choose() is None
+    pool.welcome(b"a", 1.0)
+    chosen = pool.choose()
+    assert chosen is not None and chosen.state is WorkerState.READY and chosen.welcomed_at == 1.0
+
+
+def test_choose_prefers_least_in_flight() -> None:
+    pool = ready_pool(b"a", b"b", capacity=4)
+    a, b = pool.get(b"a"), pool.get(b"b")
+    assert a is not None and b is not None
+    pool.acquire(a)
+    pool.acquire(a)
+    pool.acquire(b)
+    assert pool.choose() is b
+
+
+def test_ties_alternate() -> None:
+    pool = ready_pool(b"a", b"b", b"c", capacity=10)
+    seen = {pool.choose().peer for _ in range(6)}  # type: ignore[union-attr]
+    assert seen == {b"a", b"b", b"c"}
+
+
+def test_full_workers_are_never_chosen() -> None:
+    pool = ready_pool(b"a", capacity=2)
+    a = pool.get(b"a")
+    assert a is not None
+    pool.acquire(a)
+    pool.acquire(a)
+    assert pool.choose() is None
+    pool.release(a)
+    assert pool.choose() is a
+    assert a.served == 1
+
+
+def test_release_never_goes_negative() -> None:
+    pool = ready_pool(b"a")
+    a = pool.get(b"a")
+    assert a is not None
+    pool.release(a)
+    assert a.in_flight == 0 and a.served == 0
+
+
+def test_draining_worker_gets_no_new_streams() -> None:
+    pool = ready_pool(b"a")
+    pool.drain(b"a")
+    assert pool.get(b"a").state is WorkerState.DRAINING  # type: ignore[union-attr]
+    assert pool.choose() is None
+    pool.drain(b"a")  # a second DRAIN is harmless
+
+
+def test_expire_removes_silent_workers_only() -> None:
+    pool = ready_pool(b"a", b"b", now=0.0)
+    pool.seen(b"b", 2.5)
+    assert pool.expire(2.9) == []
+    gone = pool.expire(3.1)
+    assert [r.peer for r in gone] == [b"a"]
+    assert gone[0].state is WorkerState.GONE
+    assert pool.get(b"a") is None and len(pool) == 1
+    assert [r.peer for r in pool.expire(5.6)] == [b"b"]
+
+
+def test_seen_unknown_peer_is_none() -> None:
+    assert Pool(dead_after_s=1.0).seen(b"nobody", 1.0) is None
+
+
+def test_readding_a_peer_replaces_and_retires_the_old_record() -> None:
+    pool = ready_pool(b"a")
+    old = pool.get(b"a")
+    replaced = pool.add(record(b"a"))
+    assert replaced is old and old is not None and old.state is WorkerState.GONE
+    assert pool.get(b"a").state is WorkerState.JOINING  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ([], WorkerState.DRAINING),  # joining -> draining
+        ([WorkerState.READY], WorkerState.JOINING),
+        ([WorkerState.READY, WorkerState.DRAINING], WorkerState.READY),
+        ([WorkerState.GONE], WorkerState.READY),
+    ],
+)
+def test_illegal_transitions_raise_and_change_nothing(path: list[WorkerState], bad: WorkerState) -> None:
+    rec = record(b"a")
+    for state in path:
+        rec.to(state)
+    before = rec.state
+    with pytest.raises(ValueError):
+        rec.to(bad)
+    assert rec.state is before
+
+
+def test_remove_is_idempotent() -> None:
+    pool = ready_pool(b"a")
+    assert pool.remove(b"a") is not None
+    assert pool.remove(b"a") is None
+    assert pool.ready_count() == 0
