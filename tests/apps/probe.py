@@ -17,10 +17,13 @@ from urllib.parse import parse_qs
 CHUNK = 64 * 1024
 
 
-def pattern(size: int) -> bytes:
-    """Deterministic bytes, so clients can checksum big bodies."""
-    block = bytes(range(256)) * 256  # 64 KiB
-    return (block * (size // len(block) + 1))[:size]
+_BLOCK = bytes(range(256)) * 256  # 64 KiB: pattern() repeats with this period
+
+
+def pattern(size: int, offset: int = 0) -> bytes:
+    """Deterministic bytes, so clients can checksum big bodies; pattern(n)[a:b] == pattern(b - a, a)."""
+    start = offset % len(_BLOCK)
+    return (_BLOCK * ((start + size) // len(_BLOCK) + 1))[start : start + size]
 
 
 def _record(name: str, text: str) -> None:
@@ -109,10 +112,10 @@ async def digest(scope: dict[str, Any], receive: Any, send: Any, query: dict[str
 async def big(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
     """A streamed response of ?size bytes of pattern(), in ?chunk-sized sends."""
     size, chunk = int(query.get("size", 1 << 20)), int(query.get("chunk", CHUNK))
-    data = pattern(size)
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-size", str(size).encode())]})
     for start in range(0, size, chunk):
-        await send({"type": "http.response.body", "body": data[start : start + chunk], "more_body": True})
+        body = pattern(min(chunk, size - start), start)  # generated per chunk: the app stays small
+        await send({"type": "http.response.body", "body": body, "more_body": True})
     await send({"type": "http.response.body", "body": b""})
 
 

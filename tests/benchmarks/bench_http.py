@@ -124,7 +124,7 @@ def run_case(case: Case, port: int, conns: list[int], duration_s: float, log_dir
         subprocess.run(["wrk", "-t1", "-c64", "-d1s", url], capture_output=True, check=True)  # warm-up
         for c in conns:
             cpu0 = cpu_seconds(proc.pid)
-            out = subprocess.run(["wrk", "-t1", f"-c{c}", f"-d{duration_s}s", "--latency", url],
+            out = subprocess.run(["wrk", "-t1", f"-c{c}", f"-d{duration_s:g}s", "--latency", url],
                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
             result = parse_wrk(out)
             result["cpu_us_per_req"] = (cpu_seconds(proc.pid) - cpu0) / max(result["requests"], 1) * 1e6
