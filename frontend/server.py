@@ -59,9 +59,9 @@ async def serve(
             await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
             url = _url(sock.getsockname())
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
-            if ready is not None:
-                ready(f"zasgi-ready frontend {url} backend={dispatcher.endpoint}")
-            with _signals(shutdown, force):
+            with _signals(shutdown, force):  # before the ready line: a signal right after it is ours
+                if ready is not None:
+                    ready(f"zasgi-ready frontend {url} backend={dispatcher.endpoint}")
                 await shutdown.wait()
                 log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
                 await _drain_http(runner, force)
