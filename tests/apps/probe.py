@@ -131,12 +131,15 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, query: dict[str
 
 
 async def slow(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    if "tag" in query:
+        _record("arrivals", query["tag"])
     await asyncio.sleep(float(query.get("s", 0.5)))
     await respond(send, 200, b"slept")
 
 
 async def wait_disconnect(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
     """Never answers; records the http.disconnect it gets when the client leaves."""
+    _record("arrivals", query.get("tag", "-"))
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":

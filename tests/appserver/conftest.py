@@ -1,13 +1,18 @@
-"""Fixtures for the appserver tests: a leak-checking ZeroMQ context."""
+"""Fixtures for the appserver tests: a leak-checking ZeroMQ context, a scripted front end."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import zmq
+
+from appserver.connection import FrontendConnection
+
+from .scripted import Factory, ScriptedFrontend, echo_path_app
 
 TERM_TIMEOUT_S = 5.0
 
@@ -49,3 +54,29 @@ def zmq_ctx() -> Iterator[TrackingContext]:
         pytest.fail(f"zmq context did not terminate within {TERM_TIMEOUT_S}s")
     if leaked:
         pytest.fail(f"{len(leaked)} zmq socket(s) left open by the code under test")
+
+
+@pytest.fixture
+def fe(zmq_ctx: zmq.Context[Any], tmp_path: Path) -> Iterator[ScriptedFrontend]:
+    frontend = ScriptedFrontend(zmq_ctx, f"ipc://{tmp_path}/fe.sock")
+    yield frontend
+    frontend.close()
+
+
+@pytest.fixture
+async def connect(zmq_ctx: zmq.Context[Any], fe: ScriptedFrontend) -> AsyncIterator[Factory]:
+    """Make FrontendConnections to ``fe`` (started); closed, their streams cancelled, at teardown."""
+    made: list[FrontendConnection] = []
+
+    def factory(app: Any = echo_path_app, **kwargs: Any) -> FrontendConnection:
+        options = {"capacity": 8, "ws_capacity": 0, "window_bytes": 65536, "reconnect_max_s": 0.5} | kwargs
+        conn = FrontendConnection(ctx=zmq_ctx, endpoint=fe.endpoint, worker_id="host-1-abc", app=app,
+                                  state={}, info={"app": "test:app"}, **options)  # fmt: skip
+        made.append(conn)
+        conn.start()
+        return conn
+
+    yield factory
+    for conn in made:
+        conn.close()
+        await conn.cancel_streams()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appserver.cycle import HttpCycle, StreamSettings
+from appserver.websocket import WebSocketCycle
 from wire import events as ev
 
 WAIT_S = 5.0
@@ -81,6 +82,63 @@ class CycleHarness:
 
     async def run(self, app: Callable[..., Any]) -> list[Any]:
         await asyncio.wait_for(self.start(app), WAIT_S)
+        return self.emitted
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.emitted if type(e) is kind]
+
+
+def make_connect(
+    stream_id: int = 1, *, subprotocols: tuple[str, ...] = (), path: bytes = b"/ws"
+) -> ev.WsConnect:
+    return ev.WsConnect(
+        stream_id, "ws", "1.1", path, b"room=1", "", ((b"Host", b"example.test"), (b"Origin", b"x")),
+        ("127.0.0.1", 5555), ("127.0.0.1", 8000), subprotocols, {},
+    )  # fmt: skip
+
+
+class WsHarness:
+    """A WebSocketCycle whose emitted events land in a list."""
+
+    def __init__(
+        self,
+        connect: ev.WsConnect | None = None,
+        *,
+        request_window_bytes: int = 1000,
+        response_window_bytes: int = 1 << 20,
+        max_payload_bytes: int = 1 << 20,
+        ws_denial: bool = True,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        self.emitted: list[Any] = []
+        self.closed: list[WebSocketCycle] = []
+        settings = StreamSettings(
+            request_window_bytes=request_window_bytes,
+            response_window_bytes=response_window_bytes,
+            request_slack_bytes=max_payload_bytes,
+            max_payload_bytes=max_payload_bytes,
+            ws_denial=ws_denial,
+            state=state,
+        )
+        self.cycle = WebSocketCycle(
+            connect or make_connect(),
+            emit=self.emitted.append,
+            settings=settings,
+            on_closed=self.closed.append,
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self, app: Callable[..., Any]) -> asyncio.Task[None]:
+        self.task = asyncio.get_running_loop().create_task(self.cycle.run(app))
+        return self.task
+
+    async def run(self, app: Callable[..., Any]) -> list[Any]:
+        await asyncio.wait_for(self.start(app), WAIT_S)
+        return self.emitted
+
+    async def finish(self) -> list[Any]:
+        assert self.task is not None
+        await asyncio.wait_for(self.task, WAIT_S)
         return self.emitted
 
     def of(self, kind: type) -> list[Any]:

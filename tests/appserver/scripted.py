@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import zmq
 
+from appserver.connection import FrontendConnection
 from wire import codec
 from wire import events as ev
 
 WAIT_S = 5.0
+WS_FEATURES = ("http", "trailers", "websocket", "ws-denial")
+
+Factory = Callable[..., FrontendConnection]  # the ``connect`` fixture (conftest.py)
 
 
 class ScriptedFrontend:
@@ -65,6 +70,15 @@ class ScriptedFrontend:
         assert type(event) is kind, f"expected {kind.__name__}, got {event!r}"
         return event
 
+    async def until(self, kind: type, *, limit: int = 50) -> list[Any]:
+        """Events up to and including the next ``kind`` (heartbeats skipped); at most ``limit``."""
+        events: list[Any] = []
+        while len(events) < limit:
+            events.append(await self.next_event())
+            if type(events[-1]) is kind:
+                return events
+        raise AssertionError(f"no {kind.__name__} in {limit} events: {events!r:.500}")
+
     async def _fill(self, deadline: float) -> None:
         frames = await self._recv_frames(deadline)
         peer, body = frames[0], frames[1:]
@@ -90,6 +104,29 @@ class ScriptedFrontend:
                     await asyncio.wait({readable}, timeout=min(remaining, 0.05))
             finally:
                 loop.remove_reader(fd)
+
+
+async def echo_path_app(scope: Any, receive: Any, send: Any) -> None:
+    await receive()
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"x-path", scope["path"].encode())]}
+    )
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+def request(stream_id: int, path: bytes = b"/path") -> ev.Request:
+    return ev.Request(stream_id, "GET", "http", "1.1", path, b"", "", (), None, None, b"", False, False, {})
+
+
+def ws_connect(stream_id: int, path: bytes = b"/ws", subprotocols: tuple[str, ...] = ()) -> ev.WsConnect:
+    return ev.WsConnect(stream_id, "ws", "1.1", path, b"", "", (), None, None, subprotocols, {})
+
+
+async def handshake(fe: ScriptedFrontend, conn: FrontendConnection, **welcome: Any) -> ev.Hello:
+    hello = await fe.expect(ev.Hello)
+    fe.welcome(**welcome)
+    await asyncio.wait_for(conn.welcomed.wait(), WAIT_S)
+    return hello
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

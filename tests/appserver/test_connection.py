@@ -4,65 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
-import zmq
-
-from appserver.connection import ConnPhase, FrontendConnection
+from appserver.connection import ConnPhase
 from wire import ResetCode, codec
 from wire import events as ev
 
 from .helpers import make_request, until
-from .scripted import ScriptedFrontend
-
-Factory = Callable[..., FrontendConnection]
-
-
-async def echo_path_app(scope: Any, receive: Any, send: Any) -> None:
-    await receive()
-    await send(
-        {"type": "http.response.start", "status": 200, "headers": [(b"x-path", scope["path"].encode())]}
-    )
-    await send({"type": "http.response.body", "body": b"hello"})
-
-
-def request(stream_id: int, path: bytes = b"/path", **kwargs: Any) -> ev.Request:
-    return ev.Request(stream_id, "GET", "http", "1.1", path, b"", "", (), None, None, b"", False, False, {})
-
-
-@pytest.fixture
-def fe(zmq_ctx: zmq.Context[Any], tmp_path: Path) -> Any:
-    frontend = ScriptedFrontend(zmq_ctx, f"ipc://{tmp_path}/fe.sock")
-    yield frontend
-    frontend.close()
-
-
-@pytest.fixture
-async def connect(zmq_ctx: zmq.Context[Any], fe: ScriptedFrontend) -> AsyncIterator[Factory]:
-    made: list[FrontendConnection] = []
-
-    def factory(app: Any = echo_path_app, **kwargs: Any) -> FrontendConnection:
-        options = {"capacity": 8, "ws_capacity": 0, "window_bytes": 65536, "reconnect_max_s": 0.5} | kwargs
-        conn = FrontendConnection(ctx=zmq_ctx, endpoint=fe.endpoint, worker_id="host-1-abc", app=app,
-                                  state={}, info={"app": "test:app"}, **options)  # fmt: skip
-        made.append(conn)
-        conn.start()
-        return conn
-
-    yield factory
-    for conn in made:
-        conn.close()
-        await conn.cancel_streams()
-
-
-async def handshake(fe: ScriptedFrontend, conn: FrontendConnection, **welcome: Any) -> ev.Hello:
-    hello = await fe.expect(ev.Hello)
-    fe.welcome(**welcome)
-    await asyncio.wait_for(conn.welcomed.wait(), 5)
-    return hello
+from .scripted import Factory, ScriptedFrontend, handshake, request
 
 
 class Gate:

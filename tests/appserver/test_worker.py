@@ -23,7 +23,7 @@ from wire import ResetCode
 from wire import events as ev
 
 from .helpers import settle, until
-from .scripted import ScriptedFrontend
+from .scripted import WS_FEATURES, ScriptedFrontend, ws_connect
 
 APP_SOURCE = """
 import asyncio, os
@@ -41,6 +41,13 @@ async def app(scope, receive, send):
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] != "websocket.disconnect":
+            pass
+        LOG.append(f"websocket.disconnect {message['code']}")
+        return
     await receive()
     if scope["path"] == "/gate":
         await GATE.wait()
@@ -115,6 +122,24 @@ async def test_serve_then_drain_on_stop(
     await fe.expect(ev.Bye)
     assert await running.exit_code() == EXIT_OK
     assert sys.modules[app_module].LOG == ["lifespan.startup", "lifespan.shutdown"]
+
+
+async def test_drain_closes_websockets_with_1012_after_the_grace(
+    app_module: str, tmp_path: Path, frontends: list[ScriptedFrontend]
+) -> None:
+    fe = frontends[0]
+    running = Running(config_for(app_module, tmp_path, [fe.endpoint], graceful_timeout_s=0.05))
+    await fe.expect(ev.Hello)
+    fe.welcome(heartbeat_ms=200, features=WS_FEATURES)
+    fe.send(ws_connect(1))
+    await fe.expect(ev.WsAccept)
+    running.worker.request_stop()
+    await fe.expect(ev.Drain)
+    assert await fe.expect(ev.WsClose) == ev.WsClose(1, 1012, "service restart")
+    await fe.expect(ev.Bye)
+    assert await running.exit_code() == EXIT_OK
+    log = sys.modules[app_module].LOG
+    assert log == ["lifespan.startup", "websocket.disconnect 1012", "lifespan.shutdown"]
 
 
 async def test_ready_only_once_every_front_end_welcomed(

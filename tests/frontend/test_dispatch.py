@@ -21,7 +21,7 @@ async def test_welcome_negotiates_features(start_frontend: Any, worker_for: Any)
     fe = await start_frontend()
     w = await worker_for(fe, features=("http", "websocket", "pathsend", "trailers", "future-thing"))
     assert w.welcome is not None
-    assert set(w.welcome.features) == {"http", "trailers", "pathsend"}  # ipc backend: pathsend ok
+    assert set(w.welcome.features) == {"http", "websocket", "trailers", "pathsend"}  # ipc: pathsend ok
     assert (w.welcome.heartbeat_ms, w.welcome.liveness) == (100, 3)
     assert w.welcome.window_bytes == fe.config.backend.window_bytes
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,16 @@ class Server:
     def host_port(self) -> tuple[str, int]:
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         return host, int(port)
+
+    def wait_recorded(self, name: str, tag: str, timeout_s: float = 15.0) -> None:
+        """Poll the probe's record file ``name`` until ``tag`` appears in it."""
+        path = self.probe_dir / name
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if path.exists() and tag in path.read_text().split():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"probe never recorded {tag!r} in {name}\n{self.logs()}")
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.procs)

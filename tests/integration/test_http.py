@@ -224,15 +224,9 @@ def test_disconnect_reaches_the_app(server: Server) -> None:
     tag = f"t{time.monotonic_ns()}"
     sock = socket.create_connection(server.host_port, timeout=10)
     sock.sendall(f"GET /wait-disconnect?tag={tag} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
-    time.sleep(0.3)  # let the request reach the app before leaving (not readiness: the thing under test)
+    server.wait_recorded("arrivals", tag)  # the app is now waiting in receive()
     sock.close()
-    record = server.probe_dir / "disconnects"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if record.exists() and tag in record.read_text():
-            return
-        time.sleep(0.05)
-    pytest.fail(f"app never saw http.disconnect\n{server.logs()}")
+    server.wait_recorded("disconnects", tag)
 
 
 def test_200_concurrent_slow_requests(server: Server) -> None:

@@ -54,9 +54,9 @@ def test_in_flight_request_finishes_during_graceful_stop(tmp_path: Path) -> None
             import threading
 
             result: dict[str, object] = {}
-            thread = threading.Thread(target=lambda: result.setdefault("r", client.get("/slow?s=1.5")))
+            thread = threading.Thread(target=lambda: result.setdefault("r", client.get("/slow?s=1.5&tag=inflight")))
             thread.start()
-            time.sleep(0.5)  # the request is in flight (part of the scenario, not readiness)
+            server.wait_recorded("arrivals", "inflight")
             proc.signal(signal.SIGTERM)
             thread.join(20)
         response = result["r"]
