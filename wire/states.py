@@ -101,9 +101,10 @@ class ResponseTracker:
 
     def feed(self, event: Any) -> ResponseHalf:
         if type(event) is ev.Reset:
-            if self.state is ResponseHalf.DONE:
-                raise ProtocolViolation("RESET after the response ended", stream_id=event.stream_id)
-            self.state = ResponseHalf.RESET
+            # After DONE a RESET only closes the request half (the app will not read
+            # the rest of the body); the response stays complete.
+            if self.state is not ResponseHalf.DONE:
+                self.state = ResponseHalf.RESET
             return self.state
         symbol = _response_symbol(event)
         new = _RESPONSE_TABLE.get((self.state, symbol))
