@@ -38,6 +38,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await lifespan(scope, receive, send)
         return
     query = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
+    if scope["type"] == "websocket":
+        await WS_ROUTES.get(scope["path"], ws_echo)(scope, receive, send, query)
+        return
     handler = ROUTES.get(scope["path"], scope_info)
     await handler(scope, receive, send, query)
 
@@ -206,3 +209,62 @@ ROUTES = {
     "/pathsend": pathsend,
     "/state": state,
 }
+
+
+# ------------------------------------------------------------------ WebSocket
+
+
+async def ws_echo(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Echo; ?subprotocol picks one; text "close CODE REASON" makes the app close."""
+    assert (await receive())["type"] == "websocket.connect"
+    accept: dict[str, Any] = {"type": "websocket.accept", "headers": [(b"x-extra", b"yes")]}
+    if "subprotocol" in query:
+        accept["subprotocol"] = query["subprotocol"]
+    await send(accept)
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            _record("ws-disconnects", f"{query.get('tag', '-')}:{message.get('code')}:{message.get('reason', '')}")
+            return
+        text = message.get("text")
+        if text is not None and text.startswith("close "):
+            _, code, reason = text.split(" ", 2)
+            await send({"type": "websocket.close", "code": int(code), "reason": reason})
+            return
+        if text == "scope":
+            await send({"type": "websocket.send", "text": json.dumps(_jsonable(scope))})
+        elif text is not None:
+            await send({"type": "websocket.send", "text": text})
+        else:
+            await send({"type": "websocket.send", "bytes": message.get("bytes") or b""})
+
+
+async def ws_reject(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    await receive()
+    await send({"type": "websocket.close", "code": 1000})
+
+
+async def ws_deny(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    await receive()
+    await send({"type": "websocket.http.response.start", "status": 401,
+                "headers": [(b"content-type", b"text/plain"), (b"x-denied", b"1")]})  # fmt: skip
+    await send({"type": "websocket.http.response.body", "body": b"no entry"})
+
+
+async def ws_slow_reader(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Reads one message per ?delay seconds; on text "done" answers the byte count."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    delay, total = float(query.get("delay", 0.01)), 0
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("text") == "done":
+            await send({"type": "websocket.send", "text": str(total)})
+            continue
+        total += len(message.get("bytes") or b"")
+        await asyncio.sleep(delay)
+
+
+WS_ROUTES = {"/ws/echo": ws_echo, "/ws/reject": ws_reject, "/ws/deny": ws_deny, "/ws/slow-reader": ws_slow_reader}

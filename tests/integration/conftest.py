@@ -37,7 +37,7 @@ class Server:
         path = self.probe_dir / name
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if path.exists() and tag in path.read_text().split():
+            if path.exists() and tag in path.read_text().splitlines():
                 return
             time.sleep(0.02)
         raise AssertionError(f"probe never recorded {tag!r} in {name}\n{self.logs()}")
