@@ -1,6 +1,6 @@
-"""One worker <-> front end connection: a DEALER, the handshake, liveness, stream routing.
+"""One worker <-> front end connection: a DEALER, the handshake, liveness; streams go to routing.py.
 
-Theory of operation (PROTOCOL.md §4, §6):
+Theory of operation (PROTOCOL.md §4):
 
     HANDSHAKING --WELCOME--> READY --drain()--> DRAINING --close()--> CLOSED
          ^  |                  |                    |
@@ -16,16 +16,13 @@ Theory of operation (PROTOCOL.md §4, §6):
   interval: it sends HEARTBEAT if nothing was sent since the last tick and
   counts ticks without hearing anything (Rule 9). Counters, not clocks, so
   the hot path pays an integer increment per event.
-* Streams: REQUEST opens an ``HttpCycle`` run by one task; BODY, CREDIT,
-  DISCONNECT and RESET are routed to it by stream id while the stream is
-  open (§6). Events for closed streams are dropped; for never-opened ids we
-  answer RESET(PROTOCOL_ERROR) (Rule 14). With ``capacity`` apps running, or
-  while draining: RESET(REFUSED), the app untouched (Rule 19).
-* Losing the front end (silence, BYE, UNKNOWN_PEER) fails every open stream
-  locally -- the front end has already forgotten them -- and re-handshakes;
-  stream ids start over with the new handshake.
-
-The opener table (``_OPENERS``) is the seam for WebSocket streams later.
+* Streams are ``StreamRouter``'s business (routing.py): every stream event
+  of a welcomed connection goes there. Losing the front end (silence, BYE,
+  UNKNOWN_PEER) fails every open stream locally -- the front end has
+  already forgotten them -- and re-handshakes; stream ids start over with
+  the new handshake.
+* Features: "websocket" and "ws-denial" are announced only with a
+  ``ws_capacity`` above 0; a feature is used only if WELCOME agrees (Rule 7).
 """
 
 from __future__ import annotations
@@ -40,15 +37,16 @@ from typing import Any
 import zmq
 
 import wire
-from wire import ProtocolViolation, ResetCode
 from wire import events as ev
 from wire.channel import Channel, configure_dealer
 
-from .cycle import HttpCycle, StreamSettings
+from .routing import StreamRouter
+from .stream import StreamSettings
 
 log = logging.getLogger(__name__)
 
 WORKER_FEATURES = ("http", "trailers", "pathsend")
+WS_FEATURES = ("websocket", "ws-denial")  # announced only when ws_capacity > 0
 RECONNECT_MIN_S = 0.25  # first wait for WELCOME; doubles while the front end stays silent
 BYE_LINGER_MS = 1000  # BYE is the one message worth waiting for on close
 
@@ -83,12 +81,10 @@ class FrontendConnection:
         self.refused = asyncio.Event()
         self.refuse_reason = ""
         self.frontend_id = ""
-        self.tasks: set[asyncio.Task[None]] = set()  # app tasks, for drain
         self._ctx = ctx
-        self._app = app
-        self._capacity = capacity
+        features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ())
         self._hello = ev.Hello(0, wire.PROTOCOL_VERSION, worker_id, os.getpid(), capacity, ws_capacity,
-                               window_bytes, WORKER_FEATURES, info or {})  # fmt: skip
+                               window_bytes, features, info or {})  # fmt: skip
         self._window_bytes = window_bytes
         self._state = state
         self._reconnect_max_s = reconnect_max_s
@@ -97,24 +93,23 @@ class FrontendConnection:
         self._channel: Channel | None = None
         self._counter = 0  # routing ids worker_id/1, /2, ...
         self._timer: asyncio.TimerHandle | None = None
-        self._settings = StreamSettings(request_window_bytes=window_bytes, response_window_bytes=0)
         self._tick_s = 0.5
         self._liveness_ticks = 6
         self._sent = self._heard = 0  # events out / messages in; the tick compares
         self._sent_mark = self._heard_mark = self._silent_ticks = 0
-        self._open: dict[int, HttpCycle] = {}
-        self._highest = 0  # highest stream id opened in this handshake
-        self._OPENERS: dict[type, Callable[[Any], None]] = {
-            ev.Request: self._open_http,
-            ev.WsConnect: self._open_unsupported,  # the seam for appserver/websocket.py
-            ev.WsResume: self._open_unsupported,
-        }
+        self._streams = StreamRouter(app=app, post=self._emit_stream, endpoint=endpoint, capacity=capacity,
+                                     ws_capacity=ws_capacity, accepting=self._accepting)  # fmt: skip
 
     # ------------------------------------------------------------ public
 
     @property
     def open_streams(self) -> int:
-        return len(self._open)
+        return self._streams.open_streams
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """The app tasks still running (HTTP and WebSocket)."""
+        return self._streams.http_tasks | self._streams.ws_tasks
 
     def start(self) -> None:
         """Open the socket and say HELLO; the rest happens on the loop."""
@@ -131,17 +126,11 @@ class FrontendConnection:
             self.phase = ConnPhase.CLOSED
 
     async def finish_streams(self, timeout_s: float) -> None:
-        """Wait up to ``timeout_s`` for the app tasks, then cancel what is left."""
-        if self.tasks:
-            await asyncio.wait(set(self.tasks), timeout=timeout_s)
-        await self.cancel_streams()
+        """Wait up to ``timeout_s`` for the app tasks, close open WebSockets (1012), cancel the rest."""
+        await self._streams.finish(timeout_s)
 
     async def cancel_streams(self) -> None:
-        left = [task for task in self.tasks if not task.done()]
-        for task in left:
-            task.cancel()
-        if left:
-            await asyncio.wait(left)
+        await self._streams.cancel()
 
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""
@@ -149,7 +138,7 @@ class FrontendConnection:
             self._post(ev.Bye(0, reason))
             self._channel.flush()
         self._close_socket(linger_ms=BYE_LINGER_MS)
-        self._fail_streams("connection closed")
+        self._streams.fail_all("connection closed")
         if self.phase is not ConnPhase.REFUSED:
             self.phase = ConnPhase.CLOSED
 
@@ -185,7 +174,7 @@ class FrontendConnection:
     def _lost(self, why: str) -> None:
         """The front end is gone (silence, BYE): fail its streams, reconnect unless draining."""
         log.warning("front end %s lost (%s)", self.endpoint, why)
-        self._fail_streams(why)
+        self._streams.fail_all(why)
         if self.phase is ConnPhase.DRAINING:
             self._close_socket()
             self.phase = ConnPhase.CLOSED
@@ -196,20 +185,22 @@ class FrontendConnection:
         if self.phase is not ConnPhase.HANDSHAKING:
             log.warning("unexpected WELCOME from %s ignored", self.endpoint)
             return
-        features = frozenset(welcome.features) & frozenset(WORKER_FEATURES)
-        self._settings = StreamSettings(
+        features = frozenset(welcome.features) & frozenset(self._hello.features)
+        settings = StreamSettings(
             request_window_bytes=self._window_bytes,
             response_window_bytes=welcome.window_bytes,
             chunk_bytes=max(1, min(welcome.max_payload_bytes, 64 * 1024)),
+            max_payload_bytes=welcome.max_payload_bytes,
             trailers="trailers" in features,
             pathsend="pathsend" in features,
+            ws_denial="ws-denial" in features,
             state=self._state,
         )
+        self._streams.welcomed(settings, websocket="websocket" in features)
         self.frontend_id = welcome.frontend_id
         self._tick_s = max(welcome.heartbeat_ms, 1) / 2000  # two ticks per interval
         self._liveness_ticks = 2 * max(welcome.liveness, 1)
         self._backoff_s = RECONNECT_MIN_S
-        self._highest = 0
         self._silent_ticks = 0
         self.phase = ConnPhase.READY
         log.info("welcomed by front end %s at %s", welcome.frontend_id, self.endpoint)
@@ -220,7 +211,7 @@ class FrontendConnection:
         self.refuse_reason = refuse.reason
         self.phase = ConnPhase.REFUSED
         self._close_socket()
-        self._fail_streams("refused")
+        self._streams.fail_all("refused")
         self.refused.set()
 
     # ------------------------------------------------------------ liveness
@@ -261,7 +252,7 @@ class FrontendConnection:
             if event.stream_id == 0:
                 self._on_control(event)
             elif self.phase is ConnPhase.READY or self.phase is ConnPhase.DRAINING:
-                self._on_stream_event(event)
+                self._streams.on_event(event)
             else:
                 log.debug("stream event before WELCOME from %s ignored", self.endpoint)
 
@@ -286,7 +277,7 @@ class FrontendConnection:
     def _on_unknown_peer(self) -> None:
         # Rule 8: the front end forgot us (restart, expiry). Our streams are gone there.
         log.info("front end %s does not know us; saying HELLO again", self.endpoint)
-        self._fail_streams("front end forgot this worker")
+        self._streams.fail_all("front end forgot this worker")
         if self.phase is ConnPhase.DRAINING:
             self._close_socket()
             self.phase = ConnPhase.CLOSED
@@ -294,83 +285,10 @@ class FrontendConnection:
         self.phase = ConnPhase.HANDSHAKING
         self._hello_again()
 
-    def _on_stream_event(self, event: Any) -> None:
-        sid = event.stream_id
-        opener = self._OPENERS.get(type(event))
-        if opener is not None:
-            if sid <= self._highest:
-                self._protocol_error(sid, f"stream id {sid} reused")
-                return
-            self._highest = sid
-            opener(event)
-            return
-        cycle = self._open.get(sid)
-        if cycle is None:
-            self._on_unrouted(event)
-            return
-        if type(event) is ev.Invalid:
-            self._protocol_error(sid, event.reason)
-            return
-        try:
-            cycle.feed(event)
-        except ProtocolViolation as exc:
-            self._protocol_error(sid, str(exc))
-
-    def _on_unrouted(self, event: Any) -> None:
-        sid = event.stream_id
-        if sid <= self._highest:
-            return  # Rule 14: raced the close; drop silently
-        self._highest = sid  # an unreadable or unknown opener: it is reset now, and closed
-        if type(event) is not ev.Reset:  # never answer a RESET with a RESET
-            reason = (
-                event.reason
-                if type(event) is ev.Invalid
-                else f"{type(event).__name__} on a stream never opened"
-            )
-            self._protocol_error(sid, reason)
-
-    def _protocol_error(self, sid: int, reason: str) -> None:
-        log.warning("protocol error on stream %d from %s: %s", sid, self.endpoint, reason)
-        cycle = self._open.get(sid)
-        if cycle is not None:
-            cycle.abort(ResetCode.PROTOCOL_ERROR, reason)
-        else:
-            self._post(ev.Reset(sid, ResetCode.PROTOCOL_ERROR, reason))
-
-    # ------------------------------------------------------------ streams
-
-    def _open_unsupported(self, event: Any) -> None:
-        self._protocol_error(event.stream_id, f"{type(event).__name__}: feature not announced in HELLO")
-
-    def _open_http(self, request: ev.Request) -> None:
-        sid = request.stream_id
-        # Capacity counts running apps: that is the load, whatever the front end still holds open.
-        if self.phase is not ConnPhase.READY or len(self.tasks) >= self._capacity:
-            why = "worker draining" if self.phase is ConnPhase.DRAINING else "worker at capacity"
-            self._post(ev.Reset(sid, ResetCode.REFUSED, why))
-            return
-        try:
-            cycle = HttpCycle(
-                request, emit=self._emit_stream, settings=self._settings, on_closed=self._on_closed
-            )
-        except ProtocolViolation as exc:
-            self._protocol_error(sid, str(exc))
-            return
-        self._open[sid] = cycle
-        task = self._loop.create_task(cycle.run(self._app))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    def _on_closed(self, cycle: HttpCycle) -> None:
-        if self._open.get(cycle.stream_id) is cycle:
-            del self._open[cycle.stream_id]
-
-    def _fail_streams(self, reason: str) -> None:
-        cycles, self._open = list(self._open.values()), {}
-        for cycle in cycles:
-            cycle.fail_locally(reason)
-
     # ------------------------------------------------------------ outbound
+
+    def _accepting(self) -> bool:
+        return self.phase is ConnPhase.READY
 
     def _emit_stream(self, event: Any) -> None:
         # Belt and braces: streams of a lost handshake are failed and stay silent.

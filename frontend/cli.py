@@ -34,7 +34,7 @@ EXIT_RUNTIME = 1
 
 
 def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
-    env = "ZASGI_" + names[0].lstrip("-").replace("-", "_").upper()
+    env = "ZASGI_" + names[0].split("/")[0].lstrip("-").replace("-", "_").upper()
     return click.option(*names, envvar=env, show_envvar=True, **kwargs)
 
 
@@ -80,6 +80,29 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_opt("--limit-max-body-size", type=int, default=None, help="Request body bytes [default: unlimited].")
 @_opt("--timeout-keep-alive", type=float, default=5.0, show_default=True, help="Idle keep-alive seconds.")
 @_opt(
+    "--ws-max-size",
+    type=int,
+    default=16 * 1024 * 1024,
+    show_default=True,
+    help="Largest WebSocket message (bytes); a bigger one closes the connection with 1009.",
+)
+@_opt(
+    "--ws-ping-interval", type=float, default=20.0, show_default=True, help="WebSocket ping seconds; 0: off."
+)
+@_opt(
+    "--ws-ping-timeout",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="Seconds without a pong before a WebSocket is dropped.",
+)
+@_opt(
+    "--ws-per-message-deflate/--no-ws-per-message-deflate",
+    default=True,
+    show_default=True,
+    help="Offer permessage-deflate compression to WebSocket clients.",
+)
+@_opt(
     "--shutdown-timeout",
     type=float,
     default=30.0,
@@ -120,6 +143,12 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             ),
             queue=cfg.Queue(size=options["queue_size"], timeout_s=options["queue_timeout"]),
             heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
+            websocket=cfg.WebSocket(
+                max_message_bytes=options["ws_max_size"],
+                ping_interval_s=options["ws_ping_interval"],
+                ping_timeout_s=options["ws_ping_timeout"],
+                per_message_deflate=options["ws_per_message_deflate"],
+            ),
             shutdown_timeout_s=options["shutdown_timeout"],
         )
     except ValueError as exc:

@@ -1,6 +1,6 @@
 """The front end's configuration: one frozen object, built once by the CLI.
 
-Knobs are grouped by concern (HTTP limits, backend, queue, heartbeat) and
+Knobs are grouped by concern (HTTP limits, backend, queue, heartbeat, WebSocket) and
 validated in ``__post_init__`` with messages that name the field, so the CLI
 can print one line and exit. Nothing here has side effects: no logging, no
 sockets, no directories (``server``/``dispatch`` create those).
@@ -107,6 +107,22 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WebSocket:
+    """Client-facing WebSocket limits; defaults as uvicorn's (ws_max_size, ws_ping_*)."""
+
+    max_message_bytes: int = 16 * MIB  # a bigger message closes the client with 1009
+    ping_interval_s: float = 20.0  # 0: never ping
+    ping_timeout_s: float = 20.0  # no pong (or any data) this long after a ping: 1006
+    per_message_deflate: bool = True
+
+    def __post_init__(self) -> None:
+        _positive("ws max_message_bytes", self.max_message_bytes)
+        if self.ping_interval_s < 0:
+            raise ValueError(f"ws ping_interval_s must be >= 0, got {self.ping_interval_s}")
+        _positive("ws ping_timeout_s", self.ping_timeout_s)
+
+
+@dataclass(frozen=True, kw_only=True)
 class FrontendConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -115,6 +131,7 @@ class FrontendConfig:
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: Queue = field(default_factory=Queue)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
+    websocket: WebSocket = field(default_factory=WebSocket)
     shutdown_timeout_s: float = 30.0  # in-flight requests get this long on SIGTERM
 
     def __post_init__(self) -> None:

@@ -17,7 +17,8 @@ one future its handler awaits.
   fail (PROTOCOL §9).
 * Capacity: ``acquire`` takes a slot on the least loaded READY worker, or
   waits in a bounded FIFO of futures; ``close_stream`` frees the slot and
-  hands it to the oldest waiter.
+  hands it to the oldest waiter. WebSocket slots (HELLO.ws_capacity) have a
+  queue of their own, so long-lived WebSockets never use up HTTP capacity.
 
 Stream ids come from one counter for the whole process: strictly increasing on
 every connection, as Rule 13 requires.
@@ -50,6 +51,7 @@ BYE_GRACE_S = 0.05  # lets ZeroMQ's I/O thread put the BYEs on the wire before l
 class Stream(Protocol):
     stream_id: int
     worker: WorkerRecord | None
+    websocket: bool  # which kind of slot the stream holds
 
     def on_event(self, event: Any) -> None: ...  # a wire event from the stream's worker
     def on_violation(self, reason: str) -> None: ...  # the worker sent an undecodable event
@@ -66,13 +68,17 @@ class Dispatcher:
         self.frontend_id = frontend_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.pool = Pool(dead_after_s=config.heartbeat.dead_after_s)
         self.endpoint = config.backend.endpoint  # the bound one after start()
-        features = {"http", "trailers"} | ({"pathsend"} if config.backend.is_local else set())
+        features = {"http", "trailers", "websocket", "ws-denial"}
+        features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
         self._channel: Channel | None = None
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
         self.slots = SlotQueue(self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s)
+        self.ws_slots = SlotQueue(
+            self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s, websocket=True
+        )
         self._sent_to: set[bytes] = set()  # peers posted to since the last tick
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -102,6 +108,7 @@ class Dispatcher:
     async def aclose(self) -> None:
         self._closing = True
         self.slots.close()
+        self.ws_slots.close()
         if self._timer is not None:
             self._timer.cancel()
         channel, self._channel = self._channel, None
@@ -120,9 +127,9 @@ class Dispatcher:
 
     # ------------------------------------------------------- slots and streams
 
-    async def acquire(self) -> WorkerRecord:
+    async def acquire(self, *, websocket: bool = False) -> WorkerRecord:
         """A worker slot for a new stream (see ``slots.SlotQueue.acquire``)."""
-        return await self.slots.acquire()
+        return await (self.ws_slots if websocket else self.slots).acquire()
 
     def open_stream(self, stream: Stream) -> int:
         """A new stream id, routed to ``stream`` (whose ``worker`` holds a slot)."""
@@ -134,8 +141,8 @@ class Dispatcher:
     def close_stream(self, stream: Stream) -> None:
         """The stream is closed on the wire: forget its id, free its slot."""
         if self._streams.pop(stream.stream_id, None) is not None and stream.worker is not None:
-            self.pool.release(stream.worker)
-            self.slots.wake()
+            self.pool.release(stream.worker, websocket=stream.websocket)
+            (self.ws_slots if stream.websocket else self.slots).wake()
 
     def post(self, event: Any, worker: WorkerRecord) -> None:
         if self._channel is not None:
@@ -234,9 +241,10 @@ class Dispatcher:
         )  # fmt: skip
         self.post(welcome, record)
         self.pool.welcome(peer, self._loop.time())
-        log.info("worker %s (pid %d) joined: capacity %d, features %s",
-                 hello.worker_id, hello.pid, hello.capacity, ",".join(sorted(features)))  # fmt: skip
+        log.info("worker %s (pid %d) joined: capacity %d, ws_capacity %d, features %s", hello.worker_id,
+                 hello.pid, hello.capacity, hello.ws_capacity, ",".join(sorted(features)))  # fmt: skip
         self.slots.wake()
+        self.ws_slots.wake()
         return record
 
     @staticmethod

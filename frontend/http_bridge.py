@@ -6,7 +6,8 @@ fields from the raw request (header bytes untouched, the path exactly as
 sent), takes a worker slot (or 503), sends the stream, then turns the
 worker's events into the client's response. The handler task is the only
 task a request costs, except an upload still arriving from the client, which
-gets a pump task (see ``upload``).
+gets a pump task (see ``upload``). A WebSocket upgrade goes to ``ws_bridge``
+with the same head fields.
 
 What the client sees when things go wrong (PROTOCOL §9):
 * before the status line: 503 + Retry-After (no worker in time), 502 +
@@ -24,21 +25,21 @@ import asyncio
 import logging
 import os
 import re
-from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
-from multidict import CIMultiDict
 
 from wire import events as ev
 from wire.events import ResetCode
 
 from .config import FrontendConfig
 from .dispatch import Dispatcher
+from .responses import error_response, str_headers
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
 from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, Upload
+from .ws_bridge import WsBridge
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,6 @@ class _WorkerResponse(web.StreamResponse):
     _send_headers_immediately = False
 
 
-def error_response(status: int, *, retry_after_s: float | None = None, close: bool = False) -> web.Response:
-    resp = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n")
-    if retry_after_s is not None:
-        resp.headers["Retry-After"] = str(max(1, round(retry_after_s)))
-    if close:
-        resp.force_close()
-    return resp
-
-
 class HttpBridge:
     def __init__(self, config: FrontendConfig, dispatcher: Dispatcher) -> None:
         self._config = config
@@ -74,14 +66,18 @@ class HttpBridge:
         self._max_body = config.http.max_body_bytes
         self._id_prefix = os.urandom(3).hex() + "-"
         self._requests = 0
+        self.websocket = WsBridge(config, dispatcher)
+        self._active = 0  # HTTP handlers running; shutdown closes WebSockets once it is 0
+        self._idle: asyncio.Future[None] | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            return self._websocket(request)
+        if self.websocket.wants(request):
+            return await self.websocket.handle(request, self._head(request), self._ext())
         try:
             stream = self._new_stream(request)
         except BodyTooLarge:
             return error_response(413, close=True)
+        self._active += 1
         try:
             return await self._run(request, stream)
         except asyncio.CancelledError:
@@ -90,10 +86,24 @@ class HttpBridge:
             raise
         finally:
             stream.finish()
+            self._active -= 1
+            if not self._active and self._idle is not None and not self._idle.done():
+                self._idle.set_result(None)
 
-    def _websocket(self, request: web.BaseRequest) -> web.StreamResponse:
-        # The seam for frontend/ws_bridge.py; until then a plain HTTP answer.
-        return error_response(501, close=True)
+    async def wait_idle(self, timeout_s: float) -> None:
+        """Until no HTTP request is in flight, or ``timeout_s`` (shutdown: then WebSockets close)."""
+        if self._active:
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._idle), timeout_s)
+            except TimeoutError:
+                log.warning("%d HTTP requests still in flight after %.1fs", self._active, timeout_s)
+            finally:
+                self._idle = None
+
+    def _ext(self) -> dict[str, Any]:
+        self._requests += 1
+        return {"request_id": f"{self._id_prefix}{self._requests:x}"}
 
     # ----------------------------------------------------------- request
 
@@ -108,9 +118,7 @@ class HttpBridge:
             and request.headers.get("Expect", "").lower() == "100-continue"
         )
         upload = Upload(content=content, expect_continue=expect, max_body_bytes=self._max_body)
-        self._requests += 1
-        ext = {"request_id": f"{self._id_prefix}{self._requests:x}"}
-        return HttpStream(self._dispatcher, head=self._head(request), ext=ext, upload=upload)
+        return HttpStream(self._dispatcher, head=self._head(request), ext=self._ext(), upload=upload)
 
     def _head(self, request: web.BaseRequest) -> tuple[Any, ...]:
         version = request.version
@@ -163,7 +171,7 @@ class HttpBridge:
     async def _respond(self, request: web.BaseRequest, stream: HttpStream, start: ev.Response) -> Any:
         empty = request.method == "HEAD" or start.status in (204, 304) or start.status < 200
         try:
-            resp = _WorkerResponse(status=start.status, headers=_str_headers(start.headers))
+            resp = _WorkerResponse(status=start.status, headers=str_headers(start.headers))
             trailers = start.trailers and not empty and _wants_trailers(request, resp)
             if not start.more_body and not start.trailers and not empty and resp.content_length is None:
                 resp.content_length = len(start.body)  # whole body in hand: no chunking needed
@@ -273,10 +281,6 @@ def _why(item: Any) -> str:
             name = str(item.code)
         return f"RESET {name} {item.reason}".strip()
     return getattr(item, "value", type(item).__name__)
-
-
-def _str_headers(headers: ev.Headers) -> CIMultiDict[str]:
-    return CIMultiDict([(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers])
 
 
 def _wants_trailers(request: web.BaseRequest, resp: web.StreamResponse) -> bool:

@@ -9,6 +9,8 @@ Invariants:
 * ``in_flight`` counts slots taken (streams not yet closed on the wire, plus
   slots reserved for a request about to open one); ``choose`` never returns a
   worker whose ``in_flight`` has reached its ``capacity`` (PROTOCOL Rule 19);
+  WebSocket streams count apart, in ``ws_in_flight`` against ``ws_capacity``,
+  and go only to workers that negotiated the "websocket" feature;
 * a GONE record is no longer in the pool; ``release`` on it is harmless.
 """
 
@@ -24,7 +26,7 @@ class WorkerRecord:
 
     __slots__ = (
         "peer", "worker_id", "pid", "info", "capacity", "ws_capacity", "window_bytes",
-        "features", "state", "last_seen", "welcomed_at", "in_flight", "served",
+        "features", "state", "previous", "last_seen", "welcomed_at", "in_flight", "ws_in_flight", "served",
     )  # fmt: skip
 
     def __init__(
@@ -49,15 +51,17 @@ class WorkerRecord:
         self.features = features  # negotiated: what WELCOME said we will use
         self.info = info or {}
         self.state = WorkerState.JOINING
+        self.previous = WorkerState.JOINING  # the state before the last move: was a lost worker draining?
         self.last_seen = now
         self.welcomed_at: float | None = None
         self.in_flight = 0
+        self.ws_in_flight = 0
         self.served = 0
 
     def to(self, new: WorkerState) -> None:
         if new not in WORKER_TRANSITIONS[self.state]:
             raise ValueError(f"worker {self.worker_id}: {self.state.value} -> {new.value} is not allowed")
-        self.state = new
+        self.previous, self.state = self.state, new
 
     def __repr__(self) -> str:
         return (
@@ -118,29 +122,45 @@ class Pool:
             self.remove(record.peer)
         return dead
 
-    def choose(self) -> WorkerRecord | None:
-        """The READY worker with the fewest streams and a free slot, or None."""
+    def choose(self, *, websocket: bool = False) -> WorkerRecord | None:
+        """The READY worker with the fewest streams and a free slot (of the kind asked for), or None."""
         workers = list(self._workers.values())
         n = len(workers)
         best: WorkerRecord | None = None
+        best_load = 0
         if n == 0:
             return None
         self._rr = (self._rr + 1) % n
         for i in range(n):
             record = workers[(self._rr + i) % n]
-            if record.state is not WorkerState.READY or record.in_flight >= record.capacity:
+            if record.state is not WorkerState.READY:
                 continue
-            if best is None or record.in_flight < best.in_flight:
-                best = record
+            if websocket:
+                if "websocket" not in record.features or record.ws_in_flight >= record.ws_capacity:
+                    continue
+                load = record.ws_in_flight
+            elif record.in_flight >= record.capacity:
+                continue
+            else:
+                load = record.in_flight
+            if best is None or load < best_load:
+                best, best_load = record, load
         return best
 
     @staticmethod
-    def acquire(record: WorkerRecord) -> None:
-        record.in_flight += 1
+    def acquire(record: WorkerRecord, *, websocket: bool = False) -> None:
+        if websocket:
+            record.ws_in_flight += 1
+        else:
+            record.in_flight += 1
 
     @staticmethod
-    def release(record: WorkerRecord) -> None:
-        if record.in_flight > 0:
+    def release(record: WorkerRecord, *, websocket: bool = False) -> None:
+        if websocket:
+            if record.ws_in_flight > 0:
+                record.ws_in_flight -= 1
+                record.served += 1
+        elif record.in_flight > 0:
             record.in_flight -= 1
             record.served += 1
 

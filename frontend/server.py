@@ -4,8 +4,9 @@ Order matters. The backend binds first (so a worker started from the ready
 line finds it), then the HTTP listener; only then the ready line. Shutdown
 runs the other way: stop accepting, let in-flight requests finish (up to
 ``shutdown_timeout_s``; a second signal cuts that short), close idle
-keep-alive connections (aiohttp's runner does these three), then say BYE to
-the workers and close the backend.
+keep-alive connections (aiohttp's runner does these three; WebSockets are
+closed with 1001 once in-flight HTTP is done), then say BYE to the workers and
+close the backend.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ async def serve(
     dispatcher = Dispatcher(config, ctx)
     try:
         dispatcher.start()
-        runner = web.ServerRunner(
-            _http_server(config, dispatcher), shutdown_timeout=config.shutdown_timeout_s
+        bridge = HttpBridge(config, dispatcher)
+        runner = _Runner(
+            _http_server(config, bridge), bridge=bridge, shutdown_timeout_s=config.shutdown_timeout_s
         )
         await runner.setup()
         try:
@@ -73,10 +75,26 @@ async def serve(
             ctx.term()
 
 
-def _http_server(config: FrontendConfig, dispatcher: Dispatcher) -> web.Server:
+class _Runner(web.ServerRunner):
+    """aiohttp calls ``shutdown`` after the listeners stop and before it waits for the handlers:
+    in-flight HTTP requests finish first, then WebSockets close with 1001 (both sides)."""
+
+    def __init__(self, server: web.Server, *, bridge: HttpBridge, shutdown_timeout_s: float) -> None:
+        super().__init__(server, shutdown_timeout=shutdown_timeout_s)
+        self._bridge = bridge
+        self._timeout_s = shutdown_timeout_s
+
+    async def shutdown(self) -> None:
+        await self._bridge.wait_idle(self._timeout_s)
+        if self._bridge.websocket.open_count:
+            log.info("closing %d WebSockets (1001)", self._bridge.websocket.open_count)
+        self._bridge.websocket.going_away()
+
+
+def _http_server(config: FrontendConfig, bridge: HttpBridge) -> web.Server:
     limits = config.http
     return web.Server(
-        HttpBridge(config, dispatcher).handle,
+        bridge.handle,
         handler_cancellation=True,  # a vanished client cancels its handler: DISCONNECT
         access_log=None,  # one log line per request costs more than the request
         max_line_size=limits.max_line_bytes,

@@ -32,8 +32,9 @@ class ShuttingDown(NoCapacity):
 
 
 class SlotQueue:
-    def __init__(self, pool: Pool, *, size: int, timeout_s: float) -> None:
+    def __init__(self, pool: Pool, *, size: int, timeout_s: float, websocket: bool = False) -> None:
         self._pool = pool
+        self._websocket = websocket  # the kind of slot: HTTP or WebSocket (Rule 19 counts them apart)
         self._size = size
         self._timeout_s = timeout_s
         self._waiters: deque[asyncio.Future[WorkerRecord]] = deque()
@@ -51,9 +52,9 @@ class SlotQueue:
         if self._closed:
             raise ShuttingDown("the front end is shutting down")
         if not self._waiters:
-            record = self._pool.choose()
+            record = self._pool.choose(websocket=self._websocket)
             if record is not None:
-                self._pool.acquire(record)
+                self._pool.acquire(record, websocket=self._websocket)
                 return record
         if len(self._waiters) >= self._size:
             raise QueueFull(f"{len(self._waiters)} requests already wait for a worker")
@@ -68,7 +69,8 @@ class SlotQueue:
             return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._pool.release(fut.result())  # handed a slot as the client left
+                # handed a slot as the client left
+                self._pool.release(fut.result(), websocket=self._websocket)
                 self.wake()
             raise
         finally:
@@ -79,12 +81,12 @@ class SlotQueue:
     def wake(self) -> None:
         """Hand free slots to the oldest waiters (a slot was freed or a worker joined)."""
         while self._waiters:
-            record = self._pool.choose()
+            record = self._pool.choose(websocket=self._websocket)
             if record is None:
                 return
             fut = self._waiters.popleft()
             if not fut.done():
-                self._pool.acquire(record)
+                self._pool.acquire(record, websocket=self._websocket)
                 fut.set_result(record)
 
     def close(self) -> None:

@@ -59,6 +59,7 @@ class Local(Enum):
 
 
 class HttpStream:
+    websocket = False  # holds an HTTP slot (dispatch.Stream)
     __slots__ = (
         "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
         "_dispatcher", "_head", "_ext", "_idempotent", "_inbox", "_waiter", "_loop", "_pump",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+import pytest
 
 from appserver.cycle import HttpCycle, StreamSettings
 from appserver.websocket import WebSocketCycle
@@ -143,3 +146,30 @@ class WsHarness:
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.emitted if type(e) is kind]
+
+
+WS_ACCEPT = {"type": "websocket.accept"}
+
+
+def ws_text(data: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "text": data}
+
+
+def ws_bytes(data: bytes) -> dict[str, Any]:
+    return {"type": "websocket.send", "bytes": data}
+
+
+def ws_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "appserver.websocket" and r.levelno >= logging.ERROR]
+
+
+async def accept_then(h: WsHarness, body: Callable[[Any, Any], Awaitable[Any]]) -> None:
+    """Start an app that takes websocket.connect and accepts, then runs ``body(receive, send)``."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert await receive() == {"type": "websocket.connect"}
+        await send(WS_ACCEPT)
+        await body(receive, send)
+
+    h.start(app)
+    await until(lambda: bool(h.of(ev.WsAccept)))

@@ -174,18 +174,43 @@ async def test_expect_continue_grants_the_window_on_first_receive() -> None:
 
 async def test_unread_body_is_credited_and_discarded_after_the_response() -> None:
     h = CycleHarness(make_request(method="POST", body=b"a" * 100, more_body=True), request_window_bytes=1000)
+    done = asyncio.Event()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(START)
         await send(body(b"answered early"))
+        await done.wait()
 
-    await h.run(app)
+    h.start(app)
+    await until(lambda: bool(h.of(ev.Credit)))
     assert h.of(ev.Credit) == [ev.Credit(1, 100)]
     assert not h.closed  # the request half is still arriving
-    h.cycle.feed(ev.Body(1, b"b" * 600, True))
+    h.cycle.feed(ev.Body(1, b"b" * 600, True))  # the app still runs: keep the body moving
     assert h.of(ev.Credit)[-1] == ev.Credit(1, 600)
+    done.set()
+    await asyncio.wait_for(h.task, 5)  # type: ignore[arg-type]
+    # §6.1: the app finished without reading the rest: RESET closes the request half.
+    assert h.emitted[-1] == ev.Reset(1, ResetCode.CANCELLED, "app finished without reading the body")
+    assert h.closed == [h.cycle]
+    assert h.cycle.response_state is ResponseHalf.DONE
+
+
+async def test_body_finishing_before_the_app_returns_closes_without_reset() -> None:
+    h = CycleHarness(make_request(method="POST", body=b"a" * 100, more_body=True), request_window_bytes=1000)
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        await send(body(b"answered early"))
+        await done.wait()
+
+    h.start(app)
+    await until(lambda: bool(h.of(ev.Credit)))
     h.cycle.feed(ev.Body(1, b"", False))
     assert h.closed == [h.cycle]
+    done.set()
+    await asyncio.wait_for(h.task, 5)  # type: ignore[arg-type]
+    assert h.of(ev.Reset) == []
 
 
 # ---------------------------------------------------------------- disconnects

@@ -1,9 +1,8 @@
-"""WebSocketCycle driven through its seams: feed() in, a list-collector emit out. No sockets."""
+"""WebSocketCycle driven through its seams: handshake, messages, flow control. No sockets."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import pytest
@@ -12,34 +11,17 @@ from appserver.stream import ClientDisconnected
 from wire import ProtocolViolation, ResetCode, WsState
 from wire import events as ev
 
-from .helpers import WsHarness, make_connect, settle, until
-
-ACCEPT = {"type": "websocket.accept"}
-
-
-def text(data: str) -> dict[str, Any]:
-    return {"type": "websocket.send", "text": data}
-
-
-def binary(data: bytes) -> dict[str, Any]:
-    return {"type": "websocket.send", "bytes": data}
-
-
-def app_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "appserver.websocket" and r.levelno >= logging.ERROR]
-
-
-async def accept_then(h: WsHarness, body: Any) -> None:
-    """Start an app that accepts, then runs ``body(receive, send)``."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        assert await receive() == {"type": "websocket.connect"}
-        await send(ACCEPT)
-        await body(receive, send)
-
-    h.start(app)
-    await until(lambda: bool(h.of(ev.WsAccept)))
-
+from .helpers import (
+    WS_ACCEPT,
+    WsHarness,
+    accept_then,
+    make_connect,
+    settle,
+    until,
+    ws_bytes,
+    ws_errors,
+    ws_text,
+)
 
 # ---------------------------------------------------------------- handshake
 
@@ -105,7 +87,7 @@ async def test_denial_response_is_coalesced_like_http() -> None:
         await send({"type": "websocket.http.response.body", "body": b"who ", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"are you?"})
         with pytest.raises(RuntimeError):
-            await send(ACCEPT)
+            await send(WS_ACCEPT)
 
     assert await h.run(app) == [
         ev.Response(1, 401, ((b"x-why", b"auth"),), b"who ", True, False),
@@ -122,7 +104,7 @@ async def test_denial_body_before_start_and_accept_during_denial_are_errors() ->
             await send({"type": "websocket.http.response.body", "body": b"x"})
         await send({"type": "websocket.http.response.start", "status": 403})
         with pytest.raises(RuntimeError, match="denied"):
-            await send(ACCEPT)
+            await send(WS_ACCEPT)
         await send({"type": "websocket.http.response.body", "body": b""})
 
     assert await h.run(app) == [ev.Response(1, 403, (), b"", False, False)]
@@ -137,8 +119,8 @@ async def test_text_and_bytes_both_ways() -> None:
 
     async def body(receive: Any, send: Any) -> None:
         got.extend([await receive(), await receive()])
-        await send(text("héllo"))
-        await send(binary(b"\x00\xff"))
+        await send(ws_text("héllo"))
+        await send(ws_bytes(b"\x00\xff"))
         await send({"type": "websocket.send", "bytes": None, "text": "both keys"})
 
     await accept_then(h, body)
@@ -165,8 +147,8 @@ async def test_empty_and_one_mebibyte_messages(size: int) -> None:
 
     async def body(receive: Any, send: Any) -> None:
         got.append(await receive())
-        await send(binary(data))
-        await send(text(""))
+        await send(ws_bytes(data))
+        await send(ws_text(""))
 
     await accept_then(h, body)
     h.cycle.feed(ev.WsMessage(1, False, data))
@@ -180,18 +162,18 @@ async def test_bad_sends_raise_runtime_error() -> None:
     errors: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        for message in (text("early"), {"type": "http.response.start", "status": 200}):
+        for message in (ws_text("early"), {"type": "http.response.start", "status": 200}):
             with pytest.raises(RuntimeError) as info:
                 await send(message)
             errors.append(str(info.value))
-        await send(ACCEPT)
-        bad = [ACCEPT, {"type": "websocket.send"}, {"type": "websocket.send", "text": "a", "bytes": b"b"},
-               binary(b"x" * 101), {"type": "websocket.close", "code": 999}]  # fmt: skip
+        await send(WS_ACCEPT)
+        bad = [WS_ACCEPT, {"type": "websocket.send"}, {"type": "websocket.send", "text": "a", "bytes": b"b"},
+               ws_bytes(b"x" * 101), {"type": "websocket.close", "code": 999}]  # fmt: skip
         for message in bad:
             with pytest.raises(RuntimeError):
                 await send(message)
         await send({"type": "websocket.close", "reason": None})
-        for message in (text("late"), ACCEPT, {"type": "websocket.close"}):
+        for message in (ws_text("late"), WS_ACCEPT, {"type": "websocket.close"}):
             with pytest.raises(RuntimeError, match="after the WebSocket closed"):
                 await send(message)
 
@@ -225,7 +207,7 @@ async def test_send_waits_for_credit() -> None:
 
     async def body(receive: Any, send: Any) -> None:
         for i in range(3):
-            await send(binary(b"x" * 60))  # cost 92 each (Rule 15)
+            await send(ws_bytes(b"x" * 60))  # cost 92 each (Rule 15)
             sent.append(i)
 
     await accept_then(h, body)
@@ -246,9 +228,9 @@ async def test_waiting_send_raises_client_disconnected_when_the_client_leaves(
     raised: list[BaseException] = []
 
     async def body(receive: Any, send: Any) -> None:
-        await send(binary(b"first"))
+        await send(ws_bytes(b"first"))
         try:
-            await send(binary(b"parked"))
+            await send(ws_bytes(b"parked"))
         except ClientDisconnected as exc:
             raised.append(exc)
             raise
@@ -258,7 +240,7 @@ async def test_waiting_send_raises_client_disconnected_when_the_client_leaves(
     h.cycle.feed(ev.WsClose(1, 1001, "going away"))
     await h.finish()
     assert len(raised) == 1 and isinstance(raised[0], OSError)
-    assert app_errors(caplog) == []  # a client leaving is not an error
+    assert ws_errors(caplog) == []  # a client leaving is not an error
     assert h.emitted[-1] == ev.WsMessage(1, False, b"first")  # nothing after the client's close
 
 
@@ -293,162 +275,3 @@ async def test_a_peer_overrunning_the_window_is_a_protocol_violation() -> None:
     h.task.cancel()  # type: ignore[union-attr]
     with pytest.raises(asyncio.CancelledError):
         await h.finish()
-
-
-# ---------------------------------------------------------------- closing
-
-
-async def test_client_close_code_and_reason_reach_the_app_after_queued_messages() -> None:
-    h = WsHarness()
-    got: list[Any] = []
-
-    async def body(receive: Any, send: Any) -> None:
-        got.extend([await receive(), await receive()])
-        with pytest.raises(ClientDisconnected):
-            await send(text("too late"))
-
-    await accept_then(h, body)
-    h.cycle.feed(ev.WsMessage(1, True, b"last words"))
-    h.cycle.feed(ev.WsClose(1, 4001, "done here"))
-    assert h.closed == [h.cycle]
-    await h.finish()
-    assert got == [
-        {"type": "websocket.receive", "text": "last words"},
-        {"type": "websocket.disconnect", "code": 4001, "reason": "done here"},
-    ]
-    assert h.emitted == [ev.WsAccept(1, None, ())]  # the stream is closed: nothing more goes out
-
-
-async def test_app_close_code_and_reason() -> None:
-    h = WsHarness()
-
-    async def body(receive: Any, send: Any) -> None:
-        await send({"type": "websocket.close", "code": 4000, "reason": "bye now"})
-        assert await receive() == {"type": "websocket.disconnect", "code": 4000, "reason": "bye now"}
-
-    await accept_then(h, body)
-    await h.finish()
-    assert h.emitted[-1] == ev.WsClose(1, 4000, "bye now")
-
-
-@pytest.mark.parametrize("how", ["reset", "lost"])
-async def test_reset_or_lost_front_end_is_disconnect_1006(how: str) -> None:
-    h = WsHarness()
-    got: list[Any] = []
-
-    async def body(receive: Any, send: Any) -> None:
-        got.append(await receive())
-        with pytest.raises(ClientDisconnected):
-            await send(text("anyone?"))
-
-    await accept_then(h, body)
-    if how == "reset":
-        h.cycle.feed(ev.Reset(1, ResetCode.CANCELLED, "client vanished"))
-    else:
-        h.cycle.fail_locally("front end lost")
-    await h.finish()
-    assert got == [{"type": "websocket.disconnect", "code": 1006, "reason": ""}]
-    assert h.emitted == [ev.WsAccept(1, None, ())]
-
-
-async def test_going_away_closes_with_1012_and_the_app_sees_it() -> None:
-    h = WsHarness()
-    got: list[Any] = []
-    await accept_then(h, lambda receive, send: _record(receive, got))
-    assert h.cycle.going_away() is True
-    assert h.cycle.going_away() is False  # once only
-    await h.finish()
-    assert got[-1] == {"type": "websocket.disconnect", "code": 1012, "reason": "service restart"}
-    assert h.emitted[-1] == ev.WsClose(1, 1012, "service restart")
-
-
-async def _record(receive: Any, got: list[Any]) -> None:
-    got.append(await receive())
-
-
-# ---------------------------------------------------------------- how the app ends
-
-
-async def test_exception_before_accept_resets_with_app_error(caplog: pytest.LogCaptureFixture) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        raise ValueError("boom")
-
-    h = WsHarness()
-    assert await h.run(app) == [ev.Reset(1, ResetCode.APP_ERROR, "app raised ValueError")]
-    [record] = app_errors(caplog)
-    assert record.exc_info is not None and record.exc_info[0] is ValueError
-
-
-async def test_exception_after_accept_closes_1011(caplog: pytest.LogCaptureFixture) -> None:
-    async def body(receive: Any, send: Any) -> None:
-        raise KeyError("boom")
-
-    h = WsHarness()
-    await accept_then(h, body)
-    await h.finish()
-    assert h.emitted == [ev.WsAccept(1, None, ()), ev.WsClose(1, 1011, "internal error")]
-    assert len(app_errors(caplog)) == 1
-
-
-async def test_exception_during_denial_resets(caplog: pytest.LogCaptureFixture) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await send({"type": "websocket.http.response.start", "status": 403})
-        await asyncio.sleep(0)  # the start leaves alone on the next tick
-        raise RuntimeError("half a denial")
-
-    h = WsHarness()
-    emitted = await h.run(app)
-    assert emitted[-1] == ev.Reset(1, ResetCode.APP_ERROR, "app raised RuntimeError")
-    assert len(app_errors(caplog)) == 1
-
-
-async def test_return_without_accept_rejects(caplog: pytest.LogCaptureFixture) -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-
-    h = WsHarness()
-    assert await h.run(app) == [ev.WsClose(1, 1000, "")]  # before accept: the front end answers 403
-    assert len(app_errors(caplog)) == 1
-
-
-async def test_return_after_accept_closes_normally(caplog: pytest.LogCaptureFixture) -> None:
-    h = WsHarness()
-    await accept_then(h, lambda receive, send: asyncio.sleep(0))
-    assert await h.finish() == [ev.WsAccept(1, None, ()), ev.WsClose(1, 1000, "")]
-    assert app_errors(caplog) == []
-
-
-async def test_send_after_disconnect_raises_client_disconnected_and_is_not_logged(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    h = WsHarness()
-
-    async def body(receive: Any, send: Any) -> None:
-        while (await receive())["type"] != "websocket.disconnect":
-            pass
-        await send(text("into the void"))  # uncaught, like a careless app
-
-    await accept_then(h, body)
-    h.cycle.feed(ev.WsClose(1, 1001, ""))
-    await h.finish()
-    assert app_errors(caplog) == []
-    assert h.emitted == [ev.WsAccept(1, None, ())]
-
-
-async def test_cancelled_app_closes_an_open_websocket_with_1012() -> None:
-    h = WsHarness()
-    await accept_then(h, lambda receive, send: asyncio.Event().wait())
-    h.task.cancel()  # type: ignore[union-attr]
-    with pytest.raises(asyncio.CancelledError):
-        await h.finish()
-    assert h.emitted[-1] == ev.WsClose(1, 1012, "service restart")
-
-
-async def test_cancelled_before_accept_resets() -> None:
-    h = WsHarness()
-    h.start(lambda scope, receive, send: asyncio.Event().wait())
-    await settle()
-    h.task.cancel()  # type: ignore[union-attr]
-    with pytest.raises(asyncio.CancelledError):
-        await h.finish()
-    assert h.emitted == [ev.Reset(1, ResetCode.CANCELLED, "worker stopped the WebSocket")]

@@ -3,7 +3,9 @@
 It plays an app-server worker against an in-process front end: it says HELLO
 (unless told not to), heartbeats on its own while ``heartbeats`` is on, and
 otherwise does only what the test tells it. Received events are kept in
-order; ``expect`` waits (bounded) for the next one of a kind.
+order; ``expect`` waits (bounded) for the next one of a kind. For WebSocket
+tests give it ``ws_capacity`` and the "websocket" feature; ``ws_open`` accepts
+the next WS_CONNECT.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ class ScriptedWorker:
         *,
         worker_id: str | None = None,
         capacity: int = 16,
+        ws_capacity: int = 0,
         window_bytes: int = 256 * 1024,
         features: tuple[str, ...] = ("http", "trailers", "pathsend"),
         protocol: int = wire.PROTOCOL_VERSION,
     ) -> None:
         self.worker_id = worker_id or f"scripted-{next(_ids)}"
         self.capacity = capacity
+        self.ws_capacity = ws_capacity
         self.window_bytes = window_bytes
         self.features = features
         self.protocol = protocol
@@ -55,7 +59,7 @@ class ScriptedWorker:
     # ------------------------------------------------------------ script
 
     async def hello(self) -> ev.Welcome | ev.Refuse:
-        self.send(ev.Hello(0, self.protocol, self.worker_id, os.getpid(), self.capacity, 0,
+        self.send(ev.Hello(0, self.protocol, self.worker_id, os.getpid(), self.capacity, self.ws_capacity,
                            self.window_bytes, self.features, {"app": "scripted"}))  # fmt: skip
         reply = await self.expect(ev.Welcome, ev.Refuse)
         if type(reply) is ev.Welcome:
@@ -98,6 +102,29 @@ class ScriptedWorker:
     def respond(self, stream_id: int, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = (),
                 body: bytes = b"", *, more_body: bool = False, trailers: bool = False) -> None:  # fmt: skip
         self.send(ev.Response(stream_id, status, headers, body, more_body, trailers))
+
+    # ------------------------------------------------------- WebSocket
+
+    async def ws_connect(self, timeout: float = DEFAULT_TIMEOUT_S) -> ev.WsConnect:
+        return await self.expect(ev.WsConnect, timeout=timeout)
+
+    async def ws_open(self, *, subprotocol: str | None = None,
+                      headers: tuple[tuple[bytes, bytes], ...] = ()) -> ev.WsConnect:  # fmt: skip
+        """The next WS_CONNECT, accepted."""
+        connect = await self.ws_connect()
+        self.send(ev.WsAccept(connect.stream_id, subprotocol, headers))
+        return connect
+
+    def ws_send(self, stream_id: int, data: str | bytes) -> None:
+        text = isinstance(data, str)
+        self.send(ev.WsMessage(stream_id, text, data.encode() if isinstance(data, str) else data))
+
+    async def ws_message(self, timeout: float = DEFAULT_TIMEOUT_S) -> ev.WsMessage:
+        """The next WS_MESSAGE (CREDIT events on the way are skipped)."""
+        while True:
+            event = await self.expect(ev.WsMessage, ev.Credit, timeout=timeout)
+            if type(event) is ev.WsMessage:
+                return event
 
     def go_silent(self) -> None:
         self.heartbeats = False

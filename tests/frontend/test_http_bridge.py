@@ -303,17 +303,6 @@ async def test_trailers_dropped_without_te(start_frontend: Any, worker_for: Any)
     conn.close()
 
 
-async def test_websocket_upgrade_gets_plain_http_for_now(start_frontend: Any) -> None:
-    fe = await start_frontend()
-    conn = await RawConn.open(fe.port)
-    await conn.send(
-        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    assert status_of(await conn.read_head()) == 501
-    conn.close()
-
-
 async def test_pathsend_streams_the_file(start_frontend: Any, worker_for: Any, tmp_path: Any) -> None:
     fe = await start_frontend()
     w = await worker_for(fe)

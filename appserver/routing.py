@@ -1,0 +1,205 @@
+"""The streams of one front-end connection: open, route, refuse, drain, fail.
+
+``StreamRouter`` is the half of a connection that knows about streams
+(PROTOCOL.md §6); ``FrontendConnection`` (connection.py) is the other half,
+the socket, handshake and liveness, and hands it every stream event of a
+welcomed connection. Theory of operation:
+
+* REQUEST opens an ``HttpCycle``, WS_CONNECT a ``WebSocketCycle``; each runs
+  its app in one task. Every later event of the stream (BODY, CREDIT,
+  DISCONNECT, WS_MESSAGE, WS_CLOSE, RESET) is a direct call to the cycle's
+  ``feed`` -- no queue, no task per event -- so thousands of chatty streams
+  share the loop fairly with HTTP.
+* Rule 14: events for closed streams are dropped; for never-opened ids we
+  answer RESET(PROTOCOL_ERROR). An illegal event resets only its stream.
+* Rule 19: HTTP apps running count against ``capacity``, WebSocket apps
+  against ``ws_capacity``; beyond that, or while draining, RESET(REFUSED)
+  with the app untouched. WebSockets only open when both sides agreed on
+  feature "websocket" at WELCOME.
+* Drain: in-flight streams get the grace period; then WebSockets still open
+  are closed with 1012 (service restart) and their apps get a short while
+  to return before everything left is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from wire import ProtocolViolation, ResetCode
+from wire import events as ev
+
+from .cycle import HttpCycle
+from .stream import Emit, StreamSettings
+from .websocket import WebSocketCycle
+
+log = logging.getLogger(__name__)
+
+WS_CLOSE_GRACE_S = 1.0  # after the 1012 close, time for WebSocket apps to see the disconnect and return
+
+
+class Cycle(Protocol):
+    stream_id: int
+
+    def feed(self, event: Any) -> None: ...
+    def abort(self, code: int, reason: str) -> None: ...
+    def fail_locally(self, reason: str) -> None: ...
+    async def run(self, app: Callable[..., Any]) -> None: ...
+
+
+class StreamRouter:
+    def __init__(
+        self,
+        *,
+        app: Callable[..., Any],
+        post: Emit,
+        endpoint: str,
+        capacity: int,
+        ws_capacity: int,
+        accepting: Callable[[], bool],
+    ) -> None:
+        """``post`` sends an event to the front end; ``accepting()`` is false while draining."""
+        self.http_tasks: set[asyncio.Task[None]] = set()
+        self.ws_tasks: set[asyncio.Task[None]] = set()
+        self._app = app
+        self._post = post
+        self._endpoint = endpoint
+        self._capacity = capacity
+        self._ws_capacity = ws_capacity
+        self._accepting = accepting
+        self._settings = StreamSettings(request_window_bytes=0, response_window_bytes=0)
+        self._websocket = False  # feature "websocket" agreed at WELCOME
+        self._open: dict[int, Any] = {}
+        self._highest = 0  # highest stream id opened in this handshake
+        self._openers: dict[type, Callable[[Any], None]] = {
+            ev.Request: self._open_http,
+            ev.WsConnect: self._open_websocket,
+            ev.WsResume: self._open_unsupported,  # feature "handoff": not announced yet
+        }
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._open)
+
+    def welcomed(self, settings: StreamSettings, *, websocket: bool) -> None:
+        """A new handshake: new stream settings, and stream ids start over."""
+        self._settings = settings
+        self._websocket = websocket
+        self._highest = 0
+
+    # ------------------------------------------------------------ inbound
+
+    def on_event(self, event: Any) -> None:
+        sid = event.stream_id
+        opener = self._openers.get(type(event))
+        if opener is not None:
+            if sid <= self._highest:
+                self._protocol_error(sid, f"stream id {sid} reused")
+                return
+            self._highest = sid
+            opener(event)
+            return
+        cycle = self._open.get(sid)
+        if cycle is None:
+            self._on_unrouted(event)
+            return
+        if type(event) is ev.Invalid:
+            self._protocol_error(sid, event.reason)
+            return
+        try:
+            cycle.feed(event)
+        except ProtocolViolation as exc:
+            self._protocol_error(sid, str(exc))
+
+    def _on_unrouted(self, event: Any) -> None:
+        sid = event.stream_id
+        if sid <= self._highest:
+            return  # Rule 14: raced the close; drop silently
+        self._highest = sid  # an unreadable or unknown opener: it is reset now, and closed
+        if type(event) is not ev.Reset:  # never answer a RESET with a RESET
+            reason = (
+                event.reason
+                if type(event) is ev.Invalid
+                else f"{type(event).__name__} on a stream never opened"
+            )
+            self._protocol_error(sid, reason)
+
+    def _protocol_error(self, sid: int, reason: str) -> None:
+        log.warning("protocol error on stream %d from %s: %s", sid, self._endpoint, reason)
+        cycle = self._open.get(sid)
+        if cycle is not None:
+            cycle.abort(ResetCode.PROTOCOL_ERROR, reason)
+        else:
+            self._post(ev.Reset(sid, ResetCode.PROTOCOL_ERROR, reason))
+
+    # ------------------------------------------------------------ opening streams
+
+    def _open_unsupported(self, event: Any) -> None:
+        self._protocol_error(event.stream_id, f"{type(event).__name__}: feature not agreed at WELCOME")
+
+    def _refused(self, sid: int, running: int, capacity: int) -> bool:
+        # Capacity counts running apps: that is the load, whatever the front end still holds open.
+        if self._accepting() and running < capacity:
+            return False
+        why = "worker at capacity" if self._accepting() else "worker draining"
+        self._post(ev.Reset(sid, ResetCode.REFUSED, why))
+        return True
+
+    def _open_http(self, request: ev.Request) -> None:
+        sid = request.stream_id
+        if self._refused(sid, len(self.http_tasks), self._capacity):
+            return
+        try:
+            cycle = HttpCycle(request, emit=self._post, settings=self._settings, on_closed=self._on_closed)
+        except ProtocolViolation as exc:
+            self._protocol_error(sid, str(exc))
+            return
+        self._start(cycle, self.http_tasks)
+
+    def _open_websocket(self, connect: ev.WsConnect) -> None:
+        if not self._websocket:
+            self._open_unsupported(connect)
+            return
+        if self._refused(connect.stream_id, len(self.ws_tasks), self._ws_capacity):
+            return
+        cycle = WebSocketCycle(connect, emit=self._post, settings=self._settings, on_closed=self._on_closed)
+        self._start(cycle, self.ws_tasks)
+
+    def _start(self, cycle: Cycle, tasks: set[asyncio.Task[None]]) -> None:
+        self._open[cycle.stream_id] = cycle
+        task = asyncio.get_running_loop().create_task(cycle.run(self._app))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _on_closed(self, cycle: Cycle) -> None:
+        if self._open.get(cycle.stream_id) is cycle:
+            del self._open[cycle.stream_id]
+
+    # ------------------------------------------------------------ ending streams
+
+    def fail_all(self, reason: str) -> None:
+        """The front end forgot our streams (lost, BYE, UNKNOWN_PEER): fail them without a word."""
+        cycles, self._open = list(self._open.values()), {}
+        for cycle in cycles:
+            cycle.fail_locally(reason)
+
+    async def finish(self, timeout_s: float) -> None:
+        """Drain: wait up to ``timeout_s`` for the apps; close WebSockets 1012; cancel the rest."""
+        tasks = self.http_tasks | self.ws_tasks
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+        closed = [c for c in list(self._open.values()) if type(c) is WebSocketCycle and c.going_away()]
+        if closed:
+            log.info("closed %d WebSocket(s) to %s with 1012 (service restart)", len(closed), self._endpoint)
+            if self.ws_tasks:
+                await asyncio.wait(set(self.ws_tasks), timeout=WS_CLOSE_GRACE_S)
+        await self.cancel()
+
+    async def cancel(self) -> None:
+        left = [task for task in self.http_tasks | self.ws_tasks if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left)

@@ -1,0 +1,121 @@
+"""What every stream cycle shares: settings, the client-gone error, wake-ups, the send gate.
+
+``HttpCycle`` (cycle.py) and ``WebSocketCycle`` (websocket.py) both run one
+ASGI app over an injected ``emit`` and park the app in two places: in
+``receive()`` until the front end sends something, and in ``send()`` while the
+stream's send window is spent (PROTOCOL.md Rule 16). Those two waits live here.
+
+Memory matters: a worker may hold 10,000 idle WebSockets. ``asyncio.Event``
+costs ~1.1 KB (a dict and a preallocated deque); a ``Wakeup`` is one slot
+until someone actually waits, and then one future per waiter.
+Invariant: a waiter re-checks its condition after every wake-up, so spurious
+wake-ups are harmless and a wake-up with nobody waiting is simply dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wire import DEFAULT_LIMITS, SendWindow
+
+RESPONSE_CHUNK_BYTES = 64 * 1024  # Rule 16: small enough to interleave streams, big enough to be cheap
+Emit = Callable[[Any], None]
+
+
+class ClientDisconnected(OSError):
+    """The client went away (or the stream was reset): ``send()`` cannot deliver.
+
+    Not an error: the worker logs it at debug only (ASGI spec: servers should
+    not log it as an error). An OSError, as the ``websockets`` library and
+    uvicorn-era apps expect.
+    """
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class StreamSettings:
+    """What every stream of one connection shares, fixed at WELCOME."""
+
+    request_window_bytes: int  # HELLO.window_bytes: what the front end may send us
+    response_window_bytes: int  # WELCOME.window_bytes: what we may send it
+    chunk_bytes: int = RESPONSE_CHUNK_BYTES
+    request_slack_bytes: int = DEFAULT_LIMITS.max_payload_bytes  # Rule 16's one-event overrun
+    max_payload_bytes: int = DEFAULT_LIMITS.max_payload_bytes  # WELCOME: largest payload per event
+    trailers: bool = True  # front end accepted feature "trailers"
+    pathsend: bool = False  # front end accepted feature "pathsend"
+    ws_denial: bool = False  # front end accepted feature "ws-denial"
+    state: dict[str, Any] | None = None  # lifespan state; each scope gets a shallow copy
+
+
+class Wakeup:
+    """Park coroutines until ``set()``; one future per waiter, nothing while nobody waits.
+
+    Unlike ``asyncio.Event`` there is no stored flag: ``set()`` with nobody
+    waiting is a no-op, so callers loop ``while not condition: await wait()``.
+    Cancelling one waiter never disturbs another.
+    """
+
+    __slots__ = ("_waiters",)
+
+    def __init__(self) -> None:
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    async def wait(self) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = [future]
+        else:
+            self._waiters.append(future)
+        try:
+            await future
+        finally:
+            waiters = self._waiters
+            if waiters is not None and future in waiters:  # cancelled before set()
+                waiters.remove(future)
+                if not waiters:
+                    self._waiters = None
+
+    def set(self) -> None:
+        waiters, self._waiters = self._waiters, None
+        if waiters is not None:
+            for future in waiters:
+                if not future.done():
+                    future.set_result(None)
+
+
+class CreditGate(SendWindow):
+    """A stream's send window (Rule 16) plus the senders parked on it until CREDIT."""
+
+    __slots__ = ("_wakeup",)
+
+    def __init__(self, initial_bytes: int) -> None:
+        super().__init__(initial_bytes)
+        self._wakeup = Wakeup()
+
+    def grant(self, n: int) -> None:
+        super().grant(n)
+        self._wakeup.set()
+
+    def release(self) -> None:
+        """The stream ended: wake parked senders so they see it."""
+        self._wakeup.set()
+
+    async def wait(self, live: Callable[[], bool]) -> None:
+        """Return once the window is open or ``live()`` turned false."""
+        while not self.open and live():
+            await self._wakeup.wait()
+
+
+def checked_headers(headers: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """The app's headers as a tuple of (bytes, bytes); RuntimeError for anything else."""
+    out: list[tuple[bytes, bytes]] = []
+    try:
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes:
+                raise TypeError
+            out.append((name, value))
+    except (TypeError, ValueError):
+        raise RuntimeError(f"headers must be (bytes, bytes) pairs, got {headers!r:.200}") from None
+    return tuple(out)
