@@ -79,6 +79,19 @@ def _worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerCon
         raise click.UsageError(str(exc)) from None
 
 
+def _frontend_ws_args(opts: dict[str, Any]) -> list[str]:
+    """The WebSocket options the user gave, handed to the front end (it owns their defaults)."""
+    args: list[str] = []
+    for name in ("ws_max_size", "ws_ping_interval", "ws_ping_timeout"):
+        if opts.get(name) is not None:
+            args += ["--" + name.replace("_", "-"), str(opts.pop(name))]
+        opts.pop(name, None)
+    deflate = opts.pop("ws_per_message_deflate", None)
+    if deflate is not None:
+        args.append("--ws-per-message-deflate" if deflate else "--no-ws-per-message-deflate")
+    return args
+
+
 def _supervise(supervisor: Supervisor, *, banner: str | None) -> int:
     """Start (front end, then) workers, print the ready line, run until stopped."""
     supervisor.install_signals()
@@ -113,6 +126,12 @@ def main() -> None:
 @click.option("--root-path", default="", envvar="ZASGI_ROOT_PATH", help="ASGI root_path (mounted under a prefix).")
 @click.option("--backend", default=None, envvar="ZASGI_BACKEND",
               help="ZeroMQ endpoint between the tiers [default: a private ipc:// socket].")  # fmt: skip
+@click.option("--ws-max-size", type=click.IntRange(1), default=None, envvar="ZASGI_WS_MAX_SIZE",
+              help="Largest WebSocket message in bytes [front end default: 16 MiB].")
+@click.option("--ws-ping-interval", type=click.FloatRange(0), default=None, envvar="ZASGI_WS_PING_INTERVAL")
+@click.option("--ws-ping-timeout", type=click.FloatRange(0), default=None, envvar="ZASGI_WS_PING_TIMEOUT")
+@click.option("--ws-per-message-deflate/--no-ws-per-message-deflate", default=None,
+              envvar="ZASGI_WS_PER_MESSAGE_DEFLATE")  # fmt: skip
 def run(app: str, host: str, port: int, root_path: str, backend: str | None, **opts: Any) -> None:
     """Serve APP ('module:attribute') with one front end and N workers on this machine."""
     _setup_logging(opts["log_level"])
@@ -122,7 +141,7 @@ def run(app: str, host: str, port: int, root_path: str, backend: str | None, **o
         backend = f"ipc://{runtime}/run-{os.getpid()}.sock"
     config = _worker_config(app, (backend,), **opts)
     frontend_argv = ["--host", host, "--port", str(port), "--backend", backend,
-                     "--root-path", root_path, "--log-level", opts["log_level"]]  # fmt: skip
+                     "--root-path", root_path, "--log-level", opts["log_level"], *_frontend_ws_args(opts)]  # fmt: skip
     supervisor = Supervisor(config=config, workers=opts["workers"], frontend_argv=frontend_argv,
                             graceful_timeout_s=opts["graceful_timeout"])  # fmt: skip
     workers = opts["workers"]

@@ -195,3 +195,17 @@ def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
         assert all(peak[pid] - baseline[pid] < 32 * MiB for pid in pids), growth
     finally:
         stop(server)
+
+
+def test_run_passes_websocket_options_to_the_front_end(tmp_path: Path) -> None:
+    server = start_run(tmp_path, "--ws-max-size", "100", "--no-ws-per-message-deflate", workers=1)
+    try:
+        with connect(ws_url(server, "/ws/echo")) as ws:
+            ws.send("a" * 100)
+            assert ws.recv(timeout=10) == "a" * 100
+            ws.send("a" * 101)
+            with pytest.raises(ConnectionClosed):
+                ws.recv(timeout=10)
+            assert ws.close_code == 1009
+    finally:
+        stop(server)
