@@ -35,7 +35,7 @@ from wire.events import ResetCode
 
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .responses import error_response, str_headers
+from .responses import describe_failure, error_response, str_headers
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
 from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, Upload
@@ -150,7 +150,7 @@ class HttpBridge:
                 return await self._respond(request, stream, item)
             if not stream.can_replay(item):
                 return self._failure(stream, item)
-            log.info("replaying stream %d on another worker (%s)", stream.stream_id, _why(item))
+            log.info("replaying stream %d on another worker (%s)", stream.stream_id, describe_failure(item))
             try:
                 stream.replay(await self._dispatcher.acquire())
             except NoCapacity:
@@ -161,7 +161,7 @@ class HttpBridge:
         stream.phase = Phase.FAILED
         if type(item) is ev.Reset:
             log.warning("stream %d reset by the worker before the response: %s",
-                        stream.stream_id, _why(item))  # fmt: skip
+                        stream.stream_id, describe_failure(item))  # fmt: skip
             return error_response(502 if item.code == ResetCode.REFUSED else 500, close=True)
         log.warning("stream %d failed before the response: %s", stream.stream_id, item.value)
         return error_response(_FAILURE_STATUS[item], close=True)
@@ -266,21 +266,12 @@ class HttpBridge:
 
 def _abort(request: web.BaseRequest, stream: HttpStream, why: Any) -> None:
     """After the status line: break the connection so the client sees a truncated body."""
-    log.warning("stream %d aborted mid-response: %s", stream.stream_id, _why(why))
+    log.warning("stream %d aborted mid-response: %s", stream.stream_id, describe_failure(why))
     stream.phase = Phase.FAILED
     transport = request.transport
     if transport is not None:
         transport.abort()
 
-
-def _why(item: Any) -> str:
-    if type(item) is ev.Reset:
-        try:
-            name = ResetCode(item.code).name
-        except ValueError:
-            name = str(item.code)
-        return f"RESET {name} {item.reason}".strip()
-    return getattr(item, "value", type(item).__name__)
 
 
 def _wants_trailers(request: web.BaseRequest, resp: web.StreamResponse) -> bool:

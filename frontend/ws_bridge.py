@@ -50,7 +50,7 @@ from wire.flow import cost
 
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .responses import error_response, str_headers
+from .responses import describe_failure, error_response, str_headers
 from .slots import NoCapacity
 from .ws_stream import ABNORMAL, WsLocal, WsPhase, WsStream
 
@@ -149,7 +149,11 @@ class WsBridge:
                 return error_response(503, retry_after_s=1, close=True)
             if not stream.can_replay(item):
                 return _failure(stream, item)
-            log.info("replaying WebSocket stream %d on another worker (%s)", stream.stream_id, _why(item))
+            log.info(
+                "replaying WebSocket stream %d on another worker (%s)",
+                stream.stream_id,
+                describe_failure(item),
+            )
             try:
                 stream.replay(await self._dispatcher.acquire(websocket=True))
             except NoCapacity:
@@ -177,7 +181,9 @@ class WsBridge:
                 break
             item = await stream.next()
             if type(item) is not ev.Body:  # a reset, a lost worker, or trailers we do not send here
-                log.warning("stream %d: denial response cut short (%s)", stream.stream_id, _why(item))
+                log.warning(
+                    "stream %d: denial response cut short (%s)", stream.stream_id, describe_failure(item)
+                )
                 stream.phase = WsPhase.FAILED
                 if request.transport is not None:
                     request.transport.abort()
@@ -261,7 +267,9 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
     elif kind is ev.WsHandoff or item is WsLocal.WORKER_LOST_DRAINING:  # no "handoff" offered
         code = SERVICE_RESTART
     else:
-        log.warning("WebSocket stream %d ended by the worker side: %s", stream.stream_id, _why(item))
+        log.warning(
+            "WebSocket stream %d ended by the worker side: %s", stream.stream_id, describe_failure(item)
+        )
     stream.phase = WsPhase.DONE if code != SERVER_ERROR else WsPhase.FAILED
     await _close_client(ws, code, reason)
 
@@ -309,7 +317,9 @@ def _close_of(msg: Any) -> tuple[int, str]:
 
 def _failure(stream: WsStream, item: Any) -> web.StreamResponse:
     stream.phase = WsPhase.FAILED
-    log.warning("WebSocket stream %d failed before the handshake: %s", stream.stream_id, _why(item))
+    log.warning(
+        "WebSocket stream %d failed before the handshake: %s", stream.stream_id, describe_failure(item)
+    )
     if type(item) is ev.Reset and item.code != ResetCode.REFUSED:
         return error_response(500, close=True)
     return error_response(502, close=True)
@@ -326,12 +336,3 @@ def _connect_fields(request: web.BaseRequest, head: tuple[Any, ...], ext: dict[s
     scheme = "wss" if request.secure else "ws"
     return (scheme, *head[2:9], offered, ext)
 
-
-def _why(item: Any) -> str:
-    if type(item) is ev.Reset:
-        try:
-            name = ResetCode(item.code).name
-        except ValueError:
-            name = str(item.code)
-        return f"RESET {name} {item.reason}".strip()
-    return getattr(item, "value", type(item).__name__)
