@@ -1,15 +1,22 @@
-"""The worker's configuration: one frozen object, built once at the edge (the CLI).
+"""The worker's and the pool's configuration: frozen objects, built once at the edge (the CLI).
 
-It travels to ``multiprocessing`` spawn children by pickling, so it holds only
-plain values. Validation happens here, once, in ``__post_init__``: a bad value
-raises ``ValueError`` naming the field, and the CLI turns that into one line
-for the user. No side effects: nothing is imported, opened or logged here.
+``WorkerConfig`` travels to ``multiprocessing`` spawn children by pickling, so
+it holds only plain values; ``PoolConfig`` stays in the supervisor. Validation
+happens here, once, in ``__post_init__``: a bad value raises ``ValueError``
+naming the field, and the CLI turns that into one line for the user. No side
+effects: nothing is imported, opened or logged here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from .discovery import DEFAULT_RESOLVE_INTERVAL_S, parse_endpoint
+
+if TYPE_CHECKING:
+    from wire.curve import ClientKeys
 
 
 class LifespanMode(StrEnum):
@@ -31,9 +38,12 @@ class WorkerConfig:
     window_bytes: int = 256 * 1024  # request-direction credit window per stream
     graceful_timeout_s: float = 30.0  # drain: in-flight streams get this long
     reconnect_max_s: float = 5.0  # cap of the reconnect back-off (Rule 10)
+    resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S  # re-resolve names in ``connect`` (discovery.py)
     factory: bool = False  # ``app`` names a zero-argument callable returning the app
     lifespan: str = LifespanMode.AUTO
+    interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
     log_level: str = "info"
+    curve: ClientKeys | None = None  # CurveZMQ: our key pair + the front end's public key (wire/curve.py)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.app, str) and self.app.strip() != "", "app", "must be a non-empty string")
@@ -44,7 +54,10 @@ class WorkerConfig:
         _require_int(self.window_bytes, "window_bytes", minimum=1)
         _require_number(self.graceful_timeout_s, "graceful_timeout_s", positive=False)
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
+        _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
+        interfaces = ("auto", "asgi3", "asgi2", "wsgi")
+        _require(self.interface in interfaces, "interface", f"must be one of {', '.join(interfaces)}")
         modes = tuple(m.value for m in LifespanMode)
         _require(self.lifespan in modes, "lifespan", f"must be one of {', '.join(modes)}")
         # Store the enum (a str subclass, picklable) so comparisons are by member.
@@ -62,7 +75,32 @@ class WorkerConfig:
             _require(
                 ok, "connect", f"{endpoint!r} is not a ZeroMQ endpoint like ipc:///path or tcp://host:port"
             )
+            try:
+                parse_endpoint(endpoint)  # tcp:// needs host:port
+            except ValueError as exc:
+                raise ValueError(f"connect: {exc}") from None
         object.__setattr__(self, "connect", tuple(endpoints))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PoolConfig:
+    """The supervisor's settings (``run`` and ``appserver``); workers never see them."""
+
+    workers: int = 1  # slots at start; SIGTTIN / SIGTTOU add / remove one
+    max_requests: int = 0  # recycle a worker after N + random(0..jitter) HTTP requests; 0 = never
+    max_requests_jitter: int = 0
+    max_surge: int = 1  # new workers started at once by a rolling restart (and by recycling)
+    worker_start_timeout_s: float = 60.0  # a replacement not ready by then has failed
+    pid_file: str | None = None  # written at start, removed at exit; `zasgi reload` reads it
+
+    def __post_init__(self) -> None:
+        _require_int(self.workers, "workers", minimum=1)
+        _require_int(self.max_requests, "max_requests", minimum=0)
+        _require_int(self.max_requests_jitter, "max_requests_jitter", minimum=0)
+        _require_int(self.max_surge, "max_surge", minimum=1)
+        _require_number(self.worker_start_timeout_s, "worker_start_timeout_s", positive=True)
+        ok = self.pid_file is None or (isinstance(self.pid_file, str) and self.pid_file != "")
+        _require(ok, "pid_file", "must be a path or None")
 
 
 def _require(ok: bool, name: str, what: str) -> None:

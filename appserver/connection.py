@@ -12,6 +12,18 @@ Theory of operation (PROTOCOL.md §4):
   delay: close the socket (linger 0), open a new one with a new routing id
   (``worker_id/N``) and say HELLO again, doubling the delay up to
   ``reconnect_max_s`` (Rule 10, the Paranoid Pirate).
+* The link (``Link``) under the handshake is watched with ZeroMQ's monitor.
+  HELLO goes out when a connection is up (ZMTP handshake done), so a
+  restarted front end hears it as soon as ZeroMQ reconnects (within
+  RECONNECT_IVL_MAX, wire/channel.py), not after a silence. A connection that
+  drops takes the handshake with it: the streams fail locally (the front end,
+  old or new, forgot them), anything still queued is dropped, and the next
+  connection starts with HELLO on the same socket. Whatever arrives while the
+  link is down is the dead connection's leftovers and is dropped.
+* CurveZMQ (``curve``): the DEALER is a CURVE client. A failed handshake
+  (our key refused, a wrong server key, a security mismatch) is logged once
+  and retried on a new socket with the same back-off; a refused key is
+  indistinguishable from a front end that changed its mind, so never fatal.
 * One timer on the event loop that runs the app ticks twice per heartbeat
   interval: it sends HEARTBEAT if nothing was sent since the last tick and
   counts ticks without hearing anything (Rule 9). Counters, not clocks, so
@@ -38,7 +50,8 @@ import zmq
 
 import wire
 from wire import events as ev
-from wire.channel import Channel, configure_dealer
+from wire.curve import ClientKeys, apply_client
+from wire.channel import Channel, SocketMonitor, configure_dealer
 
 from .routing import StreamRouter
 from .stream import StreamSettings
@@ -46,9 +59,21 @@ from .stream import StreamSettings
 log = logging.getLogger(__name__)
 
 WORKER_FEATURES = ("http", "trailers", "pathsend")
-WS_FEATURES = ("websocket", "ws-denial")  # announced only when ws_capacity > 0
+WS_FEATURES = ("websocket", "ws-denial", "handoff")  # announced only when ws_capacity > 0
 RECONNECT_MIN_S = 0.25  # first wait for WELCOME; doubles while the front end stays silent
 BYE_LINGER_MS = 1000  # BYE is the one message worth waiting for on close
+NOT_ANSWERING_S = 10.0  # no ZMTP handshake this long after connecting: say so in the log
+
+
+_LINK_EVENTS = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)  # fmt: skip
+
+
+class Link(Enum):
+    DOWN = "down"  # no ZeroMQ connection to the front end (not yet, or it dropped)
+    UP = "up"  # connected, ZMTP handshake done: HELLO can go
 
 
 class ConnPhase(Enum):
@@ -73,6 +98,7 @@ class FrontendConnection:
         reconnect_max_s: float,
         state: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -91,6 +117,10 @@ class FrontendConnection:
         self._backoff_s = RECONNECT_MIN_S
         self._loop = asyncio.get_running_loop()
         self._channel: Channel | None = None
+        self._monitor: SocketMonitor | None = None
+        self.link = Link.DOWN
+        self._curve = curve
+        self._link_failures = 0  # failed ZMTP handshakes in a row (logged once)
         self._counter = 0  # routing ids worker_id/1, /2, ...
         self._timer: asyncio.TimerHandle | None = None
         self._tick_s = 0.5
@@ -149,12 +179,16 @@ class FrontendConnection:
         self._counter += 1
         sock = self._ctx.socket(zmq.DEALER)
         configure_dealer(sock, routing_id=f"{self.worker_id}/{self._counter}".encode())
+        if self._curve is not None:
+            apply_client(sock, self._curve)
+        self._monitor = SocketMonitor(sock, _LINK_EVENTS, self._on_link_event)  # before connect: miss nothing
         sock.connect(self.endpoint)
         self._channel = Channel(
             sock, routed=False, on_events=self._on_events, on_bad_message=self._on_bad_message
         )
-        self.phase = ConnPhase.HANDSHAKING
-        self._hello_again()
+        self.link = Link.DOWN
+        self.phase = ConnPhase.HANDSHAKING  # HELLO goes when the link is up
+        self._set_timer(NOT_ANSWERING_S, self._not_answering)  # the link coming up replaces it
 
     def _hello_again(self) -> None:
         self._post(self._hello)
@@ -167,6 +201,10 @@ class FrontendConnection:
 
     def _close_socket(self, *, linger_ms: int = 0) -> None:
         self._cancel_timer()
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            monitor.close()
+        self.link = Link.DOWN
         channel, self._channel = self._channel, None
         if channel is not None:
             channel.close(linger_ms=linger_ms)
@@ -181,6 +219,52 @@ class FrontendConnection:
         else:
             self._connect()
 
+    def _on_link_event(self, event: int, endpoint: str) -> None:
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.link = Link.UP
+            self._link_failures = 0
+            if self.phase is ConnPhase.HANDSHAKING:
+                self._hello_again()
+        elif event == zmq.EVENT_DISCONNECTED:
+            self.link = Link.DOWN
+            self._link_down()
+        else:
+            self._handshake_failed(event)
+
+    def _handshake_failed(self, event: int) -> None:
+        """The ZMTP/CURVE handshake failed. libzmq would retry at once, ten times a second (wrong
+        server key), or never again (a ZAP refusal): back off and retry on a new socket instead."""
+        self._link_failures += 1
+        delay, self._backoff_s = self._backoff_s, min(self._backoff_s * 2, self._reconnect_max_s)
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            why = "refused this worker's CurveZMQ key (is its public key in the front end's authorized keys?)"
+        elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._curve is not None:
+            why = "did not complete the CurveZMQ handshake (wrong --curve-server-key?)"
+        else:
+            why = "failed the ZeroMQ handshake (CurveZMQ on one side only? not a zasgi front end?)"
+        level = logging.WARNING if self._link_failures == 1 else logging.DEBUG  # once per streak
+        log.log(level, "front end %s %s; retrying every <= %.0fs", self.endpoint, why, self._reconnect_max_s)
+        self._close_socket()
+        self._set_timer(delay, self._connect)
+
+    def _not_answering(self) -> None:
+        log.warning("front end %s is not answering (not running? unreachable? refusing this worker?); "
+                    "still trying", self.endpoint)  # fmt: skip
+
+    def _link_down(self) -> None:
+        """The connection dropped (front end killed or restarting, network reset): start over."""
+        if self._channel is not None:
+            self._channel.discard()  # stale: heartbeats, a HELLO, stream events for the old peer
+        if self.phase is ConnPhase.READY:
+            log.warning("connection to front end %s dropped; saying HELLO when it is back", self.endpoint)
+            self._streams.fail_all("connection to the front end dropped")
+            self.phase = ConnPhase.HANDSHAKING
+        elif self.phase is ConnPhase.DRAINING:
+            self._streams.fail_all("connection to the front end dropped")
+            self._close_socket()
+            self.phase = ConnPhase.CLOSED
+        self._cancel_timer()  # no silence or WELCOME timeout while there is nobody to hear
+
     def _on_welcome(self, welcome: ev.Welcome) -> None:
         if self.phase is not ConnPhase.HANDSHAKING:
             log.warning("unexpected WELCOME from %s ignored", self.endpoint)
@@ -194,6 +278,7 @@ class FrontendConnection:
             trailers="trailers" in features,
             pathsend="pathsend" in features,
             ws_denial="ws-denial" in features,
+            handoff="handoff" in features,
             state=self._state,
         )
         self._streams.welcomed(settings, websocket="websocket" in features)
@@ -244,6 +329,9 @@ class FrontendConnection:
         log.warning("dropped an unreadable message from %s: %s", self.endpoint, reason)
 
     def _on_events(self, peer: Any, events: list[Any]) -> None:
+        if self.link is Link.DOWN:
+            log.debug("dropped a message from a dropped connection to %s", self.endpoint)
+            return
         self._heard += 1
         channel = self._channel
         for event in events:

@@ -37,6 +37,7 @@ from wire import ProtocolViolation, ReceiveWindow, RequestHalf, RequestTracker, 
 from wire import events as ev
 from wire.scope import http_scope
 
+from .logctx import REQUEST_ID
 from .response import ResponseSender
 from .stream import RESPONSE_CHUNK_BYTES, ClientDisconnected, CreditGate, Emit, StreamSettings, Wakeup
 
@@ -102,6 +103,7 @@ class HttpCycle:
 
     async def run(self, app: Callable[..., Any]) -> None:
         """Run ``app`` for this stream; never raises except CancelledError."""
+        REQUEST_ID.set(self.request_id)  # this task's log lines carry it (logctx)
         try:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:

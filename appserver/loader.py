@@ -7,9 +7,22 @@ non-callable. An exception raised *while importing* the user's module (their
 bug, not a typo in the spec) is reported with that exception's own message;
 the original exception stays attached as ``__cause__`` for debug logging.
 
-ASGI 2 apps (a class or callable taking only ``scope`` and returning an
-instance awaited with ``receive, send``) are detected the way uvicorn does it
-and wrapped, so the rest of the server speaks ASGI 3 only.
+The app's *interface* is then settled and the app wrapped, so the rest of
+the server speaks ASGI 3 only:
+
+* ``asgi3``: ``async (scope, receive, send)``, used as is;
+* ``asgi2``: a class or callable taking only ``scope`` and returning an
+  instance awaited with ``receive, send``; wrapped by ``ASGI2Adapter``;
+* ``wsgi``: ``(environ, start_response)`` (Flask, Django's WSGIHandler),
+  run in a thread pool by ``wsgi.WSGIAdapter`` (a2wsgi);
+* ``auto``: uvicorn's rule (a class is ASGI 2 unless awaitable; a coroutine
+  function, or an object whose ``__call__`` is one, is ASGI 3), extended by
+  the signature where it is unambiguous: a plain callable that takes exactly
+  two positional arguments is WSGI, exactly three is ASGI 3. What stays
+  ambiguous (``*args``, no signature) falls back to uvicorn's answer, ASGI 2.
+
+An explicit interface the app plainly cannot have (an async app as WSGI,
+Flask as ASGI 3...) is an ``AppLoadError`` naming the one it looks like.
 """
 
 from __future__ import annotations
@@ -18,16 +31,26 @@ import importlib
 import inspect
 import sys
 from collections.abc import Awaitable, Callable
+from enum import StrEnum
 from typing import Any
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+
+class Interface(StrEnum):
+    AUTO = "auto"
+    ASGI3 = "asgi3"
+    ASGI2 = "asgi2"
+    WSGI = "wsgi"
 
 
 class AppLoadError(Exception):
     """The app could not be loaded; ``str(exc)`` is one line for the operator."""
 
 
-def load_app(spec: str, *, app_dir: str | None = None, factory: bool = False) -> ASGIApp:
+def load_app(
+    spec: str, *, app_dir: str | None = None, factory: bool = False, interface: str = Interface.AUTO
+) -> ASGIApp:
     """Import ``spec`` and return it as an ASGI 3 app.
 
     Raises:
@@ -41,7 +64,84 @@ def load_app(spec: str, *, app_dir: str | None = None, factory: bool = False) ->
         raise AppLoadError(f"{spec!r} is not callable")
     if factory:
         obj = _call_factory(obj, spec)
-    return ASGI2Adapter(obj) if _is_asgi2(obj) else obj
+    return _adapt(obj, spec, Interface(interface))
+
+
+def detect_interface(app: Any) -> Interface:
+    """The interface ``auto`` picks for ``app`` (see the module docstring)."""
+    if inspect.isclass(app):
+        return Interface.ASGI3 if hasattr(app, "__await__") else Interface.ASGI2
+    if _is_async(app):
+        return Interface.ASGI3
+    takes = _positional_counts(app)
+    if takes == {2}:
+        return Interface.WSGI
+    if takes == {3}:
+        return Interface.ASGI3
+    return Interface.ASGI2
+
+
+def _adapt(app: Any, spec: str, interface: Interface) -> ASGIApp:
+    if interface is Interface.AUTO:
+        interface = detect_interface(app)
+    else:
+        _check_fits(app, spec, interface)
+    if interface is Interface.ASGI2:
+        return ASGI2Adapter(app)
+    if interface is Interface.WSGI:
+        from .wsgi import WSGIAdapter  # a2wsgi and its thread pool only for WSGI apps
+
+        return WSGIAdapter(app)
+    return app  # type: ignore[no-any-return]
+
+
+_CALLS = {
+    Interface.ASGI3: (3, "(scope, receive, send)"),
+    Interface.ASGI2: (1, "(scope)"),
+    Interface.WSGI: (2, "(environ, start_response)"),
+}
+
+
+def _check_fits(app: Any, spec: str, interface: Interface) -> None:
+    """Refuse an interface the app plainly cannot have; anything undecidable is let through."""
+    if interface is Interface.WSGI and not inspect.isclass(app) and _is_async(app):
+        raise AppLoadError(f"app {spec!r} is async, not a WSGI app; it looks like asgi3 (--interface asgi3)")
+    takes = _positional_counts(app)
+    wanted, call = _CALLS[interface]
+    if takes is None or wanted in takes:
+        return
+    plural = "" if takes == {1} else "s"
+    counts = " or ".join(str(n) for n in sorted(takes)) or "neither 1, 2 nor 3"
+    message = (
+        f"app {spec!r} does not fit --interface {interface.value}: "
+        f"it takes {counts} positional argument{plural}, not {call}"
+    )
+    looks = detect_interface(app)
+    if _CALLS[looks][0] in takes:
+        message += f"; it looks like {looks.value} (--interface {looks.value})"
+    raise AppLoadError(message)
+
+
+def _positional_counts(app: Any) -> set[int] | None:
+    """How many positional arguments (1 to 3) ``app`` accepts; None when its signature is unknown."""
+    try:
+        signature = inspect.signature(app)
+    except (TypeError, ValueError):  # builtins and C callables may have none
+        return None
+    counts = set()
+    for n in (1, 2, 3):
+        try:
+            signature.bind(*range(n))
+        except TypeError:
+            continue
+        counts.add(n)
+    return counts
+
+
+def _is_async(app: Any) -> bool:
+    # Also sees through functools.partial; an object counts by its class's __call__.
+    call = type(app).__call__
+    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -84,18 +184,6 @@ def _call_factory(factory: Any, spec: str) -> Any:
     if not callable(app):
         raise AppLoadError(f"app factory {spec!r} returned {type(app).__name__}, which is not callable")
     return app
-
-
-def _is_asgi2(app: Any) -> bool:
-    # uvicorn's rule: ASGI 3 apps are coroutine functions (or objects whose
-    # __call__ is one); an awaitable class is ASGI 3 too.
-    if inspect.isclass(app):
-        return not hasattr(app, "__await__")
-    if inspect.iscoroutinefunction(app):  # also sees through functools.partial
-        return False
-    if inspect.isfunction(app) or inspect.ismethod(app):
-        return True
-    return not inspect.iscoroutinefunction(type(app).__call__)
 
 
 class ASGI2Adapter:

@@ -16,9 +16,13 @@ welcomed connection. Theory of operation:
   against ``ws_capacity``; beyond that, or while draining, RESET(REFUSED)
   with the app untouched. WebSockets only open when both sides agreed on
   feature "websocket" at WELCOME.
-* Drain: in-flight streams get the grace period; then WebSockets still open
-  are closed with 1012 (service restart) and their apps get a short while
-  to return before everything left is cancelled.
+* Drain: WebSockets whose app opted in to the handoff extension (feature
+  "handoff") are offered it at once; the app answers with its state and the
+  session moves to another worker (WS_HANDOFF). In-flight streams get the
+  grace period; then WebSockets still open are closed with 1012 (service
+  restart) and their apps get a short while to return before everything left
+  is cancelled. WS_RESUME opens a handed-off session here like WS_CONNECT
+  (refused while draining or at ``ws_capacity``: the front end tries another).
 """
 
 from __future__ import annotations
@@ -71,12 +75,14 @@ class StreamRouter:
         self._accepting = accepting
         self._settings = StreamSettings(request_window_bytes=0, response_window_bytes=0)
         self._websocket = False  # feature "websocket" agreed at WELCOME
+        self._draining = False  # finish() began: apps opting in to the handoff get it at once
+        self._is_draining = lambda: self._draining  # one callable shared by every WebSocketCycle
         self._open: dict[int, Any] = {}
         self._highest = 0  # highest stream id opened in this handshake
         self._openers: dict[type, Callable[[Any], None]] = {
             ev.Request: self._open_http,
             ev.WsConnect: self._open_websocket,
-            ev.WsResume: self._open_unsupported,  # feature "handoff": not announced yet
+            ev.WsResume: self._open_websocket,  # feature "handoff"
         }
 
     @property
@@ -158,13 +164,14 @@ class StreamRouter:
             return
         self._start(cycle, self.http_tasks)
 
-    def _open_websocket(self, connect: ev.WsConnect) -> None:
-        if not self._websocket:
-            self._open_unsupported(connect)
+    def _open_websocket(self, opener: ev.WsConnect | ev.WsResume) -> None:
+        if not self._websocket or (type(opener) is ev.WsResume and not self._settings.handoff):
+            self._open_unsupported(opener)
             return
-        if self._refused(connect.stream_id, len(self.ws_tasks), self._ws_capacity):
+        if self._refused(opener.stream_id, len(self.ws_tasks), self._ws_capacity):
             return
-        cycle = WebSocketCycle(connect, emit=self._post, settings=self._settings, on_closed=self._on_closed)
+        cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
+                               draining=self._is_draining)  # fmt: skip
         self._start(cycle, self.ws_tasks)
 
     def _start(self, cycle: Cycle, tasks: set[asyncio.Task[None]]) -> None:
@@ -186,7 +193,11 @@ class StreamRouter:
             cycle.fail_locally(reason)
 
     async def finish(self, timeout_s: float) -> None:
-        """Drain: wait up to ``timeout_s`` for the apps; close WebSockets 1012; cancel the rest."""
+        """Drain: offer handoffs, wait up to ``timeout_s`` for the apps, close WebSockets 1012, cancel."""
+        self._draining = True
+        offered = [c for c in list(self._open.values()) if type(c) is WebSocketCycle and c.offer_handoff()]
+        if offered:
+            log.info("offered %d WebSocket(s) to %s a handoff", len(offered), self._endpoint)
         tasks = self.http_tasks | self.ws_tasks
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)

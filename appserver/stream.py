@@ -46,6 +46,7 @@ class StreamSettings:
     trailers: bool = True  # front end accepted feature "trailers"
     pathsend: bool = False  # front end accepted feature "pathsend"
     ws_denial: bool = False  # front end accepted feature "ws-denial"
+    handoff: bool = False  # front end accepted feature "handoff" (zasgi.websocket.handoff)
     state: dict[str, Any] | None = None  # lifespan state; each scope gets a shallow copy
 
 

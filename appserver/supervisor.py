@@ -1,19 +1,41 @@
 """Process supervision: the worker pool, and for ``zasgi run`` the front end too.
 
-The supervisor is synchronous and small on purpose (gunicorn's arbiter): it
-spawns, waits on process sentinels and a signal self-pipe, and restarts. All
-request work happens in the children.
+The supervisor is synchronous and small on purpose (gunicorn's arbiter): one
+loop waits (bounded) on process sentinels and a signal self-pipe, then polls
+explicit states. Nothing in the loop blocks, so signals and deaths are seen
+during a rolling restart too. All request work happens in the children.
 
-* Workers are ``multiprocessing`` spawn children running ``run_worker``; each
-  reports readiness (welcomed by every front end) through an Event.
-* Children run in their own process group, so a terminal's Ctrl-C reaches only
-  the supervisor, which then stops them in order: front end first (it finishes
-  its in-flight requests, which need the workers), then the workers (they drain
-  and run lifespan shutdown). Children watch the supervisor and leave by
-  themselves if it dies, so nothing is orphaned.
-* A worker that exits with EXIT_APP_LOAD or EXIT_BOOT before it was ever
-  ready stops the whole pool with that code: restarting would only repeat
-  the failure. A worker that dies later is restarted with back-off.
+The pool is a list of *slots* (worker 0..N-1). A slot has a ``current``
+process and, while it is being replaced, a ``successor``; a process told to
+leave moves to ``draining`` and stays supervised until it exits::
+
+    STARTING --ready (welcomed by every front end)--> SERVING --SIGTERM--> DRAINING --exit--> gone
+
+* Replacement is always new-first: the successor is spawned (fresh, spawn
+  context: it imports the app's current code), and only once it is ready the
+  old process gets SIGTERM; it drains by itself (DRAIN, in-flight streams
+  finish, lifespan shutdown, BYE) and nobody waits for it but the loop.
+* Why a successor starts: a rolling restart (SIGHUP / ``zasgi reload``, or
+  ``--reload``: a watcher thread (``reload.Reloader``) queues the same
+  request and wakes the loop through the signal pipe; planned by
+  ``control.RollPlan``, ``max_surge`` at a time), or recycling
+  (``--max-requests``: the worker counts finished HTTP requests in shared
+  memory, the loop compares with the worker's jittered limit; at most
+  ``max_surge`` recycle at once, the others serve on meanwhile). A roll whose
+  new worker exits before ready, or is not ready within
+  ``worker_start_timeout_s``, stops: the old workers keep serving. (That
+  timeout is for replacements only: at boot and after a crash there is no
+  older worker to fall back on, so a worker may wait for its front ends.)
+* A current process that dies is restarted with back-off (only while it
+  keeps dying before ready). SIGTTIN / SIGTTOU add / drain the newest slot.
+* Children run in their own process group, so a terminal's Ctrl-C reaches
+  only the supervisor, which stops them in order: front end first (it
+  finishes its in-flight requests, which need the workers), then the workers
+  (they drain and run lifespan shutdown). Children watch the supervisor and
+  leave by themselves if it dies, so nothing is orphaned.
+* At boot, a worker that exits with EXIT_APP_LOAD or EXIT_BOOT before it was
+  ever ready stops the whole pool with that code: restarting would only
+  repeat the failure.
 """
 
 from __future__ import annotations
@@ -21,33 +43,39 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import random
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import wait
 from typing import Any
 
-from .config import WorkerConfig
+from .config import PoolConfig, WorkerConfig
+from .control import EXIT_APP_LOAD, EXIT_BOOT, RollPlan, describe_exit, request_limit, restart_delay
+from .reload import ReloadConfig, Reloader, no_bytecode_for_workers
 
 log = logging.getLogger("zasgi.supervisor")
 
-EXIT_OK, EXIT_ERROR, EXIT_BOOT, EXIT_APP_LOAD = 0, 1, 3, 4
-RESTART_BACKOFF_MAX_S = 10.0
+EXIT_OK, EXIT_ERROR = 0, 1
+DRAIN_MARGIN_S = 10.0  # beyond the graceful timeout: lifespan shutdown, WebSocket close grace, BYE
+POLL_BUSY_S, POLL_IDLE_S = 0.1, 0.5  # loop wake-up while something is starting / otherwise
 _MP = multiprocessing.get_context("spawn")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
 
-def _worker_entry(config: WorkerConfig, ready: Any) -> None:
+def _worker_entry(config: WorkerConfig, ready: Any, served: Any) -> None:
     """Body of a worker process (spawned, so it imports the app fresh)."""
     os.setpgrp()
     from .worker import run_worker
 
     parent = multiprocessing.parent_process()
-    code = run_worker(config, ready=ready.set, parent_fd=parent.sentinel if parent else None)
+    code = run_worker(config, ready=ready.set, parent_fd=parent.sentinel if parent else None, served=served)
     sys.exit(code)
 
 
@@ -57,43 +85,110 @@ class PoolState(Enum):
     STOPPING = "stopping"
 
 
-@dataclass
-class WorkerSlot:
+class Phase(Enum):
+    STARTING = "starting"  # spawned, not yet welcomed by every front end
+    SERVING = "serving"
+    DRAINING = "draining"  # told to leave (SIGTERM); supervised until it exits
+
+
+class Why(Enum):
+    """Why a successor is starting."""
+
+    RELOAD = "reload"
+    RECYCLE = "max-requests"
+
+
+@dataclass(eq=False)
+class WorkerProc:
     index: int
-    process: Any = None
-    ready: Any = None
-    restarts: int = 0
-    was_ready: bool = False
-    started_at: float = 0.0
-    restart_at: float = 0.0
+    pid: int
+    process: Any  # multiprocessing.Process (spawn); closed once it has exited
+    ready: Any  # multiprocessing.Event, set once every front end welcomed it
+    served: Any  # shared unsigned counter of finished HTTP requests, or None
+    limit: int  # recycle at this many requests; 0 = never
+    started_at: float
+    why: Why | None = None
+    phase: Phase = Phase.STARTING
+    drain_deadline: float = float("inf")
+
+    @property
+    def label(self) -> str:
+        return f"worker {self.index} (pid {self.pid})"
+
+    @property
+    def requests(self) -> int:
+        return int(self.served.value) if self.served is not None else 0
+
+    def exitcode(self) -> int | None:
+        return self.process.exitcode  # type: ignore[no-any-return]
+
+    def poll_ready(self) -> bool:
+        if self.phase is Phase.STARTING and self.ready.is_set():
+            self.phase = Phase.SERVING
+        return self.phase is Phase.SERVING
+
+
+@dataclass(eq=False)
+class Slot:
+    index: int
+    current: WorkerProc | None = None
+    successor: WorkerProc | None = None
+    failures: int = 0  # starts in a row that never became ready (back-off)
+    restart_at: float = 0.0  # with no current: start one then
+    retry_at: float = 0.0  # a failed recycle replacement: try again then
 
 
 @dataclass
 class Supervisor:
-    """N workers (and optionally one front-end subprocess) under one signal loop."""
+    """N worker slots (and optionally one front-end subprocess) under one signal loop."""
 
     config: WorkerConfig
-    workers: int
+    pool: PoolConfig = field(default_factory=PoolConfig)
     frontend_argv: Sequence[str] | None = None
-    graceful_timeout_s: float = 30.0
+    reload: ReloadConfig | None = None  # --reload: roll when these files change
     state: PoolState = PoolState.STARTING
-    slots: list[WorkerSlot] = field(default_factory=list)
+    slots: list[Slot] = field(default_factory=list)
+    draining: list[WorkerProc] = field(default_factory=list)
+    roll: RollPlan | None = None
     frontend: subprocess.Popen[bytes] | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    _roll_started: float = 0.0
     _signal_r: int = -1
+    _signal_w: int = -1
+    _reloader: Reloader | None = None
     _stop_signal: int | None = None
+    _requests: list[int] = field(default_factory=list)  # SIGHUP / SIGTTIN / SIGTTOU, in order
+
+    @property
+    def graceful_timeout_s(self) -> float:
+        return self.config.graceful_timeout_s
 
     # ------------------------------------------------------------ signals
 
     def install_signals(self) -> None:
-        self._signal_r, signal_w = os.pipe()
-        os.set_blocking(signal_w, False)
-        signal.set_wakeup_fd(signal_w)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        self._signal_r, self._signal_w = os.pipe()
+        os.set_blocking(self._signal_w, False)
+        signal.set_wakeup_fd(self._signal_w)
+        for sig in _STOP_SIGNALS + _CONTROL_SIGNALS:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        # Only record: the loop acts on it (a second one forces the stop).
-        self._stop_signal = signum if self._stop_signal is None else -1
+        # Only record: the loop acts on it.
+        if signum in _STOP_SIGNALS:
+            self._stop_signal = signum if self._stop_signal is None else -1  # a second one forces
+        else:
+            self._requests.append(signum)
+
+    def _on_files_changed(self, paths: list[str]) -> None:
+        """Watcher thread: queue a rolling restart (as SIGHUP does) and wake the loop."""
+        assert self.reload is not None
+        log.info("reload: %d file(s) changed (%s); rolling restart", len(paths), self.reload.shown(paths))
+        self._requests.append(signal.SIGHUP)
+        if self._signal_w >= 0:
+            try:
+                os.write(self._signal_w, b"\0")
+            except OSError:  # pipe full: the loop is awake anyway
+                pass
 
     # ------------------------------------------------------------ front end
 
@@ -131,104 +226,339 @@ class Supervisor:
                 break
         return data.decode(errors="replace").strip()
 
-    # ------------------------------------------------------------ workers
+    # ------------------------------------------------------------ boot
 
     def start_workers(self) -> None:
-        self.slots = [WorkerSlot(index=i) for i in range(self.workers)]
+        if self.reload is not None:
+            no_bytecode_for_workers()
+        self.slots = [Slot(index=i) for i in range(self.pool.workers)]
         for slot in self.slots:
-            self._spawn(slot)
-
-    def _spawn(self, slot: WorkerSlot) -> None:
-        slot.ready = _MP.Event()
-        slot.process = _MP.Process(
-            target=_worker_entry, args=(self.config, slot.ready), name=f"zasgi-worker-{slot.index}"
-        )
-        slot.process.start()
-        slot.started_at = time.monotonic()
-        slot.was_ready = False
-        log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+            slot.current = self._spawn(slot.index)
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Block until every worker is ready. Raises SupervisorError on a boot failure."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while not all(slot.ready.is_set() for slot in self.slots):
+        while not all(s.current is not None and s.current.ready.is_set() for s in self.slots):
             if self._stop_signal is not None:
                 raise SupervisorError("interrupted while starting", EXIT_OK)
             if deadline is not None and time.monotonic() > deadline:
                 raise SupervisorError("workers did not become ready in time", EXIT_BOOT)
-            for slot in self.slots:
-                code = slot.process.exitcode
-                if code is not None and not slot.ready.is_set():
-                    raise SupervisorError(f"worker {slot.index} exited with code {code} while starting",
-                                          code if code in (EXIT_BOOT, EXIT_APP_LOAD) else EXIT_BOOT)  # fmt: skip
+            for proc in self._procs():
+                code = proc.exitcode()
+                if code is not None and not proc.ready.is_set():
+                    why = f"worker {proc.index} {describe_exit(code)} while starting"
+                    raise SupervisorError(why, code if code in (EXIT_BOOT, EXIT_APP_LOAD) else EXIT_BOOT)
             self._wait_events(0.05)
         for slot in self.slots:
-            slot.was_ready = True
+            assert slot.current is not None
+            slot.current.poll_ready()
         self.state = PoolState.RUNNING
 
+    # ------------------------------------------------------------ running
+
+    def run(self) -> int:
+        """Supervise until a stop signal or the front end exits."""
+        if self.reload is not None:
+            self._reloader = Reloader(self.reload, self._on_files_changed)
+            self._reloader.start()
+            log.debug("reload: watching %s", self.reload.describe())
+        try:
+            while self._stop_signal is None:
+                self._wait_events(self._poll_interval())
+                if self.frontend is not None and self.frontend.poll() is not None:
+                    log.error("front end exited with code %s", self.frontend.returncode)
+                    return self.stop() or EXIT_ERROR
+                self.step()
+        except Exception:  # a supervisor bug: still stop the children in order, never leave them
+            log.critical("supervisor failed; stopping everything", exc_info=True)
+            return self.stop() or EXIT_ERROR
+        return self.stop()
+
+    def step(self) -> None:
+        """One pass over every state: signals asked for, deaths, readiness, recycling, the roll."""
+        self._handle_requests()
+        now = time.monotonic()
+        for slot in list(self.slots):
+            self._check_current(slot, now)
+            self._check_successor(slot, now)
+            self._check_recycle(slot, now)
+        self._check_draining(now)
+        self._advance_roll(now)
+
+    def _poll_interval(self) -> float:
+        settled = all(s.current is not None and s.successor is None and s.current.phase is Phase.SERVING
+                      for s in self.slots)  # fmt: skip
+        return POLL_IDLE_S if settled and self.roll is None and not self._requests else POLL_BUSY_S
+
+    def _handle_requests(self) -> None:
+        while self._requests:
+            signum = self._requests.pop(0)
+            if signum == signal.SIGHUP:
+                self.request_reload()
+            elif signum == signal.SIGTTIN:
+                self.add_worker()
+            elif signum == signal.SIGTTOU:
+                self.remove_worker()
+
+    # ------------------------------------------------------------ current processes
+
+    def _check_current(self, slot: Slot, now: float) -> None:
+        proc = slot.current
+        if proc is None:
+            if slot.successor is None and now >= slot.restart_at:
+                slot.current = self._spawn(slot.index)
+            return
+        if proc.phase is Phase.STARTING and proc.poll_ready():
+            slot.failures = 0
+        code = proc.exitcode()
+        if code is None:
+            return
+        slot.current = None
+        proc.process.close()
+        # Back off only while the worker keeps dying before it is ready.
+        slot.failures = 0 if proc.phase is Phase.SERVING else slot.failures + 1
+        delay = restart_delay(slot.failures)
+        slot.restart_at = now + delay
+        if slot.successor is not None:
+            log.warning("%s died: %s; its replacement (pid %d) is starting",
+                        proc.label, describe_exit(code), slot.successor.pid)  # fmt: skip
+        else:
+            log.warning("%s died: %s; restarting in %.1fs", proc.label, describe_exit(code), delay)
+
+    # ------------------------------------------------------------ successors
+
+    def _check_successor(self, slot: Slot, now: float) -> None:
+        new = slot.successor
+        if new is None:
+            return
+        code = new.exitcode()
+        if new.poll_ready() and code is None:
+            self._promote(slot)
+            return
+        timeout = self.pool.worker_start_timeout_s
+        if code is None and now - new.started_at <= timeout:
+            return
+        slot.successor = None
+        if code is None:
+            reason = f"new worker was not ready within {timeout:g}s (killed)"
+            new.process.kill()
+            self._retire(new, signal_it=False)  # reaped by the draining check
+        else:
+            reason = f"new worker {describe_exit(code)}"
+            new.process.close()
+        if new.why is Why.RELOAD:
+            self._reload_failed(reason)
+        else:
+            slot.failures += 1
+            slot.retry_at = now + max(restart_delay(slot.failures), 1.0)
+            log.warning("worker %d: replacement (pid %d) failed: %s; %s keeps serving, next try in %.1fs",
+                        slot.index, new.pid, reason, slot.current.label if slot.current else "nothing",
+                        slot.retry_at - now)  # fmt: skip
+
+    def _promote(self, slot: Slot) -> None:
+        new, old = slot.successor, slot.current
+        assert new is not None
+        slot.current, slot.successor, slot.failures = new, None, 0
+        why = new.why.value if new.why else "start"
+        if old is not None:
+            self._retire(old)
+            log.info("worker %d (pid %d) ready (%s); pid %d drains", slot.index, new.pid, why, old.pid)
+        else:
+            log.info("worker %d (pid %d) ready (%s)", slot.index, new.pid, why)
+        if new.why is Why.RELOAD and self.roll is not None:
+            self.roll.replaced_one(slot.index)
+
+    def _retire(self, proc: WorkerProc, *, signal_it: bool = True) -> None:
+        """Tell ``proc`` to drain (SIGTERM) and keep supervising it until it exits."""
+        proc.phase = Phase.DRAINING
+        proc.drain_deadline = time.monotonic() + self.graceful_timeout_s + DRAIN_MARGIN_S
+        if signal_it:
+            proc.process.terminate()
+        self.draining.append(proc)
+
+    def _check_draining(self, now: float) -> None:
+        for proc in list(self.draining):
+            code = proc.exitcode()
+            if code is not None:
+                self.draining.remove(proc)
+                proc.process.close()
+                if code == 0:
+                    log.info("%s drained and exited", proc.label)
+                else:
+                    log.info("%s %s after it was told to leave", proc.label, describe_exit(code))
+            elif now > proc.drain_deadline:
+                log.warning("%s still draining after %.0fs; killing it",
+                            proc.label, self.graceful_timeout_s + DRAIN_MARGIN_S)  # fmt: skip
+                proc.process.kill()
+                proc.drain_deadline = float("inf")
+
+    # ------------------------------------------------------------ recycling (--max-requests)
+
+    def _check_recycle(self, slot: Slot, now: float) -> None:
+        proc = slot.current
+        if proc is None or proc.limit == 0 or proc.phase is not Phase.SERVING:
+            return
+        if slot.successor is not None or now < slot.retry_at:
+            return
+        served = proc.requests
+        if served < proc.limit:
+            return
+        recycling = sum(s.successor is not None and s.successor.why is Why.RECYCLE for s in self.slots)
+        if recycling >= self.pool.max_surge:
+            return  # the others' turn comes when a replacement is ready
+        log.info("%s served %d requests (limit %d); starting its replacement", proc.label, served, proc.limit)
+        slot.successor = self._spawn(slot.index, Why.RECYCLE)
+
+    # ------------------------------------------------------------ rolling restart
+
+    def request_reload(self) -> None:
+        """SIGHUP: replace every worker, new ones first; during a roll: start over after this batch."""
+        indices = [slot.index for slot in self.slots]
+        if self.roll is None:
+            self.roll = RollPlan(indices, self.pool.max_surge)
+            self._roll_started = time.monotonic()
+            log.info("reload: replacing %d worker(s), %d at a time", len(indices), self.pool.max_surge)
+        else:
+            self.roll.restart(indices)
+            log.info("reload requested during a reload: starting over after the current batch")
+
+    def _advance_roll(self, now: float) -> None:
+        roll = self.roll
+        if roll is None:
+            return
+        available = {slot.index for slot in self.slots if slot.successor is None}
+        for index in roll.take_batch(available):
+            self.slots[index].successor = self._spawn(index, Why.RELOAD)
+        if roll.done:
+            took = now - self._roll_started
+            log.info("reload complete: %d worker(s) replaced in %.1fs", roll.replaced, took)
+            self.roll = None
+
+    def _reload_failed(self, reason: str) -> None:
+        """A new worker failed: stop the roll, drop its new workers still starting, keep the old ones.
+
+        A new worker of the batch that is already ready (welcomed, taking traffic) takes over.
+        """
+        for slot in self.slots:
+            new = slot.successor
+            if new is None or new.why is not Why.RELOAD:
+                continue
+            if new.poll_ready() and new.exitcode() is None:
+                self._promote(slot)
+            else:
+                slot.successor = None
+                self._retire(new)
+        self.roll = None
+        running = sum(slot.current is not None for slot in self.slots)
+        log.error("reload failed: %s; keeping the %d running worker%s",
+                  reason, running, "" if running == 1 else "s")  # fmt: skip
+
+    # ------------------------------------------------------------ scaling
+
+    def add_worker(self) -> None:
+        """SIGTTIN: one more slot."""
+        slot = Slot(index=len(self.slots))
+        slot.current = self._spawn(slot.index)
+        self.slots.append(slot)
+        log.info("SIGTTIN: added worker %d (%d workers)", slot.index, len(self.slots))
+
+    def remove_worker(self) -> None:
+        """SIGTTOU: the newest slot drains and goes; never below one."""
+        if len(self.slots) <= 1:
+            log.warning("SIGTTOU ignored: the pool keeps at least 1 worker")
+            return
+        slot = self.slots.pop()
+        if self.roll is not None:
+            self.roll.drop(slot.index)
+        for proc in (slot.successor, slot.current):
+            if proc is not None:
+                self._retire(proc)
+        pid = f" (pid {slot.current.pid})" if slot.current else ""
+        log.info("SIGTTOU: worker %d%s drains and leaves (%d workers)", slot.index, pid, len(self.slots))
+
+    # ------------------------------------------------------------ processes
+
+    def _spawn(self, index: int, why: Why | None = None) -> WorkerProc:
+        process, ready, served = self._start_process(index)
+        limit = request_limit(self.pool.max_requests, self.pool.max_requests_jitter, self.rng)
+        proc = WorkerProc(index, process.pid, process, ready, served, limit, time.monotonic(), why)
+        log.info("worker %d started (pid %d)%s", index, proc.pid, f" ({why.value})" if why else "")
+        return proc
+
+    def _start_process(self, index: int) -> tuple[Any, Any, Any]:
+        """A fresh spawn child (it imports the app's current code), its ready Event, its counter."""
+        ready = _MP.Event()
+        served = _MP.RawValue("Q", 0) if self.pool.max_requests else None
+        args = (self.config, ready, served)
+        process = _MP.Process(target=_worker_entry, args=args, name=f"zasgi-worker-{index}")
+        process.start()
+        return process, ready, served
+
+    def _procs(self) -> Iterator[WorkerProc]:
+        for slot in self.slots:
+            yield from (p for p in (slot.current, slot.successor) if p is not None)
+        yield from self.draining
+
     def _wait_events(self, timeout_s: float) -> None:
-        handles: list[Any] = [s.process.sentinel for s in self.slots if s.process is not None]
+        handles: list[Any] = [p.process.sentinel for p in self._procs() if p.exitcode() is None]
         if self._signal_r >= 0:
             handles.append(self._signal_r)
         for handle in wait(handles, timeout=timeout_s):
             if handle == self._signal_r:
                 os.read(self._signal_r, 512)
 
-    # ------------------------------------------------------------ running
-
-    def run(self) -> int:
-        """Supervise until a stop signal, the front end exits, or a boot failure."""
-        while self._stop_signal is None:
-            self._wait_events(0.5)
-            if self.frontend is not None and self.frontend.poll() is not None:
-                log.error("front end exited with code %s", self.frontend.returncode)
-                return self.stop() or EXIT_ERROR
-            for slot in self.slots:
-                self._check_worker(slot)
-        return self.stop()
-
-    def _check_worker(self, slot: WorkerSlot) -> None:
-        if slot.process is None:
-            if time.monotonic() >= slot.restart_at:
-                self._spawn(slot)
-            return
-        if slot.ready.is_set():
-            slot.was_ready = True
-        code = slot.process.exitcode
-        if code is None:
-            return
-        slot.process = None
-        # Back off only while the worker keeps dying before it is ready.
-        slot.restarts = 0 if slot.was_ready else slot.restarts + 1
-        delay = min(RESTART_BACKOFF_MAX_S, 0.5 * 2**slot.restarts) if slot.restarts else 0.0
-        slot.restart_at = time.monotonic() + delay
-        how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        log.warning("worker %d died (%s); restarting in %.1fs", slot.index, how, delay)
+    # ------------------------------------------------------------ stopping
 
     def stop(self) -> int:
-        """Front end first (it finishes in-flight requests), then workers drain."""
+        """Front end first (it finishes in-flight requests), then every worker drains."""
         self.state = PoolState.STOPPING
-        force = self._stop_signal == -1
-        grace = 0.0 if force else self.graceful_timeout_s + 5
-        if self.frontend is not None and self.frontend.poll() is None:
-            self.frontend.send_signal(signal.SIGKILL if force else signal.SIGTERM)
-            try:
-                self.frontend.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                log.warning("front end did not stop in %.0fs; killing it", grace)
-                self.frontend.kill()
-                self.frontend.wait()
-        live = [s.process for s in self.slots if s.process is not None and s.process.is_alive()]
-        for process in live:
-            process.kill() if force else process.terminate()
+        self.roll = None
+        if self._reloader is not None:
+            self._reloader.stop()
+        grace = self.graceful_timeout_s + 5
+        force = self._stop_frontend(grace)
+        procs = [p for p in self._procs() if p.exitcode() is None]
+        for proc in procs:
+            if force:
+                proc.process.kill()
+            elif proc.phase is not Phase.DRAINING:  # a second SIGTERM would cut a drain short
+                proc.process.terminate()
         deadline = time.monotonic() + grace
-        for process in live:
-            process.join(max(deadline - time.monotonic(), 0))
-            if process.is_alive():
-                log.warning("worker pid %d did not stop in time; killing it", process.pid)
-                process.kill()
-                process.join(5)
+        while time.monotonic() < deadline and any(p.exitcode() is None for p in procs):
+            self._wait_events(0.2)
+            if self._stop_signal == -1 and not force:
+                force = True
+                log.warning("second stop signal: killing the workers")
+                for proc in procs:
+                    proc.process.kill()
+        for proc in procs:
+            if proc.exitcode() is None:
+                log.warning("%s did not stop in time; killing it", proc.label)
+                proc.process.kill()
+                proc.process.join(5)
         return EXIT_OK
+
+    def _stop_frontend(self, grace: float) -> bool:
+        """Stop the front end (graceful unless forced); return whether the stop is forced."""
+        force = self._stop_signal == -1
+        frontend = self.frontend
+        if frontend is None or frontend.poll() is not None:
+            return force
+        frontend.send_signal(signal.SIGKILL if force else signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while frontend.poll() is None and time.monotonic() < deadline:
+            if self._stop_signal == -1 and not force:
+                force = True
+                frontend.kill()
+            try:
+                frontend.wait(timeout=0.2)
+            except subprocess.TimeoutExpired:
+                pass
+        if frontend.poll() is None:
+            log.warning("front end did not stop in %.0fs; killing it", grace)
+            frontend.kill()
+            frontend.wait()
+        return force
 
 
 class SupervisorError(Exception):

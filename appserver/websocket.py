@@ -25,6 +25,17 @@ it, with what code), which decides what ``receive()`` and ``send()`` do next.
   end answers 500); after accept -> WS_CLOSE(1011); returning before accept
   -> WS_CLOSE (the front end answers 403, as uvicorn does); returning after
   accept without a close -> WS_CLOSE(1000).
+* Handoff (feature "handoff", ASGI extension ``zasgi.websocket.handoff``,
+  PROTOCOL.md §8.1, Rules 21 and 23), tracked by ``Handoff``: the app opts in with
+  ``"zasgi.websocket.handoff": True`` in its ``websocket.accept``. On drain
+  (``offer_handoff``) ``receive()`` returns ``{"type": "zasgi.websocket.handoff"}``
+  after the messages already queued; the app answers
+  ``send({"type": "zasgi.websocket.handoff", "state": ...})``. Credit for what
+  it consumed goes out first, then WS_HANDOFF(state); messages it never took
+  are dropped here (the front end kept them and re-delivers them). A stream
+  opened by WS_RESUME is OPEN on the wire at once: the app still gets
+  ``websocket.connect``, its ``websocket.accept`` is swallowed (the client is
+  connected), and the scope carries ``{"state": state}`` in the extension.
 * Memory: a worker may hold 10,000 idle WebSockets, so nothing here
   preallocates -- the inbox deque and the denial sender exist only while
   needed, and the waits are ``Wakeup``s, not ``asyncio.Event``s.
@@ -40,9 +51,11 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
+import msgpack
+
 from wire import ProtocolViolation, ReceiveWindow, ResetCode, WsState, WsTracker, cost
 from wire import events as ev
-from wire.scope import websocket_scope
+from wire.scope import HANDOFF_EXTENSION, websocket_scope
 
 from .response import ResponseSender
 from .stream import ClientDisconnected, CreditGate, Emit, StreamSettings, Wakeup, checked_headers
@@ -53,6 +66,7 @@ DENIAL_EXTENSION = "websocket.http.response"
 ABNORMAL_CLOSURE = 1006  # RFC 6455: never sent, reported when the connection just went away
 INTERNAL_ERROR = 1011
 SERVICE_RESTART = 1012
+MAX_HANDOFF_STATE_BYTES = 64 * 1024  # encoded: it crosses the front end twice, in a header frame
 
 
 class ClosedBy(Enum):
@@ -60,26 +74,44 @@ class ClosedBy(Enum):
     CONNECTION = "connection"  # client close, RESET, lost front end, drain: sends raise ClientDisconnected
 
 
+class Handoff(Enum):
+    """One WebSocket's part in the handoff extension."""
+
+    OFF = "off"  # not agreed with the front end, or the app did not opt in
+    RESUMED = "resumed"  # opened by WS_RESUME: the app's websocket.accept is still to come
+    ARMED = "armed"  # the app opted in: a drain offers it the handoff
+    OFFERED = "offered"  # draining: the handoff event is queued for (or taken by) the app
+    HANDED_OFF = "handed off"  # WS_HANDOFF sent: the session goes on on another worker
+
+
 class WebSocketCycle:
-    __slots__ = ("stream_id", "scope", "_emit", "_settings", "_on_closed", "_ws", "_gate", "_recv",
-                 "_inbox", "_readable", "_greeted", "_ending", "_denial")  # fmt: skip
+    __slots__ = ("stream_id", "scope", "_emit", "_settings", "_on_closed", "_draining", "_ws", "_gate",
+                 "_recv", "_inbox", "_readable", "_greeted", "_ending", "_denial", "_handoff")  # fmt: skip
 
     def __init__(
         self,
-        connect: ev.WsConnect,
+        opener: ev.WsConnect | ev.WsResume,
         *,
         emit: Emit,
         settings: StreamSettings,
         on_closed: Callable[[WebSocketCycle], None] | None = None,
+        draining: Callable[[], bool] | None = None,
     ) -> None:
+        """``draining()`` says the worker drains: an app opting in then is offered the handoff at once."""
+        resumed = type(opener) is ev.WsResume
+        connect = replace(opener.connect, stream_id=opener.stream_id) if resumed else opener  # type: ignore[union-attr]
         self.stream_id = connect.stream_id
-        self.scope = websocket_scope(connect, state=settings.state)
+        self.scope = websocket_scope(connect, state=settings.state, handoff=settings.handoff)
         if not settings.ws_denial:
             del self.scope["extensions"][DENIAL_EXTENSION]
+        if resumed:
+            self.scope["extensions"][HANDOFF_EXTENSION] = {"state": _with_lists(opener.state)}  # type: ignore[union-attr]
         self._emit = emit
         self._settings = settings
         self._on_closed = on_closed
-        self._ws = WsTracker()
+        self._draining = draining
+        self._handoff = Handoff.RESUMED if resumed else Handoff.OFF
+        self._ws = WsTracker(resumed=resumed)
         self._gate = CreditGate(settings.response_window_bytes)
         self._recv = ReceiveWindow(settings.request_window_bytes, slack_bytes=settings.request_slack_bytes)
         self._inbox: deque[tuple[dict[str, Any], int]] | None = None  # only while messages wait
@@ -95,6 +127,10 @@ class WebSocketCycle:
     @property
     def closed(self) -> bool:
         return self._ws.state is WsState.CLOSED
+
+    @property
+    def handoff(self) -> Handoff:
+        return self._handoff
 
     # ------------------------------------------------------------ running the app
 
@@ -125,7 +161,13 @@ class WebSocketCycle:
             self._denial.drop_pending()
             self._fail_app(error, "ASGI app returned without completing the denial response")
         elif state is WsState.OPEN:
-            code, reason = (1000, "") if error is None else (INTERNAL_ERROR, "internal error")
+            code, reason = 1000, ""
+            if error is not None:
+                code, reason = INTERNAL_ERROR, "internal error"
+            elif self._handoff is Handoff.OFFERED:  # declined the handoff: the standard drain close
+                code, reason = SERVICE_RESTART, "service restart"
+            elif self._handoff is Handoff.RESUMED:
+                log.error("ASGI app returned without accepting the resumed WebSocket; closing it")
             self._close(ClosedBy.APP, code, reason)
         elif error is not None:
             self._fail_app(error, "")
@@ -194,13 +236,22 @@ class WebSocketCycle:
     def going_away(self, code: int = SERVICE_RESTART, reason: str = "service restart") -> bool:
         """Close an open WebSocket from the worker's side (drain); the app sees a disconnect.
 
-        Returns False (and does nothing) unless the WebSocket is OPEN. This is
-        where the handoff extension (feature "handoff") will offer the app a
-        chance to hand the session to another worker instead.
+        Returns False (and does nothing) unless the WebSocket is OPEN.
         """
         if self._ws.state is not WsState.OPEN:
             return False
         self._close(ClosedBy.CONNECTION, code, reason)
+        return True
+
+    def offer_handoff(self) -> bool:
+        """Drain: queue the handoff event for an app that opted in; False if it did not (or is gone)."""
+        if self._handoff is not Handoff.ARMED or self._ws.state is not WsState.OPEN:
+            return False
+        self._handoff = Handoff.OFFERED
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(({"type": HANDOFF_EXTENSION}, 0))  # after the messages already queued
+        self._readable.set()
         return True
 
     def _close(self, by: ClosedBy, code: int, reason: str) -> None:
@@ -247,9 +298,15 @@ class WebSocketCycle:
             raise ClientDisconnected(f"WebSocket {self.stream_id}: the client went away")
         kind = message.get("type")
         handler = _SENDERS.get(kind)  # type: ignore[arg-type]
-        if handler is None or (not self._settings.ws_denial and kind.startswith(DENIAL_EXTENSION)):  # type: ignore[union-attr]
+        if handler is None or not self._agreed(kind):
             raise RuntimeError(f"unexpected ASGI message type {kind!r} on a websocket connection")
         await handler(self, message)
+
+    def _agreed(self, kind: str) -> bool:
+        """Extensions' messages only when the front end agreed to their feature."""
+        if kind.startswith(DENIAL_EXTENSION):
+            return self._settings.ws_denial
+        return kind != HANDOFF_EXTENSION or self._settings.handoff
 
     def _live(self) -> bool:
         ending = self._ending
@@ -263,20 +320,31 @@ class WebSocketCycle:
     def _phase(self) -> str:
         if self._denial is not None:
             return "denied (websocket.http.response started)"
+        if self._handoff is Handoff.RESUMED:
+            return "not accepted yet"
         return {WsState.CONNECTING: "not accepted yet", WsState.OPEN: "already accepted"}.get(
             self._ws.state, self._ws.state.value
         )
 
     async def _send_accept(self, message: dict[str, Any]) -> None:
-        self._expect(WsState.CONNECTING, "websocket.accept")
+        resumed = self._handoff is Handoff.RESUMED and self._ws.state is WsState.OPEN
+        if not resumed:
+            self._expect(WsState.CONNECTING, "websocket.accept")
         subprotocol = message.get("subprotocol")
         if subprotocol is not None and type(subprotocol) is not str:
             raise RuntimeError(f"websocket.accept: subprotocol must be a str or None, got {subprotocol!r}")
         headers = checked_headers(message.get("headers", ()))
-        self._put(ev.WsAccept(self.stream_id, subprotocol, headers))
+        if not resumed:  # a resumed session's client is connected already: the accept is swallowed
+            self._put(ev.WsAccept(self.stream_id, subprotocol, headers))
+        opted_in = self._settings.handoff and message.get(HANDOFF_EXTENSION) is True
+        self._handoff = Handoff.ARMED if opted_in else Handoff.OFF
+        if opted_in and self._draining is not None and self._draining():
+            self.offer_handoff()  # accepted while the worker drains: hand it off at once
 
     async def _send_message(self, message: dict[str, Any]) -> None:
         self._expect(WsState.OPEN, "websocket.send")
+        if self._handoff is Handoff.RESUMED:
+            raise RuntimeError("websocket.send sent with the WebSocket not accepted yet")
         text, data = message.get("text"), message.get("bytes")
         if type(text) is str and data is None:
             event = ev.WsMessage(self.stream_id, True, text.encode("utf-8"))
@@ -327,6 +395,27 @@ class WebSocketCycle:
     def _denied(self) -> None:
         self._ended(ClosedBy.APP, 1000, "")
 
+    async def _send_handoff(self, message: dict[str, Any]) -> None:
+        if self._handoff is not Handoff.OFFERED or self._ws.state is not WsState.OPEN:
+            where = "after the WebSocket closed" if self.closed else "before receive() gave the handoff event"
+            raise RuntimeError(f"{HANDOFF_EXTENSION} sent {where}")
+        state = message.get("state")
+        problem = _state_problem(state)
+        if problem is not None:
+            log.error("WebSocket %s: handoff state %s; closing with 1011", self.scope["path"], problem)
+            self._close(ClosedBy.APP, INTERNAL_ERROR, "internal error")
+            return
+        self._handoff = Handoff.HANDED_OFF
+        # Rule 21: credit for every message the app took, then WS_HANDOFF, in one batch. The ones
+        # it never took are dropped here: the front end holds them and re-delivers them.
+        if self._inbox:
+            log.debug("WebSocket %d: handed off with %d message(s) unread: the front end re-delivers them",
+                      self.stream_id, len(self._inbox))  # fmt: skip
+        self._inbox = None
+        self._credit(self._recv.flush())
+        self._put(ev.WsHandoff(self.stream_id, state))
+        self._ended(ClosedBy.CONNECTION, SERVICE_RESTART, "handed off")
+
     def _put(self, event: Any) -> None:
         try:
             self._ws.feed(event)
@@ -341,4 +430,26 @@ _SENDERS: dict[str, Callable[[WebSocketCycle, dict[str, Any]], Any]] = {
     "websocket.close": WebSocketCycle._send_close,
     "websocket.http.response.start": WebSocketCycle._send_denial_start,
     "websocket.http.response.body": WebSocketCycle._send_denial_body,
+    HANDOFF_EXTENSION: WebSocketCycle._send_handoff,
 }
+
+
+def _reject_ext(code: int, data: bytes) -> Any:
+    raise TypeError(f"msgpack extension type {code}")
+
+
+def _state_problem(state: Any) -> str | None:
+    """Why ``state`` cannot travel in WS_HANDOFF (PROTOCOL Rule 4 types, the size limit), or None."""
+    try:
+        packed = msgpack.packb(state, use_bin_type=True)
+        msgpack.unpackb(packed, raw=False, strict_map_key=True, ext_hook=_reject_ext)  # as the codec reads it
+    except Exception as exc:  # packb/unpackb raise TypeError, ValueError, OverflowError...
+        return f"is not msgpack-able ({type(exc).__name__}: {exc})"
+    if len(packed) > MAX_HANDOFF_STATE_BYTES:
+        return f"is {len(packed)} bytes encoded, over the limit of {MAX_HANDOFF_STATE_BYTES}"
+    return None
+
+
+def _with_lists(state: Any) -> Any:
+    """The resumed state as the app gave it: msgpack arrays as lists (the codec decodes tuples)."""
+    return msgpack.unpackb(msgpack.packb(state, use_bin_type=True), raw=False, strict_map_key=False)

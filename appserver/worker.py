@@ -4,6 +4,8 @@
       load_app                      AppLoadError      -> one line, exit 4
       lifespan startup              LifespanFailure   -> one line, exit 4
       FrontendConnection x N        REFUSE            -> one line, exit 3
+        (discovery.FrontendSet: one per --connect address; names re-resolved,
+         front ends joined and retired while running)
       all WELCOMEd                  -> READY, ready()
       SIGTERM / SIGINT / parent gone-> DRAINING: DRAIN everywhere, in-flight
                                        streams get graceful_timeout_s, then
@@ -34,8 +36,10 @@ from typing import Any
 
 import zmq
 
+from . import logctx
 from .config import WorkerConfig
 from .connection import FrontendConnection
+from .discovery import FrontendSet
 from .lifecycle import Lifecycle, WorkerPhase
 from .lifespan import Lifespan, LifespanFailure
 from .loader import AppLoadError, load_app
@@ -43,13 +47,14 @@ from .loader import AppLoadError, load_app
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_BOOT, EXIT_APP_LOAD = 0, 3, 4
-LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
+LOG_FORMAT = logctx.FORMAT  # "[REQUEST-ID] " before a message logged for a request
 
 
 def configure_logging(level: str) -> None:
     """Plain stderr logging, for a spawned child whose parent's setup did not carry over."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+        logctx.install()
 
 
 def make_worker_id() -> str:
@@ -57,9 +62,17 @@ def make_worker_id() -> str:
 
 
 def run_worker(
-    config: WorkerConfig, *, ready: Callable[[], None] | None = None, parent_fd: int | None = None
+    config: WorkerConfig,
+    *,
+    ready: Callable[[], None] | None = None,
+    parent_fd: int | None = None,
+    served: Any = None,
 ) -> int:
-    """Run one worker process until stopped; return its exit code (0, 3 or 4)."""
+    """Run one worker process until stopped; return its exit code (0, 3 or 4).
+
+    ``served``: a shared counter (``multiprocessing.RawValue``) of finished HTTP
+    requests, read by the supervisor for --max-requests; None counts nothing.
+    """
     configure_logging(config.log_level)
     try:
         import uvloop
@@ -68,12 +81,17 @@ def run_worker(
     except ImportError:  # pragma: no cover - uvloop is a dependency on every supported platform
         loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(Worker(config, ready=ready, parent_fd=parent_fd).run())
+        return runner.run(Worker(config, ready=ready, parent_fd=parent_fd, served=served).run())
 
 
 class Worker:
     def __init__(
-        self, config: WorkerConfig, *, ready: Callable[[], None] | None = None, parent_fd: int | None = None
+        self,
+        config: WorkerConfig,
+        *,
+        ready: Callable[[], None] | None = None,
+        parent_fd: int | None = None,
+        served: Any = None,
     ) -> None:
         self.config = config
         self.worker_id = make_worker_id()
@@ -82,6 +100,7 @@ class Worker:
         self.connections: list[FrontendConnection] = []
         self._ready = ready
         self._parent_fd = parent_fd
+        self._served = served  # --max-requests counter, see run_worker
         self._stop = asyncio.Event()  # first SIGTERM/SIGINT, or the parent died
         self._force = asyncio.Event()  # a second signal: stop now
 
@@ -130,7 +149,12 @@ class Worker:
 
     async def _run(self) -> int:
         try:
-            app = load_app(self.config.app, app_dir=self.config.app_dir, factory=self.config.factory)
+            app = load_app(
+                self.config.app,
+                app_dir=self.config.app_dir,
+                factory=self.config.factory,
+                interface=self.config.interface,
+            )
         except AppLoadError as exc:
             log.error("cannot load app: %s", exc)
             log.debug("app load failure", exc_info=exc.__cause__)
@@ -146,7 +170,7 @@ class Worker:
             return EXIT_OK
         ctx: zmq.Context[Any] = zmq.Context()
         try:
-            return await self._serve(app, lifespan, ctx)
+            return await self._serve(_count_http(app, self._served), lifespan, ctx)
         finally:
             for connection in self.connections:
                 connection.close()
@@ -159,21 +183,32 @@ class Worker:
             "pid": os.getpid(),
             "started_at": time.time(),
         }
-        self.connections = [
-            FrontendConnection(ctx=ctx, endpoint=endpoint, worker_id=self.worker_id, app=app,
-                               capacity=self.config.capacity, ws_capacity=self.config.ws_capacity,
-                               window_bytes=self.config.window_bytes,
-                               reconnect_max_s=self.config.reconnect_max_s, state=self.state, info=info)
-            for endpoint in self.config.connect
-        ]  # fmt: skip
-        for connection in self.connections:
-            connection.start()
-        if await _first(self._all_welcomed(), self._stop.wait(), self._any_refused()) == 0:
-            self.lifecycle.to(WorkerPhase.READY)
-            log.info("worker %s ready (%d front end(s))", self.worker_id, len(self.connections))
-            if self._ready is not None:
-                self._ready()
-            await _first(self._stop.wait(), self._any_refused())
+        ctx.setsockopt(zmq.IPV6, 1)  # discovery may resolve a front end to an IPv6 address
+
+        def connect(endpoint: str) -> FrontendConnection:
+            return FrontendConnection(
+                ctx=ctx, endpoint=endpoint, worker_id=self.worker_id, app=app,
+                capacity=self.config.capacity, ws_capacity=self.config.ws_capacity,
+                window_bytes=self.config.window_bytes,
+                reconnect_max_s=self.config.reconnect_max_s, state=self.state, info=info,
+                curve=self.config.curve,
+            )  # fmt: skip
+
+        frontends = FrontendSet(
+            self.config.connect, connect=connect, interval_s=self.config.resolve_interval_s,
+            retire_timeout_s=self.config.graceful_timeout_s,
+        )  # fmt: skip
+        self.connections = frontends.connections  # live: discovery adds and retires front ends
+        frontends.start()
+        try:
+            if await _first(frontends.ready(), self._stop.wait(), frontends.refused.wait()) == 0:
+                self.lifecycle.to(WorkerPhase.READY)
+                log.info("worker %s ready (%d front end(s))", self.worker_id, len(self.connections))
+                if self._ready is not None:
+                    self._ready()
+                await _first(self._stop.wait(), frontends.refused.wait())
+        finally:
+            frontends.stop()  # the list holds still from here: drain and close work on it as it is
         if self._stop.is_set():
             return await self._drain(lifespan)
         return await self._refused_exit(lifespan)
@@ -207,11 +242,21 @@ class Worker:
         await lifespan.shutdown(timeout_s=self.config.graceful_timeout_s)
         return EXIT_BOOT
 
-    async def _all_welcomed(self) -> None:
-        await asyncio.gather(*(c.welcomed.wait() for c in self.connections))
 
-    async def _any_refused(self) -> None:
-        await _first(*(c.refused.wait() for c in self.connections))
+def _count_http(app: Any, served: Any) -> Any:
+    """The app, adding 1 to ``served.value`` per finished HTTP request (one increment, no lock:
+    this process is the only writer). Without a counter, the app itself."""
+    if served is None:
+        return app
+
+    async def counted(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await app(scope, receive, send)
+        finally:
+            if scope["type"] == "http":
+                served.value += 1
+
+    return counted
 
 
 async def _first(*aws: Awaitable[Any]) -> int:

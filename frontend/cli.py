@@ -8,8 +8,9 @@ status, never a traceback.
 
 Process contract (used by ``zasgi run`` and the tests):
 * stdout gets exactly one line once HTTP listens and the backend is bound:
-  ``zasgi-ready frontend http://HOST:PORT backend=ENDPOINT``; the same line
-  goes to ``--ready-fd`` (then closed) when given;
+  ``zasgi-ready frontend http://HOST:PORT backend=ENDPOINT [admin=http://HOST:PORT]``
+  (admin= only while the admin endpoint is on); the same line goes to
+  ``--ready-fd`` (then closed) when given;
 * ``--parent-fd``: the read end of a pipe whose write end the parent holds;
   when it becomes readable (the parent wrote, or died: EOF) we shut down;
 * SIGTERM/SIGINT: graceful shutdown, exit 0; a second one cuts the wait short.
@@ -26,6 +27,7 @@ from typing import Any
 
 import click
 
+from . import access_log
 from . import config as cfg
 from .server import serve
 
@@ -53,12 +55,30 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
     help="ZeroMQ endpoint workers connect to [default: ipc:///tmp/zasgi-UID/frontend-PORT.sock].",
 )
 @_opt("--insecure", is_flag=True, help="Allow a non-loopback tcp:// backend without CurveZMQ.")
+@_opt("--curve-secret-key", default=None, help="CurveZMQ: this front end's key_secret file (zasgi keygen).")
+@_opt("--authorized-keys", default=None, help="CurveZMQ: directory of the workers' public .key files.")
 @_opt("--root-path", default="", help="ASGI root_path (mount point behind a proxy).")
 @_opt(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
     show_default=True,
+)
+@_opt(
+    "--log-format",
+    type=click.Choice(cfg.LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="text: access log in combined format; json: every log line (access included) as JSON.",
+)
+@_opt("--access-log/--no-access-log", default=True, show_default=True, help="One line per request (stdout).")
+@_opt("--admin/--no-admin", default=True, show_default=True, help="Serve /healthz /readyz /metrics /workers.")
+@_opt("--admin-host", default="127.0.0.1", show_default=True, help="Admin endpoint address.")
+@_opt(
+    "--admin-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Admin endpoint port; 0: any free port [default: 9000; any free port with --port 0].",
 )
 @_opt("--queue-size", type=int, default=1000, show_default=True, help="Requests that may wait for a worker.")
 @_opt(
@@ -79,6 +99,43 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_opt("--limit-max-headers", type=int, default=100, show_default=True, help="Header fields per request.")
 @_opt("--limit-max-body-size", type=int, default=None, help="Request body bytes [default: unlimited].")
 @_opt("--timeout-keep-alive", type=float, default=5.0, show_default=True, help="Idle keep-alive seconds.")
+@_opt(
+    "--timeout-request-header",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="Seconds a request's head may take to arrive (slowloris); then 408 and close.",
+)
+@_opt(
+    "--limit-concurrency",
+    type=int,
+    default=None,
+    help="Client connections served at once; beyond it each gets 503 + Retry-After [default: no limit].",
+)
+@_opt("--ssl-certfile", default=None, help="TLS: certificate (chain) PEM file; enables https/wss.")
+@_opt("--ssl-keyfile", default=None, help="TLS: private key PEM file [default: in --ssl-certfile].")
+@_opt("--ssl-keyfile-password", default=None, help="TLS: password of an encrypted --ssl-keyfile.")
+@_opt("--ssl-ca-certs", default=None, help="TLS: CA file that client certificates must chain to.")
+@_opt(
+    "--ssl-cert-reqs",
+    type=click.IntRange(0, 2),
+    default=0,
+    show_default=True,
+    help="TLS client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*).",
+)
+@_opt("--ssl-ciphers", default=None, help="TLS: OpenSSL cipher list [default: OpenSSL's].")
+@_opt(
+    "--proxy-headers/--no-proxy-headers",
+    default=True,
+    show_default=True,
+    help="Take client, scheme and host from Forwarded / X-Forwarded-* sent by a trusted proxy.",
+)
+@_opt(
+    "--forwarded-allow-ips",
+    default="127.0.0.1",
+    show_default=True,
+    help="Comma-separated proxy addresses or networks whose proxy headers are trusted; '*' for all.",
+)
 @_opt(
     "--ws-max-size",
     type=int,
@@ -104,6 +161,7 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 )
 @_opt(
     "--shutdown-timeout",
+    "--timeout-graceful-shutdown",  # uvicorn's name
     type=float,
     default=30.0,
     show_default=True,
@@ -118,7 +176,7 @@ def command(**options: Any) -> None:
         fd = options[name]
         if fd is not None:
             _check_fd(fd, "--" + name.replace("_", "-"))
-    _setup_logging(options["log_level"])
+    _setup_logging(options["log_level"], options["log_format"])
     _run(_main(config, ready_fd=options["ready_fd"], parent_fd=options["parent_fd"]))
 
 
@@ -131,6 +189,7 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             backend=cfg.Backend(
                 endpoint=options["backend"] or cfg.default_backend(options["port"]),
                 insecure=options["insecure"],
+                **_curve(options),
                 window_bytes=options["window_bytes"],
                 max_payload_bytes=options["max_payload_bytes"],
             ),
@@ -140,6 +199,8 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 max_headers=options["limit_max_headers"],
                 keepalive_timeout_s=options["timeout_keep_alive"],
                 max_body_bytes=options["limit_max_body_size"],
+                header_timeout_s=options["timeout_request_header"],
+                max_connections=options["limit_concurrency"],
             ),
             queue=cfg.Queue(size=options["queue_size"], timeout_s=options["queue_timeout"]),
             heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
@@ -150,8 +211,47 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 per_message_deflate=options["ws_per_message_deflate"],
             ),
             shutdown_timeout_s=options["shutdown_timeout"],
+            tls=cfg.Tls(
+                certfile=options["ssl_certfile"],
+                keyfile=options["ssl_keyfile"],
+                keyfile_password=options["ssl_keyfile_password"],
+                ca_certs=options["ssl_ca_certs"],
+                cert_reqs=options["ssl_cert_reqs"],
+                ciphers=options["ssl_ciphers"],
+            ),
+            proxy=cfg.Proxy(enabled=options["proxy_headers"], trusted=options["forwarded_allow_ips"]),
+            admin=_admin(options),
+            access_log=options.get("access_log", True),
+            log_format=options.get("log_format") or "text",
         )
     except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _admin(options: dict[str, Any]) -> cfg.Admin | None:
+    """The admin endpoint; a defaulted port (9000, or any free one beside --port 0) may be busy."""
+    if not options.get("admin", True):
+        return None
+    port = options.get("admin_port")
+    required = port is not None
+    if port is None:
+        port = 9000 if options["port"] else 0
+    return cfg.Admin(host=options.get("admin_host") or "127.0.0.1", port=port, required=required)
+
+
+def _curve(options: dict[str, Any]) -> dict[str, Any]:
+    """The backend's CurveZMQ settings; key files are read here, once (a bad one: a usage error)."""
+    secret, authorized = options.get("curve_secret_key"), options.get("authorized_keys")
+    if (secret is None) != (authorized is None):
+        raise click.UsageError("CurveZMQ needs both --curve-secret-key and --authorized-keys, or neither")
+    if secret is None:
+        return {}
+    from wire import curve  # imports zmq; only when asked for
+
+    try:
+        curve.load_authorized(authorized)
+        return {"curve": curve.load_server_keys(secret), "authorized_keys": authorized}
+    except curve.KeyFileError as exc:
         raise click.UsageError(str(exc)) from None
 
 
@@ -162,12 +262,8 @@ def _check_fd(fd: int, option: str) -> None:
         raise click.UsageError(f"{option} {fd}: {exc.strerror}") from None
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-    )
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    access_log.configure(level, log_format)
 
 
 def _run(coro: Any) -> None:

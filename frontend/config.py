@@ -12,6 +12,10 @@ import ipaddress
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wire.curve import ServerKeys
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -31,20 +35,65 @@ class HttpLimits:
     max_headers: int = 100
     keepalive_timeout_s: float = 5.0
     max_body_bytes: int | None = None  # None: unlimited (the worker's window bounds memory)
+    header_timeout_s: float = 10.0  # a request's head must arrive within this (slowloris): 408
+    max_connections: int | None = None  # --limit-concurrency; past it: 503. None: the fd limit
 
     def __post_init__(self) -> None:
         _positive("max_line_bytes", self.max_line_bytes)
         _positive("max_field_bytes", self.max_field_bytes)
         _positive("max_headers", self.max_headers)
         _positive("keepalive_timeout_s", self.keepalive_timeout_s)
+        _positive("header_timeout_s", self.header_timeout_s)
         if self.max_body_bytes is not None and self.max_body_bytes < 0:
             raise ValueError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
+        if self.max_connections is not None:
+            _positive("limit_concurrency", self.max_connections)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tls:
+    """TLS termination (uvicorn's --ssl-* options); off unless certfile is set."""
+
+    certfile: str | None = None
+    keyfile: str | None = None  # None: the key is in certfile
+    keyfile_password: str | None = None
+    ca_certs: str | None = None  # CAs that client certificates must chain to
+    cert_reqs: int = 0  # ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)
+    ciphers: str | None = None  # OpenSSL cipher list; None: OpenSSL's defaults
+
+    def __post_init__(self) -> None:
+        if self.certfile is None and (self.keyfile or self.ca_certs or self.cert_reqs):
+            raise ValueError("--ssl-keyfile, --ssl-ca-certs and --ssl-cert-reqs need --ssl-certfile")
+        if self.cert_reqs not in (0, 1, 2):
+            raise ValueError(f"ssl cert_reqs must be 0 (none), 1 (optional), 2 (required): {self.cert_reqs}")
+        if self.cert_reqs and self.ca_certs is None:
+            raise ValueError("--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs (the CAs client certs chain to)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.certfile is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proxy:
+    """Proxy headers (frontend/proxy.py), honoured only from ``trusted`` peers (as uvicorn)."""
+
+    enabled: bool = True
+    trusted: str = "127.0.0.1"  # --forwarded-allow-ips: addresses, CIDRs, "*"
+
+    def __post_init__(self) -> None:
+        from .proxy import TrustedProxies  # pure parsing; raises ValueError naming the entry
+
+        TrustedProxies(self.trusted)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Backend:
     endpoint: str  # ipc://... (same host) or tcp://HOST:PORT
     insecure: bool = False  # allow a non-loopback tcp:// bind without CurveZMQ
+    # CurveZMQ (wire/curve.py): our key pair, and the directory of workers' public keys. Both or neither.
+    curve: ServerKeys | None = None
+    authorized_keys: str | None = None
     window_bytes: int = 256 * KIB  # response-direction window granted per stream (WELCOME)
     max_payload_bytes: int = 64 * MIB  # largest payload accepted in one event
 
@@ -54,10 +103,12 @@ class Backend:
         scheme, sep, rest = self.endpoint.partition("://")
         if not sep or scheme not in ("ipc", "tcp", "inproc") or not rest:
             raise ValueError(f"backend endpoint {self.endpoint!r} must be ipc://PATH or tcp://HOST:PORT")
-        if scheme == "tcp" and not self.insecure and not _is_loopback(rest):
+        if (self.curve is None) != (self.authorized_keys is None):
+            raise ValueError("CurveZMQ needs both --curve-secret-key and --authorized-keys, or neither")
+        if scheme == "tcp" and self.curve is None and not self.insecure and not _is_loopback(rest):
             raise ValueError(
-                f"backend {self.endpoint} is not a loopback address and CurveZMQ is not "
-                "supported yet; pass --insecure to bind it unencrypted anyway"
+                f"backend {self.endpoint} is not a loopback address: give it CurveZMQ keys "
+                "(--curve-secret-key and --authorized-keys), or pass --insecure to bind it unencrypted"
             )
 
     @property
@@ -123,6 +174,22 @@ class WebSocket:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Admin:
+    """The admin endpoint (/healthz, /readyz, /metrics, /workers) on a port of its own."""
+
+    host: str = "127.0.0.1"  # loopback: it tells the world about the workers
+    port: int = 9000  # 0: any free port
+    required: bool = True  # False (the port was defaulted): a busy port only turns it off, with a warning
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"admin port must be 0..65535, got {self.port}")
+
+
+LOG_FORMATS = ("text", "json")
+
+
+@dataclass(frozen=True, kw_only=True)
 class FrontendConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -132,9 +199,16 @@ class FrontendConfig:
     queue: Queue = field(default_factory=Queue)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     websocket: WebSocket = field(default_factory=WebSocket)
+    tls: Tls = field(default_factory=Tls)
+    proxy: Proxy = field(default_factory=Proxy)
     shutdown_timeout_s: float = 30.0  # in-flight requests get this long on SIGTERM
+    admin: Admin | None = None  # None: no admin endpoint (the CLI turns one on by default)
+    access_log: bool = True  # one line per request on the "zasgi.access" logger, if INFO is enabled
+    log_format: str = "text"  # access log: "text" (combined) or "json" (one object per line)
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):

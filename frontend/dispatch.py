@@ -11,14 +11,25 @@ one future its handler awaits.
   (Rule 8), once per message.
 * Liveness (Rule 9/10): a timer ticks every half heartbeat interval. It expires
   silent workers (``Pool.expire``) and sends HEARTBEAT to every worker that
-  was sent nothing since the previous tick.
+  was sent nothing since the previous tick. That is the fallback (a partition
+  sends no signal); a worker that dies (kill -9, OOM) closes its connection,
+  and a monitor on the ROUTER sees that at once: the event names no worker,
+  so every worker is probed with a HEARTBEAT (``ProbePlan``), and the one whose
+  pipe is gone fails the send (ROUTER_MANDATORY) -> unreachable.
 * A lost worker (silence, BYE, unreachable, undecodable input, re-HELLO) has
   each of its streams told ``on_worker_lost``; the stream decides to replay or
-  fail (PROTOCOL §9).
+  fail (PROTOCOL §9). Before that the record is marked with what is known
+  about delivery: events still queued for it are dropped, and the streams
+  whose opening event was among them (or in a send that failed) never left.
 * Capacity: ``acquire`` takes a slot on the least loaded READY worker, or
   waits in a bounded FIFO of futures; ``close_stream`` frees the slot and
   hands it to the oldest waiter. WebSocket slots (HELLO.ws_capacity) have a
   queue of their own, so long-lived WebSockets never use up HTTP capacity.
+
+* CurveZMQ (``config.backend.curve``): the ROUTER is a CURVE server and a
+  ZAP handler on this loop (``wire.curve.WorkerAuthenticator``) lets in only
+  workers whose keys are in the authorized-keys directory, re-read when it
+  changes; a refused worker never gets as far as HELLO.
 
 Stream ids come from one counter for the whole process: strictly increasing on
 every connection, as Rule 13 requires.
@@ -35,17 +46,18 @@ from typing import Any, Protocol
 import zmq
 
 import wire
-from wire import events as ev
-from wire.channel import Channel, configure_router
+from wire import curve, events as ev
+from wire.channel import Channel, SocketMonitor, configure_router
 from wire.codec import Limits
 
 from .config import FrontendConfig
-from .pool import Pool, WorkerRecord
+from .pool import Pool, ProbePlan, WorkerRecord
 from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
 
 BYE_GRACE_S = 0.05  # lets ZeroMQ's I/O thread put the BYEs on the wire before linger-0 close
+_OPENING = (ev.Request, ev.WsConnect, ev.WsResume)  # the events that give a stream to a worker
 
 
 class Stream(Protocol):
@@ -60,19 +72,23 @@ class Stream(Protocol):
 
 class Dispatcher:
     """Resource handling: ``start`` binds the ROUTER (creating an ipc directory
-    with mode 0700); ``aclose`` says BYE to every worker, fails the waiters and
-    closes the socket."""
+    with mode 0700) and starts the ZAP handler if CurveZMQ is on; ``aclose``
+    says BYE to every worker, fails the waiters, closes the socket and stops
+    the ZAP handler."""
 
     def __init__(self, config: FrontendConfig, ctx: zmq.Context[Any], *, frontend_id: str = "") -> None:
         self.config = config
         self.frontend_id = frontend_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.pool = Pool(dead_after_s=config.heartbeat.dead_after_s)
         self.endpoint = config.backend.endpoint  # the bound one after start()
-        features = {"http", "trailers", "websocket", "ws-denial"}
+        features = {"http", "trailers", "websocket", "ws-denial", "handoff"}
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
         self._channel: Channel | None = None
+        self._monitor: SocketMonitor | None = None
+        self._probes = ProbePlan()
+        self._probe_timer: asyncio.TimerHandle | None = None
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
         self.slots = SlotQueue(self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s)
@@ -83,20 +99,33 @@ class Dispatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._auth: curve.WorkerAuthenticator | None = None  # ZAP, with CurveZMQ only
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        backend = self.config.backend
+        if backend.curve is not None and backend.authorized_keys is not None:
+            # Before the bind: a CURVE server without a ZAP handler would let every key in.
+            self._auth = curve.WorkerAuthenticator(self._ctx, backend.authorized_keys)
+            self._auth.start()
         sock = self._ctx.socket(zmq.ROUTER)
         try:
             configure_router(sock)
+            if backend.curve is not None:
+                curve.apply_server(sock, backend.curve)
+            self._monitor = SocketMonitor(sock, zmq.EVENT_DISCONNECTED, self._on_transport_event)
             if self.endpoint.startswith("ipc://"):
                 _make_private_dir(self.endpoint[len("ipc://") :])
             sock.bind(self.endpoint)
             self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
+            if self._monitor is not None:
+                self._monitor.close()
+                self._monitor = None
             sock.close(linger=0)
+            self._stop_auth()
             raise
         limits = Limits(max_payload_bytes=self.config.backend.max_payload_bytes)
         self._channel = Channel(
@@ -111,8 +140,14 @@ class Dispatcher:
         self.ws_slots.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
         channel, self._channel = self._channel, None
         if channel is None:
+            self._stop_auth()
             return
         for record in self.pool:
             channel.post(ev.Bye(0, "front end shutting down"), record.peer)
@@ -120,6 +155,12 @@ class Dispatcher:
         if len(self.pool):
             await asyncio.sleep(BYE_GRACE_S)
         channel.close()
+        self._stop_auth()
+
+    def _stop_auth(self) -> None:
+        auth, self._auth = self._auth, None
+        if auth is not None:
+            auth.stop()
 
     @property
     def streams_open(self) -> int:
@@ -127,9 +168,9 @@ class Dispatcher:
 
     # ------------------------------------------------------- slots and streams
 
-    async def acquire(self, *, websocket: bool = False) -> WorkerRecord:
-        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``)."""
-        return await (self.ws_slots if websocket else self.slots).acquire()
+    async def acquire(self, *, websocket: bool = False, replay: bool = False) -> WorkerRecord:
+        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``); a replay goes first."""
+        return await (self.ws_slots if websocket else self.slots).acquire(first=replay)
 
     def open_stream(self, stream: Stream) -> int:
         """A new stream id, routed to ``stream`` (whose ``worker`` holds a slot)."""
@@ -193,6 +234,7 @@ class Dispatcher:
             return record
         if kind is ev.Bye:
             log.info("worker %s said bye: %s", record.worker_id, event.reason)
+            record.said_bye = True
             self._lose(record, "said bye")
             return None
         if kind is ev.Hello:  # it restarted its connection: the old streams are gone
@@ -208,10 +250,10 @@ class Dispatcher:
         if record is not None:
             self._lose(record, "undecodable message")
 
-    def _on_unreachable(self, peer: bytes) -> None:
+    def _on_unreachable(self, peer: bytes, unsent: list[Any]) -> None:
         record = self.pool.get(peer)
         if record is not None:
-            self._lose(record, "unreachable")
+            self._lose(record, "unreachable", unsent)
 
     # ------------------------------------------------------------ handshake
 
@@ -257,8 +299,10 @@ class Dispatcher:
             return "the worker does not offer the 'http' feature"
         return ""
 
-    def _lose(self, record: WorkerRecord, why: str) -> None:
+    def _lose(self, record: WorkerRecord, why: str, unsent: list[Any] | None = None) -> None:
         self.pool.remove(record.peer)
+        unsent = (unsent or []) + (self._channel.discard(record.peer) if self._channel else [])
+        record.unsent = frozenset(e.stream_id for e in unsent if type(e) in _OPENING)
         victims = [s for s in self._streams.values() if s.worker is record]
         log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))
         for stream in victims:
@@ -269,6 +313,35 @@ class Dispatcher:
             self._channel.post(event, peer)
 
     # ------------------------------------------------------------- liveness
+
+    def _on_transport_event(self, event: int, endpoint: str) -> None:
+        """A worker's connection closed (the monitor says which fd, not which worker): probe."""
+        assert self._loop is not None
+        if self._closing or not len(self.pool):
+            return
+        self._probes.disconnected(self._loop.time())
+        self._schedule_probe()
+
+    def _schedule_probe(self) -> None:
+        assert self._loop is not None
+        at = self._probes.next_at()
+        if at is None:
+            return
+        timer = self._probe_timer
+        if timer is not None:
+            if timer.when() <= at:
+                return
+            timer.cancel()
+        self._probe_timer = self._loop.call_at(at, self._probe)
+
+    def _probe(self) -> None:
+        assert self._loop is not None
+        self._probe_timer = None
+        if self._probes.take_due(self._loop.time()) and self._channel is not None:
+            for record in self.pool:
+                self.post(ev.Heartbeat(), record)
+            self._channel.flush()  # a gone peer fails here: _on_unreachable -> _lose
+        self._schedule_probe()
 
     def _schedule_tick(self) -> None:
         assert self._loop is not None

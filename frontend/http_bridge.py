@@ -25,6 +25,8 @@ import asyncio
 import logging
 import os
 import re
+import ssl
+from time import perf_counter
 from typing import Any
 
 from aiohttp import web
@@ -33,11 +35,16 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from wire import events as ev
 from wire.events import ResetCode
 
+from .access_log import REQUEST_ID, STARTED, WORKER, request_id
 from .config import FrontendConfig
+from .connection import bad_request
 from .dispatch import Dispatcher
+from .metrics import Metrics
+from .proxy import Origin, TrustedProxies, resolve
 from .responses import describe_failure, error_response, str_headers
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
+from .tls import TlsInfo
 from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, Upload
 from .ws_bridge import WsBridge
 
@@ -59,20 +66,35 @@ class _WorkerResponse(web.StreamResponse):
 
 
 class HttpBridge:
-    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, config: FrontendConfig, dispatcher: Dispatcher, *, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self._config = config
+        self._tls = TlsInfo(config.tls, ssl_context) if ssl_context is not None else None
+        self._scheme = "https" if ssl_context is not None else "http"
+        self._proxies = TrustedProxies(config.proxy.trusted) if config.proxy.enabled else None
         self._dispatcher = dispatcher
         self._root_path = config.root_path
         self._max_body = config.http.max_body_bytes
-        self._id_prefix = os.urandom(3).hex() + "-"
-        self._requests = 0
         self.websocket = WsBridge(config, dispatcher)
+        self.metrics = Metrics(dispatcher, websockets_open=lambda: self.websocket.open_count)
         self._active = 0  # HTTP handlers running; shutdown closes WebSockets once it is 0
         self._idle: asyncio.Future[None] | None = None
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The request id in (access_log.request_id), the ``x-request-id`` header out."""
+        request[STARTED] = perf_counter()
+        rid = request[REQUEST_ID] = request_id(request)
+        resp = await self._handle(request)
+        if not resp.prepared:  # our own error responses; a worker's response got it in _respond
+            resp.headers["X-Request-ID"] = rid
+        return resp
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.version != HttpVersion11 and _bad_framing(request):
+            return bad_request()
         if self.websocket.wants(request):
-            return await self.websocket.handle(request, self._head(request), self._ext())
+            return await self.websocket.handle(request, self._head(request), self._ext(request))
         try:
             stream = self._new_stream(request)
         except BodyTooLarge:
@@ -101,9 +123,11 @@ class HttpBridge:
             finally:
                 self._idle = None
 
-    def _ext(self) -> dict[str, Any]:
-        self._requests += 1
-        return {"request_id": f"{self._id_prefix}{self._requests:x}"}
+    def _ext(self, request: web.BaseRequest) -> dict[str, Any]:
+        ext: dict[str, Any] = {"request_id": request[REQUEST_ID]}
+        if self._tls is not None:
+            ext["tls"] = self._tls.extension(request.transport)
+        return ext
 
     # ----------------------------------------------------------- request
 
@@ -118,7 +142,7 @@ class HttpBridge:
             and request.headers.get("Expect", "").lower() == "100-continue"
         )
         upload = Upload(content=content, expect_continue=expect, max_body_bytes=self._max_body)
-        return HttpStream(self._dispatcher, head=self._head(request), ext=self._ext(), upload=upload)
+        return HttpStream(self._dispatcher, head=self._head(request), ext=self._ext(request), upload=upload)
 
     def _head(self, request: web.BaseRequest) -> tuple[Any, ...]:
         version = request.version
@@ -134,17 +158,25 @@ class HttpBridge:
             client = _address(transport.get_extra_info("peername"))
             server = _address(transport.get_extra_info("sockname"))
         http_version = _VERSIONS.get(version) or f"{version.major}.{version.minor}"
-        return (request.method, "http", http_version, path, query, self._root_path,
+        scheme = self._scheme
+        if self._proxies is not None and client is not None and self._proxies.trusts(client[0]):
+            origin = resolve(Origin(scheme, client, server), request.headers, self._proxies)
+            scheme, client, server = origin.scheme, origin.client, origin.server
+        return (request.method, scheme, http_version, path, query, self._root_path,
                 request.raw_headers, client, server)  # fmt: skip
 
     async def _run(self, request: web.BaseRequest, stream: HttpStream) -> web.StreamResponse:
+        queued_at = perf_counter()
         try:
             stream.dispatch(await self._dispatcher.acquire())
         except NoCapacity as exc:
+            self.metrics.queue_waited(perf_counter() - queued_at)
             log.info("no worker for %s %s: %s", request.method, request.path, exc)
             return error_response(503, retry_after_s=self._config.queue.timeout_s)
+        self.metrics.queue_waited(perf_counter() - queued_at)
         stream.start_pump(lambda: request.writer.write(CONTINUE))
         while True:
+            request[WORKER] = stream.worker  # for the access log (a replay moves it)
             item = await stream.next()
             if type(item) is ev.Response:
                 return await self._respond(request, stream, item)
@@ -152,7 +184,7 @@ class HttpBridge:
                 return self._failure(stream, item)
             log.info("replaying stream %d on another worker (%s)", stream.stream_id, describe_failure(item))
             try:
-                stream.replay(await self._dispatcher.acquire())
+                stream.replay(await self._dispatcher.acquire(replay=True))
             except NoCapacity:
                 return error_response(503, retry_after_s=self._config.queue.timeout_s)
 
@@ -172,6 +204,7 @@ class HttpBridge:
         empty = request.method == "HEAD" or start.status in (204, 304) or start.status < 200
         try:
             resp = _WorkerResponse(status=start.status, headers=str_headers(start.headers))
+            resp.headers.setdefault("X-Request-ID", request[REQUEST_ID])  # the app's own id wins
             trailers = start.trailers and not empty and _wants_trailers(request, resp)
             if not start.more_body and not start.trailers and not empty and resp.content_length is None:
                 resp.content_length = len(start.body)  # whole body in hand: no chunking needed
@@ -272,6 +305,10 @@ def _abort(request: web.BaseRequest, stream: HttpStream, why: Any) -> None:
     if transport is not None:
         transport.abort()
 
+
+def _bad_framing(request: web.BaseRequest) -> bool:
+    """HTTP/0.9, or HTTP/1.0 with Transfer-Encoding (RFC 9112 §6.1: its framing is faulty)."""
+    return request.version != HttpVersion10 or "Transfer-Encoding" in request.headers
 
 
 def _wants_trailers(request: web.BaseRequest, resp: web.StreamResponse) -> bool:

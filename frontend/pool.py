@@ -12,10 +12,17 @@ Invariants:
   WebSocket streams count apart, in ``ws_in_flight`` against ``ws_capacity``,
   and go only to workers that negotiated the "websocket" feature;
 * a GONE record is no longer in the pool; ``release`` on it is harmless.
+  Before its streams hear of the loss, the dispatcher notes on it what is
+  known about delivery (``said_bye``, ``unsent``), so each stream can tell
+  whether its request may have reached the app (PROTOCOL §9).
+
+``ProbePlan`` is the other half of liveness: when to check, after a transport
+disconnect, which workers are really gone (see dispatch.py).
 """
 
 from __future__ import annotations
 
+from bisect import insort
 from typing import Any
 
 from wire.states import WORKER_TRANSITIONS, WorkerState
@@ -27,6 +34,7 @@ class WorkerRecord:
     __slots__ = (
         "peer", "worker_id", "pid", "info", "capacity", "ws_capacity", "window_bytes",
         "features", "state", "previous", "last_seen", "welcomed_at", "in_flight", "ws_in_flight", "served",
+        "said_bye", "unsent",
     )  # fmt: skip
 
     def __init__(
@@ -57,6 +65,11 @@ class WorkerRecord:
         self.in_flight = 0
         self.ws_in_flight = 0
         self.served = 0
+        # How it was lost (set before its streams are told): BYE means it will run nothing
+        # more, so a stream it never acknowledged never reached the app (Rule 12, Rule 20);
+        # ``unsent`` holds the stream ids whose opening event never left this process.
+        self.said_bye = False
+        self.unsent: frozenset[int] = frozenset()
 
     def to(self, new: WorkerState) -> None:
         if new not in WORKER_TRANSITIONS[self.state]:
@@ -75,6 +88,8 @@ class Pool:
         self.dead_after_s = dead_after_s
         self._workers: dict[bytes, WorkerRecord] = {}
         self._rr = 0  # rotates the scan start so equal loads alternate
+        self.joins = 0  # workers welcomed, and workers forgotten, since start (metrics)
+        self.losses = 0
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -95,6 +110,7 @@ class Pool:
         record = self._workers[peer]
         record.to(WorkerState.READY)
         record.welcomed_at = now
+        self.joins += 1
 
     def drain(self, peer: bytes) -> None:
         record = self._workers[peer]
@@ -106,6 +122,7 @@ class Pool:
         record = self._workers.pop(peer, None)
         if record is not None:
             record.to(WorkerState.GONE)
+            self.losses += 1
         return record
 
     def seen(self, peer: bytes, now: float) -> WorkerRecord | None:
@@ -166,3 +183,44 @@ class Pool:
 
     def ready_count(self) -> int:
         return sum(1 for r in self._workers.values() if r.state is WorkerState.READY)
+
+
+PROBE_DELAYS_S = (0.0, 0.05, 0.25)  # the ROUTER drops a dead peer's pipe a little after the event
+PROBE_MERGE_S = 0.02  # probes this close together are one probe
+
+
+class ProbePlan:
+    """When to probe the workers after transport disconnects. Pure: times are passed in.
+
+    A disconnect event names a file descriptor, not a worker, so the dispatcher
+    sends every worker a HEARTBEAT: a send to a routing id whose pipe is gone
+    fails at once (ROUTER_MANDATORY). The pipe can outlive the event by a few
+    milliseconds, so each disconnect asks for probes at ``delays`` after it; a
+    burst of disconnects shares probes that would fall within ``merge_s``.
+    """
+
+    def __init__(self, delays: tuple[float, ...] = PROBE_DELAYS_S, *, merge_s: float = PROBE_MERGE_S) -> None:
+        self._delays = delays
+        self._merge_s = merge_s
+        self._due: list[float] = []  # sorted
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def disconnected(self, now: float) -> None:
+        for delay in self._delays:
+            at = now + delay
+            if not any(abs(at - due) <= self._merge_s for due in self._due):
+                insort(self._due, at)
+
+    def next_at(self) -> float | None:
+        """When the next probe is due, or None."""
+        return self._due[0] if self._due else None
+
+    def take_due(self, now: float) -> bool:
+        """Whether a probe is due at ``now`` (all probes due by then count as one)."""
+        n = 0
+        while n < len(self._due) and self._due[n] <= now:
+            n += 1
+        del self._due[:n]
+        return n > 0

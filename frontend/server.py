@@ -4,9 +4,14 @@ Order matters. The backend binds first (so a worker started from the ready
 line finds it), then the HTTP listener; only then the ready line. Shutdown
 runs the other way: stop accepting, let in-flight requests finish (up to
 ``shutdown_timeout_s``; a second signal cuts that short), close idle
-keep-alive connections (aiohttp's runner does these three; WebSockets are
-closed with 1001 once in-flight HTTP is done), then say BYE to the workers and
-close the backend.
+keep-alive connections at once (aiohttp's runner does these three, ``_Server``
+makes the last one immediate; WebSockets are closed with 1001 once in-flight
+HTTP is done), then say BYE to the workers and close the backend.
+
+The admin endpoint (admin.py, its own port) starts after the HTTP listener
+and before the ready line (which then ends with ``admin=URL``); once shutdown
+begins its /readyz says 503, and it stops last. The access-log hook
+(access_log.py) is aiohttp's ``access_log_class``: called as each response ends.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from typing import Any
 import zmq
 from aiohttp import web
 
-from .config import FrontendConfig
+from .access_log import AccessLog, hook_class
+from .admin import Admin
+from .config import FrontendConfig, HttpLimits
+from .connection import Connection, Gate
 from .dispatch import Dispatcher
 from .http_bridge import HttpBridge
+from .tls import server_context
 
 log = logging.getLogger(__name__)
 
 LISTEN_BACKLOG = 2048  # uvicorn's default; bursts of connects must not be refused
+WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
 
 async def serve(
@@ -44,31 +54,40 @@ async def serve(
     Raises:
         OSError: the HTTP address cannot be bound.
         zmq.ZMQError: the backend endpoint cannot be bound.
+        tls.TlsError: the certificate, key or CA file cannot be used.
     """
     shutdown = shutdown if shutdown is not None else asyncio.Event()
     force = asyncio.Event()
+    ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx)
     try:
         dispatcher.start()
-        bridge = HttpBridge(config, dispatcher)
+        bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
+        access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format)
+        admin = Admin(config.admin, dispatcher, bridge.metrics)
         runner = _Runner(
-            _http_server(config, bridge), bridge=bridge, shutdown_timeout_s=config.shutdown_timeout_s
+            _http_server(config, bridge, access), bridge=bridge, shutdown_timeout_s=config.shutdown_timeout_s
         )
         await runner.setup()
         try:
             sock = _listen(config.host, config.port)
-            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG).start()
-            url = _url(sock.getsockname())
+            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context).start()
+            url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
+            admin.http_url = url
+            admin_url = await admin.start()  # the ready line's last field; None: off
             with _signals(shutdown, force):  # before the ready line: a signal right after it is ours
                 if ready is not None:
-                    ready(f"zasgi-ready frontend {url} backend={dispatcher.endpoint}")
+                    line = f"zasgi-ready frontend {url} backend={dispatcher.endpoint}"
+                    ready(f"{line} admin={admin_url}" if admin_url else line)
                 await shutdown.wait()
                 log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
+                admin.shutting_down()  # /readyz: 503 while we drain
                 await _drain_http(runner, force)
         finally:
             await runner.cleanup()  # no-op after a drain; closes the site on errors
+            await admin.stop()
     finally:
         await dispatcher.aclose()
         if zmq_context is None:
@@ -77,7 +96,9 @@ async def serve(
 
 class _Runner(web.ServerRunner):
     """aiohttp calls ``shutdown`` after the listeners stop and before it waits for the handlers:
-    in-flight HTTP requests finish first, then WebSockets close with 1001 (both sides)."""
+    in-flight HTTP requests finish first, then WebSockets close with 1001 (both sides).
+    aiohttp's own wait for the handlers then gets only what is left of the budget (at least
+    ``WS_CLOSE_MIN_S`` for the closing handshakes), so the whole stop stays near the timeout."""
 
     def __init__(self, server: web.Server, *, bridge: HttpBridge, shutdown_timeout_s: float) -> None:
         super().__init__(server, shutdown_timeout=shutdown_timeout_s)
@@ -85,18 +106,49 @@ class _Runner(web.ServerRunner):
         self._timeout_s = shutdown_timeout_s
 
     async def shutdown(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
         await self._bridge.wait_idle(self._timeout_s)
         if self._bridge.websocket.open_count:
             log.info("closing %d WebSockets (1001)", self._bridge.websocket.open_count)
         self._bridge.websocket.going_away()
+        self._shutdown_timeout = max(deadline - loop.time(), WS_CLOSE_MIN_S)  # read by cleanup() next
 
 
-def _http_server(config: FrontendConfig, bridge: HttpBridge) -> web.Server:
+class _Server(web.Server):
+    """aiohttp's ``pre_shutdown`` asks every connection to close after its current request;
+    an idle keep-alive one cancels its wait for the next request but then stays open until
+    the runner's final shutdown, i.e. until in-flight requests are done. Idle ones are
+    closed here at once, recognised by the same test aiohttp's keep-alive timer uses.
+    Each connection is a ``connection.Connection``: aiohttp's handler plus our limits."""
+
+    def __init__(self, handler: Any, *, limits: HttpLimits, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._gate = Gate(limits.max_connections)
+        self._header_timeout_s = limits.header_timeout_s
+
+    def __call__(self) -> Connection:
+        return Connection(
+            self, loop=self._loop, gate=self._gate, header_timeout_s=self._header_timeout_s, **self._kwargs
+        )
+
+    def pre_shutdown(self) -> None:
+        for conn in self.connections:
+            waiter = getattr(conn, "_waiter", None)
+            if waiter is not None and not waiter.done():  # waiting for a request: idle
+                conn.force_close()
+            else:
+                conn.close()
+
+
+def _http_server(config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> web.Server:
     limits = config.http
-    return web.Server(
+    return _Server(
         bridge.handle,
+        limits=limits,
         handler_cancellation=True,  # a vanished client cancels its handler: DISCONNECT
-        access_log=None,  # one log line per request costs more than the request
+        access_log=access.logger,  # aiohttp calls the hook as each response ends: metrics, access log
+        access_log_class=hook_class(access),
         max_line_size=limits.max_line_bytes,
         max_field_size=limits.max_field_bytes,
         max_headers=limits.max_headers,
@@ -156,6 +208,6 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(sockname: Any) -> str:
+def _url(sockname: Any, scheme: str) -> str:
     host, port = sockname[0], sockname[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

@@ -4,7 +4,9 @@ anywhere: the request waits in a bounded queue; past its timeout it gets 503").
 A waiter is one future; a freed slot is handed to the oldest live waiter and
 taken for it at once, so a slot can't be stolen between the wake-up and the
 waiter running. A waiter cancelled (its client left) after being handed a
-slot gives it back.
+slot gives it back. A request being replayed (its worker was lost) asks with
+``first=True``: it already waited its turn once, so it goes to the head of
+the queue and is never refused for a full queue.
 """
 
 from __future__ import annotations
@@ -43,27 +45,30 @@ class SlotQueue:
     def __len__(self) -> int:
         return len(self._waiters)
 
-    async def acquire(self) -> WorkerRecord:
-        """A slot on the least loaded READY worker; waits (FIFO) when none is free.
+    async def acquire(self, *, first: bool = False) -> WorkerRecord:
+        """A slot on the least loaded READY worker; waits (FIFO; ``first``: at the head) when none is free.
 
         Raises:
             QueueFull, QueueTimeout, ShuttingDown (all ``NoCapacity``).
         """
         if self._closed:
             raise ShuttingDown("the front end is shutting down")
-        if not self._waiters:
+        if first or not self._waiters:
             record = self._pool.choose(websocket=self._websocket)
             if record is not None:
                 self._pool.acquire(record, websocket=self._websocket)
                 return record
-        if len(self._waiters) >= self._size:
+        if not first and len(self._waiters) >= self._size:
             raise QueueFull(f"{len(self._waiters)} requests already wait for a worker")
-        return await self._wait()
+        return await self._wait(first)
 
-    async def _wait(self) -> WorkerRecord:
+    async def _wait(self, first: bool) -> WorkerRecord:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[WorkerRecord] = loop.create_future()
-        self._waiters.append(fut)
+        if first:
+            self._waiters.appendleft(fut)
+        else:
+            self._waiters.append(fut)
         timer = loop.call_later(self._timeout_s, _time_out, fut)
         try:
             return await fut

@@ -16,6 +16,13 @@ Two views of the same stream, each an explicit state:
   client is done but whose worker is still answering (after DISCONNECT) stays
   routed ("lingers") until the worker's last event, so the worker's slot is
   counted until it is really free (Rule 19).
+
+Replay after a lost worker (PROTOCOL §9) needs the request in hand again
+(``Upload`` keeps it) and a reason to think running it twice is harmless: an
+idempotent method, or proof the app never got it -- its REQUEST never left
+this process, or the worker said BYE (it runs nothing more) before showing
+the stream had reached the app (Rule 20). A worker killed mid-request shows
+nothing either way, so a POST it had been sent gets 502, never a second run.
 """
 
 from __future__ import annotations
@@ -62,7 +69,7 @@ class HttpStream:
     websocket = False  # holds an HTTP slot (dispatch.Stream)
     __slots__ = (
         "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
-        "_dispatcher", "_head", "_ext", "_idempotent", "_inbox", "_waiter", "_loop", "_pump",
+        "undelivered", "_dispatcher", "_head", "_ext", "_idempotent", "_inbox", "_waiter", "_loop", "_pump",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +84,7 @@ class HttpStream:
         self.worker: WorkerRecord | None = None
         self.phase = Phase.QUEUED
         self.replays = 0
+        self.undelivered = False  # set when the worker is lost: its app never saw this attempt
         self.upload = upload
         upload.send = self._send_body
         self.request_half: RequestTracker | None = None
@@ -97,6 +105,7 @@ class HttpStream:
         """Open the stream on ``worker`` (which holds a slot for it) and send REQUEST."""
         backend = self._dispatcher.config.backend
         self.worker = worker
+        self.undelivered = False
         self.stream_id = self._dispatcher.open_stream(self)
         self.response = ResponseTracker()
         self.recv = ReceiveWindow(backend.window_bytes, slack_bytes=backend.max_payload_bytes)
@@ -127,7 +136,8 @@ class HttpStream:
         if self.phase is not Phase.DISPATCHED or self.replays >= MAX_REPLAYS:
             return False
         if item is Local.WORKER_LOST:
-            return self.upload.replayable or (self._idempotent and self.upload.whole is not None)
+            held = self.upload.replayable or self.upload.whole is not None
+            return held and (self._idempotent or self.undelivered)
         return type(item) is ev.Reset and item.code == ResetCode.REFUSED and self.upload.replayable
 
     def replay(self, worker: WorkerRecord) -> None:
@@ -216,6 +226,9 @@ class HttpStream:
             self._push(Local.VIOLATION)
 
     def on_worker_lost(self) -> None:
+        record = self.worker
+        if record is not None:
+            self.undelivered = self.stream_id in record.unsent or (record.said_bye and self.upload.replayable)
         self._detach()
         if self.phase not in (Phase.DONE, Phase.FAILED):
             self._push(Local.WORKER_LOST)

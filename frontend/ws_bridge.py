@@ -26,6 +26,13 @@ task (client -> worker); events arrive by direct calls (``ws_stream``).
   awaits the socket's drain, and only then credited (batched), so a slow
   client stops the app's sends.
 
+Handoff (feature "handoff", PROTOCOL §8.1): a worker's WS_HANDOFF does not
+close the client. The handler writes the worker's messages that came before
+it, takes a WebSocket slot on another READY worker (the slot queue, up to the
+queue timeout) and ``WsStream.resume``s the session there, while the pump goes
+on reading the client into the stream's held messages (bounded). No worker in
+time, or a refused resume retried out: the client is closed with 1012.
+
 Closing: the client's close frame becomes WS_CLOSE(code, reason); a vanished
 client, transport error or ping timeout WS_CLOSE(1006); an oversize message
 closes the client with 1009 and tells the worker 1009. The worker's WS_CLOSE
@@ -48,6 +55,7 @@ from wire import events as ev
 from wire.events import ResetCode
 from wire.flow import cost
 
+from .access_log import REQUEST_ID, WORKER
 from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .responses import describe_failure, error_response, str_headers
@@ -60,6 +68,7 @@ CLOSE_TIMEOUT_S = 5.0  # how long a close waits for the client's close frame
 GOING_AWAY, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RESTART = 1001, 1005, 1009, 1011, 1012
 _NOT_IN_A_CLOSE_FRAME = frozenset({1004, 1005, 1006, 1015})  # RFC 6455 §7.4.1: reserved
 _MAX_REASON_BYTES = 123  # a control frame's payload is 125 bytes: the code takes 2
+_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY)  # what ends a handed-off session for good
 # The handshake is ours to write: the worker's headers may not override it.
 _HANDSHAKE_HEADERS = frozenset(
     {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol"}
@@ -131,6 +140,7 @@ class WsBridge:
     async def _run(self, request: web.BaseRequest, stream: WsStream) -> Any:
         try:
             stream.dispatch(await self._dispatcher.acquire(websocket=True))
+            request[WORKER] = stream.worker  # for the access log (the first worker of the session)
         except NoCapacity as exc:
             log.info("no worker for WebSocket %s: %s", request.path, exc)
             return error_response(503, retry_after_s=self._queue_timeout_s, close=True)
@@ -197,19 +207,44 @@ class WsBridge:
 
     async def _session(self, request: web.BaseRequest, stream: WsStream, accept: ev.WsAccept) -> Any:
         ws = self._socket(accept)
+        ws.headers.setdefault("X-Request-ID", request[REQUEST_ID])
         try:
             await ws.prepare(request)
         except ValueError as exc:  # CR/LF in a worker's header and the like
             stream.reset(ResetCode.PROTOCOL_ERROR, f"bad accept headers: {exc}")
             log.warning("stream %d: worker sent bad WebSocket accept headers: %s", stream.stream_id, exc)
             return error_response(502, close=True)
-        stream.phase = WsPhase.OPEN
+        if stream.phase is WsPhase.CONNECTING:  # (already HANDING_OFF if the worker handed it off at once)
+            stream.phase = WsPhase.OPEN
         pump = asyncio.get_running_loop().create_task(_pump(ws, stream, self._settings.max_message_bytes))
         try:
-            await _to_client(ws, stream)
+            await _to_client(ws, stream, self._resume)
         finally:
             pump.cancel()
         return ws
+
+    async def _resume(self, stream: WsStream) -> Any:
+        """Resume a handed-off session on another worker: None once done, else why not."""
+        acquiring = asyncio.ensure_future(self._dispatcher.acquire(websocket=True))
+        stream.acquiring = acquiring  # the pump cancels it if the client leaves meanwhile
+        try:
+            worker = await acquiring
+        except NoCapacity as exc:
+            return exc
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the handler itself is being cancelled
+            return await stream.next()  # the client left or we shut down: the marker is queued
+        finally:
+            stream.acquiring = None
+        if "handoff" not in worker.features:  # an older worker in the pool: it cannot resume
+            self._dispatcher.pool.release(worker, websocket=True)
+            self._dispatcher.ws_slots.wake()
+            return "the worker chosen does not support handoff"
+        stream.resume(worker)
+        log.debug("WebSocket resumed as stream %d on worker %s", stream.stream_id, worker.worker_id)
+        return None
 
     def _socket(self, accept: ev.WsAccept) -> _ClientSocket:
         settings = self._settings
@@ -234,11 +269,21 @@ class WsBridge:
         return ws
 
 
-async def _to_client(ws: web.WebSocketResponse, stream: WsStream) -> None:
+async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -> None:
     """The handler's loop: worker messages to the client until either side closes."""
     while True:
         item = await stream.next()
         if type(item) is not ev.WsMessage:
+            if stream.phase is WsPhase.HANDING_OFF and item not in _CLIENT_SIDE:
+                why = await resume(stream)  # WS_HANDOFF, or a resume that never reached an app
+                if why is None:
+                    continue
+                if not isinstance(why, WsLocal):
+                    log.warning("WebSocket handoff failed (%s); closing the client with 1012", why)
+                    stream.phase = WsPhase.DONE
+                    await _close_client(ws, SERVICE_RESTART, "")
+                    return
+                item = why
             await _end(ws, stream, item)
             return
         try:
@@ -264,7 +309,9 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
     elif item is WsLocal.GOING_AWAY:
         code = GOING_AWAY
         stream.close(GOING_AWAY)
-    elif kind is ev.WsHandoff or item is WsLocal.WORKER_LOST_DRAINING:  # no "handoff" offered
+    elif kind is ev.WsHandoff or item is WsLocal.WORKER_LOST_DRAINING:  # no "handoff" agreed
+        code = SERVICE_RESTART
+    elif kind is ev.Reset and item.code == ResetCode.REFUSED:  # resumes refused more than MAX_REPLAYS times
         code = SERVICE_RESTART
     else:
         log.warning(
@@ -333,6 +380,5 @@ def _connect_fields(request: web.BaseRequest, head: tuple[Any, ...], ext: dict[s
         for token in line.split(",")
         if token.strip()
     )
-    scheme = "wss" if request.secure else "ws"
+    scheme = "wss" if head[1] == "https" else "ws"  # the bridge's scheme: TLS or proxy headers
     return (scheme, *head[2:9], offered, ext)
-

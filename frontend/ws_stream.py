@@ -12,10 +12,21 @@ a CREDIT reopens it by resolving that one future.
 
 Two views of the same stream, each an explicit state:
 * ``phase`` (``WsPhase``): what the *client* has seen. QUEUED -> CONNECTING ->
-  OPEN | DENYING -> DONE, or FAILED.
+  OPEN | DENYING -> DONE, or FAILED; OPEN <-> HANDING_OFF while a handed-off
+  session is between two workers (the client still sees an open socket).
 * the wire: ``tracker`` (WsTracker) plus ``worker``, which is None once the
-  stream is closed on the wire (WS_CLOSE either way, RESET, denial done) and
-  its WebSocket slot is free.
+  stream is closed on the wire (WS_CLOSE either way, RESET, WS_HANDOFF, denial
+  done) and its WebSocket slot is free.
+
+Handoff (feature "handoff", PROTOCOL §8.1, Rule 22). With a worker that
+agreed to it, every client message sent on the stream is kept (``_unacked``)
+until CREDIT covers it; the worker credits exactly what its app consumed, so
+at WS_HANDOFF the ones still kept are exactly those no app received. They go
+to the front of ``_held``, the pump goes on reading the client into ``_held``
+(bounded by the old window), and ``resume`` opens a new stream on another
+worker with WS_RESUME, then sends ``_held`` in order within the new window.
+A resume that never reached an app (RESET REFUSED; lost unsent, or to a
+worker that said BYE) is retried the same way, at most ``MAX_REPLAYS`` times.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from wire import events as ev
 from wire.errors import ProtocolViolation
 from wire.events import ResetCode
-from wire.flow import ReceiveWindow, SendWindow, cost
+from wire.flow import WS_MESSAGE_OVERHEAD_BYTES, ReceiveWindow, SendWindow, cost
 from wire.states import WorkerState, WsState, WsTracker
 
 from .stream import MAX_REPLAYS
@@ -44,6 +55,7 @@ class WsPhase(Enum):
     QUEUED = "queued"  # waiting for a WebSocket slot
     CONNECTING = "connecting"  # WS_CONNECT sent, the client still waits for the handshake
     OPEN = "open"  # 101 sent: messages flow
+    HANDING_OFF = "handing off"  # open for the client; between two workers, its messages are held
     DENYING = "denying"  # the worker's denial response is being written
     DONE = "done"
     FAILED = "failed"
@@ -62,8 +74,9 @@ class WsLocal(Enum):
 class WsStream:
     websocket = True  # holds a WebSocket slot (dispatch.Stream)
     __slots__ = (
-        "stream_id", "worker", "phase", "replays", "tracker", "window", "recv",
+        "stream_id", "worker", "phase", "replays", "resumes", "tracker", "window", "recv", "acquiring",
         "_dispatcher", "_connect", "_delivered", "_inbox", "_waiter", "_window_waiter",
+        "_keep", "_unacked", "_credited", "_held", "_held_bytes", "_hold_limit", "_subprotocol", "_state",
     )  # fmt: skip
 
     def __init__(self, dispatcher: Dispatcher, *, connect: tuple[Any, ...]) -> None:
@@ -80,20 +93,50 @@ class WsStream:
         self._inbox: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
+        # Handoff. Deques exist only while they hold something: 10,000 idle sockets stay cheap.
+        self.resumes = 0  # WS_RESUMEs sent since the last WS_HANDOFF
+        self.acquiring: asyncio.Future[Any] | None = None  # the handler's wait for a worker to resume on
+        self._keep = False  # the worker agreed to "handoff": keep client messages until credited
+        self._unacked: deque[tuple[bool, bytes]] | None = None  # sent on this stream, not yet credited
+        self._credited = 0  # credit not yet matched to a whole kept message
+        self._held: deque[tuple[bool, bytes]] | None = None  # not sent yet: waiting for a worker or window
+        self._held_bytes = 0
+        self._hold_limit = 0  # stop reading the client while more than this is held
+        self._subprotocol: str | None = None  # the accepted one, for WS_RESUME
+        self._state: Any = None  # the app's handoff state, for WS_RESUME
 
     # ------------------------------------------------------ handler side
 
     def dispatch(self, worker: WorkerRecord) -> None:
         """Open the stream on ``worker`` (which holds a WebSocket slot for it): WS_CONNECT."""
-        backend = self._dispatcher.config.backend
         self.worker = worker
         self.stream_id = self._dispatcher.open_stream(self)
         self.tracker = WsTracker()
-        self.window = SendWindow(worker.window_bytes)
-        self.recv = ReceiveWindow(backend.window_bytes, slack_bytes=backend.max_payload_bytes)
-        self._delivered = False
+        self._attach(worker)
         self.phase = WsPhase.CONNECTING
         self._dispatcher.post(ev.WsConnect(self.stream_id, *self._connect), worker)
+
+    def resume(self, worker: WorkerRecord) -> None:
+        """Open the handed-off session on ``worker`` (holding a WebSocket slot, feature "handoff"):
+        WS_RESUME, then the held client messages as the new window allows."""
+        self.worker = worker
+        self.stream_id = self._dispatcher.open_stream(self)
+        self.tracker = WsTracker(resumed=True)
+        self._attach(worker)
+        self.resumes += 1
+        self.phase = WsPhase.OPEN
+        connect = ev.WsConnect(self.stream_id, *self._connect)
+        self._dispatcher.post(ev.WsResume(self.stream_id, connect, self._subprotocol, self._state), worker)
+        self._send_held()
+        self._wake_window()
+
+    def _attach(self, worker: WorkerRecord) -> None:
+        backend = self._dispatcher.config.backend
+        self.window = SendWindow(worker.window_bytes)
+        self.recv = ReceiveWindow(backend.window_bytes, slack_bytes=backend.max_payload_bytes)
+        self._keep = "handoff" in worker.features
+        self._unacked, self._credited = None, 0
+        self._delivered = False
 
     async def next(self) -> Any:
         """The next worker event or ``WsLocal`` marker for the handler.
@@ -125,23 +168,57 @@ class WsStream:
         self.dispatch(worker)
 
     def send_message(self, text: bool, data: bytes) -> None:
-        """A client message to the worker; spends the window (Rule 16: may go below zero once)."""
+        """A client message to the worker; spends the window (Rule 16: may go below zero once).
+
+        Between two workers (or behind messages still held) it is held instead.
+        """
+        if self.phase is WsPhase.HANDING_OFF or self._held:
+            if self._held is None:
+                self._held = deque()
+            self._held.append((text, data))
+            self._held_bytes += len(data) + WS_MESSAGE_OVERHEAD_BYTES
+            return
         if self.worker is None:
             return  # closed on the wire: the message has nobody to go to
+        self._post_message(text, data)
+
+    def _post_message(self, text: bool, data: bytes) -> None:
+        assert self.worker is not None
         message = ev.WsMessage(self.stream_id, text, data)
         self.tracker.feed(message)
         self.window.spend(cost(message))
+        if self._keep:  # until credit shows an app consumed it (Rule 22)
+            if self._unacked is None:
+                self._unacked = deque()
+            self._unacked.append((text, data))
         self._dispatcher.post(message, self.worker)
 
+    def _send_held(self) -> None:
+        held = self._held
+        while held and self.worker is not None and self.window.open:
+            text, data = held.popleft()
+            self._held_bytes -= len(data) + WS_MESSAGE_OVERHEAD_BYTES
+            self._post_message(text, data)
+        if not held:
+            self._held = None
+
+    def _can_take(self) -> bool:
+        """May the pump read another client message now?"""
+        if self.phase is WsPhase.HANDING_OFF:
+            return self._held_bytes < self._hold_limit
+        return self.worker is not None and self.window.open and not self._held
+
     async def wait_window(self) -> bool:
-        """Until the send window reopens (True) or the stream closes on the wire (False)."""
-        while self.worker is not None and not self.window.open:
+        """Until the stream can take another client message (True) or the session is over (False)."""
+        while not self._can_take():
+            if self.worker is None and self.phase is not WsPhase.HANDING_OFF:
+                return False
             self._window_waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._window_waiter
             finally:
                 self._window_waiter = None
-        return self.worker is not None
+        return True
 
     def consumed(self, n: int) -> None:
         """``n`` bytes of worker messages reached the client socket: credit them (batched)."""
@@ -165,12 +242,20 @@ class WsStream:
         """The pump saw the client's close (or its loss): WS_CLOSE, then wake the handler."""
         self.close(code, reason)
         self._inbox.clear()  # worker messages still queued have no client to go to
+        self._held, self._held_bytes = None, 0
         self._push(WsLocal.CLIENT_CLOSED)
+        self._stop_acquiring()
 
     def going_away(self) -> None:
         """The front end shuts down: the handler closes both sides with 1001."""
-        if self.phase in (WsPhase.QUEUED, WsPhase.CONNECTING, WsPhase.OPEN):
+        if self.phase in (WsPhase.QUEUED, WsPhase.CONNECTING, WsPhase.OPEN, WsPhase.HANDING_OFF):
             self._push(WsLocal.GOING_AWAY)
+            self._stop_acquiring()
+
+    def _stop_acquiring(self) -> None:
+        # A handler waiting for a worker to resume on reads the marker just pushed instead.
+        if self.acquiring is not None:
+            self.acquiring.cancel()
 
     def reset(self, code: ResetCode, reason: str) -> None:
         """Give up on the stream on the wire (we are the side that found the problem)."""
@@ -191,12 +276,17 @@ class WsStream:
         kind = type(event)
         if kind is ev.Reset:
             self.tracker.feed(event)
+            if event.code == ResetCode.REFUSED and 0 < self.resumes <= MAX_REPLAYS:
+                self._hand_off(self._state)  # the resume never reached the app: try another worker
             self._detach()
             self._push(event)
             return
         self._delivered = True
         if kind is ev.Credit:
             self.window.grant(event.bytes)
+            if self._unacked:
+                self._acked(event.bytes)
+            self._send_held()
             self._wake_window()
             return
         try:
@@ -207,6 +297,11 @@ class WsStream:
         except ProtocolViolation as exc:
             self.on_violation(str(exc))
             return
+        if kind is ev.WsAccept:
+            self._subprotocol = event.subprotocol
+        elif kind is ev.WsHandoff and self._keep:
+            self.resumes = 0
+            self._hand_off(event.state)
         if state is WsState.CLOSED:
             self._detach()  # WS_CLOSE, WS_HANDOFF or the denial's end: the slot is free
         self._push(event)
@@ -218,10 +313,38 @@ class WsStream:
     def on_worker_lost(self) -> None:
         worker = self.worker
         draining = worker is not None and worker.previous is WorkerState.DRAINING
+        if worker is not None and 0 < self.resumes <= MAX_REPLAYS and not self._delivered:
+            if self.stream_id in worker.unsent or worker.said_bye:  # WS_RESUME never reached an app
+                self._hand_off(self._state)  # the handler resumes it elsewhere
+            draining = True  # otherwise: lost before the resume showed it worked, 1012
         self._detach()
         self._push(WsLocal.WORKER_LOST_DRAINING if draining else WsLocal.WORKER_LOST)
 
     # ------------------------------------------------------------ helpers
+
+    def _acked(self, n: int) -> None:
+        """Credit ``n``: the worker's app consumed that much more, in order (Rule 22)."""
+        unacked = self._unacked
+        assert unacked is not None
+        self._credited += n
+        while unacked and len(unacked[0][1]) + WS_MESSAGE_OVERHEAD_BYTES <= self._credited:
+            self._credited -= len(unacked.popleft()[1]) + WS_MESSAGE_OVERHEAD_BYTES
+        if not unacked:
+            self._unacked, self._credited = None, 0
+
+    def _hand_off(self, state: Any) -> None:
+        """The session leaves its worker: what it never consumed goes back in front of the held ones."""
+        if self.phase in (WsPhase.DONE, WsPhase.FAILED) or self.worker is None:
+            return  # nobody to resume for
+        self._state = state
+        self._hold_limit = self.worker.window_bytes
+        unacked, self._unacked, self._credited = self._unacked, None, 0
+        if unacked:
+            self._held_bytes += sum(len(data) + WS_MESSAGE_OVERHEAD_BYTES for _, data in unacked)
+            if self._held:
+                unacked.extend(self._held)
+            self._held = unacked
+        self.phase = WsPhase.HANDING_OFF
 
     def _detach(self) -> None:
         if self.worker is not None:
@@ -231,8 +354,8 @@ class WsStream:
 
     def _wake_window(self) -> None:
         waiter = self._window_waiter
-        if waiter is not None and not waiter.done() and (self.window.open or self.worker is None):
-            waiter.set_result(None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)  # the pump re-checks what it waits for
 
     def _push(self, item: Any) -> None:
         if self.phase in (WsPhase.DONE, WsPhase.FAILED):

@@ -10,6 +10,10 @@ ZeroMQ's FD is edge-like: it signals "events may have changed", and a send
 can swallow the edge of an arrival. So after every flush we look at
 ``zmq.EVENTS`` and schedule a read if input is waiting.
 
+``SocketMonitor`` watches a socket's connections (ZeroMQ's monitor, read the
+same way), so a peer whose TCP/ipc connection drops is noticed at once rather
+than after heartbeat silence.
+
 This module is the only one in ``wire`` that imports zmq or asyncio; the
 package's ``__init__`` does not import it.
 """
@@ -20,9 +24,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from struct import error as struct_error
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from . import codec
 from .errors import DecodeError
@@ -37,11 +43,17 @@ BATCH_MAX_PAYLOAD_BYTES = 1024 * 1024  # Rule 2: keep one message under ~1 MiB
 # are blocked we also retry on a timer, backing off to RETRY_MAX_S.
 RETRY_MIN_S = 0.002
 RETRY_MAX_S = 0.1
+# A DEALER whose peer went away reconnects after RECONNECT_IVL, doubling up to
+# RECONNECT_IVL_MAX: a restarted front end is found again within half a second.
+RECONNECT_IVL_MS = 100
+RECONNECT_IVL_MAX_MS = 500
 
 # Called with (peer, events); peer is the ROUTER routing id, or None on a DEALER.
 OnEvents = Callable[[Any, list[Any]], None]
 OnBadMessage = Callable[[Any, str], None]
-OnUnreachable = Callable[[Any], None]
+# Called with (peer, events that were not sent: this batch and the rest queued for the peer).
+OnUnreachable = Callable[[Any, list[Any]], None]
+OnMonitorEvent = Callable[[int, str], None]  # (zmq.EVENT_*, endpoint)
 
 
 def configure_router(sock: zmq.Socket[Any]) -> None:
@@ -53,6 +65,8 @@ def configure_router(sock: zmq.Socket[Any]) -> None:
 def configure_dealer(sock: zmq.Socket[Any], *, routing_id: bytes) -> None:
     sock.setsockopt(zmq.ROUTING_ID, routing_id)
     sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
     _common_options(sock)
 
 
@@ -91,7 +105,7 @@ class Channel:
         self._fd = sock.getsockopt(zmq.FD)
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
-        self._blocked: deque[list[Any]] = deque()  # encoded, waiting for POLLOUT
+        self._blocked: deque[_Blocked] = deque()  # encoded, waiting for POLLOUT
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
         self._retry_s = RETRY_MIN_S
@@ -117,27 +131,51 @@ class Channel:
             return
         boxes, self._outbox = self._outbox, {}
         for peer, events in boxes.items():
-            for chunk in _split_batch(events):
+            chunks = _split_batch(events)
+            for i, chunk in enumerate(chunks):
                 frames = codec.encode(chunk)
                 if self.routed:
                     frames.insert(0, peer)
-                self._send_or_queue(frames, peer)
+                if not self._send_or_queue(_Blocked(frames, peer, chunk)):
+                    self._unreachable(peer, [e for rest in chunks[i:] for e in rest])
+                    break
         self._check_input()
 
-    def _send_or_queue(self, frames: list[Any], peer: Any) -> None:
+    def discard(self, peer: Any = None) -> list[Any]:
+        """Drop and return the events for ``peer`` not yet handed to ZeroMQ (it is gone)."""
+        events = self._outbox.pop(peer, [])
+        if any(b.peer == peer for b in self._blocked):
+            kept: deque[_Blocked] = deque()
+            for blocked in self._blocked:
+                if blocked.peer == peer:
+                    events[:0] = blocked.events
+                else:
+                    kept.append(blocked)
+            self._blocked = kept
+        return events
+
+    def _send_or_queue(self, item: _Blocked) -> bool:
+        """False: the peer is unreachable (ROUTER_MANDATORY) and nothing was sent."""
         if self._blocked:
-            self._blocked.append(frames)
-            return
+            self._blocked.append(item)
+            return True
         try:
-            self._send_frames(frames)
+            self._send_frames(item.frames)
         except zmq.Again:
-            self._blocked.append(frames)
+            self._blocked.append(item)
             self._schedule_retry()
         except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH and self._on_unreachable is not None:
-                self._on_unreachable(peer)
-            else:
-                log.warning("send to %r failed: %s", peer, exc)
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            log.warning("send to %r failed: %s", item.peer, exc)
+        return True
+
+    def _unreachable(self, peer: Any, unsent: list[Any]) -> None:
+        unsent += self.discard(peer)
+        if self._on_unreachable is not None:
+            self._on_unreachable(peer, unsent)
+        else:
+            log.warning("peer %r is unreachable; %d events dropped", peer, len(unsent))
 
     def _schedule_retry(self) -> None:
         if self._retry is None and not self._closed:
@@ -156,18 +194,18 @@ class Channel:
 
     def _retry_blocked(self) -> None:
         while self._blocked:
-            frames = self._blocked[0]
+            item = self._blocked[0]
             try:
-                self._send_frames(frames)
+                self._send_frames(item.frames)
             except zmq.Again:
                 self._schedule_retry()
                 return
             except zmq.ZMQError as exc:
-                peer = frames[0] if self.routed else None
-                if exc.errno == zmq.EHOSTUNREACH and self._on_unreachable is not None:
-                    self._on_unreachable(peer)
-                else:
-                    log.warning("send to %r failed: %s", peer, exc)
+                if exc.errno == zmq.EHOSTUNREACH:
+                    self._blocked.popleft()
+                    self._unreachable(item.peer, list(item.events))
+                    continue
+                log.warning("send to %r failed: %s", item.peer, exc)
             self._blocked.popleft()
         self._retry_s = RETRY_MIN_S
 
@@ -230,6 +268,70 @@ class Channel:
             self._retry.cancel()
         self._loop.remove_reader(self._fd)
         self.sock.close(linger=linger_ms)
+
+
+class _Blocked:
+    """One encoded message and the events in it (returned by ``discard`` if never sent)."""
+
+    __slots__ = ("frames", "peer", "events")
+
+    def __init__(self, frames: list[Any], peer: Any, events: list[Any]) -> None:
+        self.frames = frames
+        self.peer = peer
+        self.events = events
+
+
+class SocketMonitor:
+    """ZeroMQ's socket monitor, read from the loop like ``Channel``: ``on_event(event, endpoint)``
+    for each of ``events`` (``zmq.EVENT_*`` flags). Only a ROUTER's peers' fds travel in
+    these events, never routing ids, so callers probe rather than map (libzmq without DRAFT).
+
+    Resource handling: ``close()`` before closing the watched socket; it removes the reader,
+    stops monitoring and closes the monitor's PAIR socket (linger 0)."""
+
+    def __init__(self, sock: zmq.Socket[Any], events: int, on_event: OnMonitorEvent) -> None:
+        self._sock = sock
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._pair = sock.get_monitor_socket(events)
+        self._fd = self._pair.getsockopt(zmq.FD)
+        self._closed = False
+        self._loop.add_reader(self._fd, self._drain)
+        self._loop.call_soon(self._drain)  # events queued before the reader was added
+
+    def _drain(self) -> None:
+        n = 0
+        while not self._closed and n < MAX_MESSAGES_PER_WAKEUP:
+            try:
+                frames = self._pair.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError as exc:
+                log.debug("monitor receive failed: %s", exc)
+                return
+            n += 1
+            try:
+                message = parse_monitor_message(frames)
+            except (ValueError, TypeError, IndexError, struct_error) as exc:
+                log.debug("unreadable monitor message: %s", exc)
+                continue
+            endpoint = message.get("endpoint", b"")
+            if isinstance(endpoint, bytes):
+                endpoint = endpoint.decode(errors="replace")
+            self._on_event(int(message["event"]), endpoint)
+        if not self._closed:
+            self._loop.call_soon(self._drain)  # more may be waiting: yield first
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self._fd)
+        try:
+            self._sock.disable_monitor()
+        except zmq.ZMQError:
+            pass  # the socket is already closed
+        self._pair.close(linger=0)
 
 
 def _split_batch(events: list[Any]) -> list[list[Any]]:

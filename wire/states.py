@@ -156,7 +156,11 @@ _WS_TABLE: dict[tuple[WsState, type], WsState] = {
 
 
 class WsTracker:
-    """One WebSocket stream; a denial response is delegated to a ResponseTracker."""
+    """One WebSocket stream; a denial response is delegated to a ResponseTracker.
+
+    ``resumed``: the stream was opened by WS_RESUME (feature "handoff"), so it is
+    OPEN at once -- the client's handshake happened on the stream it replaces.
+    """
 
     __slots__ = ("state", "denial")
 

@@ -267,4 +267,37 @@ async def ws_slow_reader(scope: dict[str, Any], receive: Any, send: Any, query: 
         await asyncio.sleep(delay)
 
 
-WS_ROUTES = {"/ws/echo": ws_echo, "/ws/reject": ws_reject, "/ws/deny": ws_deny, "/ws/slow-reader": ws_slow_reader}
+async def ws_handoff(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Echo that opts in to zasgi.websocket.handoff: text T -> "N:PID:T", N counting the texts seen
+    over the whole session (carried across workers in the handoff state). Text "scope" -> the
+    extension's value as JSON (not counted). ?delay: seconds to think before each reply."""
+    delay = float(query.get("delay", 0))
+    assert (await receive())["type"] == "websocket.connect"
+    extension = scope["extensions"].get("zasgi.websocket.handoff")
+    n = int(((extension or {}).get("state") or {}).get("n", 0))
+    await send({"type": "websocket.accept", "zasgi.websocket.handoff": True})
+    while True:
+        message = await receive()
+        if message["type"] == "zasgi.websocket.handoff":
+            await send({"type": "zasgi.websocket.handoff", "state": {"n": n}})
+            return
+        if message["type"] == "websocket.disconnect":
+            _record("ws-disconnects", f"{query.get('tag', '-')}:{message['code']}")
+            return
+        text = message.get("text")
+        if text == "scope":
+            await send({"type": "websocket.send", "text": json.dumps(_jsonable(extension))})
+        elif text is not None:
+            n += 1
+            if delay:
+                await asyncio.sleep(delay)
+            await send({"type": "websocket.send", "text": f"{n}:{os.getpid()}:{text}"})
+
+
+WS_ROUTES = {
+    "/ws/echo": ws_echo,
+    "/ws/reject": ws_reject,
+    "/ws/deny": ws_deny,
+    "/ws/slow-reader": ws_slow_reader,
+    "/ws/handoff": ws_handoff,
+}

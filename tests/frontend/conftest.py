@@ -91,7 +91,7 @@ async def start_frontend(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIter
         if task.done():
             task.result()  # raises what serve() raised
         line = ready.result()  # zasgi-ready frontend http://H:P backend=E
-        _, _, url, backend = line.split(" ")
+        _, _, url, backend = line.split(" ")[:4]  # admin=URL may follow
         fe = Frontend(config, url, backend.removeprefix("backend="), shutdown, task)
         running.append(fe)
         return fe

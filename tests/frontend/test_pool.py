@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from frontend.pool import Pool, WorkerRecord
+from frontend.pool import Pool, ProbePlan, WorkerRecord
 from wire.states import WorkerState
 
 
@@ -122,3 +122,35 @@ def test_remove_is_idempotent() -> None:
     assert pool.remove(b"a") is not None
     assert pool.remove(b"a") is None
     assert pool.ready_count() == 0
+
+
+# ---------------------------------------------------------------- ProbePlan
+
+
+def test_probe_plan_asks_for_probes_after_each_disconnect() -> None:
+    plan = ProbePlan((0.0, 0.05, 0.25), merge_s=0.02)
+    assert plan.next_at() is None and not plan.take_due(100.0)
+    plan.disconnected(10.0)
+    assert plan.next_at() == 10.0
+    assert plan.take_due(10.0)
+    assert plan.next_at() == pytest.approx(10.05)
+    assert not plan.take_due(10.04)
+    assert plan.take_due(10.3)  # two overdue probes are one probe
+    assert plan.next_at() is None and len(plan) == 0
+
+
+def test_probe_plan_merges_a_burst_of_disconnects() -> None:
+    plan = ProbePlan((0.0, 0.05, 0.25), merge_s=0.02)
+    for i in range(10):  # ten workers restarted at once: still three probes
+        plan.disconnected(10.0 + i * 0.001)
+    assert len(plan) == 3
+    plan.disconnected(10.26)  # later: its 0 ms probe merges with the pending 250 ms one
+    assert len(plan) == 5
+
+
+def test_probe_plan_disconnect_after_a_probe_ran_gets_a_fresh_probe() -> None:
+    plan = ProbePlan((0.0,), merge_s=0.02)
+    plan.disconnected(5.0)
+    assert plan.take_due(5.0)
+    plan.disconnected(5.01)  # within merge_s of a probe that already ran: must not be merged
+    assert plan.next_at() == pytest.approx(5.01)

@@ -46,11 +46,13 @@ class Server:
         return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.procs)
 
 
-def start_run(tmp: Path, *extra: str, workers: int = 2, env: dict[str, str] | None = None) -> Server:
+def start_run(
+    tmp: Path, *extra: str, workers: int = 2, env: dict[str, str] | None = None, app: str = PROBE
+) -> Server:
     probe_dir = tmp / "probe"
     probe_dir.mkdir(exist_ok=True)
     env = {"PROBE_DIR": str(probe_dir), **(env or {})}
-    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", str(workers), *extra), tmp, env)
+    proc = Proc("run", zasgi("run", app, "--port", "0", "--workers", str(workers), *extra), tmp, env)
     server = Server("", probe_dir, [proc])
     try:
         server.url = proc.wait_for(READY_RUN, 60).group(1)
@@ -60,7 +62,9 @@ def start_run(tmp: Path, *extra: str, workers: int = 2, env: dict[str, str] | No
     return server
 
 
-def start_split(tmp: Path, *, appservers: int = 2, env: dict[str, str] | None = None) -> Server:
+def start_split(
+    tmp: Path, *, appservers: int = 2, env: dict[str, str] | None = None, app: str = PROBE
+) -> Server:
     probe_dir = tmp / "probe"
     probe_dir.mkdir(exist_ok=True)
     env = {"PROBE_DIR": str(probe_dir), **(env or {})}
@@ -71,7 +75,7 @@ def start_split(tmp: Path, *, appservers: int = 2, env: dict[str, str] | None = 
         server.procs.append(fe)
         server.url = fe.wait_for(READY_FRONTEND, 60).group(1)
         for i in range(appservers):
-            proc = Proc(f"appserver{i}", zasgi("appserver", PROBE, "--connect", backend), tmp, env)
+            proc = Proc(f"appserver{i}", zasgi("appserver", app, "--connect", backend), tmp, env)
             server.procs.append(proc)
         for proc in server.procs[1:]:
             proc.wait_for(READY_APPSERVER, 60)

@@ -1,0 +1,188 @@
+"""Request ids, the access log and its hook: one call per finished request, cheap when the log is off.
+
+Theory of operation. aiohttp's low-level server calls its access logger after
+every response it finished writing (``finish_response``), with the request,
+the response and the seconds since the request's head was parsed; that is our
+one hook where a request ends (``hook_class``). It always feeds the metrics
+(a few counter increments) and, only when the access log is on and the
+``zasgi.access`` logger is enabled for INFO (decided once, at start), formats
+one line. A request whose handler was cancelled because the client vanished
+before any response is not seen (aiohttp logs nothing for it either). A
+WebSocket is seen once, when its session ends, with status 101.
+
+Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
+(so a proxy's id carries through), anything else is replaced by 16 random hex
+digits. The bridges put it in REQUEST's / WS_CONNECT's ``ext`` map (the app
+server tags its log lines with it), in the response header ``x-request-id``,
+and on the request (``REQUEST_ID``) for this log; they also note the worker
+the request was sent to (``WORKER``, a ``WorkerRecord``).
+
+Formats: ``text`` is nginx/Apache "combined" plus request id, worker id and
+duration; ``json`` is one object per line. Both go to stdout (as uvicorn's
+access log); everything else the front end logs goes to stderr, as JSON lines
+too with ``--log-format json`` (``configure``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import sys
+import time
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .pool import WorkerRecord
+
+ACCESS_LOGGER = "zasgi.access"
+_Key: Any = getattr(web, "RequestKey", lambda name, kind: name)  # typed keys from aiohttp 3.12 on
+REQUEST_ID = _Key("zasgi.request_id", str)  # request[...] keys, set by the bridges
+WORKER: web.RequestKey[WorkerRecord | None] = _Key("zasgi.worker", object)
+STARTED = _Key("zasgi.started", float)  # perf_counter(): uvloop's clock ticks in whole ms
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
+
+_VALID_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")  # uuids, hex, base64, dotted trace ids
+_UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\U0010ffff]')  # what must not reach a log line raw
+_getrandbits = random.getrandbits
+
+
+def request_id(request: web.BaseRequest) -> str:
+    """The client's (or proxy's) X-Request-ID if well-formed, else a new random one."""
+    given = request.headers.get("X-Request-ID")
+    if given is not None and _VALID_ID.fullmatch(given):
+        return given
+    return f"{_getrandbits(64):016x}"  # not a secret: uniqueness is all that matters
+
+
+class AccessLog:
+    """What happens when a request ends: metrics always, a log line when enabled."""
+
+    def __init__(self, metrics: Metrics, *, enabled: bool = True, log_format: str = "text") -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self.metrics = metrics
+        self.enabled = enabled and self.logger.isEnabledFor(logging.INFO)
+        self._line = self._json if log_format == "json" else self._combined
+        self._stamp_second = -1
+        self._stamp = ""
+
+    def finished(self, request: web.BaseRequest, response: web.StreamResponse, duration_s: float) -> None:
+        started = request.get(STARTED)
+        if started is not None:  # else a request our handler never saw (a parse error): aiohttp's time
+            duration_s = perf_counter() - started
+        bytes_in = request.content.total_bytes
+        bytes_out = response.body_length
+        if isinstance(response, web.WebSocketResponse):
+            self.metrics.websocket_ended()
+        else:
+            self.metrics.request_ended(response.status, duration_s, bytes_in, bytes_out)
+        if self.enabled:
+            self.logger.info(self._line(request, response.status, bytes_out, duration_s))
+
+    # ------------------------------------------------------------ formats
+
+    def _combined(self, request: web.BaseRequest, status: int, bytes_out: int, duration_s: float) -> str:
+        headers = request.headers
+        version = request.version
+        line = f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}"
+        return (
+            f'{request.remote or "-"} - - [{self._now()}] "{_safe(line)}" {status} {bytes_out} '
+            f'"{_safe(headers.get("Referer", "-"))}" "{_safe(headers.get("User-Agent", "-"))}" '
+            f"rid={request.get(REQUEST_ID, '-')} worker={_worker_id(request)} dur={duration_s:.6f}"
+        )
+
+    @staticmethod
+    def _json(request: web.BaseRequest, status: int, bytes_out: int, duration_s: float) -> str:
+        headers = request.headers
+        version = request.version
+        return json.dumps(
+            {
+                "time": time.time(),
+                "client": request.remote,
+                "method": request.method,
+                "path": request.raw_path,
+                "http_version": f"{version.major}.{version.minor}",
+                "status": status,
+                "bytes_in": request.content.total_bytes,
+                "bytes_out": bytes_out,
+                "duration_s": round(duration_s, 6),
+                "request_id": request.get(REQUEST_ID),
+                "worker": _worker_id(request) if request.get(WORKER) is not None else None,
+                "referer": headers.get("Referer"),
+                "user_agent": headers.get("User-Agent"),
+            },
+            separators=(",", ":"),
+        )
+
+    def _now(self) -> str:
+        now = int(time.time())
+        if now != self._stamp_second:  # strftime once a second, not once a request
+            self._stamp_second = now
+            self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
+        return self._stamp
+
+
+def hook_class(access: AccessLog) -> type[AbstractAccessLogger]:
+    """The class ``web.Server(access_log_class=...)`` instantiates per connection, bound to ``access``."""
+
+    class _Hook(AbstractAccessLogger):
+        __slots__ = ()
+
+        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            try:
+                access.finished(request, response, time)
+            except Exception:  # a bug here must not cost the connection
+                logging.getLogger(__name__).exception("access log hook failed")
+
+    return _Hook
+
+
+def _worker_id(request: web.BaseRequest) -> str:
+    record = request.get(WORKER)
+    return "-" if record is None else record.worker_id
+
+
+def _safe(text: str) -> str:
+    """Escape quotes, backslashes and control or non-ASCII characters (log injection)."""
+    if _UNSAFE.search(text) is None:
+        return text
+    return json.dumps(text)[1:-1]  # \" \\ \n \u00e9 ...
+
+
+# ---------------------------------------------------------------- setup (CLI only)
+
+
+class JsonFormatter(logging.Formatter):
+    """Every other log record as one JSON object per line (``--log-format json``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": record.created,
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"), default=str)
+
+
+def configure(level: str, log_format: str) -> None:
+    """The front end's logging: records to stderr (text or JSON), access lines to stdout."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    access = logging.getLogger(ACCESS_LOGGER)
+    access_handler = logging.StreamHandler(sys.stdout)
+    access_handler.setFormatter(logging.Formatter("%(message)s"))  # the line is formatted already
+    access.addHandler(access_handler)
+    access.propagate = False

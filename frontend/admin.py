@@ -1,0 +1,149 @@
+"""The admin endpoint: a small aiohttp app on its own port (loopback by default).
+
+    GET /healthz   200 while the process serves (liveness)
+    GET /readyz    200 with at least one READY worker, else 503 (also once shutdown began)
+    GET /metrics   Prometheus text (or OpenMetrics, by Accept) via prometheus_client
+    GET /workers   JSON: this front end and its workers (what ``zasgi status`` shows)
+
+Kept apart from the client-facing listener so that probes and scrapes never
+wait behind client traffic, are never exposed with it, and never appear in
+the access log or the request metrics. Everything is read from the
+dispatcher when asked; nothing here runs between requests.
+
+A port given by the operator that cannot be bound stops the front end (one
+line); the default one (``Admin.required`` false) only turns the endpoint off,
+with a warning, so several front ends on one host do not fight over it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from .config import Admin as AdminConfig
+from .metrics import Metrics
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+
+class Admin:
+    def __init__(self, config: AdminConfig | None, dispatcher: Dispatcher, metrics: Metrics) -> None:
+        self._config = config
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._runner: web.AppRunner | None = None
+        self._started = time.monotonic()
+        self._stopping = False
+        self.url: str | None = None  # once started
+        self.http_url = ""  # the client-facing URL, shown in /workers
+
+    async def start(self) -> str | None:
+        """Bind and serve; the admin URL, or None when off.
+
+        Raises:
+            OSError: a required port cannot be bound.
+        """
+        config = self._config
+        if config is None:
+            return None
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics_page)
+        app.router.add_get("/workers", self._workers)
+        app.router.add_get("/", self._index)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            if config.required:
+                raise OSError(
+                    exc.errno, f"admin endpoint {config.host}:{config.port}: {exc.strerror}"
+                ) from None
+            log.warning("admin endpoint off: cannot bind %s:%d (%s); pass --admin-port",
+                        config.host, config.port, exc.strerror)  # fmt: skip
+            return None
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        log.info("admin endpoint on %s", self.url)
+        return self.url
+
+    def shutting_down(self) -> None:
+        """From now on /readyz says 503: load balancers stop sending while we drain."""
+        self._stopping = True
+
+    async def stop(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    # ------------------------------------------------------------ handlers
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self._stopping:
+            return web.Response(status=503, text="shutting down\n")
+        ready = self._dispatcher.pool.ready_count()
+        if not ready:
+            return web.Response(status=503, text="no ready worker\n")
+        return web.Response(text=f"ready: {ready} worker{'s' if ready > 1 else ''}\n")
+
+    async def _metrics_page(self, request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(self._metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _workers(self, request: web.Request) -> web.Response:
+        return web.json_response(self.snapshot())
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text="zasgi front end admin: /healthz /readyz /metrics /workers\n")
+
+    def snapshot(self) -> dict[str, Any]:
+        """This front end and its workers, as /workers returns them."""
+        d = self._dispatcher
+        now = asyncio.get_running_loop().time()
+        return {
+            "frontend": {
+                "id": d.frontend_id,
+                "url": self.http_url,
+                "backend": d.endpoint,
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                "queue": {"http": len(d.slots), "websocket": len(d.ws_slots)},
+                "streams_open": d.streams_open,
+                "ready": not self._stopping and d.pool.ready_count() > 0,
+            },
+            "workers": [_worker(record, now) for record in d.pool],
+        }
+
+
+def _worker(record: Any, now: float) -> dict[str, Any]:
+    info = record.info if isinstance(record.info, dict) else {}
+    joined = record.welcomed_at
+    return {
+        "id": record.worker_id,
+        "host": str(info.get("host", "")),
+        "pid": record.pid,
+        "app": str(info.get("app", "")),
+        "state": record.state.value,
+        "in_flight": record.in_flight,
+        "capacity": record.capacity,
+        "ws_in_flight": record.ws_in_flight,
+        "ws_capacity": record.ws_capacity,
+        "uptime_s": round(now - joined, 3) if joined is not None else 0.0,  # since it joined us
+        "served": record.served,
+        "features": sorted(record.features),
+    }

@@ -1,0 +1,154 @@
+"""The access log: request ids, both formats with their fields, one line per request in process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from typing import Any
+from unittest import mock
+
+import httpx
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from frontend import access_log as al
+
+pytestmark = pytest.mark.timeout(30)
+
+Q = r'"((?:[^"\\]|\\.)*)"'  # a quoted field, escapes allowed
+COMBINED = re.compile(
+    rf"^(?P<client>\S+) - - \[(?P<time>[^\]]+)\] {Q} (?P<status>\d{{3}}) (?P<bytes>\d+) {Q} {Q} "
+    r"rid=(?P<rid>\S+) worker=(?P<worker>\S+) dur=(?P<dur>[\d.]+)$"
+)
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def request_ended(self, *args: Any) -> None:
+        self.calls.append(("http", *args))
+
+    def websocket_ended(self) -> None:
+        self.calls.append(("ws",))
+
+
+class _Worker:
+    worker_id = "host-42-abc"
+
+
+def _request(headers: dict[str, str] | None = None, path: str = "/a?b=1") -> web.BaseRequest:
+    request = make_mocked_request("GET", path, headers=headers or {})
+    request[al.REQUEST_ID] = "rid-1"
+    request[al.WORKER] = _Worker()  # type: ignore[assignment]
+    return request
+
+
+def _response(status: int = 200, length: int = 123) -> web.StreamResponse:
+    resp = web.Response(status=status)
+    resp._body_length = length  # what aiohttp sets once the response is written
+    return resp
+
+
+@pytest.fixture
+def access_logger() -> Any:
+    logger = logging.getLogger(al.ACCESS_LOGGER)
+    with (
+        mock.patch.object(logger, "isEnabledFor", return_value=True),
+        mock.patch.object(logger, "info") as info,
+    ):
+        yield info
+
+
+def test_request_id_kept_when_well_formed_else_made() -> None:
+    for given in ("abc", "0f" * 16, "4bf92f3577b34da6a3ce929d0e0e4736", "Root=1-5759e988", "a.b:c/d+e=@f"):
+        assert al.request_id(make_mocked_request("GET", "/", headers={"X-Request-ID": given})) == given
+    for bad in ("", "has space", "semi;colon", "x" * 129, 'quote"', "new\\nline", "é"):
+        made = al.request_id(make_mocked_request("GET", "/", headers={"X-Request-ID": bad}))
+        assert made != bad and re.fullmatch(r"[0-9a-f]{16}", made)
+    plain = make_mocked_request("GET", "/")
+    assert len({al.request_id(plain) for _ in range(1000)}) == 1000
+
+
+def test_combined_line_has_the_fields(access_logger: Any) -> None:
+    metrics = _Metrics()
+    log = al.AccessLog(metrics, log_format="text")  # type: ignore[arg-type]
+    request = _request({"User-Agent": 'curl "8"', "Referer": "http://r/"})
+    log.finished(request, _response(201, 77), 0.0123)
+    (line,), _ = access_logger.call_args
+    m = COMBINED.match(line)
+    assert m, line
+    assert m[3] == "GET /a?b=1 HTTP/1.1" and (m["status"], m["bytes"]) == ("201", "77")
+    assert m[6] == "http://r/" and m[7] == 'curl \\"8\\"'  # quotes escaped, not closing the field
+    assert (m["rid"], m["worker"]) == ("rid-1", "host-42-abc")
+    assert float(m["dur"]) > 0
+    assert metrics.calls == [("http", 201, pytest.approx(float(m["dur"]), abs=1e-5), 0, 77)]
+
+
+def test_control_characters_in_the_path_are_escaped(access_logger: Any) -> None:
+    log = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
+    log.finished(_request(path='/x"\x1b[31m'), _response(), 0.001)
+    (line,), _ = access_logger.call_args
+    assert "\x1b" not in line and '\\"' in line and COMBINED.match(line)
+
+
+def test_json_line_has_the_fields(access_logger: Any) -> None:
+    log = al.AccessLog(_Metrics(), log_format="json")  # type: ignore[arg-type]
+    log.finished(_request({"User-Agent": "ua"}), _response(404, 9), 0.5)
+    (line,), _ = access_logger.call_args
+    entry = json.loads(line)
+    assert entry["method"] == "GET" and entry["path"] == "/a?b=1" and entry["http_version"] == "1.1"
+    assert (entry["status"], entry["bytes_out"], entry["bytes_in"]) == (404, 9, 0)
+    assert (entry["request_id"], entry["worker"], entry["user_agent"]) == ("rid-1", "host-42-abc", "ua")
+    assert entry["duration_s"] > 0 and entry["time"] > 0 and entry["referer"] is None
+
+
+def test_disabled_log_writes_nothing_but_metrics_still_count(access_logger: Any) -> None:
+    metrics = _Metrics()
+    log = al.AccessLog(metrics, enabled=False)  # type: ignore[arg-type]
+    log.finished(_request(), _response(), 0.001)
+    access_logger.assert_not_called()
+    assert len(metrics.calls) == 1
+
+
+def test_log_level_above_info_disables_it() -> None:
+    logger = logging.getLogger(al.ACCESS_LOGGER)
+    with mock.patch.object(logger, "isEnabledFor", return_value=False):
+        assert not al.AccessLog(_Metrics()).enabled  # type: ignore[arg-type]
+
+
+def test_hook_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    access = mock.Mock(finished=mock.Mock(side_effect=RuntimeError("bug")))
+    hook = al.hook_class(access)(logging.getLogger(al.ACCESS_LOGGER), "")
+    hook.log(_request(), _response(), 0.1)
+    assert "access log hook failed" in caplog.text
+
+
+def test_json_formatter_for_other_records() -> None:
+    record = logging.LogRecord("frontend.x", logging.WARNING, __file__, 1, "hello %s", ("world",), None)
+    entry = json.loads(al.JsonFormatter().format(record))
+    assert (
+        entry["message"] == "hello world" and entry["level"] == "warning" and entry["logger"] == "frontend.x"
+    )
+
+
+async def test_one_line_per_request_in_process(
+    start_frontend: Any, worker_for: Any, access_logger: Any
+) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe)
+    async with httpx.AsyncClient() as http:
+        pending = asyncio.ensure_future(
+            http.post(fe.url + "/up", content=b"abc", headers={"X-Request-ID": "r-7"})
+        )
+        req = await w.request()
+        w.respond(req.stream_id, 202, (), b"done")
+        assert (await pending).status_code == 202
+    (call,) = access_logger.call_args_list
+    m = COMBINED.match(call.args[0])
+    assert m, call
+    assert m[3] == "POST /up HTTP/1.1" and m["status"] == "202" and m["rid"] == "r-7"
+    assert m["worker"] == w.worker_id

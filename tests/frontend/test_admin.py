@@ -1,0 +1,221 @@
+"""The admin endpoint in process: health, readiness, metrics that move with traffic, /workers, request ids."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import zmq
+from prometheus_client.parser import text_string_to_metric_families
+
+from frontend import config as cfg
+from frontend.server import serve
+from tests.frontend.conftest import Frontend, make_config
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@contextlib.asynccontextmanager
+async def _answering(worker: Any, status: int = 200, body: bytes = b"hello") -> AsyncIterator[list[Any]]:
+    """A task that answers every request ``worker`` gets; yields the REQUESTs seen."""
+    seen: list[Any] = []
+
+    async def loop() -> None:
+        while True:
+            req = await worker.request(timeout=30)
+            seen.append(req)
+            worker.respond(req.stream_id, status, ((b"content-type", b"text/plain"),), body)
+
+    task = asyncio.ensure_future(loop())
+    try:
+        yield seen
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+
+
+async def test_healthz_and_readyz_follow_the_workers(start_admin: Any, worker_for: Any) -> None:
+    fe, admin = await start_admin()
+    async with httpx.AsyncClient(base_url=admin) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        resp = await client.get("/readyz")
+        assert resp.status_code == 503 and "no ready worker" in resp.text
+        await worker_for(fe)
+        resp = await client.get("/readyz")
+        assert resp.status_code == 200 and "ready: 1 worker" in resp.text
+
+
+async def test_metrics_move_with_traffic(start_admin: Any, worker_for: Any) -> None:
+    fe, admin = await start_admin()
+    w = await worker_for(fe)
+    n = 7
+    async with httpx.AsyncClient(base_url=admin) as client:
+        before = _samples((await client.get("/metrics")).text)
+        async with _answering(w), httpx.AsyncClient() as http:
+            for _ in range(n):
+                resp = await http.post(fe.url + "/x", content=b"12345")
+                assert resp.status_code == 200 and resp.text == "hello"
+        resp = await client.get("/metrics")
+        assert resp.headers["content-type"].startswith("text/plain")
+        after = _samples(resp.text)
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    assert delta("zasgi_http_requests_total", status="200") == n
+    assert delta("zasgi_http_request_duration_seconds_count") == n
+    assert delta("zasgi_queue_wait_seconds_count") == n
+    assert delta("zasgi_http_received_bytes_total") == 5 * n
+    assert delta("zasgi_http_sent_bytes_total") > 5 * n  # heads included
+    assert after[("zasgi_workers", (("state", "ready"),))] == 1
+    assert after[("zasgi_worker_joins_total", ())] == 1
+    assert after[("zasgi_http_capacity", ())] == w.capacity
+    assert after[("zasgi_http_requests_in_flight", ())] == 0
+    assert after[("zasgi_queue_depth", (("kind", "http"),))] == 0
+
+
+async def test_no_worker_503_counts_its_wait_and_a_lost_worker_counts(
+    start_admin: Any, worker_for: Any
+) -> None:
+    fe, admin = await start_admin(queue=cfg.Queue(size=10, timeout_s=0.2))
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(fe.url + "/nobody")
+        assert resp.status_code == 503 and resp.headers["x-request-id"]
+        w = await worker_for(fe)
+        w.close()  # kill: the front end notices the disconnect (or the silence)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while loop.time() < deadline:
+            text = (await http.get(admin + "/metrics")).text
+            if _samples(text)[("zasgi_worker_losses_total", ())] == 1:
+                break
+            await asyncio.sleep(0.05)
+    samples = _samples(text)
+    assert samples[("zasgi_http_requests_total", (("status", "503"),))] == 1
+    assert samples[("zasgi_queue_wait_seconds_bucket", (("le", "0.1"),))] == 0  # it waited the timeout
+    assert samples[("zasgi_queue_wait_seconds_count", ())] == 1
+    assert samples[("zasgi_worker_joins_total", ())] == 1
+    assert samples[("zasgi_worker_losses_total", ())] == 1
+    assert samples[("zasgi_workers", (("state", "ready"),))] == 0
+
+
+async def test_workers_json(start_admin: Any, worker_for: Any) -> None:
+    fe, admin = await start_admin()
+    w = await worker_for(fe, capacity=5)
+    async with _answering(w), httpx.AsyncClient() as http:
+        for _ in range(3):
+            assert (await http.get(fe.url + "/")).status_code == 200
+        data = (await http.get(admin + "/workers")).json()
+    assert data["frontend"]["url"] == fe.url
+    assert data["frontend"]["backend"] == fe.endpoint
+    assert data["frontend"]["ready"] is True
+    [worker] = data["workers"]
+    assert worker["id"] == w.worker_id
+    assert worker["state"] == "ready"
+    assert (worker["capacity"], worker["in_flight"], worker["served"]) == (5, 0, 3)
+    assert worker["uptime_s"] >= 0
+    assert {"host", "pid", "ws_in_flight", "ws_capacity", "features"} <= set(worker)
+
+
+async def test_request_id_kept_or_made_and_sent_back(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe)
+    async with _answering(w) as seen, httpx.AsyncClient() as http:
+        given = await http.get(fe.url + "/", headers={"X-Request-ID": "trace-1.2:3"})
+        made = await http.get(fe.url + "/")
+        bad = await http.get(fe.url + "/", headers={"X-Request-ID": "no spaces allowed"})
+    assert given.headers["x-request-id"] == "trace-1.2:3" == seen[0].ext["request_id"]
+    assert made.headers["x-request-id"] == seen[1].ext["request_id"]
+    assert len(made.headers["x-request-id"]) == 16 and int(made.headers["x-request-id"], 16) >= 0
+    assert bad.headers["x-request-id"] == seen[2].ext["request_id"] != "no spaces allowed"
+
+
+async def test_the_apps_own_request_id_header_wins(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe)
+    async with httpx.AsyncClient() as http:
+        pending = asyncio.ensure_future(http.get(fe.url + "/"))
+        req = await w.request()
+        w.respond(req.stream_id, 200, ((b"X-Request-Id", b"from-app"),), b"")
+        resp = await pending
+    assert resp.headers.get_list("x-request-id") == ["from-app"]
+
+
+async def test_readyz_503_once_shutdown_begins(start_admin: Any, worker_for: Any) -> None:
+    fe, admin = await start_admin()
+    await worker_for(fe)
+    async with httpx.AsyncClient() as http:
+        pending = asyncio.ensure_future(http.get(fe.url + "/slow"))  # keeps the drain going
+        req = await fe.workers[0].request()
+        fe.shutdown.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while loop.time() < deadline:
+            resp = await http.get(admin + "/readyz")
+            if resp.status_code == 503:
+                break
+            await asyncio.sleep(0.02)
+        assert resp.status_code == 503 and "shutting down" in resp.text
+        fe.workers[0].respond(req.stream_id, 200, (), b"done")
+        assert (await pending).status_code == 200
+
+
+async def test_busy_admin_port(start_admin: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"admin endpoint 127.0.0.1:{port}"):
+            await start_admin(admin=cfg.Admin(port=port))
+        fe, admin = await start_admin(
+            admin=cfg.Admin(port=port, required=False), queue=cfg.Queue(size=10, timeout_s=0.1)
+        )  # a defaulted port: just off
+        assert admin is None
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(fe.url + "/")).status_code == 503  # serving all the same
+
+
+@pytest.fixture
+async def start_admin(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[Any]:
+    """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None); conftest's, plus admin."""
+    running: list[Frontend] = []
+
+    async def start(**overrides: Any) -> tuple[Frontend, str | None]:
+        overrides.setdefault("admin", cfg.Admin(port=0))
+        config = make_config(tmp_path, **overrides)
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        shutdown = asyncio.Event()
+        task = asyncio.ensure_future(
+            serve(config, ready=ready.set_result, shutdown=shutdown, zmq_context=zmq_ctx)
+        )
+        await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # raises what serve() raised
+        fields = ready.result().split(" ")
+        admin = fields[4].removeprefix("admin=") if len(fields) > 4 else None
+        fe = Frontend(config, fields[2], fields[3].removeprefix("backend="), shutdown, task)
+        running.append(fe)
+        return fe, admin
+
+    yield start
+    for fe in running:
+        for worker in fe.workers:
+            worker.close()
+        fe.shutdown.set()
+        await asyncio.wait_for(fe.task, 10)

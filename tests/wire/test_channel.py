@@ -1,0 +1,93 @@
+"""wire.channel: what a ROUTER learns about peers that are gone (unsent events, monitor)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from wire import events as ev
+from wire.channel import Channel, SocketMonitor, configure_dealer, configure_router
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+async def _until(predicate: Any, timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def _router(ctx: zmq.Context[Any], tmp_path: Path, **callbacks: Any) -> Channel:
+    sock = ctx.socket(zmq.ROUTER)
+    configure_router(sock)
+    sock.bind(f"ipc://{tmp_path}/r.sock")
+    ignore = lambda *args: None  # noqa: E731
+    return Channel(sock, routed=True, on_events=ignore, on_bad_message=ignore, **callbacks)
+
+
+async def test_unreachable_peer_gets_back_every_unsent_event(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    failed: list[tuple[bytes, list[Any]]] = []
+    channel = _router(ctx, tmp_path, on_unreachable=lambda peer, events: failed.append((peer, events)))
+    sent = [ev.Request(7, "POST", "http", "1.1", b"/", b"", "", (), None, None, b"x", False, False, {}),
+            ev.Body(3, b"y" * 700_000, True), ev.Body(3, b"z" * 700_000, False)]  # fmt: skip
+    for event in sent:
+        channel.post(event, b"ghost")  # two messages: split at ~1 MiB of payload
+    await _until(lambda: bool(failed))
+    assert failed == [(b"ghost", sent)]
+    channel.close()
+
+
+async def test_discard_returns_what_never_left(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    failed: list[Any] = []
+    channel = _router(ctx, tmp_path, on_unreachable=lambda peer, events: failed.append(peer))
+    channel.post(ev.Heartbeat(), b"gone")
+    channel.post(ev.Credit(5, 10), b"gone")
+    channel.post(ev.Heartbeat(), b"other")
+    assert channel.discard(b"gone") == [ev.Heartbeat(), ev.Credit(5, 10)]
+    assert channel.discard(b"gone") == []
+    await _until(lambda: bool(failed))
+    await asyncio.sleep(0.05)
+    assert failed == [b"other"]  # "gone" was never sent, so never failed
+    channel.close()
+
+
+async def test_monitor_sees_a_peer_connection_drop(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    seen: list[int] = []
+    router = ctx.socket(zmq.ROUTER)
+    configure_router(router)
+    monitor = SocketMonitor(router, zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED, lambda e, _: seen.append(e))
+    router.bind(f"ipc://{tmp_path}/m.sock")
+    dealer = ctx.socket(zmq.DEALER)
+    configure_dealer(dealer, routing_id=b"w")
+    dealer.connect(f"ipc://{tmp_path}/m.sock")
+    await _until(lambda: zmq.EVENT_ACCEPTED in seen)
+    dealer.close(linger=0)  # as a killed process's connection
+    await _until(lambda: zmq.EVENT_DISCONNECTED in seen)
+    monitor.close()
+    monitor.close()  # idempotent
+    router.close(linger=0)
+
+
+def test_dealer_reconnects_quickly() -> None:
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        configure_dealer(sock, routing_id=b"w")
+        assert sock.getsockopt(zmq.RECONNECT_IVL) == 100
+        assert 0 < sock.getsockopt(zmq.RECONNECT_IVL_MAX) <= 1000
+    finally:
+        sock.close(linger=0)
+        ctx.term()
