@@ -88,7 +88,8 @@ class Dispatcher:
         self._channel: Channel | None = None
         self._monitor: SocketMonitor | None = None
         self._probes = ProbePlan()
-        self._probe_timer: asyncio.TimerHandle | None = None
+        self._probe_timer: asyncio.Handle | None = None
+        self._probe_at = 0.0  # when _probe_timer fires
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
         self.slots = SlotQueue(self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s)
@@ -329,9 +330,11 @@ class Dispatcher:
             return
         timer = self._probe_timer
         if timer is not None:
-            if timer.when() <= at:
+            if self._probe_at <= at:
                 return
             timer.cancel()
+        # uvloop returns a plain Handle (no .when()) for a time within a millisecond: keep our own.
+        self._probe_at = at
         self._probe_timer = self._loop.call_at(at, self._probe)
 
     def _probe(self) -> None:

@@ -219,6 +219,10 @@ class HttpBridge:
             stream.reset(ResetCode.PROTOCOL_ERROR, f"bad response head: {exc}")
             log.warning("stream %d: worker sent a bad response head: %s", stream.stream_id, exc)
             return error_response(502, close=True)
+        except ConnectionError:  # the client left before the status line: as in the body below
+            log.debug("client went away before stream %d's response", stream.stream_id)
+            stream.phase = Phase.FAILED
+            return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
         stream.phase = Phase.RESPONDING
         try:
             if await self._body(request, stream, resp, start, empty):

@@ -214,6 +214,10 @@ class WsBridge:
             stream.reset(ResetCode.PROTOCOL_ERROR, f"bad accept headers: {exc}")
             log.warning("stream %d: worker sent bad WebSocket accept headers: %s", stream.stream_id, exc)
             return error_response(502, close=True)
+        except ConnectionError:  # the client left before its 101: handle()'s finish() tells the worker
+            log.debug("client went away before WebSocket stream %d opened", stream.stream_id)
+            stream.phase = WsPhase.FAILED
+            return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
         if stream.phase is WsPhase.CONNECTING:  # (already HANDING_OFF if the worker handed it off at once)
             stream.phase = WsPhase.OPEN
         pump = asyncio.get_running_loop().create_task(_pump(ws, stream, self._settings.max_message_bytes))

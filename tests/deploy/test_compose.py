@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.helpers.processes import Proc, free_tcp_port, zasgi
 
 from .roles import REPO, SUPERVISOR_MARGIN_S, check_env, duration_s, tcp_host_port
 
@@ -51,7 +56,8 @@ def test_appserver_scales_and_finds_every_front_end_by_name(services: dict[str, 
     app = services["appserver"]
     for key in ("ports", "container_name", "hostname"):  # any of these stops --scale
         assert key not in app, key
-    assert app["depends_on"] == {"frontend": {"condition": "service_healthy"}}
+    # started, not healthy: the front end is healthy only once a worker joined it
+    assert app["depends_on"] == {"frontend": {"condition": "service_started"}}
     config = check_env("appserver", app["environment"])
     frontend = check_env("frontend", services["frontend"]["environment"])
     (connect,) = config.connect
@@ -59,18 +65,27 @@ def test_appserver_scales_and_finds_every_front_end_by_name(services: dict[str, 
     assert config.app == "examples.hello:app" and (REPO / "examples" / "hello.py").is_file()
 
 
-def test_frontend_publishes_http_not_the_backend(services: dict[str, Any]) -> None:
+def test_frontend_publishes_http_not_the_backend_nor_admin(services: dict[str, Any]) -> None:
     frontend = services["frontend"]
     config = check_env("frontend", frontend["environment"])
     published = [str(p).rsplit(":", 1)[-1] for p in frontend["ports"]]
     assert published == [str(config.port)]
     assert config.host == "0.0.0.0"
+    assert config.admin is not None and config.admin.host == "127.0.0.1"  # inside the container only
+    assert config.admin.required  # a busy admin port fails the start, not the healthcheck
+
+
+def frontend_healthcheck(services: dict[str, Any]) -> list[str]:
+    """The front end's healthcheck argv, checked to ask its own admin endpoint's /readyz."""
+    admin = check_env("frontend", services["frontend"]["environment"]).admin
+    test = services["frontend"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]  # no shell, no curl in the slim image
+    assert f"'http://127.0.0.1:{admin.port}/readyz'" in test[-1]
+    return test[1:]
 
 
 def test_healthchecks(services: dict[str, Any]) -> None:
-    port = check_env("frontend", services["frontend"]["environment"]).port
-    frontend_check = services["frontend"]["healthcheck"]["test"]
-    assert frontend_check[0] == "CMD" and f", {port})" in frontend_check[-1]
+    frontend_healthcheck(services)
     probe = ["CMD", "python", "-m", "appserver.discovery", "--check"]
     assert services["appserver"]["healthcheck"]["test"] == probe
     for service in services.values():
@@ -84,3 +99,27 @@ def test_stop_grace_period_covers_the_drain(services: dict[str, Any]) -> None:
     frontend = check_env("frontend", services["frontend"]["environment"])
     grace = duration_s(services["frontend"]["stop_grace_period"])
     assert frontend.shutdown_timeout_s < grace <= frontend.shutdown_timeout_s + 30
+
+
+def test_frontend_healthcheck_follows_readyz(services: dict[str, Any], tmp_path: Path) -> None:
+    """The healthcheck command itself, against a real front end: unhealthy until a worker joins."""
+    argv = frontend_healthcheck(services)
+    backend = f"tcp://127.0.0.1:{free_tcp_port()}"
+    procs = [Proc("frontend", zasgi("frontend", "--port", "0", "--backend", backend), tmp_path)]
+    try:
+        admin = procs[0].wait_for(r"zasgi-ready frontend \S+ backend=\S+ admin=(http://\S+)", 60).group(1)
+        check = [sys.executable, *argv[1:-1], argv[-1].replace("http://127.0.0.1:9000", admin)]
+        assert check[-1] != argv[-1]
+        run = lambda: subprocess.run(check, capture_output=True, text=True, timeout=30)  # noqa: E731
+        unhealthy = run()
+        assert unhealthy.returncode == 1 and "503" in unhealthy.stderr  # no worker yet
+        app = zasgi("appserver", "examples.hello:app", "--connect", backend)
+        procs.append(Proc("appserver", app, tmp_path))
+        procs[1].wait_for(r"zasgi appserver ready", 60)
+        deadline = time.monotonic() + 30
+        while (result := run()).returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert result.returncode == 0, result.stderr
+    finally:
+        for proc in procs:
+            proc.kill_tree()

@@ -85,14 +85,39 @@ def test_appserver_readiness_drain_and_grace(objects: dict[tuple[str, str], Any]
     assert app.graceful_timeout_s + SUPERVISOR_MARGIN_S < grace <= app.graceful_timeout_s + 30
 
 
-def test_frontend_probes_and_grace(objects: dict[tuple[str, str], Any]) -> None:
+def test_frontend_probes_use_the_admin_endpoint(objects: dict[tuple[str, str], Any]) -> None:
     deployment = objects["Deployment", "zasgi-frontend"]
-    spec, c = deployment["spec"]["template"]["spec"], container(deployment)
+    c = container(deployment)
     config = check_env("frontend", env_of(deployment))
     named = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert named["http"] == config.port
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert c[probe]["tcpSocket"]["port"] == "http"
+    assert config.admin is not None and config.admin.required
+    assert config.admin.host == "0.0.0.0" and named["admin"] == config.admin.port  # the kubelet reaches it
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(config.admin.port)
+    assert annotations["prometheus.io/path"] == "/metrics" and annotations["prometheus.io/scrape"] == "true"
+
+
+def test_admin_port_is_in_no_service(objects: dict[tuple[str, str], Any]) -> None:
+    admin = check_env("frontend", env_of(objects["Deployment", "zasgi-frontend"])).admin
+    for (kind, _), obj in objects.items():
+        if kind == "Service":
+            for port in obj["spec"]["ports"]:
+                assert port["targetPort"] not in ("admin", admin.port) and port["port"] != admin.port
+
+
+def test_backend_service_lists_front_ends_that_are_not_ready_yet(objects: dict[tuple[str, str], Any]) -> None:
+    # A front end is ready (/readyz) only once a worker joined it; workers find it only by this name.
+    assert objects["Service", "zasgi-frontend-backend"]["spec"]["publishNotReadyAddresses"] is True
+    assert "publishNotReadyAddresses" not in objects["Service", "zasgi"]["spec"]  # clients: ready ones only
+
+
+def test_frontend_grace(objects: dict[tuple[str, str], Any]) -> None:
+    deployment = objects["Deployment", "zasgi-frontend"]
+    spec, c = deployment["spec"]["template"]["spec"], container(deployment)
+    config = check_env("frontend", env_of(deployment))
     sleep = c["lifecycle"]["preStop"]["exec"]["command"]
     assert sleep[0] == "sleep"
     assert int(sleep[1]) + config.shutdown_timeout_s < spec["terminationGracePeriodSeconds"]

@@ -10,7 +10,7 @@ garbage frames, oversize frames and wrong control events -- then vanishes.
 Every client must get an answer or a close within a deadline, every stream
 the good worker got must come back 200, and the front end logs no error.
 
-Examples: ZASGI_FUZZ_EXAMPLES (default 60, ~10 s here; the on-demand run is
+Examples: ZASGI_FUZZ_EXAMPLES (default 200, ~12 s here; the on-demand run is
 ``ZASGI_FUZZ_EXAMPLES=100000 python -m pytest tests/frontend/test_rogue_worker.py``,
 see tests/benchmarks/README.md).
 """
@@ -40,7 +40,7 @@ from tests.helpers.processes import Proc
 from wire import codec, events as ev
 from wire.channel import configure_dealer
 
-EXAMPLES = int(os.environ.get("ZASGI_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("ZASGI_FUZZ_EXAMPLES", "200"))
 CLIENT_DEADLINE_S = 15.0  # a loaded 2-core machine; a real hang blows through any of these
 MAX_PAYLOAD = 8 * 1024  # small, so oversize frames are cheap to make
 K = ev.Kind
@@ -259,8 +259,8 @@ _headers = st.lists(st.tuples(st.sampled_from([b"content-type", b"x-a", b"conten
                               st.sampled_from([b"1", b"text/plain", b"chunked", b"\r\n", b"99999999"])),
                     max_size=3)  # fmt: skip
 _junk = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=8),
-                  st.binary(max_size=8), st.floats(), st.lists(st.integers(), max_size=2),
-                  st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))  # fmt: skip
+                  st.binary(max_size=8), st.floats(), st.lists(st.integers(-9, 2**40), max_size=2),
+                  st.dictionaries(st.text(max_size=3), st.integers(-9, 9), max_size=2))  # fmt: skip
 _payload = st.one_of(st.binary(max_size=300), st.integers(1, 3), st.just(b"p" * (MAX_PAYLOAD + 1)))
 _FIELDS: dict[int, list[st.SearchStrategy[Any]]] = {
     K.RESPONSE: [st.integers(99, 1000), _headers, _payload, st.booleans(), st.booleans()],
@@ -343,9 +343,11 @@ def test_a_rogue_worker_cannot_crash_hang_or_stall_the_front_end(env: Env, data:
         kinds = data.draw(st.lists(st.sampled_from(["get", "post", "ws"]), min_size=1, max_size=4), "clients")
         clients = [_open_client(env, kind, n + i) for i, kind in enumerate(kinds)]
         given_good = env.good.opened
-        deadline = time.monotonic() + 5
+        # Until every stream is with one of the two workers (one may go to the previous rogue, not
+        # yet noticed gone: it is replayed or failed without us, hence the short cap).
+        deadline = time.monotonic() + 0.3
         while time.monotonic() < deadline and len(rogue.opened) + env.good.opened - given_good < len(kinds):
-            rogue.receive(0.002)  # every stream is with one of the two workers: the rogue's turn
+            rogue.receive(0.002)
         for _ in range(data.draw(st.integers(1, 6), "messages")):
             rogue.send(_message(data, rogue))
             rogue.receive(0.001)
@@ -353,9 +355,12 @@ def test_a_rogue_worker_cannot_crash_hang_or_stall_the_front_end(env: Env, data:
             rogue.receive(0.01)
         if data.draw(st.booleans(), "bye"):
             rogue.send(codec.encode([ev.Bye(0, "rogue out")]))
-    finally:
         rogue.close()  # it vanishes: whatever it left open must be failed or replayed
-    stuck = _await_clients(clients, CLIENT_DEADLINE_S)
+        stuck = _await_clients(clients, CLIENT_DEADLINE_S)
+    finally:
+        rogue.close()
+        for client in clients:
+            client.sock.close()
     assert not stuck, f"clients got no answer: {[c.received[:200] for c in stuck]}"
     for client in clients:
         if b"x-worker: good" in client.received:
