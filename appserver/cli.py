@@ -184,7 +184,7 @@ def _fe(*names: str, help: str | None = None, **kwargs: Any) -> click.Option:
 FRONTEND_OPTIONS: list[click.Option] = [
     _fe("--insecure", is_flag=True, help="Allow a non-loopback tcp:// backend without CurveZMQ."),
     _fe("--log-format", type=click.Choice(["text", "json"]), help="Front-end log format [text]."),
-    _fe("--access-log/--no-access-log", help="One line per request on stdout [on]."),
+    _fe("--access-log/--no-access-log", help="One line per request [on] (stderr under run, like the rest of the front end's output)."),
     _fe("--admin/--no-admin", help="Serve /healthz /readyz /metrics /workers [on]."),
     _fe("--admin-host", help="Admin endpoint address [127.0.0.1]."),
     _fe("--admin-port", type=click.IntRange(0, 65535), help="Admin endpoint port; 0: any free port."),
