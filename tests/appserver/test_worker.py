@@ -187,6 +187,8 @@ async def test_parent_gone_drains_and_exits(
     try:
         running = Running(config_for(app_module, tmp_path, [fe.endpoint]), parent_fd=read_fd)
         await welcome(fe)
+        # Ready first: a parent that dies during the handshake leaves nothing to drain (no DRAIN sent).
+        await asyncio.wait_for(running.worker.lifecycle.reached(WorkerPhase.READY), 10)
         os.close(write_fd)  # the parent died: EOF
         write_fd = -1
         await fe.expect(ev.Drain)
