@@ -36,7 +36,10 @@ from .errors import DecodeError
 log = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_WAKEUP = 256  # then yield to the loop so other work runs
-ZERO_COPY_MIN_BYTES = 64 * 1024  # below this pyzmq's copy is cheaper than tracking
+# Below this pyzmq copies the frame. Zero-copy sends go through pyzmq's garbage-collector
+# thread (one notification per frame, and it takes the GIL): for 64 KiB body chunks copying
+# measured 9-36% more download MiB/s and ~30% less app-server CPU per MiB (tests/benchmarks).
+ZERO_COPY_MIN_BYTES = 1024 * 1024
 BATCH_MAX_PAYLOAD_BYTES = 1024 * 1024  # Rule 2: keep one message under ~1 MiB
 # ZeroMQ's FD does not reliably signal when a blocked pipe becomes writable (a
 # DEALER with IMMEDIATE=1 sending before its connection is up), so while sends

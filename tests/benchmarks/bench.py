@@ -1,0 +1,631 @@
+#!/usr/bin/env python3
+"""zasgi against uvicorn (and nginx -> uvicorn) on this machine: every case of issue 8, interleaved.
+
+Run from the repository root::
+
+    python tests/benchmarks/bench.py                    # every case, 3 rounds of 5 s
+    python tests/benchmarks/bench.py --quick            # one tiny run of each case (seconds)
+    python tests/benchmarks/bench.py --cases hello,ws --rounds 5 --duration 10
+
+Cases (the app is tests/benchmarks/bench_app.py under every server):
+
+    hello     wrk -t1 at c64 and c256, GET / -> "Hello, world!": req/s, p50/p99, CPU µs/request
+              (with a reference row "aiohttp bare": aiohttp's low-level server answering by itself)
+    download  one connection fetching a 10 MiB chunked response over and over (wrk -c1): MiB/s
+    upload    one connection posting 50 MiB bodies over and over (wrk -c1, a Lua body): MiB/s
+    ws        WebSocket echo, 100 connections, one message in flight each (a raw-socket client): msg/s
+    scaleout  an app that awaits 5 ms per request, wrk -c256, zasgi workers 1/2/4/8 at --capacity 8
+              (plus workers 1 at the default capacity): req/s until the front end is the limit
+    wire      the ZeroMQ hop alone (bench_wire.py): REQUEST -> RESPONSE round trips/s, 64 in flight
+
+Each round starts every server once, runs every selected case against it, stops it, then the next
+server: servers alternate within a round, so machine noise hits all of them alike. The table has
+medians with min-max over rounds, CPU time per request (or per MiB, per message) summed over every
+process of the server from /proc (for zasgi split as front end / app servers), and the ratios to
+the anchors (uvicorn --workers 2, uvicorn 1 worker, nginx -> uvicorn). It installs what it needs:
+wrk and nginx from apt (when root; nginx is skipped if that fails), uvicorn[standard] and psutil
+from pip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+APP = "bench_app:app"
+CASES = ("hello", "download", "upload", "ws", "scaleout", "wire")
+MIB = 1 << 20
+
+
+# ------------------------------------------------------------------ tools
+
+
+def apt_install(*packages: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    if subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], **quiet
+    ).returncode:
+        subprocess.run(["apt-get", "update", "-qq"], **quiet)
+        return (
+            subprocess.run(
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], **quiet
+            ).returncode
+            == 0
+        )
+    return True
+
+
+def ensure_tools(want_nginx: bool) -> bool:
+    """wrk (required), uvicorn + psutil (pip), nginx (optional); returns whether nginx is there."""
+    if shutil.which("wrk") is None and not apt_install("wrk"):
+        sys.exit("wrk is missing and could not be installed (need root for apt-get install wrk)")
+    try:
+        import psutil  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "uvicorn[standard]", "psutil"], check=True
+        )
+    if want_nginx and nginx_path() is None and not apt_install("nginx-light") and not apt_install("nginx"):
+        print("nginx not installable: the nginx -> uvicorn rows are left out", file=sys.stderr)
+    return nginx_path() is not None
+
+
+def nginx_path() -> str | None:
+    return shutil.which("nginx") or (shutil.which("nginx", path="/usr/sbin:/usr/local/sbin") or None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------ servers
+
+
+@dataclass
+class Server:
+    name: str
+    cases: set[str]
+    start: Callable[[int, Path], list[subprocess.Popen[bytes]]]
+    # results[(case, variant)] = one dict per round
+    results: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
+
+
+def spawn(argv: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(HERE), str(REPO)])),
+    }
+    proc = subprocess.Popen(
+        argv, cwd=cwd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    out.close()
+    return proc
+
+
+def zasgi(workers: int, capacity: int | None = None) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+    def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        argv = [
+            sys.executable,
+            "-m",
+            "appserver.cli",
+            "run",
+            APP,
+            "--app-dir",
+            str(HERE),
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        if capacity:
+            argv += ["--capacity", str(capacity)]
+        return [spawn(argv, log_dir / f"zasgi-w{workers}-c{capacity}.log")]
+
+    return start
+
+
+def uvicorn_argv(port: int, workers: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        APP,
+        "--app-dir",
+        str(HERE),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--http",
+        "httptools",
+        "--loop",
+        "uvloop",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+
+
+def uvicorn(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+    def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        return [spawn(uvicorn_argv(port, workers), log_dir / f"uvicorn-w{workers}.log")]
+
+    return start
+
+
+NGINX_CONF = """
+{user}
+worker_processes auto;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream app {{ server 127.0.0.1:{upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+"""
+
+
+def nginx_uvicorn(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """The classic split: nginx (defaults + upstream keep-alive) in front of uvicorn, 1 worker."""
+    upstream = free_port()
+    conf_dir = Path(tempfile.mkdtemp(prefix="nginx-", dir=log_dir))
+    user = "user root;" if os.geteuid() == 0 else ""
+    (conf_dir / "nginx.conf").write_text(
+        NGINX_CONF.format(user=user, dir=conf_dir, upstream=upstream, port=port)
+    )
+    app = spawn(uvicorn_argv(upstream, 1), log_dir / "nginx-uvicorn.log")
+    proxy = spawn(
+        [nginx_path() or "nginx", "-p", str(conf_dir), "-c", str(conf_dir / "nginx.conf")],
+        log_dir / "nginx.log",
+    )
+    return [app, proxy]
+
+
+def aiohttp_bare(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    return [spawn([sys.executable, str(HERE / "aiohttp_bare.py"), str(port)], log_dir / "aiohttp-bare.log")]
+
+
+def servers(selected: set[str], have_nginx: bool, quick: bool) -> list[Server]:
+    main = {"hello", "download", "upload", "ws"}
+    out = [
+        Server("zasgi w1", main | {"scaleout"}, zasgi(1)),
+        Server("zasgi w2", {"hello"}, zasgi(2)),
+        Server("uvicorn w1", main, uvicorn(1)),
+        Server("uvicorn w2", main | {"scaleout"}, uvicorn(2)),
+        Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
+    ]
+    if have_nginx:
+        out.append(Server("nginx>uvicorn", {"hello", "download", "upload"}, nginx_uvicorn))
+    for w in (1, 2) if quick else (1, 2, 4, 8):
+        out.append(Server(f"zasgi w{w} cap8", {"scaleout"}, zasgi(w, 8)))
+    return [s for s in out if s.cases & selected]
+
+
+def wait_ready(port: int, procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"server exited with {p.returncode} (see its log)")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(100).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("server did not come up")
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+# ------------------------------------------------------------------ CPU from /proc
+
+
+def cpu_by_role(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds (user + system) of every process of the server, by role: fe (zasgi's front
+    end), wk (app servers / uvicorn workers / nginx), sup (supervisors, resource trackers)."""
+    import psutil
+
+    roles = {"fe": 0.0, "wk": 0.0, "sup": 0.0}
+    for root in procs:
+        try:
+            tree = [psutil.Process(root.pid), *psutil.Process(root.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for p in tree:
+            try:
+                cmd, t = " ".join(p.cmdline()), p.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            if "-m frontend" in cmd:
+                role = "fe"
+            elif "resource_tracker" in cmd or (p.pid == root.pid and len(tree) > 1 and "nginx" not in cmd):
+                role = "sup"
+            else:
+                role = "wk"
+            roles[role] += t.user + t.system
+    return roles
+
+
+# ------------------------------------------------------------------ load generators
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, conns: int, duration_s: float, script: Path | None = None) -> dict[str, float]:
+    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s:g}s", "--latency", "--timeout", "30s"]
+    if script:
+        argv += ["-s", str(script)]
+    out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    seconds = (
+        float(done.group(2)) * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[done.group(3)] if done else 1.0
+    )
+    requests = float(done.group(1)) if done else 0.0
+    return {
+        "requests": requests,
+        "seconds": seconds,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": (float(non2xx.group(1)) if non2xx else 0.0) + (sum(map(int, sock.groups())) if sock else 0),
+    }
+
+
+def upload_script(log_dir: Path, size: int) -> Path:
+    path = log_dir / f"upload-{size}.lua"
+    path.write_text(
+        f'wrk.method = "POST"\nwrk.body = string.rep("x", {size})\n'
+        f'wrk.headers["Content-Type"] = "application/octet-stream"\n'
+        f'wrk.headers["Content-Length"] = "{size}"\n'
+    )
+    return path
+
+
+class EchoClient(asyncio.Protocol):
+    """One WebSocket connection that keeps one tiny text message in flight (raw frames: no library
+    on the client's hot path, so the client costs little next to the server)."""
+
+    FRAME = b"\x81\x84\x00\x00\x00\x00ping"  # FIN+text, masked with a zero key: payload stays "ping"
+    HANDSHAKE = (
+        b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+
+    def __init__(self, stats: dict[str, object]) -> None:
+        self.stats, self.buf, self.upgraded, self.sent_at = stats, b"", False, 0.0
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+        self.transport.write(self.HANDSHAKE)
+
+    def go(self) -> None:
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.FRAME)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.upgraded:
+            head, sep, rest = self.buf.partition(b"\r\n\r\n")
+            if not sep:
+                return
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(head[:40].decode(errors="replace")))
+                return
+            self.upgraded, self.buf = True, rest
+            self.ready.set_result(None)
+        while len(self.buf) >= 2:
+            n = self.buf[1] & 0x7F  # the echo is tiny; longer frames (126/127) never come here
+            if len(self.buf) < 2 + n:
+                return
+            opcode, self.buf = self.buf[0] & 0x0F, self.buf[2 + n :]
+            if opcode == 1 and self.stats["on"]:
+                self.stats["count"] += 1  # type: ignore[operator]
+                self.stats["rtts"].append(time.perf_counter() - self.sent_at)  # type: ignore[attr-defined]
+            if opcode == 1 and not self.stats["stop"]:
+                self.go()
+
+
+async def ws_echo(port: int, conns: int, duration_s: float, warmup_s: float) -> dict[str, float]:
+    loop = asyncio.get_running_loop()
+    stats: dict[str, object] = {"count": 0, "rtts": [], "on": False, "stop": False}
+    clients = []
+    for _ in range(conns):
+        _, c = await loop.create_connection(lambda: EchoClient(stats), "127.0.0.1", port)
+        clients.append(c)
+    await asyncio.wait_for(asyncio.gather(*(c.ready for c in clients)), 30)
+    for c in clients:
+        c.go()
+    await asyncio.sleep(warmup_s)
+    stats["on"], t0 = True, time.perf_counter()
+    await asyncio.sleep(duration_s)
+    stats["on"], stats["stop"], elapsed = False, True, time.perf_counter() - t0
+    for c in clients:
+        c.transport.close()
+    rtts = sorted(stats["rtts"])  # type: ignore[call-overload]
+    q = (lambda f: rtts[min(len(rtts) - 1, int(len(rtts) * f))] * 1e3) if rtts else (lambda f: float("nan"))
+    return {
+        "requests": float(stats["count"]),
+        "seconds": elapsed,
+        "p50": q(0.5),
+        "p99": q(0.99),
+        "errors": 0.0,
+    }  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ one round
+
+
+@dataclass
+class Plan:
+    duration: float
+    hello_conns: list[int]
+    download_size: int
+    upload_size: int
+    ws_conns: int
+
+
+def measure(
+    server: Server,
+    procs: list[subprocess.Popen[bytes]],
+    case: str,
+    variant: str,
+    unit_scale: float,
+    run: Callable[[], dict[str, float]],
+) -> None:
+    cpu0 = cpu_by_role(procs)
+    r = run()
+    cpu1 = cpu_by_role(procs)
+    units = r["requests"] * unit_scale  # requests, messages, or MiB
+    r["rate"] = units / r["seconds"]
+    for role in cpu0:
+        r[f"cpu_{role}"] = (cpu1[role] - cpu0[role]) / max(units, 1e-9) * 1e6
+    r["cpu"] = r["cpu_fe"] + r["cpu_wk"] + r["cpu_sup"]
+    server.results.setdefault((case, variant), []).append(r)
+
+
+def run_server(server: Server, selected: set[str], plan: Plan, log_dir: Path) -> None:
+    port = free_port()
+    procs = server.start(port, log_dir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(port, procs)
+        d = plan.duration
+        todo = server.cases & selected
+        if todo & {"hello", "scaleout"}:
+            wrk(f"{base}/", 64, 1)  # warm-up
+        if "hello" in todo and "cap8" not in server.name:
+            for c in plan.hello_conns:
+                measure(server, procs, "hello", f"c{c}", 1, lambda c=c: wrk(f"{base}/", c, d))
+        if "download" in todo:
+            size = plan.download_size
+            measure(
+                server,
+                procs,
+                "download",
+                f"{size // MIB} MiB",
+                size / MIB,
+                lambda: wrk(f"{base}/big?size={size}", 1, d),
+            )
+        if "upload" in todo:
+            size, script = plan.upload_size, upload_script(log_dir, plan.upload_size)
+            measure(
+                server,
+                procs,
+                "upload",
+                f"{size // MIB} MiB",
+                size / MIB,
+                lambda: wrk(f"{base}/upload", 1, d, script),
+            )
+        if "ws" in todo:
+            n = plan.ws_conns
+            measure(
+                server,
+                procs,
+                "ws",
+                f"{n} conns",
+                1,
+                lambda: asyncio.run(ws_echo(port, n, d, min(1.0, d / 2))),
+            )
+        if "scaleout" in todo:
+            measure(server, procs, "scaleout", "5 ms app, c256", 1, lambda: wrk(f"{base}/sleep", 256, d))
+    finally:
+        stop(procs)
+
+
+def run_wire() -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, str(HERE / "bench_wire.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    m = re.search(r"wire round trips: ([\d,]+)/s", out.stdout)
+    if not m:
+        raise RuntimeError(f"bench_wire.py failed: {out.stderr[-500:]}")
+    rate = float(m.group(1).replace(",", ""))
+    return {
+        "rate": rate,
+        "p50": float("nan"),
+        "p99": float("nan"),
+        "errors": 0.0,
+        "cpu": float("nan"),
+        "cpu_fe": float("nan"),
+        "cpu_wk": float("nan"),
+    }
+
+
+# ------------------------------------------------------------------ report
+
+UNIT = {
+    "hello": "req/s",
+    "download": "MiB/s",
+    "upload": "MiB/s",
+    "ws": "msg/s",
+    "scaleout": "req/s",
+    "wire": "rt/s",
+}
+CPU_UNIT = {"download": "µs/MiB", "upload": "µs/MiB", "ws": "µs/msg"}
+ANCHORS = {
+    "hello": ("uvicorn w2", "uvicorn w1", "nginx>uvicorn"),
+    "download": ("uvicorn w1", "nginx>uvicorn"),
+    "upload": ("uvicorn w1", "nginx>uvicorn"),
+    "ws": ("uvicorn w2", "uvicorn w1"),
+    "scaleout": ("uvicorn w2",),
+}
+
+
+def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
+    lines = []
+    keys = []
+    for s in all_servers:
+        for k in s.results:
+            if k not in keys:
+                keys.append(k)
+    keys.sort(key=lambda k: CASES.index(k[0]))
+    head = (
+        f"{'case':<9} {'variant':<15} {'server':<15} {'rate median (min-max)':>28} "
+        f"{'p50 ms':>7} {'p99 ms':>7} "
+        f"{'CPU/unit':>9} {'fe/wk µs':>11} {'err':>4}  ratios (median/median)"
+    )
+    lines += [head, "-" * len(head)]
+    med = statistics.median
+    for case, variant in keys:
+        rows = [(s.name, s.results[(case, variant)]) for s in all_servers if (case, variant) in s.results]
+        anchors = {name: med(r["rate"] for r in rs) for name, rs in rows if name in ANCHORS.get(case, ())}
+        for name, rs in rows:
+            rate = med(r["rate"] for r in rs)
+            span = f"{rate:,.0f} ({min(r['rate'] for r in rs):,.0f}-{max(r['rate'] for r in rs):,.0f})"
+            split = (
+                f"{med(r['cpu_fe'] for r in rs):.0f}/{med(r['cpu_wk'] for r in rs):.0f}"
+                if name.startswith("zasgi")
+                else ""
+            )
+            ratios = "  ".join(f"{rate / a:.2f}x {n}" for n, a in anchors.items() if n != name and a > 0)
+            lines.append(
+                f"{case:<9} {variant:<15} {name:<15} {span + ' ' + UNIT[case]:>28} "
+                f"{med(r['p50'] for r in rs):>7.2f} {med(r['p99'] for r in rs):>7.2f} "
+                f"{med(r['cpu'] for r in rs):>9.0f} {split:>11} {sum(r['errors'] for r in rs):>4.0f}  "
+                f"{ratios if name.startswith('zasgi') else ''}"
+            )
+        lines.append("")
+    if wire:
+        rates = [w["rate"] for w in wire]
+        lines.append(
+            f"{'wire':<9} {'64 in flight':<15} {'ROUTER<>DEALER':<15} "
+            f"{f'{med(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) rt/s':>28}"
+        )
+    lines.append(
+        "CPU/unit: CPU µs per request (hello, scaleout), per MiB (download, upload), per message (ws), "
+        "summed over every process of the server; fe/wk: zasgi's front end / app servers."
+    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1 round, 1 s, tiny sizes (a smoke run)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument(
+        "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
+    )
+    parser.add_argument("--servers", default="", help="comma-separated server names to keep (default: all)")
+    args = parser.parse_args()
+    selected = {c.strip() for c in args.cases.split(",") if c.strip()}
+    if selected - set(CASES):
+        parser.error(f"unknown case(s): {', '.join(sorted(selected - set(CASES)))}")
+    if args.quick:
+        plan, rounds = Plan(1.0, [64], 1 * MIB, 1 * MIB, 10), 1
+    else:
+        plan, rounds = Plan(args.duration, [64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
+    keep = {n.strip() for n in args.servers.split(",") if n.strip()}
+    want_nginx = bool(selected & {"hello", "download", "upload"}) and (not keep or "nginx>uvicorn" in keep)
+    all_servers = servers(selected, ensure_tools(want_nginx), args.quick)
+    if keep:
+        all_servers = [s for s in all_servers if s.name in keep]
+    log_dir = Path(tempfile.mkdtemp(prefix="zasgi-bench-"))
+    wire: list[dict[str, float]] = []
+    started = time.monotonic()
+    for i in range(rounds):
+        for server in all_servers:
+            print(f"round {i + 1}/{rounds}: {server.name}", file=sys.stderr, flush=True)
+            run_server(server, selected, plan, log_dir)
+        if "wire" in selected:
+            wire.append(run_wire())
+    print(report(all_servers, wire))
+    print(
+        f"\n{rounds} round(s) in {time.monotonic() - started:.0f} s; load average now "
+        f"{os.getloadavg()[0]:.2f}; server logs: {log_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The benchmark script (tests/benchmarks/bench.py) starts and completes one tiny case.
+
+CI does not benchmark (that needs quiet cores): this only keeps the script working. It
+installs wrk with apt itself when root; without wrk and without root it is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.processes import REPO
+
+pytestmark = pytest.mark.integration
+
+
+def test_bench_quick_hello_completes() -> None:
+    if shutil.which("wrk") is None and os.geteuid() != 0:
+        pytest.skip("wrk is not installed and we are not root to apt-get install it")
+    argv = [
+        sys.executable,
+        "tests/benchmarks/bench.py",
+        "--quick",
+        "--cases",
+        "hello",
+        "--servers",
+        "zasgi w1,uvicorn w1",
+    ]
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=100)
+    if out.returncode and "could not be installed" in out.stderr:
+        pytest.skip(out.stderr.strip().splitlines()[-1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = re.search(r"^hello\s+c64\s+zasgi w1\s+([\d,]+) \(.*?(\d+)\s+([\d.]+)x uvicorn w1", out.stdout, re.M)
+    assert row, out.stdout
+    assert int(row.group(1).replace(",", "")) > 0
+    assert row.group(2) == "0", f"zasgi answered errors under wrk:\n{out.stdout}"
