@@ -307,6 +307,21 @@ def _ready_facts(line: str) -> tuple[str, dict[str, str]]:
 Banner = Any  # (url, ready-line facts) -> text
 
 
+def _run_frontend_env() -> dict[str, str]:
+    """``run``'s environment for its front end, without the CurveZMQ variables: run's workers
+    are its own children on this machine and hold no keys, so a key set for the split tiers
+    (a shared env file) would only stop the front end (half a configuration) or shut them out."""
+    env = dict(os.environ)
+    ignored = sorted(n for n in env if n.startswith("ZASGI_CURVE_") or n == "ZASGI_AUTHORIZED_KEYS")
+    for name in ignored:
+        del env[name]
+    if ignored:
+        logging.getLogger(__name__).info(
+            "ignoring %s: CurveZMQ is for the split tiers (frontend/appserver), not run", ", ".join(ignored)
+        )
+    return env
+
+
 def _supervise(supervisor: Supervisor, *, banner: Banner) -> int:
     """Start (front end, then) workers, print the ready line, run until stopped."""
     supervisor.install_signals()  # before the pid file: a reload must never meet the default SIGHUP
@@ -368,7 +383,9 @@ def run(app: str, host: str, port: int, root_path: str, backend: str | None, **o
                      *_frontend_args(opts)]  # fmt: skip
     reload = _reload_config(opts)
     pool = _pool_config(opts)
-    supervisor = Supervisor(config=config, pool=pool, frontend_argv=frontend_argv, reload=reload)
+    supervisor = Supervisor(
+        config=config, pool=pool, frontend_argv=frontend_argv, frontend_env=_run_frontend_env(), reload=reload
+    )
     workers = opts["workers"]
 
     def banner(url: str, facts: dict[str, str]) -> str:

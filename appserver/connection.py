@@ -50,8 +50,8 @@ import zmq
 
 import wire
 from wire import events as ev
-from wire.curve import ClientKeys, apply_client
 from wire.channel import Channel, SocketMonitor, configure_dealer
+from wire.curve import ClientKeys, apply_client
 
 from .routing import StreamRouter
 from .stream import StreamSettings

@@ -49,7 +49,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import wait
@@ -145,6 +145,7 @@ class Supervisor:
     config: WorkerConfig
     pool: PoolConfig = field(default_factory=PoolConfig)
     frontend_argv: Sequence[str] | None = None
+    frontend_env: Mapping[str, str] | None = None  # the front end's environment; None: ours
     reload: ReloadConfig | None = None  # --reload: roll when these files change
     state: PoolState = PoolState.STARTING
     slots: list[Slot] = field(default_factory=list)
@@ -200,8 +201,9 @@ class Supervisor:
         argv = [sys.executable, "-m", "frontend", *self.frontend_argv,
                 "--ready-fd", str(ready_w), "--parent-fd", str(parent_r)]  # fmt: skip
         self.frontend = subprocess.Popen(
-            argv, pass_fds=(ready_w, parent_r), stdout=sys.stderr, start_new_session=True
-        )
+            argv, pass_fds=(ready_w, parent_r), stdout=sys.stderr, start_new_session=True,
+            env=self.frontend_env,
+        )  # fmt: skip
         os.close(ready_w)
         os.close(parent_r)
         try:
@@ -209,7 +211,10 @@ class Supervisor:
         finally:
             os.close(ready_r)
         if not line:
-            code = self.frontend.poll()
+            try:
+                code = self.frontend.wait(1.0)  # its pipe closed as it exited: reap it for the code
+            except subprocess.TimeoutExpired:
+                code = None
             raise SupervisorError(f"front end did not start (exit code {code})", code or EXIT_BOOT)
         return line
 

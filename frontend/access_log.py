@@ -15,7 +15,9 @@ Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 digits. The bridges put it in REQUEST's / WS_CONNECT's ``ext`` map (the app
 server tags its log lines with it), in the response header ``x-request-id``,
 and on the request (``REQUEST_ID``) for this log; they also note the worker
-the request was sent to (``WORKER``, a ``WorkerRecord``).
+the request was sent to (``WORKER``, a ``WorkerRecord``) and, when trusted
+proxy headers named the client, that client (``CLIENT``: what the scope's
+``client`` says, logged instead of the TCP peer, as uvicorn does).
 
 Formats: ``text`` is nginx/Apache "combined" plus request id, worker id and
 duration; ``json`` is one object per line. Both go to stdout (as uvicorn's
@@ -46,6 +48,8 @@ _Key: Any = getattr(web, "RequestKey", lambda name, kind: name)  # typed keys fr
 REQUEST_ID = _Key("zasgi.request_id", str)  # request[...] keys, set by the bridges
 WORKER: web.RequestKey[WorkerRecord | None] = _Key("zasgi.worker", object)
 STARTED = _Key("zasgi.started", float)  # perf_counter(): uvloop's clock ticks in whole ms
+# (host, port), or None for ``for=unknown``, from trusted proxy headers; absent: the TCP peer's
+CLIENT: web.RequestKey[tuple[str, int] | None] = _Key("zasgi.client", object)
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")  # uuids, hex, base64, dotted trace ids
@@ -92,7 +96,7 @@ class AccessLog:
         version = request.version
         line = f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}"
         return (
-            f'{request.remote or "-"} - - [{self._now()}] "{_safe(line)}" {status} {bytes_out} '
+            f'{_client(request) or "-"} - - [{self._now()}] "{_safe(line)}" {status} {bytes_out} '
             f'"{_safe(headers.get("Referer", "-"))}" "{_safe(headers.get("User-Agent", "-"))}" '
             f"rid={request.get(REQUEST_ID, '-')} worker={_worker_id(request)} dur={duration_s:.6f}"
         )
@@ -104,7 +108,7 @@ class AccessLog:
         return json.dumps(
             {
                 "time": time.time(),
-                "client": request.remote,
+                "client": _client(request),
                 "method": request.method,
                 "path": request.raw_path,
                 "http_version": f"{version.major}.{version.minor}",
@@ -141,6 +145,14 @@ def hook_class(access: AccessLog) -> type[AbstractAccessLogger]:
                 logging.getLogger(__name__).exception("access log hook failed")
 
     return _Hook
+
+
+def _client(request: web.BaseRequest) -> str | None:
+    """The client the scope names: the proxy headers' (None for ``for=unknown``), else the peer."""
+    if CLIENT in request:
+        client = request[CLIENT]
+        return None if client is None else client[0]  # an address proxy.py parsed: log-safe
+    return request.remote
 
 
 def _worker_id(request: web.BaseRequest) -> str:

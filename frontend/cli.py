@@ -104,7 +104,7 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
     type=float,
     default=10.0,
     show_default=True,
-    help="Seconds a request's head may take to arrive (slowloris); then 408 and close.",
+    help="Seconds a request's head (and a TLS handshake) may take to arrive (slowloris); then 408 and close.",
 )
 @_opt(
     "--limit-concurrency",

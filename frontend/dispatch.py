@@ -46,7 +46,8 @@ from typing import Any, Protocol
 import zmq
 
 import wire
-from wire import curve, events as ev
+from wire import curve
+from wire import events as ev
 from wire.channel import Channel, SocketMonitor, configure_router
 from wire.codec import Limits
 

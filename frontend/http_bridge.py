@@ -35,12 +35,12 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from wire import events as ev
 from wire.events import ResetCode
 
-from .access_log import REQUEST_ID, STARTED, WORKER, request_id
+from .access_log import CLIENT, REQUEST_ID, STARTED, WORKER, request_id
 from .config import FrontendConfig
 from .connection import bad_request
 from .dispatch import Dispatcher
 from .metrics import Metrics
-from .proxy import Origin, TrustedProxies, resolve
+from .proxy import Origin, TrustedProxies, carries_proxy_headers, resolve
 from .responses import describe_failure, error_response, str_headers
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
@@ -159,9 +159,16 @@ class HttpBridge:
             server = _address(transport.get_extra_info("sockname"))
         http_version = _VERSIONS.get(version) or f"{version.major}.{version.minor}"
         scheme = self._scheme
-        if self._proxies is not None and client is not None and self._proxies.trusts(client[0]):
-            origin = resolve(Origin(scheme, client, server), request.headers, self._proxies)
+        proxies = self._proxies
+        if (
+            proxies is not None
+            and client is not None
+            and proxies.trusts(client[0])
+            and carries_proxy_headers(request.headers)  # most requests: nothing to resolve
+        ):
+            origin = resolve(Origin(scheme, client, server), request.headers, proxies)
             scheme, client, server = origin.scheme, origin.client, origin.server
+            request[CLIENT] = client  # the access log's client, as the scope's
         return (request.method, scheme, http_version, path, query, self._root_path,
                 request.raw_headers, client, server)  # fmt: skip
 

@@ -42,6 +42,20 @@ _PAIR = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*("(?:[^"\\]|\\.)*"|
 class Headers(Protocol):
     def getall(self, key: str, default: Sequence[str]) -> Sequence[str]: ...
 
+    def __contains__(self, key: object) -> bool: ...
+
+
+def carries_proxy_headers(headers: Headers) -> bool:
+    """Whether any header ``resolve`` reads is present: five hash misses (~0.25 µs; unrolled,
+    as a generator doubles it) on the usual request, against µs for a resolve finding nothing."""
+    return (
+        "Forwarded" in headers
+        or "X-Forwarded-For" in headers
+        or "X-Forwarded-Proto" in headers
+        or "X-Forwarded-Host" in headers
+        or "X-Forwarded-Port" in headers
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Origin:

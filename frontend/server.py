@@ -72,7 +72,10 @@ async def serve(
         await runner.setup()
         try:
             sock = _listen(config.host, config.port)
-            await web.SockSite(runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context).start()
+            await _Site(
+                runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context,
+                handshake_timeout_s=config.http.header_timeout_s,
+            ).start()  # fmt: skip
             url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             admin.http_url = url
@@ -92,6 +95,32 @@ async def serve(
         await dispatcher.aclose()
         if zmq_context is None:
             ctx.term()
+
+
+class _Site(web.SockSite):
+    """aiohttp's SockSite, with the TLS handshake bounded by ``--timeout-request-header`` too:
+    aiohttp passes no ``ssl_handshake_timeout``, so a client that opens TLS and sends nothing
+    would hold its connection for the loop's default 60 s (our head timer starts only after
+    the handshake, when aiohttp's protocol sees the connection)."""
+
+    __slots__ = ("_handshake_timeout_s",)
+
+    def __init__(self, *args: Any, handshake_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._handshake_timeout_s = handshake_timeout_s
+
+    async def start(self) -> None:
+        await web.BaseSite.start(self)  # SockSite.start minus its create_server call
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        if self._ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
+            self._server = await loop.create_server(server, sock=self._sock, backlog=self._backlog)
+        else:
+            self._server = await loop.create_server(
+                server, sock=self._sock, backlog=self._backlog,
+                ssl=self._ssl_context, ssl_handshake_timeout=self._handshake_timeout_s,
+            )  # fmt: skip
 
 
 class _Runner(web.ServerRunner):

@@ -182,6 +182,21 @@ class WsBridge:
             stream.reset(ResetCode.PROTOCOL_ERROR, f"bad denial response head: {exc}")
             log.warning("stream %d: worker sent a bad denial response head: %s", stream.stream_id, exc)
             return error_response(502, close=True)
+        except ConnectionError:  # the client left first: handle()'s finish() tells the worker
+            log.debug("client went away before WebSocket stream %d's denial response", stream.stream_id)
+            stream.phase = WsPhase.FAILED
+            return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
+        try:
+            await self._deny_body(request, stream, resp, start)
+        except ConnectionError:  # as above, mid-body: the response is cut short anyway
+            log.debug("client went away during WebSocket stream %d's denial response", stream.stream_id)
+            stream.phase = WsPhase.FAILED
+        return resp
+
+    @staticmethod
+    async def _deny_body(
+        request: web.BaseRequest, stream: WsStream, resp: web.StreamResponse, start: ev.Response
+    ) -> None:
         body, more = start.body, start.more_body
         while True:
             if body:
@@ -197,11 +212,10 @@ class WsBridge:
                 stream.phase = WsPhase.FAILED
                 if request.transport is not None:
                     request.transport.abort()
-                return resp
+                return
             body, more = item.body, item.more_body
         await resp.write_eof()
         stream.phase = WsPhase.DONE
-        return resp
 
     # ------------------------------------------------------------- session
 

@@ -9,7 +9,15 @@ from .codec import DEFAULT_LIMITS, INLINE_MAX_BYTES, Limits, decode, encode
 from .errors import DecodeError, ProtocolViolation, WireError
 from .events import CONTROL_STREAM, Event, Invalid, Kind, ResetCode
 from .flow import ReceiveWindow, SendWindow, cost
-from .states import RequestHalf, RequestTracker, ResponseHalf, ResponseTracker, WorkerState, WsState, WsTracker
+from .states import (
+    RequestHalf,
+    RequestTracker,
+    ResponseHalf,
+    ResponseTracker,
+    WorkerState,
+    WsState,
+    WsTracker,
+)
 
 PROTOCOL_VERSION = 1
 FEATURES = ("http", "websocket", "trailers", "pathsend", "ws-denial", "handoff")

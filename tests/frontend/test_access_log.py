@@ -152,3 +152,33 @@ async def test_one_line_per_request_in_process(
     assert m, call
     assert m[3] == "POST /up HTTP/1.1" and m["status"] == "202" and m["rid"] == "r-7"
     assert m["worker"] == w.worker_id
+
+
+def test_client_is_the_one_proxy_headers_named(access_logger: Any) -> None:
+    text = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
+    json_log = al.AccessLog(_Metrics(), log_format="json")  # type: ignore[arg-type]
+    for client, logged in ((("203.0.113.9", 0), "203.0.113.9"), (None, None)):  # None: for=unknown
+        request = _request()
+        request[al.CLIENT] = client
+        text.finished(request, _response(), 0.001)
+        m = COMBINED.match(access_logger.call_args.args[0])
+        assert m and m["client"] == (logged or "-")
+        json_log.finished(request, _response(), 0.001)
+        assert json.loads(access_logger.call_args.args[0])["client"] == logged
+    json_log.finished(_request(), _response(), 0.001)  # no proxy headers: the TCP peer
+    assert json.loads(access_logger.call_args.args[0])["client"] == _request().remote
+
+
+async def test_trusted_proxy_headers_reach_the_line(
+    start_frontend: Any, worker_for: Any, access_logger: Any
+) -> None:
+    fe = await start_frontend()  # defaults: proxy headers on, 127.0.0.1 (the test client) trusted
+    w = await worker_for(fe)
+    async with httpx.AsyncClient() as http:
+        for headers in ({"X-Forwarded-For": "198.51.100.7, 127.0.0.1"}, {}):
+            pending = asyncio.ensure_future(http.get(fe.url + "/", headers=headers))
+            req = await w.request()
+            w.respond(req.stream_id, 204)
+            assert (await pending).status_code == 204
+    clients = [COMBINED.match(call.args[0])["client"] for call in access_logger.call_args_list]  # type: ignore[index]
+    assert clients == ["198.51.100.7", "127.0.0.1"]

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from frontend.proxy import Origin, TrustedProxies, parse_forwarded, resolve
+from frontend.proxy import Origin, TrustedProxies, carries_proxy_headers, parse_forwarded, resolve
 
 LOCAL = Origin("http", ("127.0.0.1", 50000), ("127.0.0.1", 8000))
 TRUST_LOCAL = TrustedProxies("127.0.0.1")
@@ -209,3 +209,30 @@ def test_odd_port_digits_are_ignored(port: str) -> None:
         80,
     )
     assert _resolve(("Forwarded", f'for="1.2.3.4:{port}"')).client == ("1.2.3.4", 0)
+
+
+# ------------------------------------------------------------------ the hot path's shortcut
+
+_NAMES = ["Forwarded", "x-forwarded-for", "X-FORWARDED-PROTO", "X-Forwarded-Host", "x-forwarded-port"]
+
+
+@pytest.mark.parametrize("name", _NAMES)
+def test_each_proxy_header_is_noticed_in_any_case(name: str) -> None:
+    assert carries_proxy_headers(CIMultiDict([("Host", "a"), (name, "x")]))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*_NAMES, "Host", "X-Forwarded", "X-Real-IP", "Forwarded-For"]),
+            st.sampled_from(["1.2.3.4", "https", "for=1.2.3.4;proto=https", "h.example:81", "81"]),
+        ),
+        max_size=4,
+    )
+)
+def test_skipping_resolve_without_proxy_headers_changes_nothing(pairs: list[tuple[str, str]]) -> None:
+    headers = CIMultiDict(pairs)
+    if not carries_proxy_headers(headers):  # the bridge's shortcut must be exactly "nothing to do"
+        assert resolve(LOCAL, headers, TrustedProxies("*")) == LOCAL
+    else:
+        assert any(name in headers for name in _NAMES)

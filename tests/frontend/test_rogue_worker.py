@@ -37,7 +37,8 @@ from hypothesis import strategies as st
 
 import wire
 from tests.helpers.processes import Proc
-from wire import codec, events as ev
+from wire import codec
+from wire import events as ev
 from wire.channel import configure_dealer
 
 EXAMPLES = int(os.environ.get("ZASGI_FUZZ_EXAMPLES", "200"))

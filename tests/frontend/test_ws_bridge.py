@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest import mock
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from frontend import config as cfg
 from wire import events as ev
@@ -78,6 +81,34 @@ async def test_denial_response(start_frontend: Any, worker_for: Any) -> None:
     head = await raw.read_head()
     assert status_of(head) == 401 and header(head, b"x-why") == [b"token"]
     assert await raw.read_to_close() == b"nope!"
+
+
+@pytest.mark.parametrize("where", ["prepare", "write"])
+async def test_client_gone_before_the_denial_is_written_is_quiet(
+    start_frontend: Any, worker_for: Any, caplog: pytest.LogCaptureFixture, where: str
+) -> None:
+    """The race behind the fix: the client's RST closed the transport but aiohttp has not yet
+    run connection_lost (which cancels the handler) when the handler writes the denial."""
+    fe, w = await ws_setup(start_frontend, worker_for)
+    original = getattr(web.StreamResponse, where)
+
+    async def client_just_left(resp: web.StreamResponse, *args: Any) -> Any:
+        if resp.status == 401:  # the denial only; our own 502 afterwards goes through untouched
+            request = args[0] if where == "prepare" else resp._req  # write() runs after prepare()
+            transport = request.transport if request is not None else None
+            if transport is not None:
+                transport.abort()  # is_closing() now; connection_lost comes on the next loop turn
+        return await original(resp, *args)
+
+    raw = await RawConn.open(fe.port)
+    await raw.send(HANDSHAKE + b"\r\n")
+    conn = await w.ws_connect()
+    with mock.patch.object(web.StreamResponse, where, client_just_left):
+        w.respond(conn.stream_id, 401, (), b"nope", more_body=True)
+        reset = await w.expect(ev.Reset)  # handle()'s finish(): the worker hears the client left
+    assert reset.stream_id == conn.stream_id and reset.reason == "client went away"
+    await raw.read_to_close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 async def test_reset_before_accept_is_500(start_frontend: Any, worker_for: Any, session: Any) -> None:

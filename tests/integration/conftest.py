@@ -6,9 +6,9 @@ Module-scoped: one server per mode serves a module's tests, and is killed
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-import time
 from pathlib import Path
 
 import pytest

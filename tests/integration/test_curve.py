@@ -15,7 +15,7 @@ import zmq.auth
 
 from tests.helpers.processes import REPO, Proc, free_tcp_port, zasgi
 
-from .conftest import PROBE, READY_APPSERVER, READY_FRONTEND
+from .conftest import PROBE, READY_APPSERVER, READY_FRONTEND, start_run, stop
 
 pytestmark = pytest.mark.integration
 
@@ -55,6 +55,19 @@ def test_half_a_curve_configuration_is_a_usage_error(tmp_path: Path) -> None:
     worker = _zasgi("appserver", PROBE, "--connect", "tcp://127.0.0.1:1",
                     env={"ZASGI_CURVE_SECRET_KEY": str(tmp_path / "w.key_secret")})  # fmt: skip
     assert worker.returncode == 2 and "--curve-server-key" in worker.stderr
+
+
+def test_run_ignores_curve_settings_meant_for_the_split(tmp_path: Path) -> None:
+    """A shared env file's front-end key alone is half a configuration for `zasgi frontend`;
+    `zasgi run` (a private ipc backend, keyless workers) leaves it out and says so."""
+    assert _zasgi("keygen", str(tmp_path / "fe")).returncode == 0
+    env = {"ZASGI_CURVE_SECRET_KEY": str(tmp_path / "fe.key_secret"), "ZASGI_AUTHORIZED_KEYS": str(tmp_path)}
+    server = start_run(tmp_path, workers=1, env=env)
+    try:
+        assert httpx.get(server.url + "/scope", timeout=30).status_code == 200
+        assert "ignoring ZASGI_AUTHORIZED_KEYS, ZASGI_CURVE_SECRET_KEY" in server.logs()
+    finally:
+        stop(server)
 
 
 def _tree_pids(proc: Proc) -> set[int]:

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from .conftest import PROBE
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 PASSWORD = "correct horse"
 TLS13_SUITES = {0x1301, 0x1302, 0x1303}
+HANDSHAKE_TIMEOUT_S = 3.0  # short, for the silent-client test; real clients here handshake at once
 
 
 @dataclass
@@ -76,6 +78,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
         "ZASGI_SSL_KEYFILE_PASSWORD": PASSWORD,
         "ZASGI_SSL_CA_CERTS": str(tmp / "client-ca.pem"),
         "ZASGI_SSL_CERT_REQS": "1",  # optional: clients with and without a certificate
+        "ZASGI_TIMEOUT_REQUEST_HEADER": str(HANDSHAKE_TIMEOUT_S),  # also bounds the TLS handshake
     }
     proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", "1"), tmp, env)
     try:
@@ -133,6 +136,21 @@ def test_plain_http_on_the_tls_port_is_refused_cleanly(tls_server: TlsServer) ->
         except ConnectionResetError:
             data = b""
     assert not data.startswith(b"HTTP/1.1 200")
+    assert _get_scope(tls_server)["scheme"] == "https"  # still serving
+
+
+def test_silent_client_is_dropped_after_the_handshake_timeout(tls_server: TlsServer) -> None:
+    """TCP open, no ClientHello: closed after --timeout-request-header, not uvloop's 60 s."""
+    host, port = tls_server.url.removeprefix("https://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.settimeout(40)  # well under 60 s: the old bound fails this test, a loaded machine does not
+        started = time.monotonic()
+        try:
+            data = sock.recv(4096)
+        except ConnectionResetError:
+            data = b""
+        waited = time.monotonic() - started
+    assert data == b"" and HANDSHAKE_TIMEOUT_S - 0.5 <= waited < 40, waited
     assert _get_scope(tls_server)["scheme"] == "https"  # still serving
 
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wire import codec, events as ev
+from wire import codec
+from wire import events as ev
 from wire.errors import DecodeError
 
 from .examples import EXAMPLES

@@ -23,7 +23,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from wire import codec, events as ev
+from wire import codec
+from wire import events as ev
 from wire.errors import DecodeError
 
 EXAMPLES = int(os.environ.get("ZASGI_FUZZ_EXAMPLES", "300"))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from wire import codec, events as ev
+from wire import codec
+from wire import events as ev
 
 GOLDEN = {
     "request_get_with_duplicate_headers": (

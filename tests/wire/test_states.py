@@ -7,7 +7,13 @@ import pytest
 from wire import events as ev
 from wire.errors import ProtocolViolation
 from wire.states import (
-    WORKER_TRANSITIONS, RequestHalf, RequestTracker, ResponseHalf, ResponseTracker, WorkerState, WsState,
+    WORKER_TRANSITIONS,
+    RequestHalf,
+    RequestTracker,
+    ResponseHalf,
+    ResponseTracker,
+    WorkerState,
+    WsState,
     WsTracker,
 )  # fmt: skip
 
