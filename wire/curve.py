@@ -74,10 +74,9 @@ def keygen(path: str) -> tuple[str, str, bytes]:
     for existing in (public_file, secret_file):
         if os.path.lexists(existing):
             raise KeyFileError(f"{existing} already exists; not overwriting a key")
-    if not os.path.isdir(directory):
-        raise KeyFileError(f"directory {directory} does not exist")
     old = os.umask(0o077)  # the secret file is never readable by others, not even briefly
     try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # a new keys/ directory is private
         made_public, _ = zmq.auth.create_certificates(directory, name)
     except OSError as exc:
         raise KeyFileError(f"cannot write keys to {directory}: {exc.strerror or exc}") from None
