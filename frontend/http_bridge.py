@@ -30,7 +30,9 @@ from time import perf_counter
 from typing import Any
 
 from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.web_response import REASON_PHRASES
 
 from wire import events as ev
 from wire.events import ResetCode
@@ -52,6 +54,13 @@ log = logging.getLogger(__name__)
 
 _VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
 _BAD_FIELD = re.compile(rb"[\x00\r\n]")
+# The one-write path (``_whole_head``): what aiohttp's StreamResponse would add, as bytes.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+_DEFAULTED = frozenset({b"x-request-id", b"content-type", b"date", b"server"})
+_SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
+_STATUS_LINES: dict[tuple[Any, int], bytes] = {}
+_CONCAT_MAX_BYTES = 16 * 1024  # head + body copied into one bytes below this; writelines above
+_DRAIN_ABOVE_BYTES = 64 * 1024  # aiohttp's StreamWriter LIMIT
 _FAILURE_STATUS = {
     Local.WORKER_LOST: 502,
     Local.VIOLATION: 502,
@@ -173,14 +182,19 @@ class HttpBridge:
                 request.raw_headers, client, server)  # fmt: skip
 
     async def _run(self, request: web.BaseRequest, stream: HttpStream) -> web.StreamResponse:
-        queued_at = perf_counter()
-        try:
-            stream.dispatch(await self._dispatcher.acquire())
-        except NoCapacity as exc:
+        worker = self._dispatcher.try_acquire()
+        if worker is not None:
+            self.metrics.queue_waited(0.0)
+            stream.dispatch(worker)
+        else:
+            queued_at = perf_counter()
+            try:
+                stream.dispatch(await self._dispatcher.acquire())
+            except NoCapacity as exc:
+                self.metrics.queue_waited(perf_counter() - queued_at)
+                log.info("no worker for %s %s: %s", request.method, request.path, exc)
+                return error_response(503, retry_after_s=self._config.queue.timeout_s)
             self.metrics.queue_waited(perf_counter() - queued_at)
-            log.info("no worker for %s %s: %s", request.method, request.path, exc)
-            return error_response(503, retry_after_s=self._config.queue.timeout_s)
-        self.metrics.queue_waited(perf_counter() - queued_at)
         stream.start_pump(lambda: request.writer.write(CONTINUE))
         while True:
             request[WORKER] = stream.worker  # for the access log (a replay moves it)
@@ -209,6 +223,11 @@ class HttpBridge:
 
     async def _respond(self, request: web.BaseRequest, stream: HttpStream, start: ev.Response) -> Any:
         empty = request.method == "HEAD" or start.status in (204, 304) or start.status < 200
+        if not start.more_body and not start.trailers and not empty:  # most responses: one write
+            keep_alive = request.keep_alive and not (stream.upload.expect_continue and stream.upload.needs_pump)
+            head = _whole_head(request, start, keep_alive)
+            if head is not None:
+                return await self._write_whole(request, stream, start, head, keep_alive)
         try:
             resp = _WorkerResponse(status=start.status, headers=str_headers(start.headers))
             resp.headers.setdefault("X-Request-ID", request[REQUEST_ID])  # the app's own id wins
@@ -238,6 +257,29 @@ class HttpBridge:
             log.debug("client went away during stream %d", stream.stream_id)
             stream.phase = Phase.FAILED
         return resp
+
+    async def _write_whole(
+        self, request: web.BaseRequest, stream: HttpStream, start: ev.Response, head: bytes, keep_alive: bool
+    ) -> Any:
+        """Head and body in one transport write; aiohttp's response objects are not involved."""
+        transport = request.transport
+        if transport is None or transport.is_closing():  # as ConnectionError from prepare
+            log.debug("client went away before stream %d's response", stream.stream_id)
+            stream.phase = Phase.FAILED
+            return error_response(502, close=True)
+        body = start.body
+        if len(body) <= _CONCAT_MAX_BYTES:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        stream.consumed(len(body))
+        stream.phase = Phase.DONE
+        if transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:  # a slow reader: as aiohttp's writer
+            try:
+                await request.writer.drain()
+            except ConnectionError:
+                log.debug("client went away during stream %d", stream.stream_id)
+        return Written(start.status, keep_alive, len(head) + len(body))
 
     async def _body(
         self, request: web.BaseRequest, stream: HttpStream, resp: Any, start: ev.Response, empty: bool
@@ -306,6 +348,83 @@ class HttpBridge:
             _abort(request, stream, Local.VIOLATION)
             return False
         return True
+
+
+class Written:
+    """What aiohttp's RequestHandler gets back for a response the bridge wrote itself: enough for
+    its keep-alive decision and the access-log hook; ``finish_response`` finds nothing to do."""
+
+    __slots__ = ("status", "keep_alive", "body_length")
+    prepared = True
+
+    def __init__(self, status: int, keep_alive: bool, body_length: int) -> None:
+        self.status = status
+        self.keep_alive = keep_alive
+        self.body_length = body_length  # bytes written, head included (aiohttp's output_size)
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _whole_head(request: web.BaseRequest, start: ev.Response, keep_alive: bool) -> bytes | None:
+    """The head aiohttp's StreamResponse would write for a whole body, from the worker's header
+    bytes as they are; None when the general path must decide (framing headers from the worker
+    other than an exact Content-Length, CR/LF in a field: it answers 502)."""
+    body = start.body
+    lines = []
+    has_id = has_type = has_date = has_server = has_length = False
+    for pair in start.headers:
+        name = pair[0].lower()
+        if name in _FRAMING:
+            if name != b"content-length" or has_length or pair[1] != b"%d" % len(body):
+                return None
+            has_length = True
+        elif name in _DEFAULTED:
+            if name == b"x-request-id":
+                has_id = True
+            elif name == b"content-type":
+                has_type = True
+            elif name == b"date":
+                has_date = True
+            else:
+                has_server = True
+        lines.append(b": ".join(pair))
+    n = len(lines)
+    block = b"\r\n".join(lines)
+    if n and (block.count(b"\r") != n - 1 or block.count(b"\n") != n - 1):
+        return None  # CR or LF inside a field
+    version = request.version
+    out = [_status_line(version, start.status), block, b"\r\n"] if n else [_status_line(version, start.status)]
+    if not has_id:
+        out.append(b"X-Request-ID: %s\r\n" % request[REQUEST_ID].encode())  # the app's own id wins
+    if not has_length:
+        out.append(b"Content-Length: %d\r\n" % len(body))
+    if not has_type and body:
+        out.append(b"Content-Type: application/octet-stream\r\n")
+    if not has_date:
+        out.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
+    if not has_server:
+        out.append(_SERVER_LINE)
+    if keep_alive:
+        if version == HttpVersion10:
+            out.append(b"Connection: keep-alive\r\n")
+    elif version == HttpVersion11:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _status_line(version: Any, status: int) -> bytes:
+    key = (version, status)
+    line = _STATUS_LINES.get(key)
+    if line is None:
+        line = f"HTTP/{version[0]}.{version[1]} {status} {REASON_PHRASES.get(status, '')}\r\n".encode()
+        if len(_STATUS_LINES) < 1024:
+            _STATUS_LINES[key] = line
+    return line
 
 
 def _abort(request: web.BaseRequest, stream: HttpStream, why: Any) -> None:
