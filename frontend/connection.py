@@ -87,6 +87,7 @@ class Connection(RequestHandler):
         "_head_count",
         "_head_bytes",
         "_line_len",
+        "addresses",
     )
 
     def __init__(self, manager: web.Server, *, gate: Gate, header_timeout_s: float, **kwargs: Any) -> None:
@@ -98,6 +99,7 @@ class Connection(RequestHandler):
         self._head_count = 0  # _request_count when the timer was armed
         self._head_bytes = 0  # of the head in progress, until its request line ended
         self._line_len: int | None = None  # that request line's length, once known
+        self.addresses: tuple[Any, Any] | None = None  # (client, server), set by http_bridge once
 
     # ------------------------------------------------------------ lifecycle
 

@@ -39,7 +39,7 @@ from wire.events import ResetCode
 
 from .access_log import CLIENT, REQUEST_ID, STARTED, WORKER, request_id
 from .config import FrontendConfig
-from .connection import bad_request
+from .connection import Connection, bad_request
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .proxy import Origin, TrustedProxies, carries_proxy_headers, resolve
@@ -90,36 +90,39 @@ class HttpBridge:
         self._active = 0  # HTTP handlers running; shutdown closes WebSockets once it is 0
         self._idle: asyncio.Future[None] | None = None
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        """The request id in (access_log.request_id), the ``x-request-id`` header out."""
+    async def handle(self, request: web.BaseRequest) -> Any:
+        """The request id in (access_log.request_id), the ``x-request-id`` header out.
+
+        One coroutine per request down to the worker's answer (``_run``); a whole response is
+        written from there synchronously (``_write_whole``)."""
         request[STARTED] = perf_counter()
         rid = request[REQUEST_ID] = request_id(request)
-        resp = await self._handle(request)
+        if request.version != HttpVersion11 and _bad_framing(request):
+            resp = bad_request()
+        elif self.websocket.wants(request):
+            resp = await self.websocket.handle(request, self._head(request), self._ext(request))
+        else:
+            try:
+                stream = self._new_stream(request)
+            except BodyTooLarge:
+                stream = None
+                resp = error_response(413, close=True)
+            if stream is not None:
+                self._active += 1
+                try:
+                    resp = await self._run(request, stream)
+                except asyncio.CancelledError:
+                    log.debug("client went away from stream %d", stream.stream_id)
+                    stream.phase = Phase.FAILED
+                    raise
+                finally:
+                    stream.finish()
+                    self._active -= 1
+                    if not self._active and self._idle is not None and not self._idle.done():
+                        self._idle.set_result(None)
         if not resp.prepared:  # our own error responses; a worker's response got it in _respond
             resp.headers["X-Request-ID"] = rid
         return resp
-
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        if request.version != HttpVersion11 and _bad_framing(request):
-            return bad_request()
-        if self.websocket.wants(request):
-            return await self.websocket.handle(request, self._head(request), self._ext(request))
-        try:
-            stream = self._new_stream(request)
-        except BodyTooLarge:
-            return error_response(413, close=True)
-        self._active += 1
-        try:
-            return await self._run(request, stream)
-        except asyncio.CancelledError:
-            log.debug("client went away from stream %d", stream.stream_id)
-            stream.phase = Phase.FAILED
-            raise
-        finally:
-            stream.finish()
-            self._active -= 1
-            if not self._active and self._idle is not None and not self._idle.done():
-                self._idle.set_result(None)
 
     async def wait_idle(self, timeout_s: float) -> None:
         """Until no HTTP request is in flight, or ``timeout_s`` (shutdown: then WebSockets close)."""
@@ -161,11 +164,7 @@ class HttpBridge:
             authority_path = path.split(b"://", 1)[1]
             slash = authority_path.find(b"/")
             path = authority_path[slash:] if slash >= 0 else b"/"
-        transport = request.transport
-        client = server = None
-        if transport is not None:
-            client = _address(transport.get_extra_info("peername"))
-            server = _address(transport.get_extra_info("sockname"))
+        client, server = _addresses(request)
         http_version = _VERSIONS.get(version) or f"{version.major}.{version.minor}"
         scheme = self._scheme
         proxies = self._proxies
@@ -200,7 +199,12 @@ class HttpBridge:
             request[WORKER] = stream.worker  # for the access log (a replay moves it)
             item = await stream.next()
             if type(item) is ev.Response:
-                return await self._respond(request, stream, item)
+                written = self._write_whole(request, stream, item)
+                if written is None:
+                    return await self._respond(request, stream, item)
+                if type(written) is Written and written.drain:
+                    await _drain(request, stream)
+                return written
             if not stream.can_replay(item):
                 return self._failure(stream, item)
             log.info("replaying stream %d on another worker (%s)", stream.stream_id, describe_failure(item))
@@ -223,11 +227,6 @@ class HttpBridge:
 
     async def _respond(self, request: web.BaseRequest, stream: HttpStream, start: ev.Response) -> Any:
         empty = request.method == "HEAD" or start.status in (204, 304) or start.status < 200
-        if not start.more_body and not start.trailers and not empty:  # most responses: one write
-            keep_alive = request.keep_alive and not (stream.upload.expect_continue and stream.upload.needs_pump)
-            head = _whole_head(request, start, keep_alive)
-            if head is not None:
-                return await self._write_whole(request, stream, start, head, keep_alive)
         try:
             resp = _WorkerResponse(status=start.status, headers=str_headers(start.headers))
             resp.headers.setdefault("X-Request-ID", request[REQUEST_ID])  # the app's own id wins
@@ -258,10 +257,19 @@ class HttpBridge:
             stream.phase = Phase.FAILED
         return resp
 
-    async def _write_whole(
-        self, request: web.BaseRequest, stream: HttpStream, start: ev.Response, head: bytes, keep_alive: bool
-    ) -> Any:
-        """Head and body in one transport write; aiohttp's response objects are not involved."""
+    @staticmethod
+    def _write_whole(request: web.BaseRequest, stream: HttpStream, start: ev.Response) -> Any:
+        """A whole response (one RESPONSE, a body to send): head and body in one transport write,
+        no aiohttp response object. None when ``_respond``'s general path must do it."""
+        if start.more_body or start.trailers or request.method == "HEAD":
+            return None
+        status = start.status
+        if status < 200 or status in (204, 304):
+            return None
+        keep_alive = request.keep_alive and not (stream.upload.expect_continue and stream.upload.needs_pump)
+        head = _whole_head(request, start, keep_alive)
+        if head is None:
+            return None
         transport = request.transport
         if transport is None or transport.is_closing():  # as ConnectionError from prepare
             log.debug("client went away before stream %d's response", stream.stream_id)
@@ -274,12 +282,8 @@ class HttpBridge:
             transport.writelines((head, body))
         stream.consumed(len(body))
         stream.phase = Phase.DONE
-        if transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES:  # a slow reader: as aiohttp's writer
-            try:
-                await request.writer.drain()
-            except ConnectionError:
-                log.debug("client went away during stream %d", stream.stream_id)
-        return Written(start.status, keep_alive, len(head) + len(body))
+        drain = transport.get_write_buffer_size() > _DRAIN_ABOVE_BYTES  # a slow reader
+        return Written(status, keep_alive, len(head) + len(body), drain)
 
     async def _body(
         self, request: web.BaseRequest, stream: HttpStream, resp: Any, start: ev.Response, empty: bool
@@ -354,13 +358,14 @@ class Written:
     """What aiohttp's RequestHandler gets back for a response the bridge wrote itself: enough for
     its keep-alive decision and the access-log hook; ``finish_response`` finds nothing to do."""
 
-    __slots__ = ("status", "keep_alive", "body_length")
+    __slots__ = ("status", "keep_alive", "body_length", "drain")
     prepared = True
 
-    def __init__(self, status: int, keep_alive: bool, body_length: int) -> None:
+    def __init__(self, status: int, keep_alive: bool, body_length: int, drain: bool) -> None:
         self.status = status
         self.keep_alive = keep_alive
         self.body_length = body_length  # bytes written, head included (aiohttp's output_size)
+        self.drain = drain  # the transport's buffer is over aiohttp's limit: wait before the next
 
     async def prepare(self, request: web.BaseRequest) -> None:
         return None
@@ -427,6 +432,14 @@ def _status_line(version: Any, status: int) -> bytes:
     return line
 
 
+async def _drain(request: web.BaseRequest, stream: HttpStream) -> None:
+    """As aiohttp's writer after a write over its limit: wait until the client reads."""
+    try:
+        await request.writer.drain()
+    except ConnectionError:
+        log.debug("client went away during stream %d", stream.stream_id)
+
+
 def _abort(request: web.BaseRequest, stream: HttpStream, why: Any) -> None:
     """After the status line: break the connection so the client sees a truncated body."""
     log.warning("stream %d aborted mid-response: %s", stream.stream_id, describe_failure(why))
@@ -451,6 +464,20 @@ def _wants_trailers(request: web.BaseRequest, resp: web.StreamResponse) -> bool:
 
 def _bad_field(pair: tuple[bytes, bytes]) -> bool:
     return _BAD_FIELD.search(pair[0]) is not None or _BAD_FIELD.search(pair[1]) is not None
+
+
+def _addresses(request: web.BaseRequest) -> tuple[Any, Any]:
+    """(client, server) of the TCP connection: asked once per connection (each is a syscall)."""
+    conn = request.protocol
+    pair = getattr(conn, "addresses", None)
+    if pair is None:
+        transport = request.transport
+        if transport is None:
+            return None, None
+        pair = (_address(transport.get_extra_info("peername")), _address(transport.get_extra_info("sockname")))
+        if isinstance(conn, Connection):
+            conn.addresses = pair
+    return pair
 
 
 def _address(value: Any) -> tuple[str, int] | None:
