@@ -132,7 +132,9 @@ class Connection(RequestHandler):
         super().data_received(data)
         if self._request_count != count:
             self._disarm()  # the head is complete (or failed): the handler takes over
-            self._fail_current_body()
+            messages = self._messages
+            if messages and type(messages[-1][0]) is _ErrInfo:
+                self._fail_current_body()
         elif starting and not self._force_close:
             self._arm()  # a partial head: the clock runs from its first byte
 

@@ -231,6 +231,10 @@ def aiohttp_bare(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     return [spawn([sys.executable, str(HERE / "aiohttp_bare.py"), str(port)], log_dir / "aiohttp-bare.log")]
 
 
+def protocol_bare(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    return [spawn([sys.executable, str(HERE / "protocol_bare.py"), str(port)], log_dir / "protocol-bare.log")]
+
+
 def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | None = None) -> list[Server]:
     main = {"hello", "download", "upload", "ws"}
     out = [
@@ -240,6 +244,7 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         Server("uvicorn w1", main, uvicorn(1)),
         Server("uvicorn w2", main | {"scaleout"}, uvicorn(2)),
         Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
+        Server("protocol bare", {"hello"}, protocol_bare),  # the floor of a protocol-level front end
     ]
     if have_nginx:
         out.append(Server("nginx>uvicorn", {"hello", "download", "upload"}, nginx_uvicorn))
