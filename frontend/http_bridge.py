@@ -57,6 +57,7 @@ _BAD_FIELD = re.compile(rb"[\x00\r\n]")
 # The one-write path (``_whole_head``): what aiohttp's StreamResponse would add, as bytes.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _DEFAULTED = frozenset({b"x-request-id", b"content-type", b"date", b"server"})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # what aiohttp refuses in a field (HTAB is fine)
 _SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
 _CONCAT_MAX_BYTES = 16 * 1024  # head + body copied into one bytes below this; writelines above
@@ -377,7 +378,9 @@ class Written:
 def _whole_head(request: web.BaseRequest, start: ev.Response, keep_alive: bool) -> bytes | None:
     """The head aiohttp's StreamResponse would write for a whole body, from the worker's header
     bytes as they are; None when the general path must decide (framing headers from the worker
-    other than an exact Content-Length, CR/LF in a field: it answers 502)."""
+    other than an exact Content-Length, a control character in a field: it answers 502).
+    One difference: bytes over 0x7f go out untouched, where aiohttp (str headers, latin-1 in,
+    UTF-8 out) re-encodes them."""
     body = start.body
     lines = []
     has_id = has_type = has_date = has_server = has_length = False
@@ -397,12 +400,12 @@ def _whole_head(request: web.BaseRequest, start: ev.Response, keep_alive: bool) 
             else:
                 has_server = True
         lines.append(b": ".join(pair))
-    n = len(lines)
-    block = b"\r\n".join(lines)
-    if n and (block.count(b"\r") != n - 1 or block.count(b"\n") != n - 1):
-        return None  # CR or LF inside a field
+    if lines and _CONTROL.search(b"".join(lines)) is not None:
+        return None  # CR, LF or another control character in a field: aiohttp's ValueError, 502
     version = request.version
-    out = [_status_line(version, start.status), block, b"\r\n"] if n else [_status_line(version, start.status)]
+    out = [_status_line(version, start.status), b"\r\n".join(lines), b"\r\n"] if lines else [
+        _status_line(version, start.status)
+    ]
     if not has_id:
         out.append(b"X-Request-ID: %s\r\n" % request[REQUEST_ID].encode())  # the app's own id wins
     if not has_length:
