@@ -9,6 +9,13 @@ task a request costs, except an upload still arriving from the client, which
 gets a pump task (see ``upload``). A WebSocket upgrade goes to ``ws_bridge``
 with the same head fields.
 
+The common response arrives whole (one RESPONSE): ``_write_whole`` writes the
+head aiohttp would have written (``_whole_head``, from the worker's header
+bytes) and the body in one ``transport.write`` and returns a ``Written``
+stand-in, so no aiohttp response object is built. Anything else (streamed
+bodies, trailers, HEAD, 1xx/204/304, framing headers from the worker, a bad
+field) takes the general path through ``_WorkerResponse`` (``_respond``).
+
 What the client sees when things go wrong (PROTOCOL §9):
 * before the status line: 503 + Retry-After (no worker in time), 502 +
   ``connection: close`` (worker lost, worker broke the protocol, replay
@@ -403,9 +410,8 @@ def _whole_head(request: web.BaseRequest, start: ev.Response, keep_alive: bool) 
     if lines and _CONTROL.search(b"".join(lines)) is not None:
         return None  # CR, LF or another control character in a field: aiohttp's ValueError, 502
     version = request.version
-    out = [_status_line(version, start.status), b"\r\n".join(lines), b"\r\n"] if lines else [
-        _status_line(version, start.status)
-    ]
+    status_line = _status_line(version, start.status)
+    out = [status_line, b"\r\n".join(lines), b"\r\n"] if lines else [status_line]
     if not has_id:
         out.append(b"X-Request-ID: %s\r\n" % request[REQUEST_ID].encode())  # the app's own id wins
     if not has_length:
@@ -477,7 +483,10 @@ def _addresses(request: web.BaseRequest) -> tuple[Any, Any]:
         transport = request.transport
         if transport is None:
             return None, None
-        pair = (_address(transport.get_extra_info("peername")), _address(transport.get_extra_info("sockname")))
+        pair = (
+            _address(transport.get_extra_info("peername")),
+            _address(transport.get_extra_info("sockname")),
+        )
         if isinstance(conn, Connection):
             conn.addresses = pair
     return pair

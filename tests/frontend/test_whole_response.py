@@ -62,7 +62,11 @@ HELLO = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
         (200, HELLO, b"Hello, world!"),
         (200, [], b"Hello, world!"),
         (200, [], b""),
-        (404, [(b"Content-Type", b"text/html"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")], b"<p>no</p>"),
+        (
+            404,
+            [(b"Content-Type", b"text/html"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")],
+            b"<p>no</p>",
+        ),
         (201, [(b"x-request-id", b"app-own-id"), (b"server", b"app"), (b"date", b"then")], b"x"),
         (599, [(b"x-tab", b"a\tb")], b"odd status"),
     ],
