@@ -87,6 +87,7 @@ class Connection(RequestHandler):
         "_head_count",
         "_head_bytes",
         "_line_len",
+        "addresses",
     )
 
     def __init__(self, manager: web.Server, *, gate: Gate, header_timeout_s: float, **kwargs: Any) -> None:
@@ -98,6 +99,7 @@ class Connection(RequestHandler):
         self._head_count = 0  # _request_count when the timer was armed
         self._head_bytes = 0  # of the head in progress, until its request line ended
         self._line_len: int | None = None  # that request line's length, once known
+        self.addresses: tuple[Any, Any] | None = None  # (client, server), set by http_bridge once
 
     # ------------------------------------------------------------ lifecycle
 
@@ -130,7 +132,9 @@ class Connection(RequestHandler):
         super().data_received(data)
         if self._request_count != count:
             self._disarm()  # the head is complete (or failed): the handler takes over
-            self._fail_current_body()
+            messages = self._messages
+            if messages and type(messages[-1][0]) is _ErrInfo:
+                self._fail_current_body()
         elif starting and not self._force_close:
             self._arm()  # a partial head: the clock runs from its first byte
 

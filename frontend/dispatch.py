@@ -174,6 +174,10 @@ class Dispatcher:
         """A worker slot for a new stream (see ``slots.SlotQueue.acquire``); a replay goes first."""
         return await (self.ws_slots if websocket else self.slots).acquire(first=replay)
 
+    def try_acquire(self) -> WorkerRecord | None:
+        """An HTTP slot if one is free right now (no await); else None: ``acquire`` queues."""
+        return self.slots.try_acquire()
+
     def open_stream(self, stream: Stream) -> int:
         """A new stream id, routed to ``stream`` (whose ``worker`` holds a slot)."""
         stream_id = self._next_id

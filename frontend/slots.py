@@ -62,6 +62,15 @@ class SlotQueue:
             raise QueueFull(f"{len(self._waiters)} requests already wait for a worker")
         return await self._wait(first)
 
+    def try_acquire(self) -> WorkerRecord | None:
+        """A free slot now, or None (then ``acquire`` queues): the common case needs no await."""
+        if self._closed or self._waiters:
+            return None
+        record = self._pool.choose(websocket=self._websocket)
+        if record is not None:
+            self._pool.acquire(record, websocket=self._websocket)
+        return record
+
     async def _wait(self, first: bool) -> WorkerRecord:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[WorkerRecord] = loop.create_future()

@@ -107,7 +107,8 @@ class HttpStream:
         self.worker = worker
         self.undelivered = False
         self.stream_id = self._dispatcher.open_stream(self)
-        self.response = ResponseTracker()
+        if self.replays:  # a replay starts the response afresh (the first attempt has __init__'s)
+            self.response = ResponseTracker()
         self.recv = ReceiveWindow(backend.window_bytes, slack_bytes=backend.max_payload_bytes)
         body, more = self.upload.first(worker.window_bytes)
         request = ev.Request(self.stream_id, *self._head, body, more, self.upload.expect_continue, self._ext)

@@ -115,7 +115,7 @@ def spawn(argv: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen[byte
     out = open(log, "ab")
     env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(HERE), str(REPO)])),
+        "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(HERE), str(cwd)])),
     }
     proc = subprocess.Popen(
         argv, cwd=cwd, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True
@@ -124,7 +124,11 @@ def spawn(argv: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen[byte
     return proc
 
 
-def zasgi(workers: int, capacity: int | None = None) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+def zasgi(
+    workers: int, capacity: int | None = None, tree: Path = REPO
+) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+    """``tree``: the checkout whose code runs (``--baseline``: an older tree, same bench app)."""
+
     def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
         argv = [
             sys.executable,
@@ -144,7 +148,7 @@ def zasgi(workers: int, capacity: int | None = None) -> Callable[[int, Path], li
         ]
         if capacity:
             argv += ["--capacity", str(capacity)]
-        return [spawn(argv, log_dir / f"zasgi-w{workers}-c{capacity}.log")]
+        return [spawn(argv, log_dir / f"zasgi-w{workers}-c{capacity}-{tree.name}.log", cwd=tree)]
 
     return start
 
@@ -227,14 +231,20 @@ def aiohttp_bare(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
     return [spawn([sys.executable, str(HERE / "aiohttp_bare.py"), str(port)], log_dir / "aiohttp-bare.log")]
 
 
-def servers(selected: set[str], have_nginx: bool, quick: bool) -> list[Server]:
+def protocol_bare(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+    return [spawn([sys.executable, str(HERE / "protocol_bare.py"), str(port)], log_dir / "protocol-bare.log")]
+
+
+def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | None = None) -> list[Server]:
     main = {"hello", "download", "upload", "ws"}
     out = [
+        *([Server("zasgi@base w1", main, zasgi(1, tree=baseline))] if baseline is not None else []),
         Server("zasgi w1", main | {"scaleout"}, zasgi(1)),
         Server("zasgi w2", {"hello"}, zasgi(2)),
         Server("uvicorn w1", main, uvicorn(1)),
         Server("uvicorn w2", main | {"scaleout"}, uvicorn(2)),
         Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
+        Server("protocol bare", {"hello"}, protocol_bare),  # the floor of a protocol-level front end
     ]
     if have_nginx:
         out.append(Server("nginx>uvicorn", {"hello", "download", "upload"}, nginx_uvicorn))
@@ -598,6 +608,9 @@ def main() -> None:
         "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
     )
     parser.add_argument("--servers", default="", help="comma-separated server names to keep (default: all)")
+    parser.add_argument(
+        "--baseline", type=Path, help="another checkout (e.g. `git worktree add`): adds a 'zasgi@base w1' row"
+    )
     args = parser.parse_args()
     selected = {c.strip() for c in args.cases.split(",") if c.strip()}
     if selected - set(CASES):
@@ -608,9 +621,9 @@ def main() -> None:
         plan, rounds = Plan(args.duration, [64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
     keep = {n.strip() for n in args.servers.split(",") if n.strip()}
     want_nginx = bool(selected & {"hello", "download", "upload"}) and (not keep or "nginx>uvicorn" in keep)
-    all_servers = servers(selected, ensure_tools(want_nginx), args.quick)
+    all_servers = servers(selected, ensure_tools(want_nginx), args.quick, args.baseline)
     if keep:
-        all_servers = [s for s in all_servers if s.name in keep]
+        all_servers = [s for s in all_servers if s.name in keep or s.name == "zasgi@base w1"]
     log_dir = Path(tempfile.mkdtemp(prefix="zasgi-bench-"))
     wire: list[dict[str, float]] = []
     started = time.monotonic()
