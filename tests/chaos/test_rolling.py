@@ -17,7 +17,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.helpers.processes import Proc
@@ -32,26 +31,14 @@ GRACE_S = 4.0  # --timeout-graceful-shutdown: how long plain WebSockets survive 
 ROLLS = 3
 
 
-def worker_pids(proc: Proc) -> set[int]:
-    """The supervisor's live worker processes (spawned by multiprocessing)."""
-    pids = set()
-    for child in proc.descendants():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
 async def wait_workers(proc: Proc, predicate: object, what: str, timeout_s: float) -> set[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pids = worker_pids(proc)
+        pids = proc.worker_pids()
         if predicate(pids):  # type: ignore[operator]
             return pids
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{what}: not within {timeout_s}s (workers now {sorted(worker_pids(proc))})\n{proc.log()[-5000:]}")
+    raise AssertionError(f"{what}: not within {timeout_s}s (workers now {sorted(proc.worker_pids())})\n{proc.log()[-5000:]}")
 
 
 @pytest.fixture

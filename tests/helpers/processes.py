@@ -67,6 +67,17 @@ class Proc:
         except psutil.NoSuchProcess:
             return []
 
+    def worker_pids(self) -> set[int]:
+        """The live multiprocessing-spawned descendants: a zasgi supervisor's workers, draining ones too."""
+        pids = set()
+        for child in self.descendants():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                    pids.add(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
     def signal(self, sig: int) -> None:
         try:
             os.kill(self.pid, sig)

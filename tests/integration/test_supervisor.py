@@ -62,29 +62,17 @@ def pools(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         stop(server)
 
 
-def worker_pids(proc: Proc) -> set[int]:
-    """The supervisor's live worker processes (multiprocessing spawn children), draining ones too."""
-    pids = set()
-    for child in proc.descendants():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
 def wait_pids(
     proc: Proc, predicate: Callable[[set[int]], bool], what: str, timeout_s: float = 60
 ) -> set[int]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        pids = worker_pids(proc)
+        pids = proc.worker_pids()
         if predicate(pids):
             return pids
         time.sleep(0.1)
     raise AssertionError(
-        f"{what}: not within {timeout_s}s (workers {sorted(worker_pids(proc))})\n{proc.log()[-5000:]}"
+        f"{what}: not within {timeout_s}s (workers {sorted(proc.worker_pids())})\n{proc.log()[-5000:]}"
     )
 
 
@@ -179,7 +167,7 @@ def test_ttin_ttou_change_the_worker_count_while_serving(pools: Pools, loads: Lo
     proc.signal(signal.SIGTTOU)
     proc.wait_for("SIGTTOU ignored: the pool keeps at least 1 worker")
     load.wait_ok(20)
-    assert len(worker_pids(proc)) == 1
+    assert len(proc.worker_pids()) == 1
     load.stop()
     assert load.failures == []
     assert "Traceback" not in proc.log()
@@ -301,7 +289,7 @@ def test_max_requests_recycles_workers_without_failures(pools: Pools, loads: Loa
     ]
     assert len(recycled) >= 3
     assert all(100 <= limit <= 120 and n >= limit for n, limit in recycled), recycled
-    assert not (worker_pids(proc) & first)
+    assert not (proc.worker_pids() & first)
     assert load.failures == []
     assert "Traceback" not in log
     print(f"{load.ok} requests over {len(load.pids)} worker pids; recycled at (served, limit) {recycled}")
