@@ -91,3 +91,28 @@ def test_dealer_reconnects_quickly() -> None:
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+async def test_a_full_batch_leaves_at_once_and_in_order(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Rule 2: batches of at most BATCH_MAX_EVENTS, so the peer starts before the sender's
+    iteration ends; the events arrive in posting order, each exactly once."""
+    from wire.channel import BATCH_MAX_EVENTS
+
+    router = _router(ctx, tmp_path)
+    dealer_sock = ctx.socket(zmq.DEALER)
+    configure_dealer(dealer_sock, routing_id=b"w1")
+    dealer_sock.connect(f"ipc://{tmp_path}/r.sock")
+    batches: list[list[Any]] = []
+    dealer = Channel(dealer_sock, routed=False, on_events=lambda _peer, events: batches.append(events),
+                     on_bad_message=lambda *args: None)  # fmt: skip
+    dealer.post(ev.Heartbeat())  # the router learns the dealer's routing id
+    await asyncio.sleep(0.2)  # connected, and the router has seen its routing id
+    count = BATCH_MAX_EVENTS * 3 + 5
+    for i in range(count):
+        router.post(ev.Credit(i + 1, 10), b"w1")
+    assert len(router._outbox[b"w1"]) == 5  # three full batches left during the posting
+    await _until(lambda: sum(map(len, batches)) >= count)
+    assert [e.stream_id for batch in batches for e in batch] == list(range(1, count + 1))
+    assert max(map(len, batches)) <= BATCH_MAX_EVENTS
+    router.close()
+    dealer.close()
