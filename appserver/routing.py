@@ -12,9 +12,12 @@ welcomed connection. Theory of operation:
   share the loop fairly with HTTP.
 * Rule 14: events for closed streams are dropped; for never-opened ids we
   answer RESET(PROTOCOL_ERROR). An illegal event resets only its stream.
-* Rule 19: HTTP apps running count against ``capacity``, WebSocket apps
-  against ``ws_capacity``; beyond that, or while draining, RESET(REFUSED)
-  with the app untouched. WebSockets only open when both sides agreed on
+* Rule 19: HTTP streams open on the wire count against ``capacity``,
+  WebSocket streams against ``ws_capacity`` -- counted as the front end
+  counts them, so a stream it may open is never refused: an app still running
+  after its response ended (background work) no longer holds a slot, and the
+  front end reuses the slot as soon as the response's last event left.
+  Beyond that, or while draining, RESET(REFUSED) with the app untouched. WebSockets only open when both sides agreed on
   feature "websocket" at WELCOME.
 * Drain: WebSockets whose app opted in to the handoff extension (feature
   "handoff") are offered it at once; the app answers with its state and the
@@ -78,6 +81,7 @@ class StreamRouter:
         self._draining = False  # finish() began: apps opting in to the handoff get it at once
         self._is_draining = lambda: self._draining  # one callable shared by every WebSocketCycle
         self._open: dict[int, Any] = {}
+        self._http_open = 0  # HttpCycles in _open (Rule 19); the rest of _open is WebSockets
         self._highest = 0  # highest stream id opened in this handshake
         self._openers: dict[type, Callable[[Any], None]] = {
             ev.Request: self._open_http,
@@ -146,7 +150,6 @@ class StreamRouter:
         self._protocol_error(event.stream_id, f"{type(event).__name__}: feature not agreed at WELCOME")
 
     def _refused(self, sid: int, running: int, capacity: int) -> bool:
-        # Capacity counts running apps: that is the load, whatever the front end still holds open.
         if self._accepting() and running < capacity:
             return False
         why = "worker at capacity" if self._accepting() else "worker draining"
@@ -155,7 +158,7 @@ class StreamRouter:
 
     def _open_http(self, request: ev.Request) -> None:
         sid = request.stream_id
-        if self._refused(sid, len(self.http_tasks), self._capacity):
+        if self._refused(sid, self._http_open, self._capacity):
             return
         try:
             cycle = HttpCycle(request, emit=self._post, settings=self._settings, on_closed=self._on_closed)
@@ -168,7 +171,7 @@ class StreamRouter:
         if not self._websocket or (type(opener) is ev.WsResume and not self._settings.handoff):
             self._open_unsupported(opener)
             return
-        if self._refused(opener.stream_id, len(self.ws_tasks), self._ws_capacity):
+        if self._refused(opener.stream_id, len(self._open) - self._http_open, self._ws_capacity):
             return
         cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
                                draining=self._is_draining)  # fmt: skip
@@ -176,6 +179,8 @@ class StreamRouter:
 
     def _start(self, cycle: Cycle, tasks: set[asyncio.Task[None]]) -> None:
         self._open[cycle.stream_id] = cycle
+        if type(cycle) is HttpCycle:
+            self._http_open += 1
         task = asyncio.get_running_loop().create_task(cycle.run(self._app))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
@@ -183,12 +188,14 @@ class StreamRouter:
     def _on_closed(self, cycle: Cycle) -> None:
         if self._open.get(cycle.stream_id) is cycle:
             del self._open[cycle.stream_id]
+            if type(cycle) is HttpCycle:
+                self._http_open -= 1
 
     # ------------------------------------------------------------ ending streams
 
     def fail_all(self, reason: str) -> None:
         """The front end forgot our streams (lost, BYE, UNKNOWN_PEER): fail them without a word."""
-        cycles, self._open = list(self._open.values()), {}
+        cycles, self._open, self._http_open = list(self._open.values()), {}, 0
         for cycle in cycles:
             cycle.fail_locally(reason)
 

@@ -54,7 +54,7 @@ from .responses import describe_failure, error_response, str_headers
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
 from .tls import TlsInfo
-from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, Upload
+from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, new_upload
 from .ws_bridge import WsBridge
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ class HttpBridge:
             and not content.is_eof()
             and request.headers.get("Expect", "").lower() == "100-continue"
         )
-        upload = Upload(content=content, expect_continue=expect, max_body_bytes=self._max_body)
+        upload = new_upload(content, expect_continue=expect, max_body_bytes=self._max_body)
         return HttpStream(self._dispatcher, head=self._head(request), ext=self._ext(request), upload=upload)
 
     def _head(self, request: web.BaseRequest) -> tuple[Any, ...]:

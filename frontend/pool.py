@@ -87,6 +87,7 @@ class Pool:
     def __init__(self, *, dead_after_s: float) -> None:
         self.dead_after_s = dead_after_s
         self._workers: dict[bytes, WorkerRecord] = {}
+        self._order: tuple[WorkerRecord, ...] = ()  # _workers' values, rebuilt when it changes
         self._rr = 0  # rotates the scan start so equal loads alternate
         self.joins = 0  # workers welcomed, and workers forgotten, since start (metrics)
         self.losses = 0
@@ -104,6 +105,7 @@ class Pool:
         """Register a JOINING worker; returns the record it replaces (now GONE), if any."""
         old = self.remove(record.peer)
         self._workers[record.peer] = record
+        self._order = tuple(self._workers.values())
         return old
 
     def welcome(self, peer: bytes, now: float) -> None:
@@ -121,6 +123,7 @@ class Pool:
         """Forget a worker: it said BYE, went silent, or became unreachable."""
         record = self._workers.pop(peer, None)
         if record is not None:
+            self._order = tuple(self._workers.values())
             record.to(WorkerState.GONE)
             self.losses += 1
         return record
@@ -141,12 +144,16 @@ class Pool:
 
     def choose(self, *, websocket: bool = False) -> WorkerRecord | None:
         """The READY worker with the fewest streams and a free slot (of the kind asked for), or None."""
-        workers = list(self._workers.values())
+        workers = self._order  # called per request: no list built here
         n = len(workers)
         best: WorkerRecord | None = None
         best_load = 0
         if n == 0:
             return None
+        if n == 1 and not websocket:
+            record = workers[0]
+            ready = record.state is WorkerState.READY and record.in_flight < record.capacity
+            return record if ready else None
         self._rr = (self._rr + 1) % n
         for i in range(n):
             record = workers[(self._rr + i) % n]

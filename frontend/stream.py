@@ -38,7 +38,7 @@ from wire.events import ResetCode
 from wire.flow import ReceiveWindow, cost
 from wire.states import RequestHalf, RequestTracker, ResponseHalf, ResponseTracker
 
-from .upload import BodyTooLarge, Upload
+from .upload import BodyTooLarge, NoBody, Upload
 
 if TYPE_CHECKING:
     from .dispatch import Dispatcher
@@ -78,7 +78,7 @@ class HttpStream:
         *,
         head: tuple[Any, ...],  # REQUEST's fields from method to server, in wire order
         ext: dict[str, Any],
-        upload: Upload,
+        upload: Upload | NoBody,
     ) -> None:
         self.stream_id = 0
         self.worker: WorkerRecord | None = None

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+from aiohttp.streams import EMPTY_PAYLOAD
+
 from wire.flow import SendWindow
 
 CHUNK_BYTES = 64 * 1024  # Rule 16: split large bodies rather than wait for the whole window
@@ -36,6 +38,14 @@ class UploadState(Enum):
 
 class BodyTooLarge(Exception):
     pass
+
+
+def new_upload(content: Any, *, expect_continue: bool, max_body_bytes: int | None) -> Upload | NoBody:
+    """The request's body: ``NoBody`` when the request has none (aiohttp's EMPTY_PAYLOAD: most
+    requests), so they pay for no buffers, windows or pump."""
+    if content is EMPTY_PAYLOAD:
+        return NoBody()
+    return Upload(content=content, expect_continue=expect_continue, max_body_bytes=max_body_bytes)
 
 
 def _unbound(body: bytes, more_body: bool) -> None:
@@ -198,3 +208,39 @@ class Upload:
             await self._window_waiter
         finally:
             self._window_waiter = None
+
+
+class NoBody:
+    """``Upload``'s interface for a request without a body: REQUEST carries it all
+    (``more_body`` false), nothing is read, kept or sent later; replayable until delivered,
+    as an Upload whose whole body went out in its REQUEST."""
+
+    __slots__ = ("send", "replayable")
+    expect_continue = False
+    needs_pump = False
+    whole = b""
+
+    def __init__(self) -> None:
+        self.send: Callable[[bytes, bool], None] = _unbound
+        self.replayable = True
+
+    def first(self, window_bytes: int) -> tuple[bytes, bool]:
+        return b"", False
+
+    def flush(self) -> None:
+        return None
+
+    def grant(self, n: int) -> None:
+        return None
+
+    def hold(self) -> None:
+        return None
+
+    def delivered(self) -> None:
+        self.replayable = False
+
+    def stop(self) -> None:
+        return None
+
+    async def pump(self, write_continue: Callable[[], Any]) -> None:
+        return None

@@ -136,6 +136,29 @@ async def test_requests_beyond_capacity_are_refused(fe: ScriptedFrontend, connec
     assert (await fe.expect(ev.Response)).stream_id == 3
 
 
+async def test_a_slot_is_free_once_the_response_ended_even_if_the_app_runs_on(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    """Rule 19 as the front end counts: it may open a new stream as soon as the last response
+    event arrived; an app still running after that (background work) must not get it refused."""
+    finish = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"done"})
+        await finish.wait()  # background work after the response
+
+    conn = connect(app, capacity=1)
+    await handshake(fe, conn)
+    fe.send(request(1))
+    assert (await fe.expect(ev.Response)).stream_id == 1
+    fe.send(request(3))
+    assert (await fe.expect(ev.Response)).stream_id == 3  # not RESET(REFUSED)
+    finish.set()
+    await until(lambda: not conn.tasks)
+
+
 async def test_reset_from_the_front_end_reaches_the_app(fe: ScriptedFrontend, connect: Factory) -> None:
     gate = Gate()
     conn = connect(gate)
