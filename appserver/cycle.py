@@ -5,15 +5,22 @@ connection ``feed``s it the front end's events (BODY, CREDIT, DISCONNECT,
 RESET) and it ``emit``s RESPONSE/BODY/TRAILERS/PATHSEND/CREDIT/RESET through
 an injected callable, so tests pass a list's ``append``. No zmq here.
 
-This module is the receive side and the app's outcome; the send side (start
-coalescing, chunking under credit, trailers, pathsend) is ``ResponseSender``
-in response.py, shared with the WebSocket denial response. State lives in
-the wire trackers (``RequestTracker`` here, ``ResponseTracker`` in the
-sender), plus a first ``CREDIT`` owed for Expect: 100-continue. Invariants:
+One object per stream, because this is the app server's hot path: the send
+side (coalescing, chunking under credit, trailers, pathsend) is inherited
+from ``ResponseSide`` (response.py, shared with the WebSocket denial
+response), the send window is an int here, and nothing on the path of a
+request refers back to the cycle, so a finished request is freed by reference
+counting, never by the garbage collector (tests/appserver/test_hot_path.py).
+This module is the receive side, the window and the app's outcome. State
+lives in the wire trackers (``RequestTracker``, ``ResponseTracker``), plus a
+first ``CREDIT`` owed for Expect: 100-continue. Invariants:
 
 * Credit (Rule 17) goes back when the app's ``receive()`` returns bytes,
-  batched by ``ReceiveWindow``, and flushed whenever the app waits with
-  nothing queued, so a slow trickle never stalls on batching.
+  batched by ``ReceiveWindow`` (built only for a request with a body), and
+  flushed whenever the app waits with nothing queued, so a slow trickle never
+  stalls on batching.
+* The app waits on one ``Wakeup`` whatever it waits for (body, credit, the
+  stream's end); every waiter re-checks its condition.
 * Once the client is gone (DISCONNECT, RESET, connection lost) ``receive()``
   returns ``http.disconnect`` and ``send()`` raises ``ClientDisconnected``.
 * How the app ends decides what the front end hears (``_app_ended``): a
@@ -33,13 +40,21 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from wire import ProtocolViolation, ReceiveWindow, RequestHalf, RequestTracker, ResetCode, ResponseHalf
+from wire import (
+    ProtocolViolation,
+    ReceiveWindow,
+    RequestHalf,
+    RequestTracker,
+    ResetCode,
+    ResponseHalf,
+    ResponseTracker,
+)
 from wire import events as ev
 from wire.scope import http_scope
 
 from .logctx import REQUEST_ID
-from .response import ResponseSender
-from .stream import RESPONSE_CHUNK_BYTES, ClientDisconnected, CreditGate, Emit, StreamSettings, Wakeup
+from .response import ResponseSide
+from .stream import RESPONSE_CHUNK_BYTES, ClientDisconnected, Defer, Emit, StreamSettings, Wakeup
 
 __all__ = ["RESPONSE_CHUNK_BYTES", "ClientDisconnected", "Emit", "HttpCycle", "StreamSettings"]
 
@@ -48,7 +63,10 @@ log = logging.getLogger(__name__)
 _ENDED = (ResponseHalf.DONE, ResponseHalf.RESET)
 
 
-class HttpCycle:
+class HttpCycle(ResponseSide):
+    __slots__ = ("scope", "request_id", "_on_closed", "_request", "_available", "_recv_window", "_chunks",
+                 "_continue_owed", "_wakeup")  # fmt: skip
+
     def __init__(
         self,
         request: ev.Request,
@@ -56,45 +74,50 @@ class HttpCycle:
         emit: Emit,
         settings: StreamSettings,
         on_closed: Callable[[HttpCycle], None] | None = None,
+        defer: Defer | None = None,
     ) -> None:
-        """Raises ProtocolViolation if the REQUEST's first chunk overruns its window."""
-        self.stream_id = request.stream_id
-        self.scope = http_scope(request, state=settings.state)
-        if not settings.trailers:
-            del self.scope["extensions"]["http.response.trailers"]
+        """Raises ProtocolViolation if the REQUEST's first chunk overruns its window.
+
+        ``defer`` runs the response's end-of-tick flush: the connection's
+        ``EndOfTick.defer`` (one loop handle for all its streams), else ``call_soon``.
+        """
+        sid = self.stream_id = request.stream_id
+        self.scope = http_scope(request, state=settings.state, trailers=settings.trailers)
         request_id = request.ext.get("request_id")
         self.request_id = None if request_id is None else str(request_id)
         self._emit = emit
+        self._defer = defer if defer is not None else asyncio.get_running_loop().call_soon
         self._settings = settings
         self._on_closed = on_closed
+        self._tracker = ResponseTracker()
+        self._pending_start = None
+        self._held = None
+        self._available = settings.response_window_bytes  # the send window (Rule 16)
         self._request = RequestTracker(request)
-        self._gate = CreditGate(settings.response_window_bytes)
-        self._response = ResponseSender(
-            self.stream_id, emit=emit, gate=self._gate, settings=settings, live=self._live,
-            on_done=self._response_done,
-        )  # fmt: skip
-        self._recv_window = ReceiveWindow(
-            0 if request.expect_continue else settings.request_window_bytes,
-            slack_bytes=settings.request_slack_bytes,
-        )
-        self._recv_window.received(len(request.body), stream_id=self.stream_id)
+        body, more = request.body, request.more_body
+        # A body-less request never needs its receive window: skip building it.
+        self._recv_window: ReceiveWindow | None = None
+        if body or more:
+            window = self._recv_window = ReceiveWindow(
+                0 if request.expect_continue else settings.request_window_bytes,
+                slack_bytes=settings.request_slack_bytes,
+            )
+            window.received(len(body), stream_id=sid)
         self._chunks: deque[tuple[bytes, bool]] = deque()
-        if request.body or not request.more_body:  # an empty "more to come" chunk says nothing
-            self._chunks.append((request.body, request.more_body))
-        self._continue_owed = request.expect_continue and request.more_body
-        self._readable = Wakeup()  # body queued, or the stream ended
+        if body or not more:  # an empty "more to come" chunk says nothing
+            self._chunks.append((body, more))  # type: ignore[arg-type]  # decoded: bytes
+        self._continue_owed = request.expect_continue and more
+        # One wake-up for everything the app may wait on here (body, credit, the stream's
+        # end): waiters re-check their condition, so sharing costs a rare spurious wake-up.
+        self._wakeup = Wakeup()
 
     @property
     def request_state(self) -> RequestHalf:
         return self._request.state
 
     @property
-    def response_state(self) -> ResponseHalf:
-        return self._response.state
-
-    @property
     def closed(self) -> bool:
-        state = self._response.state
+        state = self._tracker.state
         return state is ResponseHalf.RESET or (
             state is ResponseHalf.DONE and self._request.state is not RequestHalf.RECEIVING
         )
@@ -103,7 +126,8 @@ class HttpCycle:
 
     async def run(self, app: Callable[..., Any]) -> None:
         """Run ``app`` for this stream; never raises except CancelledError."""
-        REQUEST_ID.set(self.request_id)  # this task's log lines carry it (logctx)
+        if self.request_id is not None:
+            REQUEST_ID.set(self.request_id)  # this task's log lines carry it (logctx)
         try:
             await app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
@@ -115,25 +139,28 @@ class HttpCycle:
             self._app_ended(None)
 
     def _app_ended(self, error: BaseException | None) -> None:
-        self._response.drop_pending()
+        self.drop_pending()
+        state = self._tracker.state
+        if error is None and state is ResponseHalf.DONE and self._request.state is not RequestHalf.RECEIVING:
+            return  # the common case: answered, request read
         client_gone = not self._live()
         if error is not None:
             if isinstance(error, ClientDisconnected) or (client_gone and isinstance(error, OSError)):
                 self._log(logging.DEBUG, "client went away: %s", error)
             else:
                 self._log(logging.ERROR, "exception in ASGI application", exc_info=error)
-        if self._response.state is ResponseHalf.DONE and self._request.state is RequestHalf.RECEIVING:
+        if state is ResponseHalf.DONE and self._request.state is RequestHalf.RECEIVING:
             # §6.1: the app will not read the rest of the body; RESET closes the request half.
             self.abort(ResetCode.CANCELLED, "app finished without reading the body")
             return
-        if self._response.state in _ENDED:
+        if state in _ENDED:
             return
         if client_gone:
             self.abort(ResetCode.CANCELLED, "client went away")
             return
         if error is not None:
             reason = f"app raised {type(error).__name__}"
-        elif self._response.state is ResponseHalf.WAITING:
+        elif state is ResponseHalf.WAITING:
             reason = "ASGI app returned without starting a response"
         else:
             reason = "ASGI app returned without completing the response"
@@ -149,7 +176,8 @@ class HttpCycle:
         if kind is ev.Body:
             self._on_body(event)
         elif kind is ev.Credit:
-            self._gate.grant(event.bytes)
+            self._available += event.bytes
+            self._wakeup.set()
         elif kind is ev.Disconnect:
             self._request.feed(event)
             self._stream_ended()
@@ -161,21 +189,23 @@ class HttpCycle:
             )
 
     def _on_body(self, event: ev.Body) -> None:
-        self._request.feed(event)
+        self._request.feed(event)  # raises unless the request half is RECEIVING: the window exists
+        window = self._recv_window
+        assert window is not None
         n = len(event.body)
-        self._recv_window.received(n, stream_id=self.stream_id)
-        if self._response.state is ResponseHalf.DONE:
+        window.received(n, stream_id=self.stream_id)
+        if self._tracker.state is ResponseHalf.DONE:
             # Answered already: discard, but keep crediting so the body can finish.
             if event.more_body:
-                self._credit(self._recv_window.consumed(n))
+                self._credit(window.consumed(n))
             self._check_closed()
             return
-        self._chunks.append((event.body, event.more_body))
-        self._readable.set()
+        self._chunks.append((event.body, event.more_body))  # type: ignore[arg-type]
+        self._wakeup.set()
 
     def fail_locally(self, reason: str) -> None:
         """The stream is gone without a word to send (peer RESET, UNKNOWN_PEER, lost link)."""
-        self._response.reset(ResetCode.CANCELLED, reason)
+        self.reset(ResetCode.CANCELLED, reason)
         self._request.feed(ev.Disconnect(self.stream_id))
         self._stream_ended()
 
@@ -183,15 +213,14 @@ class HttpCycle:
         """Reset the stream from our side (app error, protocol error, shutdown)."""
         if self.closed:
             return
-        self._response.reset(code, reason)
+        self.reset(code, reason)
         # After DONE the request half may still be open (§6.1): RESET closes it.
         self._emit(ev.Reset(self.stream_id, code, reason))
         self._request.feed(ev.Disconnect(self.stream_id))
         self._stream_ended()
 
     def _stream_ended(self) -> None:
-        self._readable.set()
-        self._gate.release()
+        self._wakeup.set()  # a parked receive() or send() sees the end
         self._check_closed()
 
     def _check_closed(self) -> None:
@@ -205,15 +234,17 @@ class HttpCycle:
         if self._continue_owed:
             self._continue_owed = False  # Rule 18: the first receive() opens the window
             if self._live():
+                assert self._recv_window is not None
                 self._credit(self._recv_window.grant(self._settings.request_window_bytes))
         while True:
-            if self._request.state is RequestHalf.DISCONNECTED or self._response.state in _ENDED:
+            if self._request.state is RequestHalf.DISCONNECTED or self._tracker.state in _ENDED:
                 return {"type": "http.disconnect"}
             if self._chunks:
                 return self._take_chunks()
             if self._request.state is RequestHalf.RECEIVING:
+                assert self._recv_window is not None
                 self._credit(self._recv_window.flush())  # idle: return everything consumed
-            await self._readable.wait()
+            await self._wakeup.wait()
 
     def _take_chunks(self) -> dict[str, Any]:
         chunks = self._chunks
@@ -224,6 +255,7 @@ class HttpCycle:
             body = b"".join([chunk for chunk, _ in chunks])
             chunks.clear()
         if more:
+            assert self._recv_window is not None
             self._credit(self._recv_window.consumed(len(body)))
         return {"type": "http.request", "body": body, "more_body": more}
 
@@ -237,25 +269,48 @@ class HttpCycle:
         if not self._live():
             raise ClientDisconnected(f"stream {self.stream_id}: the client went away")
         kind = message.get("type")
-        handler = _SENDERS.get(kind)  # type: ignore[arg-type]
-        if handler is None:
-            raise RuntimeError(f"unexpected ASGI message type {kind!r} on an http connection")
-        await handler(self._response, message)
+        if kind == "http.response.body":
+            body, more = self._body_fields(message)
+            if len(body) <= self._settings.chunk_bytes and (self._available > 0 or not body):
+                self._chunk(body, more)  # the common case: no await, no coroutine
+            else:
+                await self._send_body(body, more)
+        elif kind == "http.response.start":
+            self._start(message)
+        else:
+            handler = _SENDERS.get(kind)  # type: ignore[arg-type]
+            if handler is None:
+                raise RuntimeError(f"unexpected ASGI message type {kind!r} on an http connection")
+            await handler(self, message)
+
+    # ------------------------------------------------------------ ResponseSide's hooks
 
     def _live(self) -> bool:
         return (
             self._request.state is not RequestHalf.DISCONNECTED
-            and self._response.state is not ResponseHalf.RESET
+            and self._tracker.state is not ResponseHalf.RESET
         )
+
+    def _window_open(self) -> bool:
+        return self._available > 0
+
+    def _spend(self, n: int) -> None:
+        self._available -= n
+
+    async def _wait_window(self) -> None:
+        while self._available <= 0 and self._live():
+            await self._wakeup.wait()
 
     def _response_done(self) -> None:
         # Body the app never read: discard it and give its credit back, so the
         # front end can finish forwarding and the stream can close.
         if self._request.state is RequestHalf.RECEIVING and self._chunks:
+            window = self._recv_window
+            assert window is not None
             n = sum(len(chunk) for chunk, _ in self._chunks)
             self._chunks.clear()
-            self._credit(self._recv_window.consumed(n) + self._recv_window.flush())
-        self._readable.set()
+            self._credit(window.consumed(n) + window.flush())
+        self._wakeup.set()
         self._check_closed()
 
     # ------------------------------------------------------------ logging
@@ -266,9 +321,8 @@ class HttpCycle:
         log.log(level, msg, *args, exc_info=exc_info, extra={"request_id": self.request_id})
 
 
-_SENDERS: dict[str, Callable[[ResponseSender, dict[str, Any]], Any]] = {
-    "http.response.start": ResponseSender.start,
-    "http.response.body": ResponseSender.body,
-    "http.response.trailers": ResponseSender.trailers,
-    "http.response.pathsend": ResponseSender.pathsend,
+# The rarer messages; start and body are handled in HttpCycle.send itself.
+_SENDERS: dict[str, Callable[[HttpCycle, dict[str, Any]], Any]] = {
+    "http.response.trailers": HttpCycle.trailers,
+    "http.response.pathsend": HttpCycle.pathsend,
 }

@@ -1,18 +1,30 @@
 """The response half of one stream: ASGI ``*.response.*`` messages -> RESPONSE/BODY/TRAILERS/PATHSEND.
 
-``ResponseSender`` is the send side of ``HttpCycle`` and, unchanged, the
-WebSocket denial response (``websocket.http.response.*``, feature
-``ws-denial``): both are an HTTP response on a stream. It owns the response
-``ResponseTracker`` and the one fact the wire cannot know, a start held back
-to be coalesced with the first body chunk. Invariants:
+``ResponseSide`` is the send side, written once for the two HTTP responses a
+stream can carry: it is the base class of ``HttpCycle`` (one object per HTTP
+stream: the hot path creates no helper objects) and, through
+``ResponseSender``, the WebSocket denial response (``websocket.http.response.*``,
+feature ``ws-denial``). It owns the response ``ResponseTracker`` and what the
+wire does not know yet: a start and small chunks held back to be coalesced. The owner supplies the rest as methods: whether the client is still
+there (``_live``), the stream's send window (``_window_open``, ``_spend``,
+``_wait_window``: Rule 16) and what happens once the response is DONE
+(``_response_done``). Invariants:
 
-* A start is coalesced with a body sent in the same loop iteration; otherwise
-  it leaves alone on the next tick (``call_soon``), so streaming headers are
-  never delayed behind a slow first chunk.
-* A body waits while the stream's ``CreditGate`` is closed (Rule 16): a slow
-  client pauses the app. Bodies leave in ``chunk_bytes`` memoryview slices.
-* Whether the client is still there is the owning cycle's business
-  (``live``); a send into a dead stream raises ``ClientDisconnected``.
+* What the app sends in one loop iteration leaves together: a start is
+  coalesced with the body that follows it, and body chunks smaller than
+  ``chunk_bytes`` (with more to come) are held and joined, up to
+  ``chunk_bytes``, until a final or full-size chunk, or the next tick
+  (``EndOfTick``). So streaming headers and small chunks are never delayed
+  behind a slow next chunk, and an app writing 4 KiB pieces costs the front
+  end one event per 64 KiB, not sixteen. A RESPONSE says more_body=True
+  whenever the app's first chunk did: a streamed response stays chunked for
+  the client.
+* A body waits while the send window is spent (Rule 16): a slow client
+  pauses the app. Held chunks spend the window when the app sends them.
+  Bodies leave in ``chunk_bytes`` memoryview slices. A response that leaves
+  whole in its first message (RESPONSE, more=False) does no window
+  accounting: nothing follows it.
+* A send into a dead stream raises ``ClientDisconnected``.
 """
 
 from __future__ import annotations
@@ -25,37 +37,47 @@ from typing import Any
 from wire import ProtocolViolation, ResponseHalf, ResponseTracker
 from wire import events as ev
 
-from .stream import ClientDisconnected, CreditGate, Emit, StreamSettings, checked_headers
+from .stream import ClientDisconnected, CreditGate, Defer, Emit, StreamSettings, checked_headers
 
 
-class ResponseSender:
-    __slots__ = ("_stream_id", "_emit", "_gate", "_settings", "_live", "_on_done", "_prefix", "_tracker",
-                 "_pending_start")  # fmt: skip
+class ResponseSide:
+    """The send side of an HTTP response; subclasses provide the hooks below."""
 
-    def __init__(
-        self,
-        stream_id: int,
-        *,
-        emit: Emit,
-        gate: CreditGate,
-        settings: StreamSettings,
-        live: Callable[[], bool],
-        on_done: Callable[[], None],
-        prefix: str = "http.response",
-    ) -> None:
-        """``prefix`` names the ASGI messages in errors; ``on_done`` fires when the response is DONE."""
-        self._stream_id = stream_id
-        self._emit = emit
-        self._gate = gate
-        self._settings = settings
-        self._live = live
-        self._on_done = on_done
-        self._prefix = prefix
-        self._tracker = ResponseTracker()
-        self._pending_start: tuple[int, ev.Headers, bool] | None = None
+    __slots__ = ("stream_id", "_emit", "_defer", "_settings", "_tracker", "_pending_start", "_held",
+                 "_held_bytes")  # fmt: skip
+    _prefix = "http.response"  # names the ASGI messages in errors
+
+    stream_id: int
+    _emit: Emit
+    _defer: Defer  # runs a callback once the app yields (EndOfTick.defer, or call_soon)
+    _settings: StreamSettings
+    _tracker: ResponseTracker
+    _pending_start: tuple[int, ev.Headers, bool] | None
+    _held: list[Any] | None  # body chunks sent this tick, not on the wire yet (more to come)
+    _held_bytes: int
+
+    # ------------------------------------------------------------ the owner's hooks
+
+    def _live(self) -> bool:
+        raise NotImplementedError
+
+    def _window_open(self) -> bool:
+        raise NotImplementedError
+
+    def _spend(self, n: int) -> None:
+        raise NotImplementedError
+
+    async def _wait_window(self) -> None:
+        """Return once the window is open or the stream is no longer live."""
+        raise NotImplementedError
+
+    def _response_done(self) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ state
 
     @property
-    def state(self) -> ResponseHalf:
+    def response_state(self) -> ResponseHalf:
         return self._tracker.state
 
     @property
@@ -64,44 +86,25 @@ class ResponseSender:
         return self._pending_start is not None or self._tracker.state is not ResponseHalf.WAITING
 
     def drop_pending(self) -> None:
-        """Forget a start never sent: the app failed, and a clean 500 beats headers + abort."""
+        """The app ended: body it sent goes out; a start alone is forgotten (a 500 beats headers + abort)."""
+        if self._held is not None:
+            self._flush()
         self._pending_start = None
 
     def reset(self, code: int, reason: str) -> None:
         """Record a RESET (sent or received by the owner) unless the response already ended."""
+        self._held = None
         if self._tracker.state is not ResponseHalf.DONE:
-            self._tracker.feed(ev.Reset(self._stream_id, code, reason))
+            self._tracker.feed(ev.Reset(self.stream_id, code, reason))
 
     # ------------------------------------------------------------ ASGI messages
 
     async def start(self, message: dict[str, Any]) -> None:
-        if self.started:
-            raise RuntimeError(f"{self._prefix}.start sent twice (the response already started)")
-        status = message.get("status")
-        if type(status) is not int or not 100 <= status <= 999:
-            raise RuntimeError(f"{self._prefix}.start: status must be an int 100..999, got {status!r}")
-        headers = checked_headers(message.get("headers", ()))
-        trailers = bool(message.get("trailers", False))
-        if trailers and not self._settings.trailers:
-            raise RuntimeError(f"{self._prefix}.start: trailers=True but the front end does not support them")
-        self._pending_start = (status, headers, trailers)
-        asyncio.get_running_loop().call_soon(self._flush_start)
+        self._start(message)
 
     async def body(self, message: dict[str, Any]) -> None:
-        body = message.get("body", b"")
-        if type(body) is not bytes:
-            if not isinstance(body, (bytearray, memoryview)):
-                raise TypeError(f"{self._prefix}.body: body must be bytes, got {type(body).__name__}")
-            body = bytes(body)  # our own immutable copy: the app may reuse its buffer
-        more = bool(message.get("more_body", False))
-        self._expect_body_allowed(f"{self._prefix}.body")
-        size = self._settings.chunk_bytes
-        if len(body) <= size:
-            await self._send_chunk(body, more)
-            return
-        view = memoryview(body)
-        for offset in range(0, len(body), size):
-            await self._send_chunk(view[offset : offset + size], more or offset + size < len(body))
+        body, more = self._body_fields(message)
+        await self._send_body(body, more)
 
     async def trailers(self, message: dict[str, Any]) -> None:
         if self._tracker.state is not ResponseHalf.TRAILERS:
@@ -109,7 +112,7 @@ class ResponseSender:
                 f"{self._prefix}.trailers needs a start with trailers=True and the whole body sent first"
             )
         headers = checked_headers(message.get("headers", ()))
-        self._put(ev.Trailers(self._stream_id, headers, bool(message.get("more_trailers", False))))
+        self._put(ev.Trailers(self.stream_id, headers, bool(message.get("more_trailers", False))))
 
     async def pathsend(self, message: dict[str, Any]) -> None:
         path = message.get("path")
@@ -119,32 +122,100 @@ class ResponseSender:
         if not self._settings.pathsend:
             await self._send_file(path)
             return
-        self._flush_start()
-        self._put(ev.Pathsend(self._stream_id, path))
+        self._flush()
+        self._put(ev.Pathsend(self.stream_id, path))
 
-    # ------------------------------------------------------------ wire events
+    # ------------------------------------------------------------ the steps, synchronous where possible
 
-    def _flush_start(self) -> None:
-        """Send a held start alone (with more_body=True): no body came in the same tick."""
-        start = self._pending_start
-        if start is None or not self._live():
+    def _start(self, message: dict[str, Any]) -> None:
+        if self._pending_start is not None or self._tracker.state is not ResponseHalf.WAITING:
+            raise RuntimeError(f"{self._prefix}.start sent twice (the response already started)")
+        status = message.get("status")
+        if type(status) is not int or not 100 <= status <= 999:
+            raise RuntimeError(f"{self._prefix}.start: status must be an int 100..999, got {status!r}")
+        headers = checked_headers(message.get("headers", ()))
+        trailers = bool(message.get("trailers", False))
+        if trailers and not self._settings.trailers:
+            raise RuntimeError(f"{self._prefix}.start: trailers=True but the front end does not support them")
+        self._pending_start = (status, headers, trailers)
+        self._defer(self._flush)
+
+    def _body_fields(self, message: dict[str, Any]) -> tuple[bytes, bool]:
+        body = message.get("body", b"")
+        if type(body) is not bytes:
+            if not isinstance(body, (bytearray, memoryview)):
+                raise TypeError(f"{self._prefix}.body: body must be bytes, got {type(body).__name__}")
+            body = bytes(body)  # our own immutable copy: the app may reuse its buffer
+        if self._pending_start is None and self._tracker.state is not ResponseHalf.SENDING:
+            self._expect_body_allowed(f"{self._prefix}.body")
+        return body, bool(message.get("more_body", False))
+
+    async def _send_body(self, body: bytes, more: bool) -> None:
+        size = self._settings.chunk_bytes
+        if len(body) <= size:
+            await self._send_chunk(body, more)
             return
-        self._pending_start = None
-        self._put(ev.Response(self._stream_id, start[0], start[1], b"", True, start[2]))
+        view = memoryview(body)
+        for offset in range(0, len(body), size):
+            await self._send_chunk(view[offset : offset + size], more or offset + size < len(body))
 
     async def _send_chunk(self, payload: Any, more: bool) -> None:
-        if payload and not self._gate.open:
-            await self._gate.wait(self._live)
+        if payload and not self._window_open():
+            await self._wait_window()  # what is held leaves meanwhile: its flush is scheduled
+        self._chunk(payload, more)
+
+    def _chunk(self, payload: Any, more: bool) -> None:
+        """Send (or hold) one chunk now: the window is open, or the chunk is empty."""
         if not self._live():
-            raise ClientDisconnected(f"stream {self._stream_id}: the client went away")
+            raise ClientDisconnected(f"stream {self.stream_id}: the client went away")
+        n = len(payload)
+        limit = self._settings.chunk_bytes
+        held = self._held
+        if held is not None:
+            # Join, unless this is the last chunk and the start is still held: a response the
+            # app streamed (more_body=True) stays streamed (chunked) on the client's side.
+            if self._held_bytes + n <= limit and (more or self._pending_start is None):
+                held.append(payload)
+                self._spend(n)
+                if more:
+                    self._held_bytes += n
+                    return
+                self._held = None
+                self._out(b"".join(held), False)  # the last chunk, with everything held
+                return
+            self._flush()  # what is held goes first, as its own event
+        if more and n < limit:
+            # Hold: more may come in this tick. A held start has its flush scheduled already.
+            if self._pending_start is None:
+                self._defer(self._flush)
+            self._held = [payload]
+            self._held_bytes = n
+            self._spend(n)
+            return
+        if more or self._pending_start is None:
+            self._spend(n)
+        # else: the whole response in one RESPONSE: no window left to account for
+        self._out(payload, more)
+
+    def _out(self, payload: Any, more: bool) -> None:
+        """RESPONSE with the held start, or BODY."""
         start = self._pending_start
         if start is not None:
             self._pending_start = None
-            event: Any = ev.Response(self._stream_id, start[0], start[1], payload, more, start[2])
+            self._put(ev.Response(self.stream_id, start[0], start[1], payload, more, start[2]))
         else:
-            event = ev.Body(self._stream_id, payload, more)
-        self._gate.spend(len(payload))
-        self._put(event)
+            self._put(ev.Body(self.stream_id, payload, more))
+
+    def _flush(self) -> None:
+        """Send what this tick held back (a start, small chunks), with more_body=True."""
+        held = self._held
+        if held is None:
+            if self._pending_start is not None and self._live():
+                self._out(b"", True)  # headers alone: no body came in the same tick
+            return
+        self._held = None
+        if self._live():
+            self._out(held[0] if len(held) == 1 else b"".join(held), True)
 
     async def _send_file(self, path: str) -> None:
         """pathsend without the front end's help: read in a thread, send under credit."""
@@ -172,4 +243,54 @@ class ResponseSender:
             raise RuntimeError(f"illegal response event: {exc}") from None
         self._emit(event)
         if state is ResponseHalf.DONE:
-            self._on_done()
+            self._response_done()
+
+
+class ResponseSender(ResponseSide):
+    """A response whose window and liveness belong to someone else: the WebSocket denial response."""
+
+    __slots__ = ("_gate", "_is_live", "_on_done", "_prefix")
+
+    def __init__(
+        self,
+        stream_id: int,
+        *,
+        emit: Emit,
+        gate: CreditGate,
+        settings: StreamSettings,
+        live: Callable[[], bool],
+        on_done: Callable[[], None],
+        prefix: str = "http.response",
+    ) -> None:
+        """``prefix`` names the ASGI messages in errors; ``on_done`` fires when the response is DONE."""
+        self.stream_id = stream_id
+        self._emit = emit
+        self._defer = asyncio.get_running_loop().call_soon
+        self._gate = gate
+        self._settings = settings
+        self._is_live = live
+        self._on_done = on_done
+        self._prefix = prefix  # a slot here, a class default in ResponseSide
+        self._tracker = ResponseTracker()
+        self._pending_start = None
+        self._held = None
+        self._held_bytes = 0
+
+    @property
+    def state(self) -> ResponseHalf:
+        return self._tracker.state
+
+    def _live(self) -> bool:
+        return self._is_live()
+
+    def _window_open(self) -> bool:
+        return self._gate.open
+
+    def _spend(self, n: int) -> None:
+        self._gate.spend(n)
+
+    async def _wait_window(self) -> None:
+        await self._gate.wait(self._is_live)
+
+    def _response_done(self) -> None:
+        self._on_done()

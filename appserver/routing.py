@@ -17,8 +17,9 @@ welcomed connection. Theory of operation:
   counts them, so a stream it may open is never refused: an app still running
   after its response ended (background work) no longer holds a slot, and the
   front end reuses the slot as soon as the response's last event left.
-  Beyond that, or while draining, RESET(REFUSED) with the app untouched. WebSockets only open when both sides agreed on
-  feature "websocket" at WELCOME.
+  Beyond that, or while draining, RESET(REFUSED) with the app untouched.
+  WebSockets only open when both sides agreed on feature "websocket" at
+  WELCOME.
 * Drain: WebSockets whose app opted in to the handoff extension (feature
   "handoff") are offered it at once; the app answers with its state and the
   session moves to another worker (WS_HANDOFF). In-flight streams get the
@@ -39,7 +40,7 @@ from wire import ProtocolViolation, ResetCode
 from wire import events as ev
 
 from .cycle import HttpCycle
-from .stream import Emit, StreamSettings
+from .stream import Emit, EndOfTick, StreamSettings
 from .websocket import WebSocketCycle
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,12 @@ class StreamRouter:
         ws_capacity: int,
         accepting: Callable[[], bool],
     ) -> None:
-        """``post`` sends an event to the front end; ``accepting()`` is false while draining."""
+        """``post`` sends an event to the front end; ``accepting()`` is false while draining.
+
+        Built in the running loop that will run the apps.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._defer = EndOfTick(self._loop).defer  # the HTTP responses' end-of-tick flushes
         self.http_tasks: set[asyncio.Task[None]] = set()
         self.ws_tasks: set[asyncio.Task[None]] = set()
         self._app = app
@@ -158,10 +164,12 @@ class StreamRouter:
 
     def _open_http(self, request: ev.Request) -> None:
         sid = request.stream_id
-        if self._refused(sid, self._http_open, self._capacity):
+        if self._http_open >= self._capacity or not self._accepting():  # the hot path: no _refused call
+            self._refused(sid, self._http_open, self._capacity)
             return
         try:
-            cycle = HttpCycle(request, emit=self._post, settings=self._settings, on_closed=self._on_closed)
+            cycle = HttpCycle(request, emit=self._post, settings=self._settings, on_closed=self._on_closed,
+                              defer=self._defer)  # fmt: skip
         except ProtocolViolation as exc:
             self._protocol_error(sid, str(exc))
             return
@@ -181,7 +189,7 @@ class StreamRouter:
         self._open[cycle.stream_id] = cycle
         if type(cycle) is HttpCycle:
             self._http_open += 1
-        task = asyncio.get_running_loop().create_task(cycle.run(self._app))
+        task = self._loop.create_task(cycle.run(self._app))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

@@ -3,7 +3,10 @@
 ``HttpCycle`` (cycle.py) and ``WebSocketCycle`` (websocket.py) both run one
 ASGI app over an injected ``emit`` and park the app in two places: in
 ``receive()`` until the front end sends something, and in ``send()`` while the
-stream's send window is spent (PROTOCOL.md Rule 16). Those two waits live here.
+stream's send window is spent (PROTOCOL.md Rule 16). Those two waits live here
+(``Wakeup``; ``CreditGate`` for the WebSocket, whose HTTP sibling keeps its
+window as an int), and ``EndOfTick``, which flushes what responses held back
+for coalescing once the app yields.
 
 Memory matters: a worker may hold 10,000 idle WebSockets. ``asyncio.Event``
 costs ~1.1 KB (a dict and a preallocated deque); a ``Wakeup`` is one slot
@@ -15,14 +18,18 @@ wake-ups are harmless and a wake-up with nobody waiting is simply dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from wire import DEFAULT_LIMITS, SendWindow
 
+log = logging.getLogger(__name__)
+
 RESPONSE_CHUNK_BYTES = 64 * 1024  # Rule 16: small enough to interleave streams, big enough to be cheap
 Emit = Callable[[Any], None]
+Defer = Callable[[Callable[[], None]], Any]  # EndOfTick.defer, or the loop's call_soon
 
 
 class ClientDisconnected(OSError):
@@ -84,6 +91,39 @@ class Wakeup:
             for future in waiters:
                 if not future.done():
                     future.set_result(None)
+
+
+class EndOfTick:
+    """Run callbacks once the loop's current batch of ready work is done: one ``call_soon`` for all.
+
+    A response holds back what may be coalesced (a start waiting for its body,
+    small chunks) until the app yields. The cycles of one connection share one
+    of these instead of a loop handle each: a ``call_soon`` costs ~0.7 µs, an
+    append 0.05. Callbacks run in the order they were deferred; one that raises
+    is logged (as the loop would) and does not stop the others.
+    """
+
+    __slots__ = ("_loop", "_due")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._due: list[Callable[[], None]] | None = None
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        due = self._due
+        if due is None:
+            self._due = [callback]
+            self._loop.call_soon(self._run)
+        else:
+            due.append(callback)
+
+    def _run(self) -> None:
+        due, self._due = self._due, None
+        for callback in due or ():
+            try:
+                callback()
+            except Exception:
+                log.exception("exception in deferred callback %r", callback)
 
 
 class CreditGate(SendWindow):

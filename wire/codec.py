@@ -226,6 +226,38 @@ def _reject_ext(code: int, data: bytes) -> Any:
     raise _Bad(f"msgpack extension type {code} is not allowed")
 
 
+def _address_ok(v: Any) -> bool:
+    return v is None or (type(v) is tuple and len(v) == 2 and type(v[0]) is str and type(v[1]) is int)
+
+
+def _request(raw: tuple[Any, ...]) -> ev.Request | None:
+    """REQUEST as front ends send it (body inline, no extra fields), checked in one pass.
+
+    The hot path of a worker: the same checks as ``SCHEMA[ev.Request]``, a third
+    of the cost. None for anything else, which ``_build`` then checks field by
+    field and explains.
+    """
+    if len(raw) != 15:
+        return None
+    (_, sid, method, scheme, version, raw_path, query, root,
+     headers, client, server, body, more, expect, ext) = raw  # fmt: skip
+    if not (
+        type(method) is str and type(scheme) is str and type(version) is str and type(raw_path) is bytes
+        and type(query) is bytes and type(root) is str and type(headers) is tuple and type(body) is bytes
+        and type(more) is bool and type(expect) is bool and type(ext) is dict
+        and _address_ok(client) and _address_ok(server)
+    ):  # fmt: skip
+        return None
+    for pair in headers:
+        if type(pair) is not tuple or len(pair) != 2:
+            return None
+        if type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            return None
+    return ev.Request(
+        sid, method, scheme, version, raw_path, query, root, headers, client, server, body, more, expect, ext
+    )
+
+
 def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
     if type(raw) is not tuple or len(raw) < 2:
         return ev.Invalid(0, "event must be an array [kind, stream_id, ...]")
@@ -237,6 +269,10 @@ def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
         return ev.Invalid(stream_id, f"unknown event kind {kind!r}")
     if (kind in CONTROL_KINDS) != (stream_id == 0):
         return ev.Invalid(stream_id, f"{cls.__name__} on the wrong stream id {stream_id}")
+    if cls is ev.Request:
+        event = _request(raw)
+        if event is not None:
+            return event
     try:
         event = _build(cls, raw[1:], frames)
     except _Bad as exc:

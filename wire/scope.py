@@ -34,28 +34,46 @@ def _extensions(names: tuple[str, ...], ext: dict[str, Any]) -> dict[str, Any]:
     return extensions
 
 
+# One dict literal per scope is the cheapest build (~1.2 µs with one header): a
+# template copied per request saves nothing, since every value but "type" is
+# either per request or a mutable dict the app may change and must own.
+
+
 def _common(event: ev.Request | ev.WsConnect, state: dict[str, Any] | None) -> dict[str, Any]:
     root = event.root_path
+    raw_path = event.raw_path
+    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace")
+    client, server = event.client, event.server
     return {
-        "asgi": dict(ASGI_VERSION),
+        "asgi": {"version": "3.0", "spec_version": "2.5"},  # = ASGI_VERSION, a fresh dict per scope
         "http_version": event.http_version,
         "scheme": event.scheme,
-        "path": root + decode_path(event.raw_path),
-        "raw_path": root.encode("utf-8") + event.raw_path,
+        "path": root + path if root else path,
+        "raw_path": root.encode("utf-8") + raw_path if root else raw_path,
         "query_string": event.query_string,
         "root_path": root,
-        "headers": lower_headers(event.headers),
-        "client": list(event.client) if event.client else None,
-        "server": list(event.server) if event.server else None,
-        "state": dict(state) if state is not None else {},
+        "headers": [(name.lower(), value) for name, value in event.headers],  # = lower_headers
+        "client": [client[0], client[1]] if client else None,
+        "server": [server[0], server[1]] if server else None,
+        "state": state.copy() if state is not None else {},
     }
 
 
-def http_scope(event: ev.Request, *, state: dict[str, Any] | None = None) -> dict[str, Any]:
+def http_scope(
+    event: ev.Request, *, state: dict[str, Any] | None = None, trailers: bool = True
+) -> dict[str, Any]:
+    """``trailers``: offer the trailers extension (the front end accepted feature "trailers")."""
     scope = _common(event, state)
     scope["type"] = "http"
     scope["method"] = event.method
-    scope["extensions"] = _extensions(HTTP_EXTENSIONS, event.ext)
+    extensions: dict[str, Any] = (
+        {"http.response.trailers": {}, "http.response.pathsend": {}}
+        if trailers
+        else {"http.response.pathsend": {}}
+    )  # = HTTP_EXTENSIONS
+    if "tls" in event.ext:
+        extensions["tls"] = dict(event.ext["tls"])
+    scope["extensions"] = extensions
     return scope
 
 

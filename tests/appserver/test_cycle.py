@@ -90,6 +90,75 @@ async def test_large_body_is_split_into_64k_slices_without_copying() -> None:
     assert b"".join(bytes(e.body) for e in emitted) == data
 
 
+async def test_small_chunks_of_one_tick_leave_joined_up_to_64k() -> None:
+    h = CycleHarness()
+    piece = b"x" * 4096
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        for _ in range(20):  # 80 KiB in 4 KiB pieces, no await that yields in between
+            await send(body(piece, more=True))
+        await send(body(b"end"))
+
+    emitted = await h.run(app)
+    assert emitted == [
+        ev.Response(1, 200, HEADERS, piece * 16, True, False),  # full at 64 KiB: out at once
+        ev.Body(1, piece * 4 + b"end", False),  # the rest, with the final chunk
+    ]
+
+
+async def test_a_streamed_response_stays_streamed_even_when_sent_in_one_tick() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        await send(body(b"0\n", more=True))  # e.g. a StreamingResponse over a list
+        await send(body(b"1\n", more=True))
+        await send(body())
+
+    # more_body=True on the RESPONSE: the front end answers chunked, as it did chunk by chunk.
+    assert await CycleHarness().run(app) == [
+        ev.Response(1, 200, HEADERS, b"0\n1\n", True, False),
+        ev.Body(1, b"", False),
+    ]
+
+
+async def test_a_held_chunk_leaves_on_the_next_tick_when_the_app_waits() -> None:
+    h = CycleHarness()
+    gate = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        await send(body(b"event: 1\n\n", more=True))  # e.g. SSE: must not wait for the next event
+        await gate.wait()
+        await send(body(b"event: 2\n\n", more=True))
+        await send(body())
+
+    h.start(app)
+    await until(lambda: len(h.emitted) == 1)
+    assert h.emitted == [ev.Response(1, 200, HEADERS, b"event: 1\n\n", True, False)]
+    gate.set()
+    await asyncio.wait_for(h.task, 5)  # type: ignore[arg-type]
+    assert h.emitted[1:] == [ev.Body(1, b"event: 2\n\n", False)]
+
+
+async def test_full_size_chunks_are_never_copied_or_held() -> None:
+    h = CycleHarness()
+    chunk = b"y" * (64 * 1024)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(START)
+        await send(body(b"small", more=True))
+        await send(body(chunk, more=True))
+        await send(body(b""))
+
+    emitted = await h.run(app)
+    assert emitted == [
+        ev.Response(1, 200, HEADERS, b"small", True, False),  # held, then pushed out by the full chunk
+        ev.Body(1, chunk, True),
+        ev.Body(1, b"", False),
+    ]
+    assert emitted[1].body is chunk
+
+
 # ---------------------------------------------------------------- flow control
 
 
@@ -108,11 +177,12 @@ async def test_streaming_send_waits_for_credit_when_the_window_is_spent() -> Non
     await until(lambda: len(sent) == 2)
     await settle()
     # 10 -> 2 -> -6: the second chunk may overshoot (Rule 16), the third must wait.
-    assert sent == [0, 1] and len(h.emitted) == 2
+    # The two sent in one tick left together, as soon as the app waited.
+    assert sent == [0, 1] and h.emitted == [ev.Response(1, 200, HEADERS, b"12345678" * 2, True, False)]
     h.cycle.feed(ev.Credit(1, 16))
     await asyncio.wait_for(h.task, 5)  # type: ignore[arg-type]
     assert sent == [0, 1, 2]
-    assert h.emitted[-1] == ev.Body(1, b"", False)
+    assert h.emitted[1:] == [ev.Body(1, b"12345678", False)]  # the last chunk took the empty final one along
 
 
 async def test_request_body_across_request_and_body_returns_credit() -> None:
