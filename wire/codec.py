@@ -258,6 +258,25 @@ def _request(raw: tuple[Any, ...]) -> ev.Request | None:
     )
 
 
+def _response(raw: tuple[Any, ...]) -> ev.Response | None:
+    """RESPONSE as workers send it (body inline, no extra fields), checked in one pass: the
+    front end's hot path, as ``_request`` is the worker's. None: ``_build`` checks and explains."""
+    if len(raw) != 7:
+        return None
+    _, sid, status, headers, body, more, trailers = raw
+    if not (
+        type(status) is int and 100 <= status <= 999 and type(headers) is tuple and type(body) is bytes
+        and type(more) is bool and type(trailers) is bool
+    ):  # fmt: skip
+        return None
+    for pair in headers:
+        if type(pair) is not tuple or len(pair) != 2:
+            return None
+        if type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            return None
+    return ev.Response(sid, status, headers, body, more, trailers)
+
+
 def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
     if type(raw) is not tuple or len(raw) < 2:
         return ev.Invalid(0, "event must be an array [kind, stream_id, ...]")
@@ -271,6 +290,10 @@ def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
         return ev.Invalid(stream_id, f"{cls.__name__} on the wrong stream id {stream_id}")
     if cls is ev.Request:
         event = _request(raw)
+        if event is not None:
+            return event
+    elif cls is ev.Response:
+        event = _response(raw)
         if event is not None:
             return event
     try:

@@ -194,3 +194,43 @@ def test_truncated_or_corrupted_messages_never_raise_anything_else(events: list[
         codec.decode(frames)
     except DecodeError:
         pass
+
+
+# ---------------------------------------------------------------- RESPONSE's one-pass decode
+
+
+_RESPONSE = ev.Response(5, 200, ((b"content-type", b"text/plain"),), b"Hello, world!", False, False)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [_RESPONSE, ev.Response(6, 204, (), b"", False, False), ev.Response(7, 999, (), b"x", True, True)],
+    ids=["hello", "empty", "streamed"],
+)
+def test_response_fast_path_decodes_what_was_encoded(event: ev.Response) -> None:
+    assert codec.decode(codec.encode([event])) == [event]
+
+
+@pytest.mark.parametrize(
+    "index, value, reason",
+    [
+        (2, 99, "status must be an integer 100..999"),
+        (2, 1000, "status must be an integer 100..999"),
+        (2, True, "status must be an integer 100..999"),
+        (3, ((b"a", "b"),), "header names and values must be binary"),
+        (3, ((b"a",),), "each header must be a [name, value] pair"),
+        (4, "text", "payload must be binary or a frame index >= 1"),
+        (5, 0, "expected a boolean"),
+        (6, None, "expected a boolean"),
+    ],
+)
+def test_a_bad_response_field_gets_the_general_paths_error(index: int, value: object, reason: str) -> None:
+    raw = codec._packable(_RESPONSE, [], codec.INLINE_MAX_BYTES)
+    raw[index] = value
+    (event,) = codec.decode([msgpack.packb([raw], use_bin_type=True)])
+    assert event == ev.Invalid(5, f"Response: {reason}")
+
+
+def test_a_response_with_a_later_minor_versions_field_still_decodes() -> None:
+    raw = [*codec._packable(_RESPONSE, [], codec.INLINE_MAX_BYTES), "new field"]
+    assert codec.decode([msgpack.packb([raw], use_bin_type=True)]) == [_RESPONSE]
