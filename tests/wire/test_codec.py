@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 
 import msgpack
@@ -234,3 +235,27 @@ def test_a_bad_response_field_gets_the_general_paths_error(index: int, value: ob
 def test_a_response_with_a_later_minor_versions_field_still_decodes() -> None:
     raw = [*codec._packable(_RESPONSE, [], codec.INLINE_MAX_BYTES), "new field"]
     assert codec.decode([msgpack.packb([raw], use_bin_type=True)]) == [_RESPONSE]
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        _RESPONSE,
+        ev.Response(6, 500, (), b"x" * (codec.INLINE_MAX_BYTES + 1), True, False),  # body in its own frame
+        ev.Request(9, "POST", "https", "1.1", b"/p", b"q=1", "/r", ((b"A", b"b"),), ("1.2.3.4", 5), None,
+                   b"body", True, True, {"request_id": "x"}),  # fmt: skip
+        ev.Request(10, "GET", "http", "1.0", b"/", b"", "", (), None, None, bytearray(b"ab"), False, False,
+                   {}),  # fmt: skip
+        ev.Body(3, b"chunk", True),
+        ev.Body(3, memoryview(b"view"), False),
+    ],
+)
+def test_the_hot_events_pack_as_the_generic_path_does(event: ev.Event) -> None:
+    fast_frames: list[object] = [b""]
+    generic_frames: list[object] = [b""]
+    fast = codec._packable(event, fast_frames, codec.INLINE_MAX_BYTES)
+    generic = codec._packable_generic(event, generic_frames, codec.INLINE_MAX_BYTES)
+    assert msgpack.packb(fast, use_bin_type=True) == msgpack.packb(generic, use_bin_type=True)
+    assert fast_frames == generic_frames
+    payload = {"body": bytes(event.body)}  # the decoder always yields bytes
+    assert codec.decode(codec.encode([event])) == [dataclasses.replace(event, **payload)]
