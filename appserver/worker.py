@@ -24,6 +24,7 @@ plain stderr setup from ``configure_logging``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import secrets
@@ -203,6 +204,10 @@ class Worker:
         try:
             if await _first(frontends.ready(), self._stop.wait(), frontends.refused.wait()) == 0:
                 self.lifecycle.to(WorkerPhase.READY)
+                # The app and everything it imported live as long as the process: out of the
+                # collector's sight, so a full collection (each a pause of the whole worker,
+                # ~16 ms for the front end's modules alone, longer for a framework) skips them.
+                gc.freeze()
                 log.info("worker %s ready (%d front end(s))", self.worker_id, len(self.connections))
                 if self._ready is not None:
                     self._ready()
