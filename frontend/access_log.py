@@ -1,23 +1,26 @@
 """Request ids, the access log and its hook: one call per finished request, cheap when the log is off.
 
-Theory of operation. aiohttp's low-level server calls its access logger after
-every response it finished writing (``finish_response``), with the request,
-the response and the seconds since the request's head was parsed; that is our
-one hook where a request ends (``hook_class``). It always feeds the metrics
-(a few counter increments) and, only when the access log is on and the
-``zasgi.access`` logger is enabled for INFO (decided once, at start), formats
-one line. A request whose handler was cancelled because the client vanished
-before any response is not seen (aiohttp logs nothing for it either). A
-WebSocket is seen once, when its session ends, with status 101.
+Theory of operation. A request ends in one of two places, and both feed the
+same ``AccessLog``: the front end's own connections (``connection.py``) call
+``exchange_finished`` after each answered request (``exchange.Exchange``);
+aiohttp, which still serves WebSocket upgrades (``upgrade.py``), calls its
+access logger after each response it finished writing, with the request, the
+response and the seconds since the request's head was parsed (``hook_class``
+-> ``finished``). Both always feed the metrics (a few counter increments)
+and, only when the access log is on and the ``zasgi.access`` logger is
+enabled for INFO (decided once, at start), format one line. A request whose
+client vanished before any response is not seen. A WebSocket is seen once,
+when its session ends, with status 101.
 
 Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 (so a proxy's id carries through), anything else is replaced by 16 random hex
 digits. The bridges put it in REQUEST's / WS_CONNECT's ``ext`` map (the app
 server tags its log lines with it), in the response header ``x-request-id``,
-and on the request (``REQUEST_ID``) for this log; they also note the worker
-the request was sent to (``WORKER``, a ``WorkerRecord``) and, when trusted
-proxy headers named the client, that client (``CLIENT``: what the scope's
-``client`` says, logged instead of the TCP peer, as uvicorn does).
+and on the exchange (``Exchange.rid``; ``REQUEST_ID`` on an aiohttp request) for
+this log; they also note the worker the request was sent to (``WORKER``, a
+``WorkerRecord``) and, when trusted proxy headers named the client, that
+client (``CLIENT``: what the scope's ``client`` says, logged instead of the
+TCP peer, as uvicorn does).
 
 Formats: ``text`` is nginx/Apache "combined" plus request id, worker id and
 duration; ``json`` is one object per line. Both go to stdout (as uvicorn's
@@ -34,12 +37,13 @@ import re
 import sys
 import time
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 if TYPE_CHECKING:
+    from .exchange import Exchange
     from .metrics import Metrics
     from .pool import WorkerRecord
 
@@ -57,12 +61,28 @@ _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\U0010ffff]')  # what must not reach a 
 _getrandbits = random.getrandbits
 
 
-def request_id(request: web.BaseRequest) -> str:
+def request_id(headers: Any) -> str:
     """The client's (or proxy's) X-Request-ID if well-formed, else a new random one."""
-    given = request.headers.get("X-Request-ID")
+    given = headers.get("X-Request-ID")
     if given is not None and _VALID_ID.fullmatch(given):
         return given
     return f"{_getrandbits(64):016x}"  # not a secret: uniqueness is all that matters
+
+
+class _Entry(NamedTuple):
+    """One finished request, whichever server answered it."""
+
+    method: str
+    path: str  # the raw target
+    version: Any
+    headers: Any  # a CIMultiDict view
+    client: str | None
+    rid: str | None
+    worker: str | None
+    status: int
+    bytes_in: int
+    bytes_out: int
+    duration_s: float
 
 
 class AccessLog:
@@ -76,9 +96,28 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp = ""
 
+    def exchange_finished(self, ex: Exchange) -> None:
+        """A request answered on one of our connections."""
+        duration_s = perf_counter() - ex.started
+        payload = ex.payload
+        bytes_in = payload.total_bytes if payload is not None else 0
+        self.metrics.request_ended(ex.status, duration_s, bytes_in, ex.bytes_out)
+        if self.enabled:
+            message = ex.message
+            if ex.client_set:
+                client = ex.client[0] if ex.client is not None else None
+            else:
+                peer = ex.conn.addresses[0]
+                client = peer[0] if peer is not None else None
+            worker = ex.worker.worker_id if ex.worker is not None else None
+            entry = _Entry(message.method, message.path, message.version, message.headers, client,
+                           ex.rid, worker, ex.status, bytes_in, ex.bytes_out, duration_s)  # fmt: skip
+            self.logger.info(self._line(entry))
+
     def finished(self, request: web.BaseRequest, response: web.StreamResponse, duration_s: float) -> None:
+        """A response aiohttp finished (a WebSocket session, or an answer to an upgrade request)."""
         started = request.get(STARTED)
-        if started is not None:  # else a request our handler never saw (a parse error): aiohttp's time
+        if started is not None:  # else a request our handler never saw: aiohttp's time
             duration_s = perf_counter() - started
         bytes_in = request.content.total_bytes
         bytes_out = response.body_length
@@ -87,37 +126,39 @@ class AccessLog:
         else:
             self.metrics.request_ended(response.status, duration_s, bytes_in, bytes_out)
         if self.enabled:
-            self.logger.info(self._line(request, response.status, bytes_out, duration_s))
+            record = request.get(WORKER)
+            entry = _Entry(request.method, request.raw_path, request.version, request.headers,
+                           _client(request), request.get(REQUEST_ID), record.worker_id if record else None,
+                           response.status, bytes_in, bytes_out, duration_s)  # fmt: skip
+            self.logger.info(self._line(entry))
 
     # ------------------------------------------------------------ formats
 
-    def _combined(self, request: web.BaseRequest, status: int, bytes_out: int, duration_s: float) -> str:
-        headers = request.headers
-        version = request.version
-        line = f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}"
+    def _combined(self, e: _Entry) -> str:
+        headers = e.headers
+        line = f"{e.method} {e.path} HTTP/{e.version[0]}.{e.version[1]}"
         return (
-            f'{_client(request) or "-"} - - [{self._now()}] "{_safe(line)}" {status} {bytes_out} '
+            f'{e.client or "-"} - - [{self._now()}] "{_safe(line)}" {e.status} {e.bytes_out} '
             f'"{_safe(headers.get("Referer", "-"))}" "{_safe(headers.get("User-Agent", "-"))}" '
-            f"rid={request.get(REQUEST_ID, '-')} worker={_worker_id(request)} dur={duration_s:.6f}"
+            f"rid={e.rid or '-'} worker={e.worker or '-'} dur={e.duration_s:.6f}"
         )
 
     @staticmethod
-    def _json(request: web.BaseRequest, status: int, bytes_out: int, duration_s: float) -> str:
-        headers = request.headers
-        version = request.version
+    def _json(e: _Entry) -> str:
+        headers = e.headers
         return json.dumps(
             {
                 "time": time.time(),
-                "client": _client(request),
-                "method": request.method,
-                "path": request.raw_path,
-                "http_version": f"{version.major}.{version.minor}",
-                "status": status,
-                "bytes_in": request.content.total_bytes,
-                "bytes_out": bytes_out,
-                "duration_s": round(duration_s, 6),
-                "request_id": request.get(REQUEST_ID),
-                "worker": _worker_id(request) if request.get(WORKER) is not None else None,
+                "client": e.client,
+                "method": e.method,
+                "path": e.path,
+                "http_version": f"{e.version[0]}.{e.version[1]}",
+                "status": e.status,
+                "bytes_in": e.bytes_in,
+                "bytes_out": e.bytes_out,
+                "duration_s": round(e.duration_s, 6),
+                "request_id": e.rid,
+                "worker": e.worker,
                 "referer": headers.get("Referer"),
                 "user_agent": headers.get("User-Agent"),
             },
@@ -153,11 +194,6 @@ def _client(request: web.BaseRequest) -> str | None:
         client = request[CLIENT]
         return None if client is None else client[0]  # an address proxy.py parsed: log-safe
     return request.remote
-
-
-def _worker_id(request: web.BaseRequest) -> str:
-    record = request.get(WORKER)
-    return "-" if record is None else record.worker_id
 
 
 def _safe(text: str) -> str:

@@ -1,32 +1,42 @@
-"""One client connection: aiohttp's ``RequestHandler`` plus the limits aiohttp lacks.
+"""One client connection: our own ``asyncio.Protocol`` on aiohttp's C HTTP parser (llhttp).
 
-* Header read timeout (slowloris). The clock starts at the first byte of a
-  request's head, on a connection that is waiting for a request (aiohttp's own
-  idle test: its ``_waiter`` is pending, or nothing was parsed yet), and stops
-  when the parser produced the request (or an error). Past it the client gets
-  ``408`` with ``connection: close`` and the connection is closed. While a head
-  is arriving aiohttp's keep-alive timer is off: it would close the connection
-  silently, and a head in progress is not idleness; aiohttp re-arms it after
-  the response as usual. A body that arrives slowly is bounded by the credit
-  window, not by this timer.
+Theory of operation. ``data_received`` feeds the parser; each parsed request
+(aiohttp's ``RawRequestMessage`` + body ``StreamReader``) joins a FIFO, and
+one ``exchange.Exchange`` at a time is handed to the bridge (``Shared.start``),
+so pipelined requests are answered in order. When the bridge finishes it,
+the connection logs it (``Shared.finished``) and starts the next one, or
+closes (no keep-alive, a body left unread, shutdown). No aiohttp web object
+is built per request; the bridge writes responses straight to the transport.
+Flow control comes from ``aiohttp.base_protocol.BaseProtocol``: a body
+``StreamReader`` over its limit pauses the parser and the socket, a full
+socket buffer pauses writers (``drain``). At most ``MAX_QUEUED`` requests
+wait parsed; then the socket is paused until half of them are answered.
+
+* WebSocket upgrades go to aiohttp (``Shared.upgrade``; upgrade.py): when
+  the upgrade request's turn comes, its head is rebuilt from the parsed
+  message, and with the bytes that followed it handed to an aiohttp
+  ``RequestHandler`` that takes over the transport.
+* Header read timeout (slowloris): the clock starts at the first byte of a
+  request's head on an idle connection and stops when the parser produced
+  the request (or an error). Past it: ``408`` + ``connection: close``. A body
+  that arrives slowly is bounded by the credit window, not by this timer.
+* Keep-alive timeout: an idle connection (also a new one that sends nothing)
+  is closed after ``keepalive_timeout_s``; one timer per connection, re-armed
+  only when it fires early (no timer churn per request).
 * ``--limit-concurrency``: connections beyond it are served, but only with
   ``503`` + ``Retry-After`` + ``connection: close`` for their first request (as
   uvicorn), so a client learns why instead of seeing a reset. They do not count
   against the limit themselves.
-* Parse errors: aiohttp answers every one ``400`` and logs a traceback. Here:
-  ``414`` for a request line over ``--limit-max-line-size``, ``431`` for a
-  header field over ``--limit-max-header-size`` or more than
+* Parse errors: ``414`` for a request line over ``--limit-max-line-size``,
+  ``431`` for a header field over ``--limit-max-header-size`` or more than
   ``--limit-max-headers`` fields, ``400`` for the rest (smuggling attempts
   included: CL+TE, duplicate or bad Content-Length, obs-fold, bad chunk
   sizes); always ``connection: close``, a short body that echoes nothing, and
-  one log line. A bad chunk in a body that is already streaming to a worker
-  fails that request's body (the bridge answers 400, the worker gets RESET).
-
-aiohttp's private names used here (``_waiter``, ``_request_count``,
-``_keepalive_handle``, ``_request_handler``, ``_messages``, ``_current_request``,
-``_ErrInfo``) are the ones its own
-keep-alive and shutdown logic rely on; tests/frontend/test_limits.py covers
-each behaviour, so an aiohttp upgrade that moves them fails loudly.
+  one log line, in order after the requests before it. A bad chunk in a body
+  that is still arriving fails that request's body instead (the bridge
+  answers 400, the worker gets RESET).
+* Shutdown (``stop``): an idle connection closes at once; a busy one after
+  its current response (queued pipelined requests are dropped, as aiohttp).
 """
 
 from __future__ import annotations
@@ -34,14 +44,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs
+from aiohttp._http_parser import HttpRequestParser
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
-from aiohttp.web_protocol import RequestHandler, _ErrInfo
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.tcp_helpers import tcp_keepalive
+from aiohttp.web_protocol import RequestPayloadError
 
-from .responses import error_response
+from . import http1
+from .config import HttpLimits
+from .exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +69,8 @@ TIMEOUT_RESPONSE = (
     b"Content-Length: 20\r\n\r\n408 Request Timeout\n"
 )
 RETRY_AFTER_S = 1  # for a connection refused by --limit-concurrency
+MAX_QUEUED = 32  # parsed requests waiting their turn (aiohttp's MAX_MSG_QUEUE_SIZE)
+MAX_UPGRADE_TAIL = 2**16  # bytes after an upgrade request held until it is handed over
 
 
 @dataclass
@@ -78,49 +99,152 @@ class Gate:
         self.open -= 1
 
 
-class Connection(RequestHandler):
-    __slots__ = (
-        "_gate",
-        "_admitted",
-        "_head_timeout_s",
-        "_head_timer",
-        "_head_count",
-        "_head_bytes",
-        "_line_len",
-        "addresses",
-    )
+@dataclass(eq=False)
+class Shared:
+    """What every connection of one listener shares (server.py builds it)."""
 
-    def __init__(self, manager: web.Server, *, gate: Gate, header_timeout_s: float, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._gate = gate
+    limits: HttpLimits
+    gate: Gate
+    start: Callable[[Exchange], None]  # the bridge takes a request: it calls Exchange.finish later
+    finished: Callable[[Exchange], None]  # access log + metrics, once per answered request
+    upgrade: Callable[[Any, bytes, bool], None]  # (transport, request bytes, admitted): to aiohttp
+    connections: set[Connection] = field(default_factory=set)
+    stopping: bool = False
+
+
+class _ParseError:
+    """A queued parse error: answered in its turn, after the requests before it."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+class Connection(BaseProtocol):
+    __slots__ = (
+        "_shared", "_queue", "_current", "_admitted", "_failed", "_stopping", "_in_next",
+        "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
+        "_upgrade_tail", "_upgrading", "_addresses", "tls",
+    )  # fmt: skip
+
+    def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
+        limits = shared.limits
+        parser = HttpRequestParser(
+            self, loop, DEFAULT_CHUNK_SIZE,
+            max_line_size=limits.max_line_bytes, max_field_size=limits.max_field_bytes,
+            max_headers=limits.max_headers, payload_exception=RequestPayloadError,
+            auto_decompress=False,  # the body goes to the app as the client sent it
+            max_msg_queue_size=MAX_QUEUED,
+        )  # fmt: skip
+        super().__init__(loop, parser)
+        self._shared = shared
+        self._queue: deque[tuple[Any, Any]] = deque()
+        self._current: Exchange | None = None
         self._admitted = False
-        self._head_timeout_s = header_timeout_s
+        self._failed = False  # the parser hit an error: nothing more is read
+        self._stopping = False
+        self._in_next = False
+        self._keepalive_s = limits.keepalive_timeout_s
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._head_timer: asyncio.TimerHandle | None = None
-        self._head_count = 0  # _request_count when the timer was armed
         self._head_bytes = 0  # of the head in progress, until its request line ended
         self._line_len: int | None = None  # that request line's length, once known
-        self.addresses: tuple[Any, Any] | None = None  # (client, server), set by http_bridge once
+        self._upgrading = False  # the parser switched protocols after the last queued request
+        self._upgrade_tail = b""
+        self._addresses: tuple[Any, Any] | None = None
+        self.tls: Any = None  # the bridge's per-connection cache of the TLS extension
 
     # ------------------------------------------------------------ lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._admitted = self._gate.admit()
-        if not self._admitted:
-            self._request_handler = _over_limit
-        super().connection_made(transport)
+        super().connection_made(transport)  # TCP_NODELAY
+        tcp_keepalive(transport)  # type: ignore[arg-type]
+        self._admitted = self._shared.gate.admit()
+        self._shared.connections.add(self)
+        self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._shared.connections.discard(self)
         if self._admitted:
             self._admitted = False
-            self._gate.release()
-        self._disarm()
-        super().connection_lost(exc)
+            self._shared.gate.release()
+        self._cancel_timers()
+        super().connection_lost(exc)  # transport None; a writer waiting in drain() gets ConnectionError
+        current, self._current = self._current, None
+        payloads = [payload for _, payload in self._queue]
+        self._queue.clear()
+        if current is not None:
+            payloads.append(current.payload)
+        for payload in payloads:
+            if payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof():
+                payload.set_exception(ConnectionResetError("client went away"))
+        if current is not None and not current.done:
+            current.done = True
+            if current.task is not None:
+                current.task.cancel()  # the bridge sends DISCONNECT
+            elif current.on_lost is not None:
+                current.on_lost()
 
-    # ------------------------------------------------------------ header timeout
+    def eof_received(self) -> bool:
+        return False  # close on the client's EOF (asyncio's default), writes included
+
+    @property
+    def addresses(self) -> tuple[Any, Any]:
+        """(client, server) of the TCP connection: asked once per connection (each is a syscall)."""
+        pair = self._addresses
+        if pair is None:
+            transport = self.transport
+            if transport is None:
+                return None, None
+            pair = self._addresses = (
+                _address(transport.get_extra_info("peername")),
+                _address(transport.get_extra_info("sockname")),
+            )
+        return pair
+
+    def stop(self) -> None:
+        """Shutdown: close when idle, at once if idle now; queued requests are not started."""
+        self._stopping = True
+        self._queue.clear()
+        current = self._current
+        if current is None:
+            self._close()
+        elif current.status == 0:
+            current.keep_alive = False  # its response will say connection: close
+
+    def force_close(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        self._cancel_timers()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.close()  # after the buffered writes
+
+    def _cancel_timers(self) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._disarm()
+
+    async def drain(self) -> None:
+        if self._paused:
+            await self._drain_helper()  # raises ConnectionResetError once the client is gone
+
+    # ------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
+        if self._failed or self.transport is None:
+            return
+        if self._upgrading:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
+            self._upgrade_tail += data
+            if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
+                self._pause_reading_for_buffer()
+            return
         timing = self._head_timer is not None
-        starting = not timing and self._awaiting_request()
+        starting = bool(data) and not timing and self._current is None and not self._queue
         if starting:
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
@@ -128,37 +252,158 @@ class Connection(RequestHandler):
             if newline >= 0:
                 self._line_len = self._head_bytes + newline
             self._head_bytes += len(data)
-        count = self._request_count
-        super().data_received(data)
-        if self._request_count != count:
-            self._disarm()  # the head is complete (or failed): the handler takes over
-            messages = self._messages
-            if messages and type(messages[-1][0]) is _ErrInfo:
-                self._fail_current_body()
-        elif starting and not self._force_close:
+        try:
+            messages, upgraded, tail = self._parser.feed_data(data)  # type: ignore[union-attr]
+        except HttpProcessingError as exc:
+            self._disarm()
+            self._parse_error(exc)
+            return
+        if upgraded:
+            self._upgrading = True
+            self._upgrade_tail = tail
+        if messages:
+            self._disarm()
+            self._queue.extend(messages)
+            if len(self._queue) >= MAX_QUEUED and not self._buffer_paused:
+                self._pause_reading_for_buffer()
+            if self._current is None:
+                self._next()
+        elif starting and self._current is None:
             self._arm()  # a partial head: the clock runs from its first byte
 
-    def _fail_current_body(self) -> None:
-        """llhttp reports a bad chunk of a streamed body as a parse error *after* the request,
-        not to the request's payload: the handler would wait for the rest forever. Tell it."""
-        last = self._messages[-1][0] if self._messages else None
-        request = self._current_request
-        if type(last) is _ErrInfo and request is not None and not request.content.is_eof():
-            request.content.set_exception(last.exc)
+    def _parse_error(self, exc: HttpProcessingError) -> None:
+        self._failed = True  # llhttp stays in its error state: nothing more can be parsed
+        last = self._queue[-1][1] if self._queue else (self._current.payload if self._current else None)
+        if last is not None and last is not EMPTY_PAYLOAD and not last.is_eof():
+            # A bad chunk of a body still arriving: llhttp reports it here, not to the body's
+            # reader, which would wait for the rest forever. Its request fails (400 + RESET).
+            last.set_exception(exc)
+            return
+        status = self._status_of(exc)
+        detail = (exc.message or type(exc).__name__).splitlines()[0][:120]
+        log.info("bad request from %s: %d %s", _peer(self.transport), status, detail)
+        self._queue.append((_ParseError(status), None))
+        if self._current is None:
+            self._next()
 
-    def _awaiting_request(self) -> bool:
-        if self._request_count == 0:
-            return not self._messages  # nothing parsed yet on this connection
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
+    def _status_of(self, exc: HttpProcessingError) -> int:
+        if isinstance(exc, LineTooLong):
+            line = self._line_len
+            return 414 if line is None or line > self._shared.limits.max_line_bytes else 431
+        if isinstance(exc, BadHttpMessage) and "Too many headers" in (exc.message or ""):
+            return 431
+        return 400
+
+    # ------------------------------------------------------------ requests in turn
+
+    def _next(self) -> None:
+        """Start queued requests while none is in progress (re-entry safe: a request the bridge
+        finishes synchronously comes back here through ``exchange_done``)."""
+        if self._in_next:
+            return
+        self._in_next = True
+        try:
+            while self._current is None and self._queue and self.transport is not None:
+                message, payload = self._queue.popleft()
+                parser = self._parser
+                if parser is not None:
+                    parser.message_consumed()
+                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and not self._upgrading:
+                    self.data_received(b"")  # parse what the pause left unparsed
+                    if len(self._queue) < MAX_QUEUED:
+                        self._resume_reading_for_buffer()
+                if type(message) is _ParseError:
+                    self._answer_and_close(http1.error(message.status))
+                    return
+                if not self._admitted:  # over --limit-concurrency
+                    self._answer_and_close(http1.error(503, message.version, retry_after_s=RETRY_AFTER_S))
+                    return
+                exchange = Exchange(self, message, payload)
+                self._current = exchange
+                if self._upgrading and not self._queue and _is_websocket(message):
+                    self._hand_over(exchange)
+                    return
+                self._shared.start(exchange)
+        finally:
+            self._in_next = False
+        if self._current is None and not self._queue and self.transport is not None:
+            self._idle()
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        """The bridge finished ``exchange`` (``Exchange.finish``)."""
+        if self._current is not exchange:
+            return
+        self._current = None
+        if exchange.status:
+            self._shared.finished(exchange)
+        payload = exchange.payload
+        if (
+            not exchange.keep_alive
+            or self._stopping
+            or (payload is not EMPTY_PAYLOAD and not payload.is_eof())  # a body left unread
+        ):
+            self._close()
+            return
+        if self._upgrading and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
+            self._upgrading = False
+            parser = self._parser
+            if parser is not None:
+                parser.set_upgraded(False)
+            tail, self._upgrade_tail = self._upgrade_tail, b""
+            if self._buffer_paused:
+                self._resume_reading_for_buffer()
+            if tail:
+                self.data_received(tail)
+        self._next()
+
+    def _answer_and_close(self, response: bytes) -> None:
+        self._queue.clear()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(response)
+        self._close()
+
+    def _hand_over(self, exchange: Exchange) -> None:
+        """A WebSocket upgrade: aiohttp's handler takes the transport, and the request again."""
+        message = exchange.message
+        if exchange.payload is not EMPTY_PAYLOAD:  # a body we already consumed: cannot be replayed
+            self._answer_and_close(http1.error(400, message.version))
+            return
+        transport = self.transport
+        data = _request_head(message) + self._upgrade_tail
+        self._upgrade_tail = b""
+        self._current = None
+        self._cancel_timers()
+        self._shared.connections.discard(self)
+        admitted, self._admitted = self._admitted, False  # the gate slot goes with the transport
+        if self._buffer_paused or self._reading_paused:
+            self._buffer_paused = self._reading_paused = False
+            self._resume_transport_reading()
+        self.transport = None  # ours no more: connection_lost goes to the new protocol
+        self._shared.upgrade(transport, data, admitted)
+
+    # ------------------------------------------------------------ timers
+
+    def _idle(self) -> None:
+        if self._stopping:
+            self._close()
+            return
+        self._idle_since = self._loop.time()
+        if self._keepalive_timer is None:
+            self._keepalive_timer = self._loop.call_at(self._idle_since + self._keepalive_s, self._keepalive)
+
+    def _keepalive(self) -> None:
+        self._keepalive_timer = None
+        if self.transport is None or self._current is not None or self._queue or self._head_timer is not None:
+            return  # busy: re-armed when it is idle again
+        due = self._idle_since + self._keepalive_s
+        if self._loop.time() < due:  # idle again since the timer was set: not long enough yet
+            self._keepalive_timer = self._loop.call_at(due, self._keepalive)
+            return
+        self._close()
 
     def _arm(self) -> None:
-        keepalive = self._keepalive_handle
-        if keepalive is not None:  # a head in progress is not idleness; aiohttp re-arms it later
-            keepalive.cancel()
-            self._keepalive_handle = None
-        self._head_count = self._request_count
-        self._head_timer = self._loop.call_later(self._head_timeout_s, self._head_timed_out)
+        self._head_timer = self._loop.call_later(self._shared.limits.header_timeout_s, self._head_timed_out)
 
     def _disarm(self) -> None:
         if self._head_timer is not None:
@@ -168,53 +413,42 @@ class Connection(RequestHandler):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         transport = self.transport
-        if transport is None or self._force_close or self._request_count != self._head_count:
+        if transport is None or self._current is not None or self._queue:
             return
-        log.info("request head not received within %.1fs from %s: 408", self._head_timeout_s, _peer(self))
-        transport.write(TIMEOUT_RESPONSE)
-        self.force_close()  # closes the transport after the write is flushed
-
-    # ------------------------------------------------------------ parse errors
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status != 400 or not isinstance(exc, HttpProcessingError):
-            return super().handle_error(request, status, exc, message)
-        status = self._status_of(exc)
-        detail = (exc.message or type(exc).__name__).splitlines()[0][:120]
-        log.info("bad request from %s: %d %s", _peer(self), status, detail)
-        if request.writer.output_size > 0:
-            raise ConnectionError("a response was already started")
-        return bad_request(status)
-
-    def _status_of(self, exc: HttpProcessingError) -> int:
-        if isinstance(exc, LineTooLong):
-            line = self._line_len
-            return 414 if line is None or line > self.max_line_size else 431
-        if isinstance(exc, BadHttpMessage) and "Too many headers" in (exc.message or ""):
-            return 431
-        return 400
+        log.info(
+            "request head not received within %.1fs from %s: 408",
+            self._shared.limits.header_timeout_s, _peer(transport),
+        )  # fmt: skip
+        self._failed = True
+        self._answer_and_close(TIMEOUT_RESPONSE)
 
 
-def bad_request(status: int = 400) -> web.Response:
-    """A client error that ends the connection: short body, ``connection: close`` said explicitly
-    (also to an HTTP/1.0 request, where closing is the default but smugglers must read it)."""
-    resp = error_response(status, close=True)
-    resp.headers["Connection"] = "close"
-    return resp
+def _is_websocket(message: Any) -> bool:
+    return (
+        message.method == "GET"
+        and message.version >= (1, 1)
+        and message.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
+    )
 
 
-async def _over_limit(request: web.BaseRequest) -> web.StreamResponse:
-    resp = error_response(503, retry_after_s=RETRY_AFTER_S, close=True)
-    resp.headers["Connection"] = "close"
-    return resp
+def _request_head(message: Any) -> bytes:
+    """The request's head as the client sent it (raw target, raw header bytes), for aiohttp to parse."""
+    version = message.version
+    lines = [
+        b"%s %s HTTP/%d.%d\r\n"
+        % (message.method.encode(), message.path.encode("utf-8", "surrogateescape"), version[0], version[1])
+    ]
+    lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
-def _peer(conn: RequestHandler) -> str:
-    peer = conn.transport.get_extra_info("peername") if conn.transport is not None else None
+def _address(value: Any) -> tuple[str, int] | None:
+    if isinstance(value, tuple) and len(value) >= 2:
+        return (str(value[0]), int(value[1]))
+    return None
+
+
+def _peer(transport: Any) -> str:
+    peer = transport.get_extra_info("peername") if transport is not None else None
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"

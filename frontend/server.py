@@ -2,16 +2,17 @@
 
 Order matters. The backend binds first (so a worker started from the ready
 line finds it), then the HTTP listener; only then the ready line. Shutdown
-runs the other way: stop accepting, let in-flight requests finish (up to
-``shutdown_timeout_s``; a second signal cuts that short), close idle
-keep-alive connections at once (aiohttp's runner does these three, ``_Server``
-makes the last one immediate; WebSockets are closed with 1001 once in-flight
-HTTP is done), then say BYE to the workers and close the backend.
+runs the other way (``HttpServer.shutdown``): stop accepting, close idle
+keep-alive connections at once, let in-flight requests finish (up to
+``shutdown_timeout_s``; a second signal cuts that short), close WebSockets
+with 1001 once in-flight HTTP is done, then say BYE to the workers and close
+the backend.
 
 The admin endpoint (admin.py, its own port) starts after the HTTP listener
 and before the ready line (which then ends with ``admin=URL``); once shutdown
 begins its /readyz says 503, and it stops last. The access-log hook
-(access_log.py) is aiohttp's ``access_log_class``: called as each response ends.
+(access_log.py) is called as each response ends: by our connections for
+HTTP, as aiohttp's ``access_log_class`` for WebSocket upgrades.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import zmq
-from aiohttp import web
 
 from .access_log import AccessLog, hook_class
 from .admin import Admin
-from .config import FrontendConfig, HttpLimits
-from .connection import Connection, Gate
+from .config import FrontendConfig
+from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
 from .http_bridge import HttpBridge
 from .tls import server_context
+from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
 
@@ -66,16 +68,10 @@ async def serve(
         bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
         access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format)
         admin = Admin(config.admin, dispatcher, bridge.metrics)
-        runner = _Runner(
-            _http_server(config, bridge, access), bridge=bridge, shutdown_timeout_s=config.shutdown_timeout_s
-        )
-        await runner.setup()
+        http = HttpServer(config, bridge, access)
         try:
             sock = _listen(config.host, config.port)
-            await _Site(
-                runner, sock, backlog=LISTEN_BACKLOG, ssl_context=ssl_context,
-                handshake_timeout_s=config.http.header_timeout_s,
-            ).start()  # fmt: skip
+            await http.start(sock, ssl_context)
             url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             admin.http_url = url
@@ -87,9 +83,10 @@ async def serve(
                 await shutdown.wait()
                 log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
                 admin.shutting_down()  # /readyz: 503 while we drain
-                await _drain_http(runner, force)
+                await http.shutdown(config.shutdown_timeout_s, force)
         finally:
-            await runner.cleanup()  # no-op after a drain; closes the site on errors
+            http.stop_listening()  # no-op after a drain; closes the listener on errors
+            http.close_all()
             await admin.stop()
     finally:
         await dispatcher.aclose()
@@ -97,107 +94,96 @@ async def serve(
             ctx.term()
 
 
-class _Site(web.SockSite):
-    """aiohttp's SockSite, with the TLS handshake bounded by ``--timeout-request-header`` too:
-    aiohttp passes no ``ssl_handshake_timeout``, so a client that opens TLS and sends nothing
-    would hold its connection for the loop's default 60 s (our head timer starts only after
-    the handshake, when aiohttp's protocol sees the connection)."""
+class HttpServer:
+    """The HTTP listener and its connections (``connection.Connection``, our own protocol);
+    connections handed over for WebSocket upgrades live on in ``upgrade.Upgrades`` (aiohttp).
 
-    __slots__ = ("_handshake_timeout_s",)
+    ``shutdown``: stop accepting; idle keep-alive connections close at once, busy ones after
+    their current response; in-flight HTTP requests get up to the timeout (a second signal cuts
+    it short); then WebSockets close with 1001, given what is left of the budget (at least
+    ``WS_CLOSE_MIN_S`` for the closing handshakes); whatever is left is closed."""
 
-    def __init__(self, *args: Any, handshake_timeout_s: float, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._handshake_timeout_s = handshake_timeout_s
+    def __init__(self, config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> None:
+        limits = config.http
+        gate = Gate(limits.max_connections)
+        self._bridge = bridge
+        self._limits = limits
+        self.upgrades = Upgrades(
+            bridge.handle_upgrade,
+            gate=gate,
+            handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
+            access_log=access.logger,  # aiohttp calls the hook as each response ends
+            access_log_class=hook_class(access),
+            max_line_size=limits.max_line_bytes,
+            max_field_size=limits.max_field_bytes,
+            max_headers=limits.max_headers,
+            keepalive_timeout=limits.keepalive_timeout_s,
+        )
+        self.shared = Shared(
+            limits=limits, gate=gate, start=bridge.start, finished=access.exchange_finished,
+            upgrade=self.upgrades.hand_over,
+        )  # fmt: skip
+        self._server: asyncio.AbstractServer | None = None
 
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # SockSite.start minus its create_server call
-        server = self._runner.server
-        assert server is not None
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
-        if self._ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
-            self._server = await loop.create_server(server, sock=self._sock, backlog=self._backlog)
+        shared = self.shared
+
+        def factory() -> Connection:
+            return Connection(shared, loop)
+
+        if ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
+            self._server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
         else:
+            # Bounded by --timeout-request-header too: the loop's default is 60 s, and our head
+            # timer starts only once the handshake is done.
             self._server = await loop.create_server(
-                server, sock=self._sock, backlog=self._backlog,
-                ssl=self._ssl_context, ssl_handshake_timeout=self._handshake_timeout_s,
+                factory, sock=sock, backlog=LISTEN_BACKLOG,
+                ssl=ssl_context, ssl_handshake_timeout=self._limits.header_timeout_s,
             )  # fmt: skip
 
-
-class _Runner(web.ServerRunner):
-    """aiohttp calls ``shutdown`` after the listeners stop and before it waits for the handlers:
-    in-flight HTTP requests finish first, then WebSockets close with 1001 (both sides).
-    aiohttp's own wait for the handlers then gets only what is left of the budget (at least
-    ``WS_CLOSE_MIN_S`` for the closing handshakes), so the whole stop stays near the timeout."""
-
-    def __init__(self, server: web.Server, *, bridge: HttpBridge, shutdown_timeout_s: float) -> None:
-        super().__init__(server, shutdown_timeout=shutdown_timeout_s)
-        self._bridge = bridge
-        self._timeout_s = shutdown_timeout_s
-
-    async def shutdown(self) -> None:
+    async def shutdown(self, timeout_s: float, force: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout_s
-        await self._bridge.wait_idle(self._timeout_s)
-        if self._bridge.websocket.open_count:
-            log.info("closing %d WebSockets (1001)", self._bridge.websocket.open_count)
-        self._bridge.websocket.going_away()
-        self._shutdown_timeout = max(deadline - loop.time(), WS_CLOSE_MIN_S)  # read by cleanup() next
+        deadline = loop.time() + timeout_s
+        self.stop_listening()
+        self.shared.stopping = True
+        for conn in list(self.shared.connections):
+            conn.stop()
+        if not await _unless_forced(self._bridge.wait_idle(timeout_s), force):
+            self.close_all()
+            return
+        websocket = self._bridge.websocket
+        if websocket.open_count:
+            log.info("closing %d WebSockets (1001)", websocket.open_count)
+        websocket.going_away()
+        budget = max(deadline - loop.time(), WS_CLOSE_MIN_S)
+        await _unless_forced(self.upgrades.shutdown(budget), force)
+        self.close_all()
+
+    def stop_listening(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def close_all(self) -> None:
+        for conn in list(self.shared.connections):
+            conn.force_close()
+        self.upgrades.close_all()
 
 
-class _Server(web.Server):
-    """aiohttp's ``pre_shutdown`` asks every connection to close after its current request;
-    an idle keep-alive one cancels its wait for the next request but then stays open until
-    the runner's final shutdown, i.e. until in-flight requests are done. Idle ones are
-    closed here at once, recognised by the same test aiohttp's keep-alive timer uses.
-    Each connection is a ``connection.Connection``: aiohttp's handler plus our limits."""
-
-    def __init__(self, handler: Any, *, limits: HttpLimits, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self._gate = Gate(limits.max_connections)
-        self._header_timeout_s = limits.header_timeout_s
-
-    def __call__(self) -> Connection:
-        return Connection(
-            self, loop=self._loop, gate=self._gate, header_timeout_s=self._header_timeout_s, **self._kwargs
-        )
-
-    def pre_shutdown(self) -> None:
-        for conn in self.connections:
-            waiter = getattr(conn, "_waiter", None)
-            if waiter is not None and not waiter.done():  # waiting for a request: idle
-                conn.force_close()
-            else:
-                conn.close()
-
-
-def _http_server(config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> web.Server:
-    limits = config.http
-    return _Server(
-        bridge.handle,
-        limits=limits,
-        handler_cancellation=True,  # a vanished client cancels its handler: DISCONNECT
-        access_log=access.logger,  # aiohttp calls the hook as each response ends: metrics, access log
-        access_log_class=hook_class(access),
-        max_line_size=limits.max_line_bytes,
-        max_field_size=limits.max_field_bytes,
-        max_headers=limits.max_headers,
-        keepalive_timeout=limits.keepalive_timeout_s,
-    )
-
-
-async def _drain_http(runner: web.ServerRunner, force: asyncio.Event) -> None:
-    cleanup = asyncio.ensure_future(runner.cleanup())
+async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:
+    """Run ``coro`` unless ``force`` is set first (then cancel it): whether it completed."""
+    task = asyncio.ensure_future(coro)
     forced = asyncio.ensure_future(force.wait())
     try:
-        await asyncio.wait({cleanup, forced}, return_when=asyncio.FIRST_COMPLETED)
-        if not cleanup.done():
-            log.warning("second signal: closing open connections now")
-            server = runner.server
-            for conn in server.connections if server is not None else ():
-                conn.force_close()
-        await cleanup
+        await asyncio.wait({task, forced}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         forced.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    log.warning("second signal: closing open connections now")
+    return False
 
 
 @contextlib.contextmanager

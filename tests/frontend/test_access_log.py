@@ -13,6 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from frontend import access_log as al
 
@@ -65,11 +66,11 @@ def access_logger() -> Any:
 
 def test_request_id_kept_when_well_formed_else_made() -> None:
     for given in ("abc", "0f" * 16, "4bf92f3577b34da6a3ce929d0e0e4736", "Root=1-5759e988", "a.b:c/d+e=@f"):
-        assert al.request_id(make_mocked_request("GET", "/", headers={"X-Request-ID": given})) == given
+        assert al.request_id(CIMultiDict({"X-Request-ID": given})) == given
     for bad in ("", "has space", "semi;colon", "x" * 129, 'quote"', "new\\nline", "é"):
-        made = al.request_id(make_mocked_request("GET", "/", headers={"X-Request-ID": bad}))
+        made = al.request_id(CIMultiDict({"X-Request-ID": bad}))
         assert made != bad and re.fullmatch(r"[0-9a-f]{16}", made)
-    plain = make_mocked_request("GET", "/")
+    plain = CIMultiDict[str]()
     assert len({al.request_id(plain) for _ in range(1000)}) == 1000
 
 

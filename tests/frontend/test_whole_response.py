@@ -1,6 +1,7 @@
-"""The one-write response path (http_bridge._whole_head) writes the head aiohttp's StreamResponse
-would have written for the same worker response, byte for byte (Date aside), and declines what
-the general path must decide (framing headers, CR/LF in a field)."""
+"""Response heads at protocol level (frontend.http1): ``whole_head`` writes the head aiohttp's
+StreamResponse would have written for the same worker response, byte for byte (Date aside), and
+declines what the general path must decide (framing headers, CR/LF in a field); ``head``, the
+general path, writes the same fields (its framing lines come after the worker's)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
 from aiohttp.test_utils import make_mocked_request
 
+from aiohttp import web
+
+from frontend import http1
 from frontend.access_log import REQUEST_ID
-from frontend.http_bridge import _whole_head, _WorkerResponse
 from frontend.responses import str_headers
 from wire import events as ev
 
@@ -38,7 +41,7 @@ class _Capture:
 
 async def _aiohttp_head(request: Any, start: ev.Response) -> bytes:
     """What _respond's general path writes (the code as it stood before the one-write path)."""
-    resp = _WorkerResponse(status=start.status, headers=str_headers(start.headers))
+    resp = web.StreamResponse(status=start.status, headers=str_headers(start.headers))
     resp.headers.setdefault("X-Request-ID", request[REQUEST_ID])
     if resp.content_length is None:
         resp.content_length = len(start.body)
@@ -46,9 +49,12 @@ async def _aiohttp_head(request: Any, start: ev.Response) -> bytes:
     return request.writer.head
 
 
+RID = "0123456789abcdef"
+
+
 def _request(version: Any) -> Any:
     request = make_mocked_request("GET", "/", version=version, writer=_Capture())
-    request[REQUEST_ID] = "0123456789abcdef"
+    request[REQUEST_ID] = RID
     return request
 
 
@@ -74,10 +80,19 @@ HELLO = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
 async def test_whole_head_is_aiohttp_s_head(version: Any, status: int, headers: Any, body: bytes) -> None:
     start = ev.Response(1, status, headers, body)
     request = _request(version)
-    ours = _whole_head(request, start, request.keep_alive)
+    ours = http1.whole_head(version, status, headers, body, RID, request.keep_alive)
     theirs = await _aiohttp_head(_request(version), start)
     assert ours is not None
     assert _DATE.sub(b"", ours) == _DATE.sub(b"", theirs)
+    general = http1.head(version, "GET", status, headers, RID, keep_alive=request.keep_alive,
+                         whole_length=len(body), trailers=False)  # fmt: skip
+    assert general.keep_alive == request.keep_alive and not general.chunked
+    assert _fields(general.data) == _fields(theirs)
+
+
+def _fields(head: bytes) -> tuple[bytes, list[bytes]]:
+    status, *lines = _DATE.sub(b"", head).split(b"\r\n")
+    return status, sorted(line.lower() for line in lines)  # the case of our framing names differs
 
 
 @pytest.mark.parametrize(
@@ -94,10 +109,42 @@ async def test_whole_head_is_aiohttp_s_head(version: Any, status: int, headers: 
     ],
 )
 def test_whole_head_declines_what_the_general_path_decides(headers: Any) -> None:
-    assert _whole_head(_request(HttpVersion11), ev.Response(1, 200, headers, b"Hello, world!"), True) is None
+    assert http1.whole_head(HttpVersion11, 200, headers, b"Hello, world!", RID, True) is None
 
 
 def test_whole_head_passes_header_bytes_through() -> None:
     """Unlike aiohttp's str headers (latin-1 in, UTF-8 out): the worker's bytes, as sent."""
-    head = _whole_head(_request(HttpVersion11), ev.Response(1, 200, [(b"x-raw", b"caf\xe9")], b"x"), True)
+    head = http1.whole_head(HttpVersion11, 200, [(b"x-raw", b"caf\xe9")], b"x", RID, True)
     assert head is not None and b"\r\nx-raw: caf\xe9\r\n" in head
+
+
+@pytest.mark.parametrize(
+    "headers", [[(b"x-bad", b"a\r\nInjected: yes")], [(b"x-nul", b"a\x00b")], [(b"content-length", b"1x")]]
+)
+def test_general_head_refuses_a_bad_field(headers: Any) -> None:
+    with pytest.raises(http1.BadHead):
+        http1.head(HttpVersion11, "GET", 200, headers, RID, keep_alive=True, whole_length=None, trailers=False)
+
+
+def test_general_head_framing() -> None:
+    def head(version: Any = HttpVersion11, method: str = "GET", status: int = 200, headers: Any = (),
+             whole: int | None = None, trailers: bool = False) -> http1.Head:  # fmt: skip
+        return http1.head(version, method, status, headers, RID, keep_alive=True, whole_length=whole,
+                          trailers=trailers)  # fmt: skip
+
+    streamed = head()
+    assert streamed.chunked and b"Transfer-Encoding: chunked\r\n" in streamed.data and streamed.keep_alive
+    old = head(HttpVersion10)  # HTTP/1.0: the body ends at close
+    assert not old.chunked and not old.keep_alive and b"Transfer-Encoding" not in old.data
+    fixed = head(headers=[(b"content-length", b"5"), (b"transfer-encoding", b"gzip")])
+    assert not fixed.chunked and b"Content-Length: 5\r\n" in fixed.data and b"ransfer-" not in fixed.data
+    assert head(headers=[(b"connection", b"close")]).keep_alive is False
+    for status in (204, 304, 101):
+        empty = head(status=status, headers=[(b"content-length", b"5")])
+        assert empty.empty and b"Content-Length" not in empty.data and not empty.chunked
+    on_head = head(method="HEAD", headers=[(b"content-length", b"5")])
+    assert on_head.empty and b"Content-Length: 5\r\n" in on_head.data
+    with_trailers = head(trailers=True)
+    assert with_trailers.chunked and with_trailers.trailers
+    assert not head(headers=[(b"content-length", b"5")], trailers=True).trailers
+    assert http1.last_chunk([(b"x-sum", b"1"), (b"x-bad", b"a\nb")]) == b"0\r\nx-sum: 1\r\n\r\n"

@@ -1,0 +1,58 @@
+"""WebSocket upgrades on aiohttp: a connection whose next request is an upgrade is handed over.
+
+``connection.Connection`` serves plain HTTP itself; aiohttp's WebSocket
+implementation (handshake, permessage-deflate, pings, fragments) is kept, so
+when an upgrade request's turn comes the connection gives its transport to an
+aiohttp ``RequestHandler`` created as ``web.Server.__call__`` does, and feeds
+it the request head (rebuilt from the parsed message) plus whatever followed
+it. aiohttp then runs ``HttpBridge.handle_upgrade`` (ws_bridge) for it, and
+the connection ends with the WebSocket (every answer to an upgrade closes
+it). The ``--limit-concurrency`` slot moves with the transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from .connection import Gate
+
+
+class UpgradeHandler(RequestHandler):
+    __slots__ = ("_gate", "_admitted")
+
+    def __init__(self, manager: web.Server, *, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gate = gate
+        self._admitted = False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._admitted:
+            self._admitted = False
+            self._gate.release()
+        super().connection_lost(exc)
+
+
+class Upgrades(web.Server):
+    """aiohttp's low-level server, fed connections by ``hand_over`` rather than by a listener."""
+
+    def __init__(self, handler: Any, *, gate: Gate, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self._gate = gate
+
+    def __call__(self) -> UpgradeHandler:
+        return UpgradeHandler(self, loop=self._loop, gate=self._gate, **self._kwargs)
+
+    def hand_over(self, transport: asyncio.Transport, data: bytes, admitted: bool) -> None:
+        handler = self()
+        handler._admitted = admitted
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(data)
+
+    def close_all(self) -> None:
+        for conn in self.connections:
+            conn.force_close()
