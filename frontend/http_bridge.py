@@ -4,12 +4,17 @@ Theory of operation. ``connection.Connection`` hands each request to
 ``HttpBridge.start`` as an ``exchange.Exchange`` (aiohttp's parsed message
 and body reader, no web objects). ``start`` builds the REQUEST fields from
 the raw request (header bytes untouched, the path exactly as sent), takes a
-worker slot and sends the stream, all synchronously, then one task per
-request (``_serve``) turns the worker's events into the client's response,
-written straight to the transport (``http1`` builds the bytes). An upload
-still arriving from the client gets a pump task too (see ``upload``).
-WebSocket upgrades reach ``handle_upgrade`` through aiohttp (upgrade.py) and
-go to ``ws_bridge`` with the same head fields.
+worker slot and sends the stream, synchronously. When the body was whole and
+a slot free (the common case) that is all: the worker's first event comes
+back through ``_first_event`` in the dispatcher's callback, and a whole
+response is written from there, so such a request costs no task and no
+future. Otherwise (a wait for a slot, a body still arriving, a streamed
+response, a failure or replay) one task per request (``_serve``) turns the
+worker's events into the client's response, written straight to the
+transport (``http1`` builds the bytes); an upload still arriving from the
+client gets a pump task too (see ``upload``). WebSocket upgrades reach
+``handle_upgrade`` through aiohttp (upgrade.py) and go to ``ws_bridge`` with
+the same head fields.
 
 The common response arrives whole (one RESPONSE): ``_write_whole`` writes
 head (``http1.whole_head``) and body in one ``transport.write``. Anything
@@ -67,6 +72,25 @@ _FAILURE_STATUS = {
 }
 
 
+class _Stream(HttpStream):
+    """An ``HttpStream`` whose first event can go to a callback instead of the inbox: a request
+    dispatched without a task is answered from the dispatcher's callback (``_first_event``)."""
+
+    __slots__ = ("on_first",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_first: Any = None
+
+    def _push(self, item: Any) -> None:
+        on_first = self.on_first
+        if on_first is None:
+            HttpStream._push(self, item)
+        else:
+            self.on_first = None
+            on_first(item)
+
+
 class HttpBridge:
     def __init__(
         self, config: FrontendConfig, dispatcher: Dispatcher, *, ssl_context: ssl.SSLContext | None = None
@@ -84,7 +108,11 @@ class HttpBridge:
         self._idle: asyncio.Future[None] | None = None
 
     def start(self, ex: Exchange) -> None:
-        """A request's turn on its connection: dispatch it now, answer it from a task."""
+        """A request's turn on its connection: dispatch it now, answer it later.
+
+        When the body is whole and a worker slot is free (the common case) no task is created:
+        the worker's first event comes back through ``_first_event``, in the dispatcher's
+        callback, and a whole response is written from there. Anything else gets a task."""
         message = ex.message
         ex.rid = request_id(message.headers)
         if message.version != HttpVersion11 and _bad_framing(message):
@@ -98,7 +126,47 @@ class HttpBridge:
             ex.finish()
             return
         self._active += 1
-        ex.task = asyncio.get_running_loop().create_task(self._serve(ex, stream))
+        worker = self._dispatcher.try_acquire()
+        if worker is None or stream.upload.needs_pump:
+            ex.task = asyncio.get_running_loop().create_task(self._serve(ex, stream, self._run(ex, stream, worker)))
+            return
+        self.metrics.queue_waited(0.0)
+        stream.dispatch(worker)
+        ex.worker = worker
+        stream.on_first = lambda item: self._first_event(ex, stream, item)
+        ex.on_lost = lambda: self._lost(stream)
+
+    def _first_event(self, ex: Exchange, stream: _Stream, item: Any) -> None:
+        """The worker's first event for a request dispatched without a task (dispatcher's callback)."""
+        ex.on_lost = None
+        try:
+            if type(item) is ev.Response and _write_whole(ex, stream, item):
+                if not ex.conn._paused:
+                    self._release(stream)
+                    ex.finish()  # the connection starts its next request from here
+                    return
+                work: Any = _drain(ex, stream)  # a slow reader: wait before the next request
+            else:  # streamed, a failure, a replay...: a task takes over from this event
+                HttpStream._push(stream, item)
+                work = self._answer(ex, stream)
+        except Exception:  # a bug of ours must not reach the dispatcher's callback
+            log.exception("stream %d: request failed", stream.stream_id)
+            ex.abort()
+            return
+        ex.task = asyncio.get_running_loop().create_task(self._serve(ex, stream, work))
+
+    def _lost(self, stream: _Stream) -> None:
+        """The client went away while a task-less request waited for the worker."""
+        log.debug("client went away from stream %d", stream.stream_id)
+        stream.on_first = None
+        stream.phase = Phase.FAILED
+        self._release(stream)
+
+    def _release(self, stream: HttpStream) -> None:
+        stream.finish()
+        self._active -= 1
+        if not self._active and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     async def handle_upgrade(self, request: web.BaseRequest) -> Any:
         """aiohttp's handler for a connection handed over with a WebSocket upgrade (upgrade.py)."""
@@ -144,7 +212,7 @@ class HttpBridge:
 
     # ----------------------------------------------------------- request
 
-    def _new_stream(self, ex: Exchange) -> HttpStream:
+    def _new_stream(self, ex: Exchange) -> _Stream:
         message = ex.message
         content = ex.payload
         headers = message.headers
@@ -165,9 +233,7 @@ class HttpBridge:
         )
         if proxied is not None:
             ex.client, ex.client_set = proxied[0], True
-        return HttpStream(
-            self._dispatcher, head=head, ext=self._ext(ex.rid, conn.transport, conn), upload=upload
-        )
+        return _Stream(self._dispatcher, head=head, ext=self._ext(ex.rid, conn.transport, conn), upload=upload)
 
     def _head(
         self, method: str, raw_path: str, version: Any, headers: Any, raw_headers: Any, client: Any, server: Any
@@ -195,9 +261,10 @@ class HttpBridge:
             proxied = (client,)
         return (method, scheme, http_version, path, query, self._root_path, raw_headers, client, server), proxied
 
-    async def _serve(self, ex: Exchange, stream: HttpStream) -> None:
+    async def _serve(self, ex: Exchange, stream: HttpStream, work: Any) -> None:
+        """A request's task: ``work`` (``_run``, ``_answer``...), then the stream and exchange end."""
         try:
-            await self._run(ex, stream)
+            await work
         except asyncio.CancelledError:
             log.debug("client went away from stream %d", stream.stream_id)
             stream.phase = Phase.FAILED
@@ -208,14 +275,10 @@ class HttpBridge:
             ex.abort()
         finally:
             ex.task = None
-            stream.finish()
-            self._active -= 1
-            if not self._active and self._idle is not None and not self._idle.done():
-                self._idle.set_result(None)
+            self._release(stream)
         ex.finish()
 
-    async def _run(self, ex: Exchange, stream: HttpStream) -> None:
-        worker = self._dispatcher.try_acquire()
+    async def _run(self, ex: Exchange, stream: HttpStream, worker: Any) -> None:
         if worker is not None:
             self.metrics.queue_waited(0.0)
             stream.dispatch(worker)
@@ -229,6 +292,10 @@ class HttpBridge:
                 _reply_error(ex, 503, retry_after_s=self._config.queue.timeout_s, keep_alive=True)
                 return
             self.metrics.queue_waited(perf_counter() - queued_at)
+        await self._answer(ex, stream)
+
+    async def _answer(self, ex: Exchange, stream: HttpStream) -> None:
+        """From dispatch to the end of the response: replays, failures, the general path."""
         if stream.upload.needs_pump:
             stream.start_pump(lambda: _write_continue(ex))
         while True:
@@ -238,10 +305,7 @@ class HttpBridge:
                 if not _write_whole(ex, stream, item):
                     await self._respond(ex, stream, item)
                 elif ex.conn._paused:  # a slow reader: wait before the next request
-                    try:
-                        await ex.drain()
-                    except ConnectionError:
-                        log.debug("client went away during stream %d", stream.stream_id)
+                    await _drain(ex, stream)
                 return
             if not stream.can_replay(item):
                 _failure(ex, stream, item)
@@ -410,6 +474,13 @@ def _abort(ex: Exchange, stream: HttpStream, why: Any) -> None:
     log.warning("stream %d aborted mid-response: %s", stream.stream_id, describe_failure(why))
     stream.phase = Phase.FAILED
     ex.abort()
+
+
+async def _drain(ex: Exchange, stream: HttpStream) -> None:
+    try:
+        await ex.drain()
+    except ConnectionError:
+        log.debug("client went away during stream %d", stream.stream_id)
 
 
 async def _write_continue(ex: Exchange) -> None:
