@@ -57,7 +57,7 @@ from .responses import describe_failure, error_response
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
 from .tls import TlsInfo
-from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, Upload
+from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, new_upload
 from .ws_bridge import WsBridge
 
 log = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ class HttpBridge:
             and not content.is_eof()
             and headers.get("Expect", "").lower() == "100-continue"
         )
-        upload = Upload(content=content, expect_continue=expect, max_body_bytes=self._max_body)
+        upload = new_upload(content, expect_continue=expect, max_body_bytes=self._max_body)
         conn = ex.conn
         client, server = conn.addresses
         head, proxied = self._head(
