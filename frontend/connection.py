@@ -35,6 +35,9 @@ wait parsed; then the socket is paused until half of them are answered.
   one log line, in order after the requests before it. A bad chunk in a body
   that is still arriving fails that request's body instead (the bridge
   answers 400, the worker gets RESET).
+* A request body the app left unread is read and dropped for up to
+  ``LINGER_S`` after the response, then the connection closes (a close with
+  unread bytes would reset it, possibly before the client read the answer).
 * Shutdown (``stop``): an idle connection closes at once; a busy one after
   its current response (queued pipelined requests are dropped, as aiohttp).
 """
@@ -71,6 +74,7 @@ TIMEOUT_RESPONSE = (
 RETRY_AFTER_S = 1  # for a connection refused by --limit-concurrency
 MAX_QUEUED = 32  # parsed requests waiting their turn (aiohttp's MAX_MSG_QUEUE_SIZE)
 MAX_UPGRADE_TAIL = 2**16  # bytes after an upgrade request held until it is handed over
+LINGER_S = 10.0  # a body left unread is read and dropped this long before closing (aiohttp's)
 
 
 @dataclass
@@ -125,7 +129,7 @@ class Connection(BaseProtocol):
     __slots__ = (
         "_shared", "_queue", "_current", "_admitted", "_failed", "_stopping", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_upgrading", "_addresses", "tls",
+        "_upgrade_tail", "_upgrading", "_addresses", "_lingering", "tls",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -154,6 +158,7 @@ class Connection(BaseProtocol):
         self._upgrading = False  # the parser switched protocols after the last queued request
         self._upgrade_tail = b""
         self._addresses: tuple[Any, Any] | None = None
+        self._lingering: Any = None  # the unread body being dropped before the close
         self.tls: Any = None  # the bridge's per-connection cache of the TLS extension
 
     # ------------------------------------------------------------ lifecycle
@@ -173,7 +178,7 @@ class Connection(BaseProtocol):
         self._cancel_timers()
         super().connection_lost(exc)  # transport None; a writer waiting in drain() gets ConnectionError
         current, self._current = self._current, None
-        payloads = [payload for _, payload in self._queue]
+        payloads = [payload for _, payload in self._queue] + [self._lingering]
         self._queue.clear()
         if current is not None:
             payloads.append(current.payload)
@@ -303,7 +308,7 @@ class Connection(BaseProtocol):
             return
         self._in_next = True
         try:
-            while self._current is None and self._queue and self.transport is not None:
+            while self._current is None and self._queue and self.transport is not None and self._lingering is None:
                 message, payload = self._queue.popleft()
                 parser = self._parser
                 if parser is not None:
@@ -337,11 +342,15 @@ class Connection(BaseProtocol):
         if exchange.status:
             self._shared.finished(exchange)
         payload = exchange.payload
-        if (
-            not exchange.keep_alive
-            or self._stopping
-            or (payload is not EMPTY_PAYLOAD and not payload.is_eof())  # a body left unread
-        ):
+        if payload is not EMPTY_PAYLOAD and not payload.is_eof():
+            # A body left unread (an early answer, 413...): closing now, with its bytes unread in
+            # our socket, would send the client a reset that can destroy the response before it
+            # reads it. Read and drop the rest for a while first, as aiohttp did; then close.
+            self._queue.clear()
+            self._lingering = payload
+            self._loop.create_task(self._drop_body(payload))
+            return
+        if not exchange.keep_alive or self._stopping:
             self._close()
             return
         if self._upgrading and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
@@ -355,6 +364,17 @@ class Connection(BaseProtocol):
             if tail:
                 self.data_received(tail)
         self._next()
+
+    async def _drop_body(self, payload: Any) -> None:
+        try:
+            async with asyncio.timeout(LINGER_S):
+                while not payload.is_eof():
+                    await payload.readany()
+        except Exception:  # (TimeoutError, the client's bad body or disconnect): close anyway
+            pass
+        finally:
+            self._lingering = None
+        self._close()
 
     def _answer_and_close(self, response: bytes) -> None:
         self._queue.clear()

@@ -76,11 +76,7 @@ class _Stream(HttpStream):
     """An ``HttpStream`` whose first event can go to a callback instead of the inbox: a request
     dispatched without a task is answered from the dispatcher's callback (``_first_event``)."""
 
-    __slots__ = ("on_first",)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_first: Any = None
+    __slots__ = ("on_first",)  # set by _new_stream: an __init__ of its own would cost 1 µs
 
     def _push(self, item: Any) -> None:
         on_first = self.on_first
@@ -233,7 +229,9 @@ class HttpBridge:
         )
         if proxied is not None:
             ex.client, ex.client_set = proxied[0], True
-        return _Stream(self._dispatcher, head=head, ext=self._ext(ex.rid, conn.transport, conn), upload=upload)
+        stream = _Stream(self._dispatcher, head=head, ext=self._ext(ex.rid, conn.transport, conn), upload=upload)
+        stream.on_first = None
+        return stream
 
     def _head(
         self, method: str, raw_path: str, version: Any, headers: Any, raw_headers: Any, client: Any, server: Any

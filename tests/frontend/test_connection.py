@@ -166,3 +166,21 @@ async def test_many_pipelined_requests_pause_reading_and_all_are_answered(
         assert await conn.read_exactly(2) == b"%02d" % (n % 100)
     await answering
     conn.close()
+
+
+async def test_an_unread_body_is_dropped_before_the_close(start_frontend: Any, worker_for: Any) -> None:
+    """An early answer to a large upload: the client still reads it (no reset), then the close."""
+    fe = await start_frontend()
+    w = await worker_for(fe, window_bytes=64 * 1024)
+    conn = await RawConn.open(fe.port)
+    size = 8 * 1024 * 1024
+    await conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % size)
+    req = await _request(w)
+    w.respond(req.stream_id, 401, LENGTH_2, b"no")
+    head = await conn.read_head()
+    assert status_of(head) == 401
+    block = b"x" * (1024 * 1024)
+    for _ in range(size // len(block)):  # the front end keeps reading (and dropping) it
+        await asyncio.wait_for(conn.send(block), 5)
+    assert await conn.read_exactly(2) == b"no"
+    assert await conn.read_to_close() == b""  # closed once the body is all read
