@@ -168,6 +168,7 @@ class Connection(BaseProtocol):
         tcp_keepalive(transport)  # type: ignore[arg-type]
         self._admitted = self._shared.gate.admit()
         self._shared.connections.add(self)
+        self._stopping = self._shared.stopping  # accepted as shutdown began: closed at once
         self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -193,7 +194,7 @@ class Connection(BaseProtocol):
                 current.on_lost()
 
     def eof_received(self) -> bool:
-        return False  # close on the client's EOF (asyncio's default), writes included
+        return False  # the client's EOF closes the connection (as aiohttp's handler did)
 
     @property
     def addresses(self) -> tuple[Any, Any]:
@@ -249,7 +250,13 @@ class Connection(BaseProtocol):
                 self._pause_reading_for_buffer()
             return
         timing = self._head_timer is not None
-        starting = bool(data) and not timing and self._current is None and not self._queue
+        starting = (
+            bool(data)
+            and not timing
+            and self._current is None
+            and not self._queue
+            and self._lingering is None
+        )
         if starting:
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
@@ -308,7 +315,12 @@ class Connection(BaseProtocol):
             return
         self._in_next = True
         try:
-            while self._current is None and self._queue and self.transport is not None and self._lingering is None:
+            while (
+                self._current is None
+                and self._queue
+                and self.transport is not None
+                and self._lingering is None
+            ):
                 message, payload = self._queue.popleft()
                 parser = self._parser
                 if parser is not None:
@@ -320,10 +332,13 @@ class Connection(BaseProtocol):
                 if type(message) is _ParseError:
                     self._answer_and_close(http1.error(message.status))
                     return
-                if not self._admitted:  # over --limit-concurrency
-                    self._answer_and_close(http1.error(503, message.version, retry_after_s=RETRY_AFTER_S))
-                    return
                 exchange = Exchange(self, message, payload)
+                if not self._admitted:  # over --limit-concurrency
+                    response = http1.error(503, message.version, retry_after_s=RETRY_AFTER_S)
+                    exchange.status, exchange.bytes_out = 503, len(response)
+                    self._shared.finished(exchange)  # counted and logged like any answer
+                    self._answer_and_close(response)
+                    return
                 self._current = exchange
                 if self._upgrading and not self._queue and _is_websocket(message):
                     self._hand_over(exchange)

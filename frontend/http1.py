@@ -59,7 +59,9 @@ def _connection_line(version: Any, keep_alive: bool) -> bytes:
     return b"Connection: close\r\n" if version == HttpVersion11 else b""
 
 
-def whole_head(version: Any, status: int, headers: Any, body: bytes, rid: str, keep_alive: bool) -> bytes | None:
+def whole_head(
+    version: Any, status: int, headers: Any, body: bytes, rid: str, keep_alive: bool
+) -> bytes | None:
     """The head of a whole-body response; None when ``head`` must decide (framing headers from
     the worker other than an exact Content-Length, a control character in a field)."""
     lines = []
@@ -82,7 +84,11 @@ def whole_head(version: Any, status: int, headers: Any, body: bytes, rid: str, k
         lines.append(b": ".join(pair))
     if lines and _CONTROL.search(b"".join(lines)) is not None:
         return None
-    out = [status_line(version, status), b"\r\n".join(lines), b"\r\n"] if lines else [status_line(version, status)]
+    out = (
+        [status_line(version, status), b"\r\n".join(lines), b"\r\n"]
+        if lines
+        else [status_line(version, status)]
+    )
     if not has_id:
         out.append(b"X-Request-ID: %s\r\n" % rid.encode())  # the app's own id wins
     if not has_length:

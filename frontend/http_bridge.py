@@ -124,7 +124,9 @@ class HttpBridge:
         self._active += 1
         worker = self._dispatcher.try_acquire()
         if worker is None or stream.upload.needs_pump:
-            ex.task = asyncio.get_running_loop().create_task(self._serve(ex, stream, self._run(ex, stream, worker)))
+            ex.task = asyncio.get_running_loop().create_task(
+                self._serve(ex, stream, self._run(ex, stream, worker))
+            )
             return
         self.metrics.queue_waited(0.0)
         stream.dispatch(worker)
@@ -147,7 +149,9 @@ class HttpBridge:
                 work = self._answer(ex, stream)
         except Exception:  # a bug of ours must not reach the dispatcher's callback
             log.exception("stream %d: request failed", stream.stream_id)
+            stream.phase = Phase.FAILED
             ex.abort()
+            self._release(stream)
             return
         ex.task = asyncio.get_running_loop().create_task(self._serve(ex, stream, work))
 
@@ -229,12 +233,21 @@ class HttpBridge:
         )
         if proxied is not None:
             ex.client, ex.client_set = proxied[0], True
-        stream = _Stream(self._dispatcher, head=head, ext=self._ext(ex.rid, conn.transport, conn), upload=upload)
+        stream = _Stream(
+            self._dispatcher, head=head, ext=self._ext(ex.rid, conn.transport, conn), upload=upload
+        )
         stream.on_first = None
         return stream
 
     def _head(
-        self, method: str, raw_path: str, version: Any, headers: Any, raw_headers: Any, client: Any, server: Any
+        self,
+        method: str,
+        raw_path: str,
+        version: Any,
+        headers: Any,
+        raw_headers: Any,
+        client: Any,
+        server: Any,
     ) -> tuple[tuple[Any, ...], tuple[Any] | None]:
         """REQUEST's fields from method to server, in wire order; and (client,) when trusted proxy
         headers named the client (the access log's client, as the scope's)."""
@@ -257,7 +270,17 @@ class HttpBridge:
             origin = resolve(Origin(scheme, client, server), headers, proxies)
             scheme, client, server = origin.scheme, origin.client, origin.server
             proxied = (client,)
-        return (method, scheme, http_version, path, query, self._root_path, raw_headers, client, server), proxied
+        return (
+            method,
+            scheme,
+            http_version,
+            path,
+            query,
+            self._root_path,
+            raw_headers,
+            client,
+            server,
+        ), proxied
 
     async def _serve(self, ex: Exchange, stream: HttpStream, work: Any) -> None:
         """A request's task: ``work`` (``_run``, ``_answer``...), then the stream and exchange end."""
@@ -452,7 +475,9 @@ def _reply_error(
     if ex.closing or ex.status:
         return
     keep_alive = keep_alive and ex.keep_alive
-    ex.write(http1.error(status, ex.message.version, ex.rid, keep_alive=keep_alive, retry_after_s=retry_after_s))
+    ex.write(
+        http1.error(status, ex.message.version, ex.rid, keep_alive=keep_alive, retry_after_s=retry_after_s)
+    )
     ex.status, ex.keep_alive = status, keep_alive
 
 

@@ -9,11 +9,10 @@ import re
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
 from aiohttp.test_utils import make_mocked_request
-
-from aiohttp import web
 
 from frontend import http1
 from frontend.access_log import REQUEST_ID
@@ -123,7 +122,9 @@ def test_whole_head_passes_header_bytes_through() -> None:
 )
 def test_general_head_refuses_a_bad_field(headers: Any) -> None:
     with pytest.raises(http1.BadHead):
-        http1.head(HttpVersion11, "GET", 200, headers, RID, keep_alive=True, whole_length=None, trailers=False)
+        http1.head(
+            HttpVersion11, "GET", 200, headers, RID, keep_alive=True, whole_length=None, trailers=False
+        )
 
 
 def test_general_head_framing() -> None:
