@@ -1,6 +1,6 @@
 """aiohttp WebSocket <-> wire WebSocket stream (PROTOCOL §5 "WebSocket stream", §6.2, §7).
 
-Theory of operation. ``HttpBridge.handle`` passes an upgrade request (GET,
+Theory of operation. ``HttpBridge.handle_upgrade`` passes an upgrade request (GET,
 HTTP/1.1, ``Upgrade: websocket``) here with the REQUEST head fields. We check
 the handshake is well-formed (else 400, before any worker is bothered), take
 a WebSocket slot (HELLO.ws_capacity, its own wait queue; 503 as for HTTP) and

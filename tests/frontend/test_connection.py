@@ -184,3 +184,34 @@ async def test_an_unread_body_is_dropped_before_the_close(start_frontend: Any, w
         await asyncio.wait_for(conn.send(block), 5)
     assert await conn.read_exactly(2) == b"no"
     assert await conn.read_to_close() == b""  # closed once the body is all read
+
+
+async def test_shutdown_order_idle_closed_in_flight_finished_then_websockets_1001(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend(shutdown_timeout_s=5.0)
+    w = await worker_for(fe, ws_capacity=4, features=WS_FEATURES)
+    ws = await RawConn.open(fe.port)
+    await ws.send(HANDSHAKE + b"\r\n")
+    connect = await w.ws_open()
+    assert status_of(await ws.read_head()) == 101
+    idle = await RawConn.open(fe.port)
+    await idle.send(b"GET /idle HTTP/1.1\r\nHost: x\r\n\r\n")
+    req = await _request(w)
+    w.respond(req.stream_id, 200, LENGTH_2, b"ok")
+    assert status_of(await idle.read_head()) == 200 and await idle.read_exactly(2) == b"ok"
+    busy = await RawConn.open(fe.port)
+    await busy.send(b"GET /busy HTTP/1.1\r\nHost: x\r\n\r\n")
+    req = await _request(w)
+    fe.shutdown.set()
+    assert await idle.read_to_close() == b""  # the idle keep-alive connection: closed at once
+    with pytest.raises(TimeoutError):  # the WebSocket waits for HTTP to drain
+        await asyncio.wait_for(ws.reader.read(1), 0.3)
+    w.respond(req.stream_id, 200, LENGTH_2, b"ok")  # the in-flight request still finishes
+    head = await busy.read_head()
+    assert status_of(head) == 200 and header(head, b"connection") == [b"close"]
+    assert await busy.read_exactly(2) == b"ok"
+    frame = await ws.read_exactly(4)  # then the WebSocket: a close frame with 1001
+    assert frame[0] == 0x88 and frame[2:4] == (1001).to_bytes(2, "big")
+    close = await w.expect(ev.WsClose)
+    assert (close.stream_id, close.code) == (connect.stream_id, 1001)
