@@ -19,6 +19,7 @@ Process contract (used by ``zasgi run`` and the tests):
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -288,6 +289,9 @@ async def _main(config: cfg.FrontendConfig, *, ready_fd: int | None, parent_fd: 
         loop.add_reader(parent_fd, parent_gone)
 
     def ready(line: str) -> None:
+        # What was built up to now lives as long as the process: out of the collector's sight,
+        # a full collection no longer walks every imported module (~16 ms each, 10 per 80k requests).
+        gc.freeze()
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
         if ready_fd is not None:

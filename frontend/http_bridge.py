@@ -164,6 +164,10 @@ class HttpBridge:
 
     def _release(self, stream: HttpStream) -> None:
         stream.finish()
+        # The stream and its body refer to each other (``upload.send`` is the stream's method):
+        # unbound, the ten-odd objects of a request die by reference counting instead of at the
+        # garbage collector's next pass (measured: GC 4.8 -> 0.6 µs/request with gc.freeze).
+        stream.upload.send = _no_send
         self._active -= 1
         if not self._active and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
@@ -497,6 +501,10 @@ def _abort(ex: Exchange, stream: HttpStream, why: Any) -> None:
     log.warning("stream %d aborted mid-response: %s", stream.stream_id, describe_failure(why))
     stream.phase = Phase.FAILED
     ex.abort()
+
+
+def _no_send(chunk: bytes, more: bool) -> None:
+    """A finished stream's body sender: nothing more goes to the worker."""
 
 
 async def _drain(ex: Exchange, stream: HttpStream) -> None:
