@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp.http import HttpVersion11
 
+COPY_MAX_BYTES = 16 * 1024  # a body piece up to this is copied into one write; larger: writelines
+
 if TYPE_CHECKING:
     from .connection import Connection
     from .pool import WorkerRecord
@@ -78,6 +80,19 @@ class Exchange:
             raise ConnectionResetError("client went away")
         transport.write(data)
         self.bytes_out += len(data)
+
+    def write_body(self, prefix: bytes, data: Any, chunked: bool) -> None:
+        """``prefix`` (the head, or nothing) and a piece of body, chunk-framed if ``chunked``:
+        small pieces joined into one write, large ones handed to the transport uncopied."""
+        parts = (prefix, b"%x\r\n" % len(data), data, b"\r\n") if chunked else (prefix, data)
+        if len(data) <= COPY_MAX_BYTES:
+            self.write(b"".join(parts))
+            return
+        transport = self.conn.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client went away")
+        transport.writelines(parts)
+        self.bytes_out += sum(len(part) for part in parts)
 
     async def drain(self) -> None:
         """Wait until the client reads, when the transport's buffer is over its high-water mark."""

@@ -187,10 +187,6 @@ def head(
     return Head(data, chunked, empty, keep_alive, trailers and chunked)
 
 
-def chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
 def last_chunk(trailer_fields: list[tuple[bytes, bytes]]) -> bytes:
     """The end of a chunked body, with the trailer fields that are safe to send."""
     if not trailer_fields:

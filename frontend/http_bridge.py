@@ -50,7 +50,7 @@ from . import http1
 from .access_log import CLIENT, REQUEST_ID, STARTED, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .exchange import Exchange
+from .exchange import COPY_MAX_BYTES, Exchange
 from .metrics import Metrics
 from .proxy import Origin, TrustedProxies, carries_proxy_headers, resolve
 from .responses import describe_failure, error_response
@@ -63,7 +63,6 @@ from .ws_bridge import WsBridge
 log = logging.getLogger(__name__)
 
 _VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
-_CONCAT_MAX_BYTES = 16 * 1024  # head + body copied into one bytes below this; writelines above
 _FAILURE_STATUS = {
     Local.WORKER_LOST: 502,
     Local.VIOLATION: 502,
@@ -384,13 +383,13 @@ class HttpBridge:
         body, more = start.body, start.more_body
         pending = head.data  # the head leaves with the first body bytes
         if not more and not start.trailers:  # the common case: one write
-            ex.write(pending if head.empty else pending + body)
+            ex.write_body(pending, b"" if head.empty else body, False)
             stream.consumed(len(body))
             stream.phase = Phase.DONE
             return False
         while True:
             if body and not head.empty:
-                ex.write(pending + (http1.chunk(body) if head.chunked else body))
+                ex.write_body(pending, body, head.chunked)
                 pending = b""
                 await ex.drain()
             elif pending:
@@ -433,7 +432,7 @@ class HttpBridge:
         try:
             with open(path, "rb") as f:  # local disk, 64 KiB at a time; sendfile is a later step
                 while not head.empty and (chunk := f.read(CHUNK_BYTES)):
-                    ex.write(http1.chunk(chunk) if head.chunked else chunk)
+                    ex.write_body(b"", chunk, head.chunked)
                     await ex.drain()
         except OSError as exc:
             log.warning("stream %d: cannot send %s: %s", stream.stream_id, path, exc)
@@ -462,7 +461,7 @@ def _write_whole(ex: Exchange, stream: HttpStream, start: ev.Response) -> bool:
         log.debug("client went away before stream %d's response", stream.stream_id)
         stream.phase = Phase.FAILED
         return True
-    if len(body) <= _CONCAT_MAX_BYTES:
+    if len(body) <= COPY_MAX_BYTES:
         transport.write(head + body)
     else:
         transport.writelines((head, body))
