@@ -365,8 +365,9 @@ class Connection(BaseProtocol):
             self._lingering = payload
             self._loop.create_task(self._drop_body(payload))
             return
-        if not exchange.keep_alive or self._stopping:
-            self._close()
+        transport = self.transport
+        if not exchange.keep_alive or self._stopping or transport is None or transport.is_closing():
+            self._close()  # (a client that went away: its queued requests are not started)
             return
         if self._upgrading and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
             self._upgrading = False

@@ -18,8 +18,6 @@ import asyncio
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
-from aiohttp.http import HttpVersion11
-
 COPY_MAX_BYTES = 16 * 1024  # a body piece up to this is copied into one write; larger: writelines
 
 if TYPE_CHECKING:
@@ -50,20 +48,8 @@ class Exchange:
         self.on_lost: Any = None  # called if the client goes away before finish (no task case)
 
     @property
-    def version(self) -> Any:
-        return self.message.version
-
-    @property
     def method(self) -> str:
         return self.message.method
-
-    @property
-    def http11(self) -> bool:
-        return self.message.version == HttpVersion11
-
-    @property
-    def transport(self) -> Any:
-        return self.conn.transport
 
     @property
     def closing(self) -> bool:
