@@ -215,3 +215,35 @@ async def test_shutdown_order_idle_closed_in_flight_finished_then_websockets_100
     assert frame[0] == 0x88 and frame[2:4] == (1001).to_bytes(2, "big")
     close = await w.expect(ev.WsClose)
     assert (close.stream_id, close.code) == (connect.stream_id, 1001)
+
+
+@pytest.mark.parametrize("more_body", [False, True])
+async def test_a_bad_worker_header_is_502_and_reset(
+    start_frontend: Any, worker_for: Any, more_body: bool
+) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe)
+    conn = await RawConn.open(fe.port)
+    await conn.send(b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+    req = await _request(w)
+    w.respond(req.stream_id, 200, ((b"x-bad", b"a\r\nInjected: yes"),), b"body", more_body=more_body)
+    head = await conn.read_head()
+    assert status_of(head) == 502 and header(head, b"connection") == [b"close"]
+    assert not header(head, b"injected")
+    reset = await w.expect(ev.Reset)
+    assert reset.stream_id == req.stream_id
+    conn.close()
+
+
+async def test_http_10_streamed_body_ends_at_close(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe)
+    conn = await RawConn.open(fe.port)
+    await conn.send(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    req = await _request(w)
+    w.respond(req.stream_id, 200, ((b"transfer-encoding", b"chunked"),), b"ab", more_body=True)
+    head = await conn.read_head()
+    assert head.startswith(b"HTTP/1.0 200") and not header(head, b"transfer-encoding")
+    assert not header(head, b"content-length") and header(head, b"connection") != [b"keep-alive"]
+    w.send(ev.Body(req.stream_id, b"cd", False))
+    assert await conn.read_to_close() == b"abcd"  # unframed: the close ends it
