@@ -32,7 +32,8 @@ wait parsed; then the socket is paused until half of them are answered.
   ``--limit-max-headers`` fields, ``400`` for the rest (smuggling attempts
   included: CL+TE, duplicate or bad Content-Length, obs-fold, bad chunk
   sizes); always ``connection: close``, a short body that echoes nothing, and
-  one log line, in order after the requests before it. A bad chunk in a body
+  one log line, in order after the requests before it (and an access-log
+  line and metrics count, as for a 503 over ``--limit-concurrency``). A bad chunk in a body
   that is still arriving fails that request's body instead (the bridge
   answers 400, the worker gets RESET).
 * A request body the app left unread is read and dropped for up to
@@ -56,10 +57,13 @@ from aiohttp import hdrs
 from aiohttp._http_parser import HttpRequestParser
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.tcp_helpers import tcp_keepalive
 from aiohttp.web_protocol import RequestPayloadError
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from . import http1
 from .config import HttpLimits
@@ -114,6 +118,12 @@ class Shared:
     upgrade: Callable[[Any, bytes, bool], None]  # (transport, request bytes, admitted): to aiohttp
     connections: set[Connection] = field(default_factory=set)
     stopping: bool = False
+
+
+# What the access log shows for a request the parser refused (aiohttp's server logged its own).
+_UNPARSED = RawRequestMessage(
+    "-", "-", HttpVersion11, CIMultiDictProxy(CIMultiDict()), (), True, None, False, False, URL("/")
+)
 
 
 class _ParseError:
@@ -330,14 +340,11 @@ class Connection(BaseProtocol):
                     if len(self._queue) < MAX_QUEUED:
                         self._resume_reading_for_buffer()
                 if type(message) is _ParseError:
-                    self._answer_and_close(http1.error(message.status))
+                    self._refuse(Exchange(self, _UNPARSED, EMPTY_PAYLOAD), http1.error(message.status))
                     return
                 exchange = Exchange(self, message, payload)
                 if not self._admitted:  # over --limit-concurrency
-                    response = http1.error(503, message.version, retry_after_s=RETRY_AFTER_S)
-                    exchange.status, exchange.bytes_out = 503, len(response)
-                    self._shared.finished(exchange)  # counted and logged like any answer
-                    self._answer_and_close(response)
+                    self._refuse(exchange, http1.error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
                 self._current = exchange
                 if self._upgrading and not self._queue and _is_websocket(message):
@@ -391,6 +398,13 @@ class Connection(BaseProtocol):
         finally:
             self._lingering = None
         self._close()
+
+    def _refuse(self, exchange: Exchange, response: bytes) -> None:
+        """Our own answer to a request no worker sees: counted and logged like any, then close."""
+        exchange.status = int(response[9:12])
+        exchange.bytes_out = len(response)
+        self._shared.finished(exchange)
+        self._answer_and_close(response)
 
     def _answer_and_close(self, response: bytes) -> None:
         self._queue.clear()

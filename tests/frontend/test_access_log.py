@@ -183,3 +183,15 @@ async def test_trusted_proxy_headers_reach_the_line(
             assert (await pending).status_code == 204
     clients = [COMBINED.match(call.args[0])["client"] for call in access_logger.call_args_list]  # type: ignore[index]
     assert clients == ["198.51.100.7", "127.0.0.1"]
+
+
+async def test_answers_no_worker_sees_are_logged_too(start_frontend: Any, access_logger: Any) -> None:
+    """A request the parser refused: one line with its status (the request shown as '-')."""
+    fe = await start_frontend()
+    reader, writer = await asyncio.open_connection("127.0.0.1", fe.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
+    assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 400 ")
+    writer.close()
+    (call,) = access_logger.call_args_list
+    m = COMBINED.match(call.args[0])
+    assert m and m["status"] == "400" and m[3] == "- - HTTP/1.1" and m["client"] == "127.0.0.1"
