@@ -122,14 +122,15 @@ class HttpBridge:
             return
         self._active += 1
         worker = self._dispatcher.try_acquire()
-        if worker is None or stream.upload.needs_pump:
-            ex.task = asyncio.get_running_loop().create_task(
-                self._serve(ex, stream, self._run(ex, stream, worker))
-            )
+        if worker is None:
+            self._spawn(ex, stream, self._queued(ex, stream))
             return
         self.metrics.queue_waited(0.0)
         stream.dispatch(worker)
         ex.worker = worker
+        if stream.upload.needs_pump:  # the body is still arriving: a task reads it
+            self._spawn(ex, stream, self._answer(ex, stream))
+            return
         stream.on_first = lambda item: self._first_event(ex, stream, item)
         ex.on_lost = lambda: self._lost(stream)
 
@@ -152,7 +153,22 @@ class HttpBridge:
             ex.abort()
             self._release(stream)
             return
-        ex.task = asyncio.get_running_loop().create_task(self._serve(ex, stream, work))
+        self._spawn(ex, stream, work)
+
+    def _spawn(self, ex: Exchange, stream: HttpStream, work: Any) -> None:
+        """The request's task, doing ``work`` (a coroutine) and then ending stream and exchange."""
+        task = asyncio.get_running_loop().create_task(self._serve(ex, stream, work))
+        ex.task = task
+        task.add_done_callback(lambda done: self._unstarted(done, ex, stream, work))
+
+    def _unstarted(self, task: asyncio.Task[None], ex: Exchange, stream: HttpStream, work: Any) -> None:
+        """A task cancelled (its client gone) before its first step never ran ``_serve``'s
+        ``finally``: end the stream here, or its slot would stay taken."""
+        if ex.task is task:
+            ex.task = None
+            work.close()
+            stream.phase = Phase.FAILED
+            self._release(stream)
 
     def _lost(self, stream: _Stream) -> None:
         """The client went away while a task-less request waited for the worker."""
@@ -286,7 +302,7 @@ class HttpBridge:
         ), proxied
 
     async def _serve(self, ex: Exchange, stream: HttpStream, work: Any) -> None:
-        """A request's task: ``work`` (``_run``, ``_answer``...), then the stream and exchange end."""
+        """A request's task: ``work`` (``_queued``, ``_answer``...), then the stream and exchange end."""
         try:
             await work
         except asyncio.CancelledError:
@@ -302,20 +318,17 @@ class HttpBridge:
             self._release(stream)
         ex.finish()
 
-    async def _run(self, ex: Exchange, stream: HttpStream, worker: Any) -> None:
-        if worker is not None:
-            self.metrics.queue_waited(0.0)
-            stream.dispatch(worker)
-        else:
-            queued_at = perf_counter()
-            try:
-                stream.dispatch(await self._dispatcher.acquire())
-            except NoCapacity as exc:
-                self.metrics.queue_waited(perf_counter() - queued_at)
-                log.info("no worker for %s %s: %s", ex.method, ex.message.path, exc)
-                _reply_error(ex, 503, retry_after_s=self._config.queue.timeout_s, keep_alive=True)
-                return
+    async def _queued(self, ex: Exchange, stream: HttpStream) -> None:
+        """No slot was free: wait for one in the queue (or 503), then answer."""
+        queued_at = perf_counter()
+        try:
+            stream.dispatch(await self._dispatcher.acquire())
+        except NoCapacity as exc:
             self.metrics.queue_waited(perf_counter() - queued_at)
+            log.info("no worker for %s %s: %s", ex.method, ex.message.path, exc)
+            _reply_error(ex, 503, retry_after_s=self._config.queue.timeout_s, keep_alive=True)
+            return
+        self.metrics.queue_waited(perf_counter() - queued_at)
         await self._answer(ex, stream)
 
     async def _answer(self, ex: Exchange, stream: HttpStream) -> None:

@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 
+from frontend.dispatch import Dispatcher
+from frontend.http_bridge import HttpBridge
 from wire import events as ev
 
+from .conftest import make_config
 from .rawhttp import RawConn, header, status_of
 from .ws_helpers import HANDSHAKE, WS_FEATURES
 
@@ -247,3 +250,43 @@ async def test_http_10_streamed_body_ends_at_close(start_frontend: Any, worker_f
     assert not header(head, b"content-length") and header(head, b"connection") != [b"keep-alive"]
     w.send(ev.Body(req.stream_id, b"cd", False))
     assert await conn.read_to_close() == b"abcd"  # unframed: the close ends it
+
+
+class _Stream:
+    stream_id = 1
+
+    def __init__(self) -> None:
+        self.phase: Any = None
+        self.finished = 0
+        self.upload = type("Body", (), {"send": None})()
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+class _Exchange:
+    task: Any = None
+    finished = 0
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+async def test_a_task_cancelled_before_its_first_step_still_ends_its_stream(
+    tmp_path: Any, zmq_ctx: Any
+) -> None:
+    """A client gone in the same loop iteration its request got a task: the task never runs,
+    so its ``finally`` does not either; the stream must end anyway (else its slot leaks)."""
+    bridge = HttpBridge(make_config(tmp_path), Dispatcher(make_config(tmp_path), zmq_ctx))
+    stream, ex = _Stream(), _Exchange()
+
+    async def work() -> None:
+        raise AssertionError("never runs")
+
+    bridge._active += 1
+    bridge._spawn(ex, stream, work())  # type: ignore[arg-type]
+    ex.task.cancel()  # what Connection.connection_lost does
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert stream.finished == 1 and bridge._active == 0 and ex.task is None
+    assert ex.finished == 0  # a vanished client's request is not logged
