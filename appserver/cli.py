@@ -192,7 +192,7 @@ FRONTEND_OPTIONS: list[click.Option] = [
     _fe("--queue-timeout", type=click.FloatRange(0), help="Seconds a request waits for a worker [10]."),
     _fe("--heartbeat-ms", type=click.IntRange(1)),
     _fe("--liveness", type=click.IntRange(1), help="Silent heartbeats before a worker is gone [3]."),
-    _fe("--window-bytes", type=click.IntRange(1), help="Response window per stream [256 KiB]."),
+    _fe("--window-bytes", type=click.IntRange(1), help="Response window per stream [2 MiB]."),
     _fe("--max-payload-bytes", type=click.IntRange(1)),
     _fe("--limit-max-line-size", type=click.IntRange(1), help="Request line bytes [16 KiB]."),
     _fe("--limit-max-header-size", type=click.IntRange(1), help="Bytes per header field [16 KiB]."),

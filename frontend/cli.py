@@ -91,7 +91,8 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 )
 @_opt("--heartbeat-ms", type=int, default=1000, show_default=True)
 @_opt("--liveness", type=int, default=3, show_default=True, help="Silent heartbeats before a worker is gone.")
-@_opt("--window-bytes", type=int, default=256 * 1024, show_default=True, help="Response window per stream.")
+@_opt("--window-bytes", type=int, default=2 * 1024 * 1024, show_default=True,
+      help="Response window per stream: what one response may have in flight from its worker.")
 @_opt("--max-payload-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
 @_opt("--limit-max-line-size", type=int, default=16 * 1024, show_default=True, help="Request line bytes.")
 @_opt(
