@@ -28,7 +28,9 @@ from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a field (HTAB is fine)
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-_DEFAULTED = frozenset({b"x-request-id", b"content-type", b"date", b"server"})
+# The fields we add when the worker did not: name -> its bit in a "seen" mask.
+_ID, _TYPE, _DATE, _SERVER = 1, 2, 4, 8
+_DEFAULTED = {b"x-request-id": _ID, b"content-type": _TYPE, b"date": _DATE, b"server": _SERVER}
 _SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
 _ERROR_BODIES: dict[int, bytes] = {}
@@ -53,6 +55,14 @@ def status_line(version: Any, status: int) -> bytes:
     return line
 
 
+def _add_date_server(out: list[bytes], seen: int) -> None:
+    """Date and Server, unless the worker sent them."""
+    if not seen & _DATE:
+        out.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
+    if not seen & _SERVER:
+        out.append(_SERVER_LINE)
+
+
 def _connection_line(version: Any, keep_alive: bool) -> bytes:
     if keep_alive:
         return b"Connection: keep-alive\r\n" if version == HttpVersion10 else b""
@@ -65,22 +75,16 @@ def whole_head(
     """The head of a whole-body response; None when ``head`` must decide (framing headers from
     the worker other than an exact Content-Length, a control character in a field)."""
     lines = []
-    has_id = has_type = has_date = has_server = has_length = False
+    seen = 0
+    has_length = False
     for pair in headers:
         name = pair[0].lower()
         if name in _FRAMING:
             if name != b"content-length" or has_length or pair[1] != b"%d" % len(body):
                 return None
             has_length = True
-        elif name in _DEFAULTED:
-            if name == b"x-request-id":
-                has_id = True
-            elif name == b"content-type":
-                has_type = True
-            elif name == b"date":
-                has_date = True
-            else:
-                has_server = True
+        else:
+            seen |= _DEFAULTED.get(name, 0)
         lines.append(b": ".join(pair))
     if lines and _CONTROL.search(b"".join(lines)) is not None:
         return None
@@ -89,16 +93,13 @@ def whole_head(
         if lines
         else [status_line(version, status)]
     )
-    if not has_id:
+    if not seen & _ID:
         out.append(b"X-Request-ID: %s\r\n" % rid.encode())  # the app's own id wins
     if not has_length:
         out.append(b"Content-Length: %d\r\n" % len(body))
-    if not has_type and body:
+    if not seen & _TYPE and body:
         out.append(b"Content-Type: application/octet-stream\r\n")
-    if not has_date:
-        out.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
-    if not has_server:
-        out.append(_SERVER_LINE)
+    _add_date_server(out, seen)
     out.append(_connection_line(version, keep_alive))
     out.append(b"\r\n")
     return b"".join(out)
@@ -133,7 +134,7 @@ def head(
     no_length = status in (204, 304) or status < 200
     lines = []
     length: int | None = None
-    has_id = has_type = has_date = has_server = False
+    seen = 0
     for pair in headers:
         name, value = pair[0], pair[1]
         if _CONTROL.search(name) is not None or _CONTROL.search(value) is not None or not name:
@@ -147,15 +148,7 @@ def head(
             elif lower == b"connection" and b"close" in value.lower():
                 keep_alive = False
             continue
-        if lower in _DEFAULTED:
-            if lower == b"x-request-id":
-                has_id = True
-            elif lower == b"content-type":
-                has_type = True
-            elif lower == b"date":
-                has_date = True
-            else:
-                has_server = True
+        seen |= _DEFAULTED.get(lower, 0)
         lines.append(b"%s: %s\r\n" % (name, value))
     chunked = False
     if length is not None and trailers:
@@ -174,14 +167,11 @@ def head(
             lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False  # HTTP/1.0: the body ends when the connection does
-        if not has_type and length != 0:
+        if not seen & _TYPE and length != 0:
             lines.append(b"Content-Type: application/octet-stream\r\n")
-    if not has_id:
+    if not seen & _ID:
         lines.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    if not has_date:
-        lines.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
-    if not has_server:
-        lines.append(_SERVER_LINE)
+    _add_date_server(lines, seen)
     lines.append(_connection_line(version, keep_alive))
     data = status_line(version, status) + b"".join(lines) + b"\r\n"
     return Head(data, chunked, empty, keep_alive, trailers and chunked)

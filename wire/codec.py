@@ -255,6 +255,16 @@ def _address_ok(v: Any) -> bool:
     return v is None or (type(v) is tuple and len(v) == 2 and type(v[0]) is str and type(v[1]) is int)
 
 
+def _pairs_ok(headers: tuple[Any, ...]) -> bool:
+    """Every header a (bytes, bytes) pair: the one-pass decoders' check (``_headers`` explains)."""
+    for pair in headers:
+        if type(pair) is not tuple or len(pair) != 2:
+            return False
+        if type(pair[0]) is not bytes or type(pair[1]) is not bytes:
+            return False
+    return True
+
+
 def _request(raw: tuple[Any, ...]) -> ev.Request | None:
     """REQUEST as front ends send it (body inline, no extra fields), checked in one pass.
 
@@ -273,11 +283,8 @@ def _request(raw: tuple[Any, ...]) -> ev.Request | None:
         and _address_ok(client) and _address_ok(server)
     ):  # fmt: skip
         return None
-    for pair in headers:
-        if type(pair) is not tuple or len(pair) != 2:
-            return None
-        if type(pair[0]) is not bytes or type(pair[1]) is not bytes:
-            return None
+    if not _pairs_ok(headers):
+        return None
     return ev.Request(
         sid, method, scheme, version, raw_path, query, root, headers, client, server, body, more, expect, ext
     )
@@ -294,11 +301,8 @@ def _response(raw: tuple[Any, ...]) -> ev.Response | None:
         and type(more) is bool and type(trailers) is bool
     ):  # fmt: skip
         return None
-    for pair in headers:
-        if type(pair) is not tuple or len(pair) != 2:
-            return None
-        if type(pair[0]) is not bytes or type(pair[1]) is not bytes:
-            return None
+    if not _pairs_ok(headers):
+        return None
     return ev.Response(sid, status, headers, body, more, trailers)
 
 
