@@ -201,7 +201,7 @@ class Connection(BaseProtocol):
             if current.task is not None:
                 current.task.cancel()  # the bridge sends DISCONNECT
             elif current.on_lost is not None:
-                current.on_lost()
+                current.on_lost(current)
 
     def eof_received(self) -> bool:
         return False  # the client's EOF closes the connection (as aiohttp's handler did)

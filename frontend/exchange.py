@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 class Exchange:
     __slots__ = (
         "conn", "message", "payload", "started", "rid", "worker", "client", "client_set",
-        "status", "bytes_out", "keep_alive", "task", "done", "on_lost",
+        "status", "bytes_out", "keep_alive", "task", "done", "on_lost", "stream",
     )  # fmt: skip
 
     def __init__(self, conn: Connection, message: Any, payload: Any) -> None:
@@ -45,7 +45,8 @@ class Exchange:
         self.keep_alive = not message.should_close
         self.task: asyncio.Task[Any] | None = None  # the bridge's task for this request, if any
         self.done = False
-        self.on_lost: Any = None  # called if the client goes away before finish (no task case)
+        self.on_lost: Any = None  # on_lost(self) if the client goes away before finish (no task case)
+        self.stream: Any = None  # the bridge's stream while on_lost is set
 
     @property
     def method(self) -> str:

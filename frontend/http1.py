@@ -20,13 +20,16 @@ what the front end adds is what aiohttp's ``StreamResponse`` added before
 from __future__ import annotations
 
 import re
+from email.utils import formatdate
 from http import HTTPStatus
+from time import time
 from typing import Any
 
-from aiohttp.helpers import rfc822_formatted_time
 from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a field (HTAB is fine)
+# Other control characters than CR and LF; those two are counted (whole_head): one CRLF per line.
+_CONTROL_NOT_CRLF = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 # The fields we add when the worker did not: name -> its bit in a "seen" mask.
 _ID, _TYPE, _DATE, _SERVER = 1, 2, 4, 8
@@ -55,10 +58,23 @@ def status_line(version: Any, status: int) -> bytes:
     return line
 
 
+_date_second = -1
+_date_line = b""
+
+
+def _date() -> bytes:
+    """The Date line, formatted once a second (as uvicorn and aiohttp do)."""
+    global _date_second, _date_line
+    now = int(time())
+    if now != _date_second:
+        _date_second, _date_line = now, b"Date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    return _date_line
+
+
 def _add_date_server(out: list[bytes], seen: int) -> None:
     """Date and Server, unless the worker sent them."""
     if not seen & _DATE:
-        out.append(b"Date: %s\r\n" % rfc822_formatted_time().encode())
+        out.append(_date())
     if not seen & _SERVER:
         out.append(_SERVER_LINE)
 
@@ -69,39 +85,74 @@ def _connection_line(version: Any, keep_alive: bool) -> bytes:
     return b"Connection: close\r\n" if version == HttpVersion11 else b""
 
 
+# What whole_head learnt from a worker's (status, headers): an app answers with a handful of
+# distinct heads, so the field checks and the copy of the fields run once per distinct head.
+_FIELDS_CACHE: dict[tuple[Any, int, Any], tuple[bytes, int, bytes | None]] = {}
+_FIELDS_CACHE_MAX = 512
+_FIELDS_CACHED_MAX_BYTES = 1024
+
+
+def _fields(version: Any, status: int, headers: Any) -> tuple[bytes, int, bytes | None] | None:
+    """(status line + the worker's field lines, the seen-mask, its Content-Length value or None);
+    None when ``head`` must decide."""
+    out = [status_line(version, status)]
+    seen = 0
+    length = None
+    for pair in headers:
+        name = pair[0].lower()
+        if name in _FRAMING:
+            if name != b"content-length" or length is not None:
+                return None
+            length = pair[1]
+        else:
+            seen |= _DEFAULTED.get(name, 0)
+        out.append(b"%s: %s\r\n" % pair)
+    block = b"".join(out)
+    fields = len(out) - 1
+    if fields:  # "name: value\r\n" lines: a CR or LF elsewhere would split or smuggle a field
+        start = len(out[0])
+        if (
+            block.count(b"\n", start) != fields
+            or block.count(b"\r", start) != fields
+            or _CONTROL_NOT_CRLF.search(block, start) is not None
+        ):
+            return None
+    return block, seen, length
+
+
 def whole_head(
     version: Any, status: int, headers: Any, body: bytes, rid: str, keep_alive: bool
 ) -> bytes | None:
     """The head of a whole-body response; None when ``head`` must decide (framing headers from
     the worker other than an exact Content-Length, a control character in a field)."""
-    lines = []
-    seen = 0
-    has_length = False
-    for pair in headers:
-        name = pair[0].lower()
-        if name in _FRAMING:
-            if name != b"content-length" or has_length or pair[1] != b"%d" % len(body):
-                return None
-            has_length = True
-        else:
-            seen |= _DEFAULTED.get(name, 0)
-        lines.append(b": ".join(pair))
-    if lines and _CONTROL.search(b"".join(lines)) is not None:
+    key = (version, status, headers)
+    try:
+        known = _FIELDS_CACHE[key]
+    except KeyError:
+        known = _fields(version, status, headers)
+        if known is not None and len(known[0]) <= _FIELDS_CACHED_MAX_BYTES:  # (bounded memory)
+            if len(_FIELDS_CACHE) >= _FIELDS_CACHE_MAX:
+                _FIELDS_CACHE.clear()
+            _FIELDS_CACHE[key] = known
+    except TypeError:  # (not hashable: not from the codec, whose headers are tuples)
+        known = _fields(version, status, headers)
+    if known is None:
         return None
-    out = (
-        [status_line(version, status), b"\r\n".join(lines), b"\r\n"]
-        if lines
-        else [status_line(version, status)]
-    )
+    block, seen, length = known
+    out = [block]
     if not seen & _ID:
         out.append(b"X-Request-ID: %s\r\n" % rid.encode())  # the app's own id wins
-    if not has_length:
+    if length is None:
         out.append(b"Content-Length: %d\r\n" % len(body))
+    elif length != b"%d" % len(body):
+        return None
     if not seen & _TYPE and body:
         out.append(b"Content-Type: application/octet-stream\r\n")
-    _add_date_server(out, seen)
-    out.append(_connection_line(version, keep_alive))
-    out.append(b"\r\n")
+    if not seen & (_DATE | _SERVER):
+        out.append(_date() + _SERVER_LINE)
+    else:
+        _add_date_server(out, seen)
+    out.append(_connection_line(version, keep_alive) + b"\r\n")
     return b"".join(out)
 
 
@@ -210,7 +261,7 @@ def error(
         out.append(b"Retry-After: %d\r\n" % max(1, round(retry_after_s)))
     if rid is not None:
         out.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    out.append(b"Date: %s\r\n%s" % (rfc822_formatted_time().encode(), _SERVER_LINE))
+    out.append(_date() + _SERVER_LINE)
     if keep_alive:
         out.append(_connection_line(version, True))
     else:

@@ -85,6 +85,8 @@ class HttpBridge:
         self.websocket = WsBridge(config, dispatcher)
         self.metrics = Metrics(dispatcher, websockets_open=lambda: self.websocket.open_count)
         self._active = 0  # HTTP requests in flight; shutdown closes WebSockets once it is 0
+        self._on_first = self._first_event  # (bound once: the task-free path's callbacks)
+        self._on_lost = self._lost
         self._idle: asyncio.Future[None] | None = None
 
     def start(self, ex: Exchange) -> None:
@@ -110,18 +112,21 @@ class HttpBridge:
         if worker is None:
             self._spawn(ex, stream, self._queued(ex, stream))
             return
-        self.metrics.queue_waited(0.0)
+        self.metrics.dispatched_at_once()
         stream.dispatch(worker)
         ex.worker = worker
         if stream.upload.needs_pump:  # the body is still arriving: a task reads it
             self._spawn(ex, stream, self._answer(ex, stream))
             return
-        stream.on_first = lambda item: self._first_event(ex, stream, item)
-        ex.on_lost = lambda: self._lost(stream)
+        # No closures: the stream and the exchange name each other until the first event (or
+        # the client's departure) unlinks them.
+        stream.exchange, stream.on_first = ex, self._on_first
+        ex.stream, ex.on_lost = stream, self._on_lost
 
-    def _first_event(self, ex: Exchange, stream: HttpStream, item: Any) -> None:
+    def _first_event(self, stream: HttpStream, item: Any) -> None:
         """The worker's first event for a request dispatched without a task (dispatcher's callback)."""
-        ex.on_lost = None
+        ex: Exchange = stream.exchange
+        ex.on_lost = ex.stream = None
         try:
             if type(item) is ev.Response and _write_whole(ex, stream, item):
                 if not ex.conn._paused:
@@ -155,8 +160,10 @@ class HttpBridge:
             stream.phase = Phase.FAILED
             self._release(stream)
 
-    def _lost(self, stream: HttpStream) -> None:
+    def _lost(self, ex: Exchange) -> None:
         """The client went away while a task-less request waited for the worker."""
+        stream: HttpStream = ex.stream
+        ex.on_lost = ex.stream = None
         log.debug("client went away from stream %d", stream.stream_id)
         stream.phase = Phase.FAILED
         self._release(stream)
@@ -456,8 +463,7 @@ def _write_whole(ex: Exchange, stream: HttpStream, start: ev.Response) -> bool:
     else:
         transport.writelines((head, body))
     ex.status, ex.keep_alive, ex.bytes_out = status, keep_alive, len(head) + len(body)
-    stream.consumed(len(body))
-    stream.phase = Phase.DONE
+    stream.phase = Phase.DONE  # (no credit: the response is complete, the stream closes)
     return True
 
 

@@ -70,8 +70,8 @@ class HttpStream:
     websocket = False  # holds an HTTP slot (dispatch.Stream)
     __slots__ = (
         "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
-        "undelivered", "on_first", "_dispatcher", "_head", "_ext", "_idempotent", "_inbox", "_waiter",
-        "_loop", "_pump",
+        "undelivered", "on_first", "exchange", "_dispatcher", "_head", "_ext", "_idempotent", "_inbox",
+        "_waiter", "_pump",
     )  # fmt: skip
 
     def __init__(
@@ -98,11 +98,12 @@ class HttpStream:
         self._idempotent = head[0] in IDEMPOTENT
         self._inbox: deque[Any] = deque()
         self._waiter: asyncio.Future[None] | None = None
-        self._loop = asyncio.get_running_loop()
         self._pump: asyncio.Task[None] | None = None
         # Set by a handler with no task waiting (http_bridge): the first worker event or Local
-        # marker goes to this callback, from the dispatcher's callback, instead of the inbox.
-        self.on_first: Callable[[Any], None] | None = None
+        # marker goes to ``on_first(stream, item)``, from the dispatcher's callback, instead of
+        # the inbox; ``exchange`` is that handler's request (unset by ``finish``).
+        self.on_first: Callable[[HttpStream, Any], None] | None = None
+        self.exchange: Any = None
 
     # ------------------------------------------------------ handler side
 
@@ -124,14 +125,14 @@ class HttpStream:
 
     def start_pump(self, write_continue: Any) -> None:
         if self.upload.needs_pump and self._pump is None:
-            self._pump = self._loop.create_task(self._run_pump(write_continue))
+            self._pump = asyncio.get_running_loop().create_task(self._run_pump(write_continue))
 
     async def next(self) -> Any:
         """The next worker event or ``Local`` marker for the handler."""
         inbox = self._inbox
         if not inbox:
             self._return_credit()  # the consumer is idle: give back what it took
-            self._waiter = self._loop.create_future()
+            self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
@@ -180,7 +181,7 @@ class HttpStream:
         # a request's objects die by reference counting instead of at the garbage collector's
         # next pass (measured: GC 4.8 -> 0.6 µs per request).
         self.upload.send = _no_send
-        self.on_first = None
+        self.on_first = self.exchange = None
         if self.worker is None:
             return
         half = self.request_half
@@ -206,7 +207,7 @@ class HttpStream:
             return
         try:
             state = self.response.feed(event)
-            n = cost(event)
+            n = len(event.body) if kind is ev.Response or kind is ev.Body else cost(event)
             if n and self.recv is not None:
                 self.recv.received(n, stream_id=self.stream_id)
         except ProtocolViolation as exc:
@@ -284,7 +285,7 @@ class HttpStream:
         on_first = self.on_first
         if on_first is not None:
             self.on_first = None  # only the first: the rest queue for whoever takes over
-            on_first(item)
+            on_first(self, item)
             return
         self.queue(item)
 

@@ -39,3 +39,12 @@ def test_bench_quick_hello_completes() -> None:
     assert row, out.stdout
     assert int(row.group(1).replace(",", "")) > 0
     assert row.group(2) == "0", f"zasgi answered errors under wrk:\n{out.stdout}"
+
+
+def test_micro_frontend_answers_every_request() -> None:
+    """The socket-free microbenchmark of the front end's hot path runs its rounds (it exits
+    non-zero if any request went unanswered)."""
+    argv = [sys.executable, "tests/benchmarks/micro_frontend.py", "--requests", "320", "--repeat", "1"]
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"front end Python per request: [\d.]+ µs", out.stdout), out.stdout

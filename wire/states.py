@@ -15,13 +15,20 @@ from . import events as ev
 from .errors import ProtocolViolation
 
 
-class RequestHalf(Enum):
+class _State(Enum):
+    """An Enum hashed by identity: the transition tables are dicts keyed by state, and Enum's
+    own ``__hash__`` is a Python-level call on every lookup (members are singletons)."""
+
+    __hash__ = object.__hash__
+
+
+class RequestHalf(_State):
     RECEIVING = "receiving"
     DONE = "done"
     DISCONNECTED = "disconnected"
 
 
-class ResponseHalf(Enum):
+class ResponseHalf(_State):
     WAITING = "waiting"
     SENDING = "sending"
     TRAILERS = "trailers"
@@ -29,14 +36,14 @@ class ResponseHalf(Enum):
     RESET = "reset"
 
 
-class WsState(Enum):
+class WsState(_State):
     CONNECTING = "connecting"
     OPEN = "open"
     DENYING = "denying"
     CLOSED = "closed"
 
 
-class WorkerState(Enum):
+class WorkerState(_State):
     """A worker as a front end sees it (PROTOCOL.md §4.3)."""
 
     JOINING = "joining"
@@ -100,7 +107,15 @@ class ResponseTracker:
         self.trailers = False
 
     def feed(self, event: Any) -> ResponseHalf:
-        if type(event) is ev.Reset:
+        kind = type(event)
+        if kind is ev.Response and self.state is ResponseHalf.WAITING:  # the common first event
+            self.trailers = event.trailers
+            if event.more_body:
+                self.state = ResponseHalf.SENDING
+            else:
+                self.state = ResponseHalf.TRAILERS if event.trailers else ResponseHalf.DONE
+            return self.state
+        if kind is ev.Reset:
             # After DONE a RESET only closes the request half (the app will not read
             # the rest of the body); the response stays complete.
             if self.state is not ResponseHalf.DONE:
