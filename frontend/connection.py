@@ -284,7 +284,8 @@ class Connection(BaseProtocol):
             self._upgrading = True
             self._upgrade_tail = tail
         if messages:
-            self._disarm()
+            if self._head_timer is not None:
+                self._disarm()
             self._queue.extend(messages)
             if len(self._queue) >= MAX_QUEUED and not self._buffer_paused:
                 self._pause_reading_for_buffer()
@@ -386,7 +387,10 @@ class Connection(BaseProtocol):
                 self._resume_reading_for_buffer()
             if tail:
                 self.data_received(tail)
-        self._next()
+        if self._queue or self._in_next:
+            self._next()  # (re-entered from _next: that one goes on, and goes idle)
+        else:
+            self._idle()
 
     async def _drop_body(self, payload: Any) -> None:
         try:

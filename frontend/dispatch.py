@@ -82,6 +82,8 @@ class Dispatcher:
         self.frontend_id = frontend_id or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.pool = Pool(dead_after_s=config.heartbeat.dead_after_s)
         self.endpoint = config.backend.endpoint  # the bound one after start()
+        self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
+        self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
         features = {"http", "trailers", "websocket", "ws-denial", "handoff"}
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
@@ -189,7 +191,9 @@ class Dispatcher:
         """The stream is closed on the wire: forget its id, free its slot."""
         if self._streams.pop(stream.stream_id, None) is not None and stream.worker is not None:
             self.pool.release(stream.worker, websocket=stream.websocket)
-            (self.ws_slots if stream.websocket else self.slots).wake()
+            slots = self.ws_slots if stream.websocket else self.slots
+            if slots.waiters:
+                slots.wake()
 
     def post(self, event: Any, worker: WorkerRecord) -> None:
         if self._channel is not None:

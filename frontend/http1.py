@@ -152,7 +152,10 @@ def whole_head(
         out.append(_date() + _SERVER_LINE)
     else:
         _add_date_server(out, seen)
-    out.append(_connection_line(version, keep_alive) + b"\r\n")
+    if keep_alive and version is HttpVersion11:  # (aiohttp's parser hands out this very object)
+        out.append(b"\r\n")
+    else:
+        out.append(_connection_line(version, keep_alive) + b"\r\n")
     return b"".join(out)
 
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
+from aiohttp.streams import EMPTY_PAYLOAD
 
 from wire import events as ev
 from wire.events import ResetCode
@@ -57,7 +58,7 @@ from .responses import describe_failure, error_response
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
 from .tls import TlsInfo
-from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, new_upload
+from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, NoBody, Upload, new_upload
 from .ws_bridge import WsBridge
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,8 @@ class HttpBridge:
         self.websocket = WsBridge(config, dispatcher)
         self.metrics = Metrics(dispatcher, websockets_open=lambda: self.websocket.open_count)
         self._active = 0  # HTTP requests in flight; shutdown closes WebSockets once it is 0
-        self._on_first = self._first_event  # (bound once: the task-free path's callbacks)
+        self._try_acquire = dispatcher.slots.try_acquire  # (bound once: per-request calls)
+        self._on_first = self._first_event
         self._on_lost = self._lost
         self._idle: asyncio.Future[None] | None = None
 
@@ -108,7 +110,7 @@ class HttpBridge:
             ex.finish()
             return
         self._active += 1
-        worker = self._dispatcher.try_acquire()
+        worker = self._try_acquire()
         if worker is None:
             self._spawn(ex, stream, self._queued(ex, stream))
             return
@@ -226,12 +228,15 @@ class HttpBridge:
             length = headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > self._max_body:
                 raise BodyTooLarge(f"Content-Length {length} over {self._max_body}")
-        expect = (
-            message.version == HttpVersion11
-            and not content.is_eof()
-            and headers.get("Expect", "").lower() == "100-continue"
-        )
-        upload = new_upload(content, expect_continue=expect, max_body_bytes=self._max_body)
+        if content is EMPTY_PAYLOAD:  # most requests: no body
+            upload: Upload | NoBody = NoBody()
+        else:
+            expect = (
+                message.version == HttpVersion11
+                and not content.is_eof()
+                and headers.get("Expect", "").lower() == "100-continue"
+            )
+            upload = new_upload(content, expect_continue=expect, max_body_bytes=self._max_body)
         conn = ex.conn
         client, server = conn.addresses
         head, proxied = self._head(
@@ -239,7 +244,7 @@ class HttpBridge:
         )
         if proxied is not None:
             ex.client, ex.client_set = proxied[0], True
-        ext = self._ext(ex.rid, conn.transport, conn)
+        ext = {"request_id": ex.rid} if self._tls is None else self._ext(ex.rid, conn.transport, conn)
         return HttpStream(self._dispatcher, head=head, ext=ext, upload=upload)
 
     def _head(

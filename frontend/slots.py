@@ -39,11 +39,11 @@ class SlotQueue:
         self._websocket = websocket  # the kind of slot: HTTP or WebSocket (Rule 19 counts them apart)
         self._size = size
         self._timeout_s = timeout_s
-        self._waiters: deque[asyncio.Future[WorkerRecord]] = deque()
+        self.waiters: deque[asyncio.Future[WorkerRecord]] = deque()  # (read-only outside)
         self._closed = False
 
     def __len__(self) -> int:
-        return len(self._waiters)
+        return len(self.waiters)
 
     async def acquire(self, *, first: bool = False) -> WorkerRecord:
         """A slot on the least loaded READY worker; waits (FIFO; ``first``: at the head) when none is free.
@@ -53,18 +53,18 @@ class SlotQueue:
         """
         if self._closed:
             raise ShuttingDown("the front end is shutting down")
-        if first or not self._waiters:
+        if first or not self.waiters:
             record = self._pool.choose(websocket=self._websocket)
             if record is not None:
                 self._pool.acquire(record, websocket=self._websocket)
                 return record
-        if not first and len(self._waiters) >= self._size:
-            raise QueueFull(f"{len(self._waiters)} requests already wait for a worker")
+        if not first and len(self.waiters) >= self._size:
+            raise QueueFull(f"{len(self.waiters)} requests already wait for a worker")
         return await self._wait(first)
 
     def try_acquire(self) -> WorkerRecord | None:
         """A free slot now, or None (then ``acquire`` queues): the common case needs no await."""
-        if self._closed or self._waiters:
+        if self._closed or self.waiters:
             return None
         record = self._pool.choose(websocket=self._websocket)
         if record is not None:
@@ -75,9 +75,9 @@ class SlotQueue:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[WorkerRecord] = loop.create_future()
         if first:
-            self._waiters.appendleft(fut)
+            self.waiters.appendleft(fut)
         else:
-            self._waiters.append(fut)
+            self.waiters.append(fut)
         timer = loop.call_later(self._timeout_s, _time_out, fut)
         try:
             return await fut
@@ -93,27 +93,27 @@ class SlotQueue:
                 # timed out, cancelled or closed: maybe still queued. (A waiter handed a slot was
                 # popped by wake(); a scan of a deep queue for it cost ~2x the CPU per request.)
                 try:
-                    self._waiters.remove(fut)
+                    self.waiters.remove(fut)
                 except ValueError:
                     pass
 
     def wake(self) -> None:
         """Hand free slots to the oldest waiters (a slot was freed or a worker joined)."""
-        while self._waiters:
+        while self.waiters:
             record = self._pool.choose(websocket=self._websocket)
             if record is None:
                 return
-            fut = self._waiters.popleft()
+            fut = self.waiters.popleft()
             if not fut.done():
                 self._pool.acquire(record, websocket=self._websocket)
                 fut.set_result(record)
 
     def close(self) -> None:
         self._closed = True
-        for fut in self._waiters:
+        for fut in self.waiters:
             if not fut.done():
                 fut.set_exception(ShuttingDown("the front end is shutting down"))
-        self._waiters.clear()
+        self.waiters.clear()
 
 
 def _time_out(fut: asyncio.Future[WorkerRecord]) -> None:

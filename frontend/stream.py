@@ -88,7 +88,8 @@ class HttpStream:
         self.replays = 0
         self.undelivered = False  # set when the worker is lost: its app never saw this attempt
         self.upload = upload
-        upload.send = self._send_body
+        if upload.has_body:
+            upload.send = self._send_body
         self.request_half: RequestTracker | None = None
         self.response = ResponseTracker()
         self.recv: ReceiveWindow | None = None
@@ -109,19 +110,21 @@ class HttpStream:
 
     def dispatch(self, worker: WorkerRecord) -> None:
         """Open the stream on ``worker`` (which holds a slot for it) and send REQUEST."""
-        backend = self._dispatcher.config.backend
+        dispatcher = self._dispatcher
+        upload = self.upload
         self.worker = worker
         self.undelivered = False
-        self.stream_id = self._dispatcher.open_stream(self)
+        self.stream_id = stream_id = dispatcher.open_stream(self)
         if self.replays:  # a replay starts the response afresh (the first attempt has __init__'s)
             self.response = ResponseTracker()
-        self.recv = ReceiveWindow(backend.window_bytes, slack_bytes=backend.max_payload_bytes)
-        body, more = self.upload.first(worker.window_bytes)
-        request = ev.Request(self.stream_id, *self._head, body, more, self.upload.expect_continue, self._ext)
+        self.recv = ReceiveWindow(dispatcher.window_bytes, dispatcher.max_payload_bytes)
+        body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
+        request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
         self.request_half = RequestTracker(request)
         self.phase = Phase.DISPATCHED
-        self._dispatcher.post(request, worker)
-        self.upload.flush()
+        dispatcher.post(request, worker)
+        if more:  # (the rest of the body, as the window allows)
+            upload.flush()
 
     def start_pump(self, write_continue: Any) -> None:
         if self.upload.needs_pump and self._pump is None:
@@ -174,13 +177,15 @@ class HttpStream:
         if self._pump is not None:
             self._pump.cancel()
             self._pump = None
-        self.upload.stop()
-        if self.phase not in (Phase.DONE, Phase.FAILED):
+        upload = self.upload
+        if upload.has_body:
+            upload.stop()
+            # The stream and its body refer to each other (``upload.send`` is our method):
+            # unbound, a request's objects die by reference counting instead of at the garbage
+            # collector's next pass (measured: GC 4.8 -> 0.6 µs per request).
+            upload.send = _no_send
+        if self.phase is not Phase.DONE and self.phase is not Phase.FAILED:
             self.phase = Phase.FAILED
-        # The stream and its body refer to each other (``upload.send`` is our method): unbound,
-        # a request's objects die by reference counting instead of at the garbage collector's
-        # next pass (measured: GC 4.8 -> 0.6 µs per request).
-        self.upload.send = _no_send
         self.on_first = self.exchange = None
         if self.worker is None:
             return
@@ -279,7 +284,8 @@ class HttpStream:
         if self.worker is not None:
             self._dispatcher.close_stream(self)
             self.worker = None
-            self.upload.hold()
+            if self.upload.has_body:
+                self.upload.hold()
 
     def _push(self, item: Any) -> None:
         on_first = self.on_first

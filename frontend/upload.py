@@ -62,6 +62,8 @@ def split(data: bytes) -> list[bytes]:
 class Upload:
     """One request body; ``send(body, more_body)`` is set by the owning stream."""
 
+    has_body = True  # (NoBody: False, and the stream skips the calls that do nothing)
+
     __slots__ = (
         "state", "pending", "window", "kept", "whole", "expect_continue",
         "send", "_content", "_limit", "_read_bytes", "_window_waiter",
@@ -216,6 +218,7 @@ class NoBody:
     as an Upload whose whole body went out in its REQUEST."""
 
     __slots__ = ("send", "replayable")
+    has_body = False
     expect_continue = False
     needs_pump = False
     whole = b""

@@ -52,7 +52,7 @@ class ReceiveWindow:
 
     __slots__ = ("initial", "slack", "outstanding", "unreturned", "granted")
 
-    def __init__(self, initial_bytes: int, *, slack_bytes: int) -> None:
+    def __init__(self, initial_bytes: int, slack_bytes: int) -> None:
         self.initial = initial_bytes
         self.slack = slack_bytes
         self.granted = initial_bytes  # peer's window as we last set it, plus credit sent
