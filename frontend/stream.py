@@ -214,14 +214,18 @@ class HttpStream:
             state = self.response.feed(event)
             n = len(event.body) if kind is ev.Response or kind is ev.Body else cost(event)
             if n and self.recv is not None:
-                self.recv.received(n, stream_id=self.stream_id)
+                self.recv.received(n, self.stream_id)
         except ProtocolViolation as exc:
             self.on_violation(str(exc))
             return
-        if self.phase in (Phase.DONE, Phase.FAILED):
+        phase = self.phase
+        if phase is Phase.DONE or phase is Phase.FAILED:
             self._linger(n, state)
+        elif self.on_first is not None:  # (``_push``, inline: once per request)
+            on_first, self.on_first = self.on_first, None
+            on_first(self, event)
         else:
-            self._push(event)
+            self.queue(event)
 
     def _on_reset(self, event: ev.Reset) -> None:
         if self.response.state is not ResponseHalf.DONE:

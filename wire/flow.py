@@ -59,7 +59,7 @@ class ReceiveWindow:
         self.outstanding = 0
         self.unreturned = 0  # consumed, not yet credited
 
-    def received(self, n: int, *, stream_id: int = 0) -> None:
+    def received(self, n: int, stream_id: int = 0) -> None:
         self.outstanding += n
         if self.outstanding > self.granted + self.slack:
             raise ProtocolViolation(
