@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from multidict import istr
 
 if TYPE_CHECKING:
     from .exchange import Exchange
@@ -61,9 +62,12 @@ _UNSAFE = re.compile(r'["\\\x00-\x1f\x7f-\U0010ffff]')  # what must not reach a 
 _getrandbits = random.getrandbits
 
 
+_X_REQUEST_ID = istr("X-Request-ID")  # (istr: a CIMultiDict lookup without lower-casing it)
+
+
 def request_id(headers: Any) -> str:
     """The client's (or proxy's) X-Request-ID if well-formed, else a new random one."""
-    given = headers.get("X-Request-ID")
+    given = headers.get(_X_REQUEST_ID)
     if given is not None and _VALID_ID.fullmatch(given):
         return given
     return f"{_getrandbits(64):016x}"  # not a secret: uniqueness is all that matters

@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from multidict import istr
+
 Address = tuple[str, int]
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -49,12 +51,19 @@ def carries_proxy_headers(headers: Headers) -> bool:
     """Whether any header ``resolve`` reads is present: five hash misses (~0.25 µs; unrolled,
     as a generator doubles it) on the usual request, against µs for a resolve finding nothing."""
     return (
-        "Forwarded" in headers
-        or "X-Forwarded-For" in headers
-        or "X-Forwarded-Proto" in headers
-        or "X-Forwarded-Host" in headers
-        or "X-Forwarded-Port" in headers
+        _FORWARDED in headers
+        or _X_FORWARDED_FOR in headers
+        or _X_FORWARDED_PROTO in headers
+        or _X_FORWARDED_HOST in headers
+        or _X_FORWARDED_PORT in headers
     )
+
+
+# multidict's istr carries its lower-cased form: a lookup with it skips lower-casing the key
+# (half the cost of a lookup in a CIMultiDict; these run once per request).
+_FORWARDED, _X_FORWARDED_FOR = istr("Forwarded"), istr("X-Forwarded-For")
+_X_FORWARDED_PROTO, _X_FORWARDED_HOST = istr("X-Forwarded-Proto"), istr("X-Forwarded-Host")
+_X_FORWARDED_PORT = istr("X-Forwarded-Port")
 
 
 @dataclass(frozen=True, slots=True)
