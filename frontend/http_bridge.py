@@ -63,6 +63,8 @@ from .ws_bridge import WsBridge
 
 log = logging.getLogger(__name__)
 
+_DONE, _FAILED, _RESPONDING = Phase.DONE, Phase.FAILED, Phase.RESPONDING  # (stream.py says why)
+
 _VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
 _FAILURE_STATUS = {
     Local.WORKER_LOST: 502,
@@ -141,7 +143,7 @@ class HttpBridge:
                 work = self._answer(ex, stream)
         except Exception:  # a bug of ours must not reach the dispatcher's callback
             log.exception("stream %d: request failed", stream.stream_id)
-            stream.phase = Phase.FAILED
+            stream.phase = _FAILED
             ex.abort()
             self._release(stream)
             return
@@ -159,7 +161,7 @@ class HttpBridge:
         if ex.task is task:
             ex.task = None
             work.close()
-            stream.phase = Phase.FAILED
+            stream.phase = _FAILED
             self._release(stream)
 
     def _lost(self, ex: Exchange) -> None:
@@ -167,7 +169,7 @@ class HttpBridge:
         stream: HttpStream = ex.stream
         ex.on_lost = ex.stream = None
         log.debug("client went away from stream %d", stream.stream_id)
-        stream.phase = Phase.FAILED
+        stream.phase = _FAILED
         self._release(stream)
 
     def _release(self, stream: HttpStream) -> None:
@@ -296,11 +298,11 @@ class HttpBridge:
             await work
         except asyncio.CancelledError:
             log.debug("client went away from stream %d", stream.stream_id)
-            stream.phase = Phase.FAILED
+            stream.phase = _FAILED
             raise
         except Exception:  # a bug of ours: the connection must still end cleanly
             log.exception("stream %d: request failed", stream.stream_id)
-            stream.phase = Phase.FAILED
+            stream.phase = _FAILED
             ex.abort()
         finally:
             ex.task = None
@@ -368,16 +370,16 @@ class HttpBridge:
             return
         if ex.closing:
             log.debug("client went away before stream %d's response", stream.stream_id)
-            stream.phase = Phase.FAILED
+            stream.phase = _FAILED
             return
         ex.status, ex.keep_alive = start.status, head.keep_alive
-        stream.phase = Phase.RESPONDING
+        stream.phase = _RESPONDING
         try:
             if await self._body(ex, stream, head, start):
                 await self._end(ex, stream, head, start)
         except ConnectionError:
             log.debug("client went away during stream %d", stream.stream_id)
-            stream.phase = Phase.FAILED
+            stream.phase = _FAILED
             ex.keep_alive = False
 
     async def _body(self, ex: Exchange, stream: HttpStream, head: http1.Head, start: ev.Response) -> bool:
@@ -387,7 +389,7 @@ class HttpBridge:
         if not more and not start.trailers:  # the common case: one write
             ex.write_body(pending, b"" if head.empty else body, False)
             stream.consumed(len(body))
-            stream.phase = Phase.DONE
+            stream.phase = _DONE
             return False
         while True:
             if body and not head.empty:
@@ -422,7 +424,7 @@ class HttpBridge:
                 break
         if head.chunked:
             ex.write(http1.last_chunk(fields if head.trailers else []))
-        stream.phase = Phase.DONE
+        stream.phase = _DONE
 
     async def _send_file(self, ex: Exchange, stream: HttpStream, head: http1.Head, path: str) -> bool:
         """PATHSEND (PROTOCOL §11): only from a worker on this host that negotiated it."""
@@ -461,14 +463,14 @@ def _write_whole(ex: Exchange, stream: HttpStream, start: ev.Response) -> bool:
     transport = ex.conn.transport
     if transport is None or transport.is_closing():
         log.debug("client went away before stream %d's response", stream.stream_id)
-        stream.phase = Phase.FAILED
+        stream.phase = _FAILED
         return True
     if len(body) <= COPY_MAX_BYTES:
         transport.write(head + body)
     else:
         transport.writelines((head, body))
     ex.status, ex.keep_alive, ex.bytes_out = status, keep_alive, len(head) + len(body)
-    stream.phase = Phase.DONE  # (no credit: the response is complete, the stream closes)
+    stream.phase = _DONE  # (no credit: the response is complete, the stream closes)
     return True
 
 
@@ -486,7 +488,7 @@ def _reply_error(
 
 
 def _failure(ex: Exchange, stream: HttpStream, item: Any) -> None:
-    stream.phase = Phase.FAILED
+    stream.phase = _FAILED
     if type(item) is ev.Reset:
         log.warning("stream %d reset by the worker before the response: %s",
                     stream.stream_id, describe_failure(item))  # fmt: skip
@@ -499,7 +501,7 @@ def _failure(ex: Exchange, stream: HttpStream, item: Any) -> None:
 def _abort(ex: Exchange, stream: HttpStream, why: Any) -> None:
     """After the status line: break the connection so the client sees a truncated body."""
     log.warning("stream %d aborted mid-response: %s", stream.stream_id, describe_failure(why))
-    stream.phase = Phase.FAILED
+    stream.phase = _FAILED
     ex.abort()
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 from wire.states import WORKER_TRANSITIONS, WorkerState
 
+_READY = WorkerState.READY  # (a global: EnumType.__getattr__ makes the attribute slow in 3.11)
+
 
 class WorkerRecord:
     """One worker connection as the front end sees it."""
@@ -152,12 +154,12 @@ class Pool:
             return None
         if n == 1 and not websocket:
             record = workers[0]
-            ready = record.state is WorkerState.READY and record.in_flight < record.capacity
+            ready = record.state is _READY and record.in_flight < record.capacity
             return record if ready else None
         self._rr = (self._rr + 1) % n
         for i in range(n):
             record = workers[(self._rr + i) % n]
-            if record.state is not WorkerState.READY:
+            if record.state is not _READY:
                 continue
             if websocket:
                 if "websocket" not in record.features or record.ws_in_flight >= record.ws_capacity:

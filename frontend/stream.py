@@ -57,6 +57,13 @@ class Phase(Enum):
     FAILED = "failed"
 
 
+# Enum members as module globals for the hot path: in 3.11 EnumType defines __getattr__, which
+# makes every ``Phase.DONE`` a Python-level attribute lookup (~0.07 µs; a global: ~0.01).
+_QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase
+_RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
+_RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
+
+
 class Local(Enum):
     """Inbox markers for failures found on this side of the wire."""
 
@@ -84,7 +91,7 @@ class HttpStream:
     ) -> None:
         self.stream_id = 0
         self.worker: WorkerRecord | None = None
-        self.phase = Phase.QUEUED
+        self.phase = _QUEUED
         self.replays = 0
         self.undelivered = False  # set when the worker is lost: its app never saw this attempt
         self.upload = upload
@@ -121,7 +128,7 @@ class HttpStream:
         body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
         request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
         self.request_half = RequestTracker(request)
-        self.phase = Phase.DISPATCHED
+        self.phase = _DISPATCHED
         dispatcher.post(request, worker)
         if more:  # (the rest of the body, as the window allows)
             upload.flush()
@@ -143,7 +150,7 @@ class HttpStream:
         return inbox.popleft()
 
     def can_replay(self, item: Any) -> bool:
-        if self.phase is not Phase.DISPATCHED or self.replays >= MAX_REPLAYS:
+        if self.phase is not _DISPATCHED or self.replays >= MAX_REPLAYS:
             return False
         if item is Local.WORKER_LOST:
             held = self.upload.replayable or self.upload.whole is not None
@@ -169,7 +176,7 @@ class HttpStream:
 
     def client_gone(self) -> None:
         """The client went away (not an error): DISCONNECT, then linger or close."""
-        self.phase = Phase.FAILED
+        self.phase = _FAILED
         self.finish()
 
     def finish(self) -> None:
@@ -184,16 +191,16 @@ class HttpStream:
             # unbound, a request's objects die by reference counting instead of at the garbage
             # collector's next pass (measured: GC 4.8 -> 0.6 µs per request).
             upload.send = _no_send
-        if self.phase is not Phase.DONE and self.phase is not Phase.FAILED:
-            self.phase = Phase.FAILED
+        if self.phase is not _DONE and self.phase is not _FAILED:
+            self.phase = _FAILED
         self.on_first = self.exchange = None
         if self.worker is None:
             return
         half = self.request_half
-        answered = self.response.state in (ResponseHalf.DONE, ResponseHalf.RESET)
-        if half is not None and half.state is not RequestHalf.DISCONNECTED:
+        answered = self.response.state in (_RESPONSE_DONE, _RESPONSE_RESET)
+        if half is not None and half.state is not _DISCONNECTED:
             # The body will not be forwarded, or nobody waits for the answer.
-            if half.state is RequestHalf.RECEIVING or not answered:
+            if half.state is _RECEIVING or not answered:
                 half.feed(ev.Disconnect(self.stream_id))
                 self._dispatcher.post(ev.Disconnect(self.stream_id), self.worker)
         if answered:
@@ -219,7 +226,7 @@ class HttpStream:
             self.on_violation(str(exc))
             return
         phase = self.phase
-        if phase is Phase.DONE or phase is Phase.FAILED:
+        if phase is _DONE or phase is _FAILED:
             self._linger(n, state)
         elif self.on_first is not None:  # (``_push``, inline: once per request)
             on_first, self.on_first = self.on_first, None
@@ -228,22 +235,22 @@ class HttpStream:
             self.queue(event)
 
     def _on_reset(self, event: ev.Reset) -> None:
-        if self.response.state is not ResponseHalf.DONE:
+        if self.response.state is not _RESPONSE_DONE:
             self.response.feed(event)
         self._detach()
-        if self.phase not in (Phase.DONE, Phase.FAILED):
+        if self.phase not in (_DONE, _FAILED):
             self._push(event)
 
     def _linger(self, n: int, state: ResponseHalf) -> None:
         """The client is gone; the worker is still answering: discard, but keep it moving."""
         if n and self.worker is not None:
             self._dispatcher.post(ev.Credit(self.stream_id, n), self.worker)
-        if state is ResponseHalf.DONE:
+        if state is _RESPONSE_DONE:
             self._detach()
 
     def on_violation(self, reason: str) -> None:
         self.reset(ResetCode.PROTOCOL_ERROR, reason)
-        if self.phase not in (Phase.DONE, Phase.FAILED):
+        if self.phase not in (_DONE, _FAILED):
             self._push(Local.VIOLATION)
 
     def on_worker_lost(self) -> None:
@@ -251,7 +258,7 @@ class HttpStream:
         if record is not None:
             self.undelivered = self.stream_id in record.unsent or (record.said_bye and self.upload.replayable)
         self._detach()
-        if self.phase not in (Phase.DONE, Phase.FAILED):
+        if self.phase not in (_DONE, _FAILED):
             self._push(Local.WORKER_LOST)
 
     # ------------------------------------------------------------ helpers
@@ -276,7 +283,7 @@ class HttpStream:
     def _fail_upload(self, marker: Local) -> None:
         self.upload.stop()
         self.reset(ResetCode.CANCELLED, marker.value)
-        if self.phase not in (Phase.DONE, Phase.FAILED):
+        if self.phase not in (_DONE, _FAILED):
             self._push(marker)
 
     def _return_credit(self) -> None:

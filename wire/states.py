@@ -97,29 +97,35 @@ def _response_symbol(event: Any) -> str:
     raise ProtocolViolation(f"{kind.__name__} is not a response event", stream_id=event.stream_id)
 
 
+# The trackers' states as module globals: in 3.11 EnumType defines __getattr__, so each
+# ``ResponseHalf.DONE`` is a Python-level attribute lookup (~0.07 µs; a global: ~0.01).
+_WAITING, _SENDING, _TRAILERS, _DONE, _RESET = ResponseHalf
+_RECEIVING, _REQUEST_DONE, _DISCONNECTED = RequestHalf
+
+
 class ResponseTracker:
     """The response half of one HTTP stream (also a WebSocket denial response)."""
 
     __slots__ = ("state", "trailers")
 
     def __init__(self) -> None:
-        self.state = ResponseHalf.WAITING
+        self.state = _WAITING
         self.trailers = False
 
     def feed(self, event: Any) -> ResponseHalf:
         kind = type(event)
-        if kind is ev.Response and self.state is ResponseHalf.WAITING:  # the common first event
+        if kind is ev.Response and self.state is _WAITING:  # the common first event
             self.trailers = event.trailers
             if event.more_body:
-                self.state = ResponseHalf.SENDING
+                self.state = _SENDING
             else:
-                self.state = ResponseHalf.TRAILERS if event.trailers else ResponseHalf.DONE
+                self.state = _TRAILERS if event.trailers else _DONE
             return self.state
         if kind is ev.Reset:
             # After DONE a RESET only closes the request half (the app will not read
             # the rest of the body); the response stays complete.
-            if self.state is not ResponseHalf.DONE:
-                self.state = ResponseHalf.RESET
+            if self.state is not _DONE:
+                self.state = _RESET
             return self.state
         symbol = _response_symbol(event)
         new = _RESPONSE_TABLE.get((self.state, symbol))
@@ -130,8 +136,8 @@ class ResponseTracker:
             )
         if type(event) is ev.Response:
             self.trailers = event.trailers
-        elif new is ResponseHalf.DONE and self.trailers and self.state is ResponseHalf.SENDING:
-            new = ResponseHalf.TRAILERS
+        elif new is _DONE and self.trailers and self.state is _SENDING:
+            new = _TRAILERS
         self.state = new
         return new
 
@@ -142,12 +148,12 @@ class RequestTracker:
     __slots__ = ("state",)
 
     def __init__(self, first: ev.Request) -> None:
-        self.state = RequestHalf.RECEIVING if first.more_body else RequestHalf.DONE
+        self.state = _RECEIVING if first.more_body else _REQUEST_DONE
 
     def feed(self, event: Any) -> RequestHalf:
         kind = type(event)
         if kind is ev.Disconnect:
-            self.state = RequestHalf.DISCONNECTED
+            self.state = _DISCONNECTED
             return self.state
         symbol = (BODY_MORE if event.more_body else BODY_LAST) if kind is ev.Body else kind.__name__
         new = _REQUEST_TABLE.get((self.state, symbol))
