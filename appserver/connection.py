@@ -84,6 +84,11 @@ class ConnPhase(Enum):
     CLOSED = "closed"
 
 
+# Enum members as globals for the per-event paths: an Enum class attribute costs ~70 ns a
+# lookup on 3.11, a global ~5.
+_READY, _DRAINING, _LINK_DOWN = ConnPhase.READY, ConnPhase.DRAINING, Link.DOWN
+
+
 class FrontendConnection:
     def __init__(
         self,
@@ -329,18 +334,19 @@ class FrontendConnection:
         log.warning("dropped an unreadable message from %s: %s", self.endpoint, reason)
 
     def _on_events(self, peer: Any, events: list[Any]) -> None:
-        if self.link is Link.DOWN:
+        if self.link is _LINK_DOWN:
             log.debug("dropped a message from a dropped connection to %s", self.endpoint)
             return
         self._heard += 1
         channel = self._channel
+        on_stream_event = self._streams.on_event
         for event in events:
             if self._channel is not channel:  # an event above dropped this socket
                 return
             if event.stream_id == 0:
                 self._on_control(event)
-            elif self.phase is ConnPhase.READY or self.phase is ConnPhase.DRAINING:
-                self._streams.on_event(event)
+            elif self.phase is _READY or self.phase is _DRAINING:
+                on_stream_event(event)
             else:
                 log.debug("stream event before WELCOME from %s ignored", self.endpoint)
 
@@ -376,12 +382,15 @@ class FrontendConnection:
     # ------------------------------------------------------------ outbound
 
     def _accepting(self) -> bool:
-        return self.phase is ConnPhase.READY
+        return self.phase is _READY
 
     def _emit_stream(self, event: Any) -> None:
         # Belt and braces: streams of a lost handshake are failed and stay silent.
-        if self.phase is ConnPhase.READY or self.phase is ConnPhase.DRAINING:
-            self._post(event)
+        if self.phase is _READY or self.phase is _DRAINING:
+            channel = self._channel  # = self._post(event), inline: once per event out
+            if channel is not None:
+                self._sent += 1
+                channel.post(event)
 
     def _post(self, event: Any) -> None:
         channel = self._channel

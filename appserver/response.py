@@ -39,6 +39,10 @@ from wire import events as ev
 
 from .stream import ClientDisconnected, CreditGate, Defer, Emit, StreamSettings, checked_headers
 
+# Enum members as globals: an Enum class attribute costs ~70 ns a lookup on 3.11, a global ~5.
+_WAITING, _SENDING = ResponseHalf.WAITING, ResponseHalf.SENDING
+_TRAILERS, _DONE = ResponseHalf.TRAILERS, ResponseHalf.DONE
+
 
 class ResponseSide:
     """The send side of an HTTP response; subclasses provide the hooks below."""
@@ -83,7 +87,7 @@ class ResponseSide:
     @property
     def started(self) -> bool:
         """The app sent a start (held back or on the wire)."""
-        return self._pending_start is not None or self._tracker.state is not ResponseHalf.WAITING
+        return self._pending_start is not None or self._tracker.state is not _WAITING
 
     def drop_pending(self) -> None:
         """The app ended: body it sent goes out; a start alone is forgotten (a 500 beats headers + abort)."""
@@ -94,7 +98,7 @@ class ResponseSide:
     def reset(self, code: int, reason: str) -> None:
         """Record a RESET (sent or received by the owner) unless the response already ended."""
         self._held = None
-        if self._tracker.state is not ResponseHalf.DONE:
+        if self._tracker.state is not _DONE:
             self._tracker.feed(ev.Reset(self.stream_id, code, reason))
 
     # ------------------------------------------------------------ ASGI messages
@@ -128,7 +132,7 @@ class ResponseSide:
     # ------------------------------------------------------------ the steps, synchronous where possible
 
     def _start(self, message: dict[str, Any]) -> None:
-        if self._pending_start is not None or self._tracker.state is not ResponseHalf.WAITING:
+        if self._pending_start is not None or self._tracker.state is not _WAITING:
             raise RuntimeError(f"{self._prefix}.start sent twice (the response already started)")
         status = message.get("status")
         if type(status) is not int or not 100 <= status <= 999:
@@ -146,7 +150,7 @@ class ResponseSide:
             if not isinstance(body, (bytearray, memoryview)):
                 raise TypeError(f"{self._prefix}.body: body must be bytes, got {type(body).__name__}")
             body = bytes(body)  # our own immutable copy: the app may reuse its buffer
-        if self._pending_start is None and self._tracker.state is not ResponseHalf.SENDING:
+        if self._pending_start is None and self._tracker.state is not _SENDING:
             self._expect_body_allowed(f"{self._prefix}.body")
         return body, bool(message.get("more_body", False))
 
@@ -162,12 +166,13 @@ class ResponseSide:
     async def _send_chunk(self, payload: Any, more: bool) -> None:
         if payload and not self._window_open():
             await self._wait_window()  # what is held leaves meanwhile: its flush is scheduled
+        if not self._live():
+            raise ClientDisconnected(f"stream {self.stream_id}: the client went away")
         self._chunk(payload, more)
 
     def _chunk(self, payload: Any, more: bool) -> None:
-        """Send (or hold) one chunk now: the window is open, or the chunk is empty."""
-        if not self._live():
-            raise ClientDisconnected(f"stream {self.stream_id}: the client went away")
+        """Send (or hold) one chunk now: the stream is live (the caller checked) and the window
+        is open, or the chunk is empty."""
         n = len(payload)
         limit = self._settings.chunk_bytes
         held = self._held
@@ -230,19 +235,30 @@ class ResponseSide:
         await self._send_chunk(b"", False)
 
     def _expect_body_allowed(self, kind: str) -> None:
-        if self._pending_start is None and self._tracker.state is not ResponseHalf.SENDING:
-            where = {ResponseHalf.WAITING: f"before {self._prefix}.start"}.get(
+        if self._pending_start is None and self._tracker.state is not _SENDING:
+            where = {_WAITING: f"before {self._prefix}.start"}.get(
                 self._tracker.state, "after the response body completed"
             )
             raise RuntimeError(f"{kind} sent {where}")
 
     def _put(self, event: Any) -> None:
-        try:
-            state = self._tracker.feed(event)
-        except ProtocolViolation as exc:  # our checks above should make this unreachable
-            raise RuntimeError(f"illegal response event: {exc}") from None
+        tracker = self._tracker
+        kind, state = type(event), tracker.state
+        # RESPONSE from WAITING and BODY while SENDING are always legal: set the state feed() would
+        # (tests/appserver/test_hot_path.py checks), without its Enum-keyed table lookup (~0.4 µs).
+        if kind is ev.Response and state is _WAITING:
+            trailers = tracker.trailers = event.trailers
+            state = tracker.state = _SENDING if event.more_body else _TRAILERS if trailers else _DONE
+        elif kind is ev.Body and state is _SENDING:
+            if not event.more_body:
+                state = tracker.state = _TRAILERS if tracker.trailers else _DONE
+        else:
+            try:
+                state = tracker.feed(event)
+            except ProtocolViolation as exc:  # our checks above should make this unreachable
+                raise RuntimeError(f"illegal response event: {exc}") from None
         self._emit(event)
-        if state is ResponseHalf.DONE:
+        if state is _DONE:
             self._response_done()
 
 

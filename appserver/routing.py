@@ -173,7 +173,13 @@ class StreamRouter:
         except ProtocolViolation as exc:
             self._protocol_error(sid, str(exc))
             return
-        self._start(cycle, self.http_tasks)
+        # = self._start(cycle, self.http_tasks), inline: once per request
+        self._open[sid] = cycle
+        self._http_open += 1
+        tasks = self.http_tasks
+        task = self._loop.create_task(cycle.run(self._app))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     def _open_websocket(self, opener: ev.WsConnect | ev.WsResume) -> None:
         if not self._websocket or (type(opener) is ev.WsResume and not self._settings.handoff):

@@ -2,6 +2,7 @@
 
 * A request leaves no cyclic garbage (a reference cycle per request cost ~3.5 µs
   of garbage collection per request before the send side was folded into HttpCycle).
+* The response's usual state moves skip the tracker's table and must land where it would.
 * The REQUEST decode fast path (wire/codec.py ``_request``) decodes exactly what the
   schema-driven path does, and anything unusual goes the general way, errors included.
 """
@@ -15,14 +16,16 @@ from typing import Any
 import msgpack
 import pytest
 
+from appserver.response import ResponseSender
 from appserver.routing import StreamRouter
-from appserver.stream import EndOfTick, StreamSettings
-from wire import codec
+from appserver.stream import CreditGate, EndOfTick, StreamSettings
+from wire import ResponseTracker, codec
 from wire import events as ev
 
 from .helpers import until
 
 HEADERS = [(b"content-type", b"text/plain"), (b"content-length", b"2")]
+SETTINGS = StreamSettings(request_window_bytes=1 << 16, response_window_bytes=1 << 16)
 
 
 async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -129,3 +132,26 @@ async def test_end_of_tick_runs_every_deferred_callback_once_in_order() -> None:
     assert ran == [1, 2]
     tick.defer(lambda: ran.append(3))  # a new tick schedules anew
     await until(lambda: len(ran) == 3)
+
+
+_OPENERS = [
+    ev.Response(1, 200, (), b"x", more, trailers) for more in (False, True) for trailers in (False, True)
+]
+
+
+@pytest.mark.parametrize("first", _OPENERS, ids=lambda e: f"more={e.more_body},trailers={e.trailers}")
+@pytest.mark.parametrize("body_more", [None, False, True], ids=["none", "body-last", "body-more"])
+async def test_put_moves_the_response_as_its_tracker_would(
+    first: ev.Response, body_more: bool | None
+) -> None:
+    """``ResponseSide._put`` sets RESPONSE-from-WAITING and BODY-while-SENDING without ``feed``."""
+    sender = ResponseSender(1, emit=lambda event: None, gate=CreditGate(1 << 20), settings=SETTINGS,
+                            live=lambda: True, on_done=lambda: None)  # fmt: skip
+    tracker = ResponseTracker()
+    events: list[Any] = (
+        [first] if body_more is None or not first.more_body else [first, ev.Body(1, b"y", body_more)]
+    )
+    for event in events:
+        sender._put(event)
+        tracker.feed(event)
+        assert (sender._tracker.state, sender._tracker.trailers) == (tracker.state, tracker.trailers)
