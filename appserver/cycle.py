@@ -127,8 +127,13 @@ class HttpCycle(ResponseSide):
 
     # ------------------------------------------------------------ running the app
 
-    async def run(self, app: Callable[..., Any]) -> None:
-        """Run ``app`` for this stream; never raises except CancelledError."""
+    async def run(self, app: Callable[..., Any], tasks: set[asyncio.Task[None]] | None = None) -> None:
+        """Run ``app`` for this stream; never raises except CancelledError.
+
+        ``tasks``: a set holding the task that runs this; the task leaves it as the app ends
+        (a done callback would cost a loop handle per request). A task cancelled before it
+        started never runs this: its owner removes it.
+        """
         if self.request_id is not None:
             REQUEST_ID.set(self.request_id)  # this task's log lines carry it (logctx)
         try:
@@ -143,6 +148,9 @@ class HttpCycle(ResponseSide):
             # held once the response is DONE.
             if self._tracker.state is not _DONE or self._request.state is _RECEIVING:
                 self._app_ended(None)
+        finally:
+            if tasks is not None:
+                tasks.discard(asyncio.current_task())
 
     def _app_ended(self, error: BaseException | None) -> None:
         self.drop_pending()
@@ -332,7 +340,10 @@ class HttpCycle(ResponseSide):
             self._credit(window.consumed(n) + window.flush())
         if self._wakeup is not None:  # = _wake(), inline: once per request
             self._wakeup.set()
-        self._check_closed()
+        callback = self._on_closed  # = _check_closed(), inline: DONE, so closed unless still receiving
+        if callback is not None and self._request.state is not _RECEIVING:
+            self._on_closed = None
+            callback(self)
 
     # ------------------------------------------------------------ logging
 

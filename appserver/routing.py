@@ -173,13 +173,10 @@ class StreamRouter:
         except ProtocolViolation as exc:
             self._protocol_error(sid, str(exc))
             return
-        # = self._start(cycle, self.http_tasks), inline: once per request
+        # The task leaves http_tasks as its run() ends: no done callback.
         self._open[sid] = cycle
         self._http_open += 1
-        tasks = self.http_tasks
-        task = self._loop.create_task(cycle.run(self._app))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.http_tasks.add(self._loop.create_task(cycle.run(self._app, self.http_tasks)))
 
     def _open_websocket(self, opener: ev.WsConnect | ev.WsResume) -> None:
         if not self._websocket or (type(opener) is ev.WsResume and not self._settings.handoff):
@@ -189,15 +186,10 @@ class StreamRouter:
             return
         cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
                                draining=self._is_draining)  # fmt: skip
-        self._start(cycle, self.ws_tasks)
-
-    def _start(self, cycle: Cycle, tasks: set[asyncio.Task[None]]) -> None:
         self._open[cycle.stream_id] = cycle
-        if type(cycle) is HttpCycle:
-            self._http_open += 1
         task = self._loop.create_task(cycle.run(self._app))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self.ws_tasks.add(task)
+        task.add_done_callback(self.ws_tasks.discard)
 
     def _on_closed(self, cycle: Cycle) -> None:
         if self._open.get(cycle.stream_id) is cycle:
@@ -235,3 +227,4 @@ class StreamRouter:
             task.cancel()
         if left:
             await asyncio.wait(left)
+        self.http_tasks.difference_update(left)  # those cancelled before they started (HttpCycle.run)

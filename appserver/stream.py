@@ -151,12 +151,15 @@ class CreditGate(SendWindow):
 
 def checked_headers(headers: Any) -> tuple[tuple[bytes, bytes], ...]:
     """The app's headers as a tuple of (bytes, bytes); RuntimeError for anything else."""
-    out: list[tuple[bytes, bytes]] = []
     try:
-        for name, value in headers:
+        out = tuple(headers)
+        for pair in out:
+            if type(pair) is not tuple:  # [name, value] lists and the like: copied as tuples
+                out = tuple([(name, value) for name, value in out])
+                break
+        for name, value in out:
             if type(name) is not bytes or type(value) is not bytes:
                 raise TypeError
-            out.append((name, value))
     except (TypeError, ValueError):
         raise RuntimeError(f"headers must be (bytes, bytes) pairs, got {headers!r:.200}") from None
-    return tuple(out)
+    return out

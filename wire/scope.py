@@ -62,10 +62,15 @@ def _common(event: ev.Request | ev.WsConnect, state: dict[str, Any] | None) -> d
 def http_scope(
     event: ev.Request, *, state: dict[str, Any] | None = None, trailers: bool = True
 ) -> dict[str, Any]:
-    """``trailers``: offer the trailers extension (the front end accepted feature "trailers")."""
-    scope = _common(event, state)
-    scope["type"] = "http"
-    scope["method"] = event.method
+    """``trailers``: offer the trailers extension (the front end accepted feature "trailers").
+
+    ``_common``'s fields written out in the one literal: once per request, a call and three
+    insertions fewer.
+    """
+    root = event.root_path
+    raw_path = event.raw_path
+    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace")
+    client, server = event.client, event.server
     extensions: dict[str, Any] = (
         {"http.response.trailers": {}, "http.response.pathsend": {}}
         if trailers
@@ -73,8 +78,22 @@ def http_scope(
     )  # = HTTP_EXTENSIONS
     if "tls" in event.ext:
         extensions["tls"] = dict(event.ext["tls"])
-    scope["extensions"] = extensions
-    return scope
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.5"},  # = ASGI_VERSION, a fresh dict per scope
+        "http_version": event.http_version,
+        "method": event.method,
+        "scheme": event.scheme,
+        "path": root + path if root else path,
+        "raw_path": root.encode("utf-8") + raw_path if root else raw_path,
+        "query_string": event.query_string,
+        "root_path": root,
+        "headers": [(name.lower(), value) for name, value in event.headers],  # = lower_headers
+        "client": [client[0], client[1]] if client else None,
+        "server": [server[0], server[1]] if server else None,
+        "state": state.copy() if state is not None else {},
+        "extensions": extensions,
+    }
 
 
 def websocket_scope(

@@ -20,6 +20,7 @@ from appserver.response import ResponseSender
 from appserver.routing import StreamRouter
 from appserver.stream import CreditGate, EndOfTick, StreamSettings
 from wire import ResponseTracker, codec
+from wire.scope import http_scope, websocket_scope
 from wire import events as ev
 
 from .helpers import until
@@ -155,3 +156,18 @@ async def test_put_moves_the_response_as_its_tracker_would(
         sender._put(event)
         tracker.feed(event)
         assert (sender._tracker.state, sender._tracker.trailers) == (tracker.state, tracker.trailers)
+
+
+def test_http_scope_spells_out_the_fields_websocket_scope_shares() -> None:
+    """``http_scope`` writes ``_common``'s fields out in one literal: they must stay the same."""
+    for fields in ({}, {"raw_path": b"/a%20b", "root_path": "/api", "client": None, "server": None}):
+        req = request(1, **fields, ext={"tls": {"tls_version": 772}})
+        ws = ev.WsConnect(1, req.scheme, req.http_version, req.raw_path, req.query_string, req.root_path,
+                          req.headers, req.client, req.server, (), req.ext)  # fmt: skip
+        state = {"db": object()}
+        http, common = http_scope(req, state=state), websocket_scope(ws, state=state)
+        for key in ("type", "method", "subprotocols"):
+            http.pop(key, None), common.pop(key, None)
+        http["extensions"].pop("http.response.trailers"), http["extensions"].pop("http.response.pathsend")
+        common["extensions"].pop("websocket.http.response")
+        assert http == common
