@@ -133,7 +133,7 @@ class FrontendConnection:
         self._sent = self._heard = 0  # events out / messages in; the tick compares
         self._sent_mark = self._heard_mark = self._silent_ticks = 0
         self._streams = StreamRouter(app=app, post=self._emit_stream, endpoint=endpoint, capacity=capacity,
-                                     ws_capacity=ws_capacity, accepting=self._accepting)  # fmt: skip
+                                     ws_capacity=ws_capacity)  # fmt: skip
 
     # ------------------------------------------------------------ public
 
@@ -155,6 +155,7 @@ class FrontendConnection:
         if self.phase is ConnPhase.READY:
             self._post(ev.Drain())
             self.phase = ConnPhase.DRAINING
+            self._streams.accepting = False  # READY only comes back with a WELCOME, which sets it
         elif self.phase is ConnPhase.HANDSHAKING:
             # Not welcomed on this socket, so no streams: nothing to drain.
             self._close_socket()
@@ -380,9 +381,6 @@ class FrontendConnection:
         self._hello_again()
 
     # ------------------------------------------------------------ outbound
-
-    def _accepting(self) -> bool:
-        return self.phase is _READY
 
     def _emit_stream(self, event: Any) -> None:
         # Belt and braces: streams of a lost handshake are failed and stay silent.

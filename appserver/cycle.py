@@ -68,8 +68,8 @@ _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
 
 
 class HttpCycle(ResponseSide):
-    __slots__ = ("scope", "request_id", "_on_closed", "_request", "_available", "_recv_window", "_chunks",
-                 "_continue_owed", "_wakeup")  # fmt: skip
+    __slots__ = ("scope", "request_id", "task", "_on_closed", "_request", "_available", "_recv_window",
+                 "_chunks", "_continue_owed", "_wakeup")  # fmt: skip
 
     def __init__(
         self,
@@ -89,6 +89,7 @@ class HttpCycle(ResponseSide):
         self.scope = http_scope(request, state=settings.state, trailers=settings.trailers)
         request_id = request.ext.get("request_id")
         self.request_id = None if request_id is None else str(request_id)
+        self.task: asyncio.Task[None] | None = None  # see run()
         self._emit = emit
         self._defer = defer if defer is not None else asyncio.get_running_loop().call_soon
         self._settings = settings
@@ -130,9 +131,9 @@ class HttpCycle(ResponseSide):
     async def run(self, app: Callable[..., Any], tasks: set[asyncio.Task[None]] | None = None) -> None:
         """Run ``app`` for this stream; never raises except CancelledError.
 
-        ``tasks``: a set holding the task that runs this; the task leaves it as the app ends
-        (a done callback would cost a loop handle per request). A task cancelled before it
-        started never runs this: its owner removes it.
+        ``tasks``: a set holding ``self.task``, the task that runs this (set by the owner); the
+        task leaves it as the app ends (a done callback would cost a loop handle per request).
+        A task cancelled before it started never runs this: its owner removes it.
         """
         if self.request_id is not None:
             REQUEST_ID.set(self.request_id)  # this task's log lines carry it (logctx)
@@ -150,7 +151,7 @@ class HttpCycle(ResponseSide):
                 self._app_ended(None)
         finally:
             if tasks is not None:
-                tasks.discard(asyncio.current_task())
+                tasks.discard(self.task)
 
     def _app_ended(self, error: BaseException | None) -> None:
         self.drop_pending()
@@ -303,7 +304,11 @@ class HttpCycle(ResponseSide):
             else:
                 body, more = self._body_fields(message)
             if len(body) <= self._settings.chunk_bytes and (self._available > 0 or not body):
-                self._chunk(body, more)  # the common case: no await, no coroutine
+                # The common cases: no await, no coroutine.
+                if more or self._held is not None or self._pending_start is None:
+                    self._chunk(body, more)
+                else:
+                    self._out(body, False)  # the whole response in one RESPONSE: all _chunk would do
             else:
                 await self._send_body(body, more)
         elif kind == "http.response.start":

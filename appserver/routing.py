@@ -66,12 +66,8 @@ class StreamRouter:
         endpoint: str,
         capacity: int,
         ws_capacity: int,
-        accepting: Callable[[], bool],
     ) -> None:
-        """``post`` sends an event to the front end; ``accepting()`` is false while draining.
-
-        Built in the running loop that will run the apps.
-        """
+        """``post`` sends an event to the front end. Built in the running loop that will run the apps."""
         self._loop = asyncio.get_running_loop()
         self._defer = EndOfTick(self._loop).defer  # the HTTP responses' end-of-tick flushes
         self.http_tasks: set[asyncio.Task[None]] = set()
@@ -81,7 +77,9 @@ class StreamRouter:
         self._endpoint = endpoint
         self._capacity = capacity
         self._ws_capacity = ws_capacity
-        self._accepting = accepting
+        # New streams are welcome: WELCOME sets it, the connection's drain() clears it. An
+        # attribute, not a callback into the connection: read once per request.
+        self.accepting = True
         self._settings = StreamSettings(request_window_bytes=0, response_window_bytes=0)
         self._websocket = False  # feature "websocket" agreed at WELCOME
         self._draining = False  # finish() began: apps opting in to the handoff get it at once
@@ -104,6 +102,7 @@ class StreamRouter:
         self._settings = settings
         self._websocket = websocket
         self._highest = 0
+        self.accepting = True
 
     # ------------------------------------------------------------ inbound
 
@@ -156,15 +155,15 @@ class StreamRouter:
         self._protocol_error(event.stream_id, f"{type(event).__name__}: feature not agreed at WELCOME")
 
     def _refused(self, sid: int, running: int, capacity: int) -> bool:
-        if self._accepting() and running < capacity:
+        if self.accepting and running < capacity:
             return False
-        why = "worker at capacity" if self._accepting() else "worker draining"
+        why = "worker at capacity" if self.accepting else "worker draining"
         self._post(ev.Reset(sid, ResetCode.REFUSED, why))
         return True
 
     def _open_http(self, request: ev.Request) -> None:
         sid = request.stream_id
-        if self._http_open >= self._capacity or not self._accepting():  # the hot path: no _refused call
+        if self._http_open >= self._capacity or not self.accepting:  # the hot path: no _refused call
             self._refused(sid, self._http_open, self._capacity)
             return
         try:
@@ -176,7 +175,8 @@ class StreamRouter:
         # The task leaves http_tasks as its run() ends: no done callback.
         self._open[sid] = cycle
         self._http_open += 1
-        self.http_tasks.add(self._loop.create_task(cycle.run(self._app, self.http_tasks)))
+        task = cycle.task = self._loop.create_task(cycle.run(self._app, self.http_tasks))
+        self.http_tasks.add(task)
 
     def _open_websocket(self, opener: ev.WsConnect | ev.WsResume) -> None:
         if not self._websocket or (type(opener) is ev.WsResume and not self._settings.handoff):

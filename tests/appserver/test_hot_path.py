@@ -20,8 +20,8 @@ from appserver.response import ResponseSender
 from appserver.routing import StreamRouter
 from appserver.stream import CreditGate, EndOfTick, StreamSettings
 from wire import ResponseTracker, codec
-from wire.scope import http_scope, websocket_scope
 from wire import events as ev
+from wire.scope import http_scope, websocket_scope
 
 from .helpers import until
 
@@ -46,8 +46,7 @@ def request(sid: int, **fields: Any) -> ev.Request:
 
 async def test_a_request_leaves_no_cyclic_garbage() -> None:
     emitted: list[Any] = []
-    router = StreamRouter(app=hello, post=emitted.append, endpoint="test", capacity=100, ws_capacity=0,
-                          accepting=lambda: True)  # fmt: skip
+    router = StreamRouter(app=hello, post=emitted.append, endpoint="test", capacity=100, ws_capacity=0)
     router.welcomed(
         StreamSettings(request_window_bytes=1 << 16, response_window_bytes=1 << 16), websocket=False
     )
@@ -135,27 +134,24 @@ async def test_end_of_tick_runs_every_deferred_callback_once_in_order() -> None:
     await until(lambda: len(ran) == 3)
 
 
-_OPENERS = [
-    ev.Response(1, 200, (), b"x", more, trailers) for more in (False, True) for trailers in (False, True)
-]
-
-
-@pytest.mark.parametrize("first", _OPENERS, ids=lambda e: f"more={e.more_body},trailers={e.trailers}")
-@pytest.mark.parametrize("body_more", [None, False, True], ids=["none", "body-last", "body-more"])
-async def test_put_moves_the_response_as_its_tracker_would(
-    first: ev.Response, body_more: bool | None
+@pytest.mark.parametrize("more", [False, True], ids=["last", "more"])
+@pytest.mark.parametrize("trailers", [False, True], ids=["", "trailers"])
+@pytest.mark.parametrize("body_more", [None, False, True], ids=["", "body-last", "body-more"])
+async def test_out_moves_the_response_as_its_tracker_would(
+    more: bool, trailers: bool, body_more: bool | None
 ) -> None:
-    """``ResponseSide._put`` sets RESPONSE-from-WAITING and BODY-while-SENDING without ``feed``."""
-    sender = ResponseSender(1, emit=lambda event: None, gate=CreditGate(1 << 20), settings=SETTINGS,
+    """``ResponseSide._out`` sets the state of RESPONSE-from-WAITING and BODY-while-SENDING itself."""
+    emitted: list[Any] = []
+    sender = ResponseSender(1, emit=emitted.append, gate=CreditGate(1 << 20), settings=SETTINGS,
                             live=lambda: True, on_done=lambda: None)  # fmt: skip
     tracker = ResponseTracker()
-    events: list[Any] = (
-        [first] if body_more is None or not first.more_body else [first, ev.Body(1, b"y", body_more)]
-    )
-    for event in events:
-        sender._put(event)
+    sender._pending_start = (200, (), trailers)
+    sender._out(b"x", more)
+    if more and body_more is not None:
+        sender._out(b"y", body_more)
+    for event in emitted:
         tracker.feed(event)
-        assert (sender._tracker.state, sender._tracker.trailers) == (tracker.state, tracker.trailers)
+    assert (sender._tracker.state, sender._tracker.trailers) == (tracker.state, tracker.trailers)
 
 
 def test_http_scope_spells_out_the_fields_websocket_scope_shares() -> None:
