@@ -74,7 +74,6 @@ class HttpCycle(ResponseSide):
     def __init__(
         self,
         request: ev.Request,
-        *,
         emit: Emit,
         settings: StreamSettings,
         on_closed: Callable[[HttpCycle], None] | None = None,
@@ -84,6 +83,8 @@ class HttpCycle(ResponseSide):
 
         ``defer`` runs the response's end-of-tick flush: the connection's
         ``EndOfTick.defer`` (one loop handle for all its streams), else ``call_soon``.
+        The router passes everything by position: keyword arguments to a class cost a dict
+        per call (~0.2 µs).
         """
         sid = self.stream_id = request.stream_id
         self.scope = http_scope(request, state=settings.state, trailers=settings.trailers)

@@ -16,6 +16,9 @@ ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 HTTP_EXTENSIONS = ("http.response.trailers", "http.response.pathsend")
 WS_EXTENSIONS = ("websocket.http.response",)
 HANDOFF_EXTENSION = "zasgi.websocket.handoff"
+# ``b"%" in path`` first tries b"%" as an int and formats the TypeError it catches (~0.1 µs):
+# the byte's value is the cheap test.
+_PERCENT = ord("%")
 
 
 def decode_path(raw_path: bytes) -> str:
@@ -42,7 +45,7 @@ def _extensions(names: tuple[str, ...], ext: dict[str, Any]) -> dict[str, Any]:
 def _common(event: ev.Request | ev.WsConnect, state: dict[str, Any] | None) -> dict[str, Any]:
     root = event.root_path
     raw_path = event.raw_path
-    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace")
+    path = (unquote_to_bytes(raw_path) if _PERCENT in raw_path else raw_path).decode("utf-8", "replace")
     client, server = event.client, event.server
     return {
         "asgi": {"version": "3.0", "spec_version": "2.5"},  # = ASGI_VERSION, a fresh dict per scope
@@ -69,7 +72,7 @@ def http_scope(
     """
     root = event.root_path
     raw_path = event.raw_path
-    path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8", "replace")
+    path = (unquote_to_bytes(raw_path) if _PERCENT in raw_path else raw_path).decode("utf-8", "replace")
     client, server = event.client, event.server
     extensions: dict[str, Any] = (
         {"http.response.trailers": {}, "http.response.pathsend": {}}
