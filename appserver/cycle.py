@@ -104,9 +104,8 @@ class HttpCycle(ResponseSide):
         # A body-less request never needs its receive window: skip building it.
         self._recv_window: ReceiveWindow | None = None
         if body or more:
-            window = self._recv_window = ReceiveWindow(
-                0 if request.expect_continue else settings.request_window_bytes,
-                slack_bytes=settings.request_slack_bytes,
+            window = self._recv_window = ReceiveWindow(  # by position: no kwargs dict (~0.2 µs)
+                0 if request.expect_continue else settings.request_window_bytes, settings.request_slack_bytes
             )
             window.received(len(body), stream_id=sid)
         self._chunks: deque[tuple[bytes, bool]] = deque()
