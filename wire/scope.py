@@ -81,6 +81,9 @@ def http_scope(
     )  # = HTTP_EXTENSIONS
     if "tls" in event.ext:
         extensions["tls"] = dict(event.ext["tls"])
+    headers = []  # = lower_headers; a loop, not a comprehension: no function call (3.11)
+    for name, value in event.headers:
+        headers.append((name.lower(), value))
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.5"},  # = ASGI_VERSION, a fresh dict per scope
@@ -91,7 +94,7 @@ def http_scope(
         "raw_path": root.encode("utf-8") + raw_path if root else raw_path,
         "query_string": event.query_string,
         "root_path": root,
-        "headers": [(name.lower(), value) for name, value in event.headers],  # = lower_headers
+        "headers": headers,
         "client": [client[0], client[1]] if client else None,
         "server": [server[0], server[1]] if server else None,
         "state": state.copy() if state is not None else {},
