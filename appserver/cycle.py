@@ -133,7 +133,9 @@ class HttpCycle(ResponseSide):
 
         ``tasks``: a set holding ``self.task``, the task that runs this (set by the owner); the
         task leaves it as the app ends (a done callback would cost a loop handle per request).
-        A task cancelled before it started never runs this: its owner removes it.
+        A task cancelled before it started never runs this: its owner removes it. The cycle and
+        its task refer to each other only while this runs (its frame is cleared as it returns),
+        so a finished request is still freed by reference counting.
         """
         if self.request_id is not None:
             REQUEST_ID.set(self.request_id)  # this task's log lines carry it (logctx)
