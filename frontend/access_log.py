@@ -70,7 +70,7 @@ def request_id(headers: Any) -> str:
     given = headers.get(_X_REQUEST_ID)
     if given is not None and _VALID_ID.fullmatch(given):
         return given
-    return f"{_getrandbits(64):016x}"  # not a secret: uniqueness is all that matters
+    return "%016x" % _getrandbits(64)  # not a secret: uniqueness is all that matters
 
 
 class _Entry(NamedTuple):
