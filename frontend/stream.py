@@ -104,7 +104,7 @@ class HttpStream:
         self._head = head
         self._ext = ext
         self._idempotent = head[0] in IDEMPOTENT
-        self._inbox: deque[Any] = deque()
+        self._inbox: deque[Any] | None = None  # made by the first ``queue`` (the task path only)
         self._waiter: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
         # Set by a handler with no task waiting (http_bridge): the first worker event or Local
@@ -124,7 +124,7 @@ class HttpStream:
         self.stream_id = stream_id = dispatcher.open_stream(self)
         if self.replays:  # a replay starts the response afresh (the first attempt has __init__'s)
             self.response = ResponseTracker()
-        self.recv = ReceiveWindow(dispatcher.window_bytes, dispatcher.max_payload_bytes)
+        self.recv = None  # made by the first event that costs (on_event)
         body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
         request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
         self.request_half = RequestTracker(request)
@@ -139,15 +139,14 @@ class HttpStream:
 
     async def next(self) -> Any:
         """The next worker event or ``Local`` marker for the handler."""
-        inbox = self._inbox
-        if not inbox:
+        if not self._inbox:
             self._return_credit()  # the consumer is idle: give back what it took
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return inbox.popleft()
+        return self._inbox.popleft()  # type: ignore[union-attr]  (queue made it)
 
     def can_replay(self, item: Any) -> bool:
         if self.phase is not _DISPATCHED or self.replays >= MAX_REPLAYS:
@@ -220,8 +219,15 @@ class HttpStream:
         try:
             state = self.response.feed(event)
             n = len(event.body) if kind is ev.Response or kind is ev.Body else cost(event)
-            if n and self.recv is not None:
-                self.recv.received(n, self.stream_id)
+            if n:
+                recv = self.recv
+                if recv is not None:
+                    recv.received(n, self.stream_id)
+                elif state is not _RESPONSE_DONE:  # a whole response needs no window: one event
+                    # cannot overrun a fresh one (the codec caps a payload at its slack)
+                    dispatcher = self._dispatcher
+                    recv = self.recv = ReceiveWindow(dispatcher.window_bytes, dispatcher.max_payload_bytes)
+                    recv.received(n, self.stream_id)
         except ProtocolViolation as exc:
             self.on_violation(str(exc))
             return
@@ -308,7 +314,10 @@ class HttpStream:
 
     def queue(self, item: Any) -> None:
         """Put ``item`` in the inbox for ``next()`` (a handler's task taking over from ``on_first``)."""
-        self._inbox.append(item)
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(item)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
