@@ -190,7 +190,7 @@ class Dispatcher:
     def close_stream(self, stream: Stream) -> None:
         """The stream is closed on the wire: forget its id, free its slot."""
         if self._streams.pop(stream.stream_id, None) is not None and stream.worker is not None:
-            self.pool.release(stream.worker, websocket=stream.websocket)
+            self.pool.release(stream.worker, stream.websocket)
             slots = self.ws_slots if stream.websocket else self.slots
             if slots.waiters:
                 slots.wake()

@@ -247,7 +247,7 @@ class HttpBridge:
         if proxied is not None:
             ex.client, ex.client_set = proxied[0], True
         ext = {"request_id": ex.rid} if self._tls is None else self._ext(ex.rid, conn.transport, conn)
-        return HttpStream(self._dispatcher, head=head, ext=ext, upload=upload)
+        return HttpStream(self._dispatcher, head, ext, upload)  # (by position: no kwargs dict)
 
     def _head(
         self,

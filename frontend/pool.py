@@ -144,7 +144,7 @@ class Pool:
             self.remove(record.peer)
         return dead
 
-    def choose(self, *, websocket: bool = False) -> WorkerRecord | None:
+    def choose(self, websocket: bool = False) -> WorkerRecord | None:
         """The READY worker with the fewest streams and a free slot (of the kind asked for), or None."""
         workers = self._order  # called per request: no list built here
         n = len(workers)
@@ -174,14 +174,14 @@ class Pool:
         return best
 
     @staticmethod
-    def acquire(record: WorkerRecord, *, websocket: bool = False) -> None:
+    def acquire(record: WorkerRecord, websocket: bool = False) -> None:
         if websocket:
             record.ws_in_flight += 1
         else:
             record.in_flight += 1
 
     @staticmethod
-    def release(record: WorkerRecord, *, websocket: bool = False) -> None:
+    def release(record: WorkerRecord, websocket: bool = False) -> None:
         if websocket:
             if record.ws_in_flight > 0:
                 record.ws_in_flight -= 1

@@ -54,9 +54,9 @@ class SlotQueue:
         if self._closed:
             raise ShuttingDown("the front end is shutting down")
         if first or not self.waiters:
-            record = self._pool.choose(websocket=self._websocket)
+            record = self._pool.choose(self._websocket)
             if record is not None:
-                self._pool.acquire(record, websocket=self._websocket)
+                self._pool.acquire(record, self._websocket)
                 return record
         if not first and len(self.waiters) >= self._size:
             raise QueueFull(f"{len(self.waiters)} requests already wait for a worker")
@@ -66,9 +66,9 @@ class SlotQueue:
         """A free slot now, or None (then ``acquire`` queues): the common case needs no await."""
         if self._closed or self.waiters:
             return None
-        record = self._pool.choose(websocket=self._websocket)
+        record = self._pool.choose(self._websocket)
         if record is not None:
-            self._pool.acquire(record, websocket=self._websocket)
+            self._pool.acquire(record, self._websocket)
         return record
 
     async def _wait(self, first: bool) -> WorkerRecord:
@@ -84,7 +84,7 @@ class SlotQueue:
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
                 # handed a slot as the client left
-                self._pool.release(fut.result(), websocket=self._websocket)
+                self._pool.release(fut.result(), self._websocket)
                 self.wake()
             raise
         finally:
@@ -100,12 +100,12 @@ class SlotQueue:
     def wake(self) -> None:
         """Hand free slots to the oldest waiters (a slot was freed or a worker joined)."""
         while self.waiters:
-            record = self._pool.choose(websocket=self._websocket)
+            record = self._pool.choose(self._websocket)
             if record is None:
                 return
             fut = self.waiters.popleft()
             if not fut.done():
-                self._pool.acquire(record, websocket=self._websocket)
+                self._pool.acquire(record, self._websocket)
                 fut.set_result(record)
 
     def close(self) -> None:

@@ -84,7 +84,6 @@ class HttpStream:
     def __init__(
         self,
         dispatcher: Dispatcher,
-        *,
         head: tuple[Any, ...],  # REQUEST's fields from method to server, in wire order
         ext: dict[str, Any],
         upload: Upload | NoBody,

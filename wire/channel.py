@@ -216,7 +216,7 @@ class Channel:
         last = len(frames) - 1
         send = self.sock.send
         for i, frame in enumerate(frames):
-            send(frame, _NOBLOCK_SNDMORE if i < last else _NOBLOCK, copy=len(frame) < ZERO_COPY_MIN_BYTES)
+            send(frame, _NOBLOCK_SNDMORE if i < last else _NOBLOCK, len(frame) < ZERO_COPY_MIN_BYTES)  # copy
 
     def _retry_blocked(self) -> None:
         while self._blocked:
