@@ -148,14 +148,8 @@ def whole_head(
         return None
     if not seen & _TYPE and body:
         out.append(b"Content-Type: application/octet-stream\r\n")
-    if not seen & (_DATE | _SERVER):
-        out.append(_date() + _SERVER_LINE)
-    else:
-        _add_date_server(out, seen)
-    if keep_alive and version is HttpVersion11:  # (aiohttp's parser hands out this very object)
-        out.append(b"\r\n")
-    else:
-        out.append(_connection_line(version, keep_alive) + b"\r\n")
+    _add_date_server(out, seen)
+    out.append(_connection_line(version, keep_alive) + b"\r\n")
     return b"".join(out)
 
 

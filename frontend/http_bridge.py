@@ -58,7 +58,7 @@ from .responses import describe_failure, error_response
 from .slots import NoCapacity
 from .stream import HttpStream, Local, Phase
 from .tls import TlsInfo
-from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, NoBody, Upload, new_upload
+from .upload import CHUNK_BYTES, CONTINUE, BodyTooLarge, new_upload
 from .ws_bridge import WsBridge
 
 log = logging.getLogger(__name__)
@@ -230,15 +230,13 @@ class HttpBridge:
             length = headers.get("Content-Length")
             if length is not None and length.isdigit() and int(length) > self._max_body:
                 raise BodyTooLarge(f"Content-Length {length} over {self._max_body}")
-        if content is EMPTY_PAYLOAD:  # most requests: no body
-            upload: Upload | NoBody = NoBody()
-        else:
-            expect = (
-                message.version == HttpVersion11
-                and not content.is_eof()
-                and headers.get("Expect", "").lower() == "100-continue"
-            )
-            upload = new_upload(content, expect_continue=expect, max_body_bytes=self._max_body)
+        expect = (
+            content is not EMPTY_PAYLOAD  # (most requests: nothing more to ask)
+            and message.version == HttpVersion11
+            and not content.is_eof()
+            and headers.get("Expect", "").lower() == "100-continue"
+        )
+        upload = new_upload(content, expect_continue=expect, max_body_bytes=self._max_body)
         conn = ex.conn
         client, server = conn.addresses
         head, proxied = self._head(

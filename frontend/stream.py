@@ -233,11 +233,8 @@ class HttpStream:
         phase = self.phase
         if phase is _DONE or phase is _FAILED:
             self._linger(n, state)
-        elif self.on_first is not None:  # (``_push``, inline: once per request)
-            on_first, self.on_first = self.on_first, None
-            on_first(self, event)
         else:
-            self.queue(event)
+            self._push(event)
 
     def _on_reset(self, event: ev.Reset) -> None:
         if self.response.state is not _RESPONSE_DONE:

@@ -31,8 +31,8 @@ import zmq
 from zmq.utils.monitor import parse_monitor_message
 
 from . import codec
-from . import events as ev
 from .errors import DecodeError
+from .flow import cost
 
 log = logging.getLogger(__name__)
 
@@ -368,11 +368,7 @@ def _split_batch(events: list[Any]) -> list[list[Any]]:
     chunks: list[list[Any]] = [[]]
     size = 0
     for event in events:
-        kind = type(event)
-        if kind is ev.Response or kind is ev.Body or kind is ev.Request:
-            n = len(event.body)
-        else:
-            n = len(getattr(event, "data", b"") or b"")
+        n = cost(event)  # the payload's length (a WebSocket message's, plus 32)
         if chunks[-1] and size + n > BATCH_MAX_PAYLOAD_BYTES:
             chunks.append([])
             size = 0
