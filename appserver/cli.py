@@ -97,6 +97,9 @@ def _worker_options(func: Any) -> Any:
                      type=click.FloatRange(0, min_open=True), envvar="ZASGI_RESOLVE_INTERVAL",
                      help="Seconds between DNS look-ups of --connect names (front ends join and leave)."),
         click.option("--log-level", default="info", show_default=True, type=LOG_LEVELS, envvar="ZASGI_LOG_LEVEL"),
+        click.option("--sched-batch/--no-sched-batch", default=True, show_default=True, envvar="ZASGI_SCHED_BATCH",
+                     help="Run under Linux's SCHED_BATCH policy: fewer context switches per request "
+                          "(`run`: the front end too)."),
         click.option("--max-requests", "--limit-max-requests", default=0, show_default=True,
                      type=click.IntRange(0),
                      envvar="ZASGI_MAX_REQUESTS",
@@ -141,6 +144,7 @@ def _worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerCon
             lifespan=opts["lifespan"],
             interface=opts["interface"],
             log_level=opts["log_level"],
+            sched_batch=opts["sched_batch"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -180,7 +184,7 @@ def _fe(*names: str, help: str | None = None, **kwargs: Any) -> click.Option:
 
 # Every option of `python -m frontend` that `zasgi run` forwards as given (None: not given, the
 # front end's default applies). The front end validates; these types only make errors early.
-# `zasgi run` sets --host/--port/--backend/--root-path/--log-level/--shutdown-timeout itself.
+# `zasgi run` sets --host/--port/--backend/--root-path/--log-level/--shutdown-timeout/--sched-batch itself.
 FRONTEND_OPTIONS: list[click.Option] = [
     _fe("--insecure", is_flag=True, help="Allow a non-loopback tcp:// backend without CurveZMQ."),
     _fe("--log-format", type=click.Choice(["text", "json"]), help="Front-end log format [text]."),
@@ -219,7 +223,7 @@ FRONTEND_OPTIONS: list[click.Option] = [
 # sets these itself, and CurveZMQ is for the split (run's workers are on a private ipc socket).
 _FRONTEND_OWN: list[click.Option] = [
     _fe("--host"), _fe("--port"), _fe("--backend"), _fe("--root-path"), _fe("--log-level"),
-    _fe("--shutdown-timeout", "--timeout-graceful-shutdown"),
+    _fe("--shutdown-timeout", "--timeout-graceful-shutdown"), _fe("--sched-batch/--no-sched-batch"),
     _fe("--curve-secret-key"), _fe("--authorized-keys"),
 ]  # fmt: skip
 
@@ -380,6 +384,7 @@ def run(app: str, host: str, port: int, root_path: str, backend: str | None, **o
     config = _worker_config(app, (backend,), **opts)
     frontend_argv = ["--host", host, "--port", str(port), "--backend", backend, "--root-path", root_path,
                      "--log-level", opts["log_level"], "--shutdown-timeout", str(opts["graceful_timeout"]),
+                     "--sched-batch" if opts["sched_batch"] else "--no-sched-batch",
                      *_frontend_args(opts)]  # fmt: skip
     reload = _reload_config(opts)
     pool = _pool_config(opts)

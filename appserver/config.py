@@ -47,6 +47,7 @@ class WorkerConfig:
     lifespan: str = LifespanMode.AUTO
     interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
     log_level: str = "info"
+    sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
     curve: ClientKeys | None = None  # CurveZMQ: our key pair + the front end's public key (wire/curve.py)
 
     def __post_init__(self) -> None:
@@ -60,6 +61,7 @@ class WorkerConfig:
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
+        _require(isinstance(self.sched_batch, bool), "sched_batch", "must be a boolean")
         interfaces = ("auto", "asgi3", "asgi2", "wsgi")
         _require(self.interface in interfaces, "interface", f"must be one of {', '.join(interfaces)}")
         modes = tuple(m.value for m in LifespanMode)

@@ -37,6 +37,8 @@ from typing import Any
 
 import zmq
 
+from wire import sched
+
 from . import logctx
 from .config import WorkerConfig
 from .connection import FrontendConnection
@@ -75,6 +77,10 @@ def run_worker(
     requests, read by the supervisor for --max-requests; None counts nothing.
     """
     configure_logging(config.log_level)
+    if config.sched_batch:
+        why_not = sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
+        if why_not is not None:
+            log.debug("default CPU scheduling: %s", why_not)
     try:
         import uvloop
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import click
 
+from wire import sched
+
 from . import access_log
 from . import config as cfg
 from .server import serve
@@ -73,6 +75,10 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
     help="text: access log in combined format; json: every log line (access included) as JSON.",
 )
 @_opt("--access-log/--no-access-log", default=True, show_default=True, help="One line per request (stdout).")
+@_opt(
+    "--sched-batch/--no-sched-batch", default=True, show_default=True,
+    help="Run under Linux's SCHED_BATCH policy: fewer context switches per request (wire/sched.py).",
+)  # fmt: skip
 @_opt("--admin/--no-admin", default=True, show_default=True, help="Serve /healthz /readyz /metrics /workers.")
 @_opt("--admin-host", default="127.0.0.1", show_default=True, help="Admin endpoint address.")
 @_opt(
@@ -179,6 +185,8 @@ def command(**options: Any) -> None:
         if fd is not None:
             _check_fd(fd, "--" + name.replace("_", "-"))
     _setup_logging(options["log_level"], options["log_format"])
+    if config.sched_batch:
+        _use_batch_scheduling()
     _run(_main(config, ready_fd=options["ready_fd"], parent_fd=options["parent_fd"]))
 
 
@@ -225,6 +233,7 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             admin=_admin(options),
             access_log=options.get("access_log", True),
             log_format=options.get("log_format") or "text",
+            sched_batch=options.get("sched_batch", True),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -266,6 +275,12 @@ def _check_fd(fd: int, option: str) -> None:
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
     access_log.configure(level, log_format)
+
+
+def _use_batch_scheduling() -> None:
+    why_not = sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
+    if why_not is not None:
+        logging.getLogger(__name__).debug("default CPU scheduling: %s", why_not)
 
 
 def _run(coro: Any) -> None:

@@ -209,6 +209,7 @@ class FrontendConfig:
     admin: Admin | None = None  # None: no admin endpoint (the CLI turns one on by default)
     access_log: bool = True  # one line per request on the "zasgi.access" logger, if INFO is enabled
     log_format: str = "text"  # access log: "text" (combined) or "json" (one object per line)
+    sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:

@@ -125,9 +125,10 @@ def spawn(argv: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen[byte
 
 
 def zasgi(
-    workers: int, capacity: int | None = None, tree: Path = REPO
+    workers: int, capacity: int | None = None, tree: Path = REPO, extra: tuple[str, ...] = ()
 ) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
-    """``tree``: the checkout whose code runs (``--baseline``: an older tree, same bench app)."""
+    """``tree``: the checkout whose code runs (``--baseline``: an older tree, same bench app);
+    ``extra``: more ``zasgi run`` options."""
 
     def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
         argv = [
@@ -148,7 +149,9 @@ def zasgi(
         ]
         if capacity:
             argv += ["--capacity", str(capacity)]
-        return [spawn(argv, log_dir / f"zasgi-w{workers}-c{capacity}-{tree.name}.log", cwd=tree)]
+        argv += extra
+        name = f"zasgi-w{workers}-c{capacity}-{tree.name}{''.join(extra)}.log"
+        return [spawn(argv, log_dir / name, cwd=tree)]
 
     return start
 
@@ -241,6 +244,8 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         *([Server("zasgi@base w1", main, zasgi(1, tree=baseline))] if baseline is not None else []),
         Server("zasgi w1", main | {"scaleout"}, zasgi(1)),
         Server("zasgi w2", {"hello"}, zasgi(2)),
+        # What SCHED_BATCH (the default, wire/sched.py) is worth: the same under the default policy.
+        Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main, uvicorn(1)),
         Server("uvicorn w2", main | {"scaleout"}, uvicorn(2)),
         Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
