@@ -78,9 +78,7 @@ def run_worker(
     """
     configure_logging(config.log_level)
     if config.sched_batch:
-        why_not = sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
-        if why_not is not None:
-            log.debug("default CPU scheduling: %s", why_not)
+        sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
     try:
         import uvloop
 

@@ -186,7 +186,7 @@ def command(**options: Any) -> None:
             _check_fd(fd, "--" + name.replace("_", "-"))
     _setup_logging(options["log_level"], options["log_format"])
     if config.sched_batch:
-        _use_batch_scheduling()
+        sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
     _run(_main(config, ready_fd=options["ready_fd"], parent_fd=options["parent_fd"]))
 
 
@@ -275,12 +275,6 @@ def _check_fd(fd: int, option: str) -> None:
 
 def _setup_logging(level: str, log_format: str = "text") -> None:
     access_log.configure(level, log_format)
-
-
-def _use_batch_scheduling() -> None:
-    why_not = sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
-    if why_not is not None:
-        logging.getLogger(__name__).debug("default CPU scheduling: %s", why_not)
 
 
 def _run(coro: Any) -> None:

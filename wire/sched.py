@@ -20,11 +20,22 @@ Called on the main thread before any other starts: threads inherit the policy
 
 from __future__ import annotations
 
+import logging
 import os
+
+log = logging.getLogger(__name__)
 
 
 def use_batch_scheduling() -> str | None:
-    """Put the calling thread under SCHED_BATCH. None when done, else why not (a debug line)."""
+    """Put the calling thread under SCHED_BATCH. None when done, else why not (also logged at
+    debug: the process runs on under the policy it has)."""
+    why_not = _try_batch()
+    if why_not is not None:
+        log.debug("default CPU scheduling: %s", why_not)
+    return why_not
+
+
+def _try_batch() -> str | None:
     batch = getattr(os, "SCHED_BATCH", None)
     if batch is None or not hasattr(os, "sched_setscheduler"):
         return "SCHED_BATCH is Linux-only"
