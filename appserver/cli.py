@@ -93,6 +93,14 @@ def _worker_options(func: Any) -> Any:
         click.option("--timeout-graceful-shutdown", "graceful_timeout", default=30.0, show_default=True,
                      type=click.FloatRange(0), envvar="ZASGI_TIMEOUT_GRACEFUL_SHUTDOWN",
                      help="Seconds a draining worker lets in-flight requests finish."),
+        click.option("--timeout-stream-drain", "stream_drain_timeout", default=3600.0, show_default=True,
+                     type=click.FloatRange(0), envvar="ZASGI_TIMEOUT_STREAM_DRAIN",
+                     help="Seconds a replaced worker (reload, --max-requests) keeps serving its WebSockets "
+                          "and started streaming responses, counted from its drain; then they close "
+                          "(1012). 0: closed when --timeout-graceful-shutdown ends."),
+        click.option("--max-lingering", default=None, type=click.IntRange(0), envvar="ZASGI_MAX_LINGERING",
+                     help="Replaced workers lingering for their sessions at once; past it the oldest close "
+                          "theirs (1012) [default: 4 x --workers]."),
         click.option("--resolve-interval", "resolve_interval", default=5.0, show_default=True,
                      type=click.FloatRange(0, min_open=True), envvar="ZASGI_RESOLVE_INTERVAL",
                      help="Seconds between DNS look-ups of --connect names (front ends join and leave)."),
@@ -139,6 +147,7 @@ def _worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerCon
             connect=connect,
             capacity=opts["capacity"],
             graceful_timeout_s=opts["graceful_timeout"],
+            stream_drain_timeout_s=opts["stream_drain_timeout"],
             resolve_interval_s=opts["resolve_interval"],
             factory=opts["factory"],
             lifespan=opts["lifespan"],
@@ -170,6 +179,7 @@ def _pool_config(opts: dict[str, Any]) -> PoolConfig:
             max_requests_jitter=opts["max_requests_jitter"],
             max_surge=opts["max_surge"],
             worker_start_timeout_s=opts["worker_start_timeout"],
+            max_lingering=4 * opts["workers"] if opts["max_lingering"] is None else opts["max_lingering"],
             pid_file=opts["pid_file"],
         )
     except ValueError as exc:
@@ -479,8 +489,8 @@ def reload(pid_file: str | None) -> None:
 # Reads each front end's admin endpoint (GET /workers, JSON; frontend/admin.py) over plain HTTP.
 
 _STATUS_COLUMNS = (("WORKER", "id"), ("HOST", "host"), ("PID", "pid"), ("STATE", "state"),
-                   ("IN-FLIGHT", "in_flight"), ("CAPACITY", "capacity"), ("UPTIME", "uptime_s"),
-                   ("SERVED", "served"))  # fmt: skip
+                   ("IN-FLIGHT", "in_flight"), ("CAPACITY", "capacity"), ("WEBSOCKETS", "ws_in_flight"),
+                   ("UPTIME", "uptime_s"), ("SERVED", "served"))  # fmt: skip
 
 
 def _fetch_status(url: str, timeout_s: float) -> dict[str, Any]:
@@ -519,6 +529,15 @@ def _status_table(workers: list[Any]) -> list[str]:
             for row in [header, *rows]]  # fmt: skip
 
 
+def _lingering(workers: list[Any]) -> str:
+    """'2 lingering (15 sessions left), ' for the summary line; '' with none."""
+    rows = [w for w in workers if isinstance(w, dict) and w.get("state") == "lingering"]
+    if not rows:
+        return ""
+    left = sum(int(w.get(key) or 0) for w in rows for key in ("in_flight", "ws_in_flight"))
+    return f"{len(rows)} lingering ({left} session{'' if left == 1 else 's'} left), "
+
+
 @main.command()
 @click.option("--admin", "admins", multiple=True, default=("http://127.0.0.1:9000",), show_default=True,
               envvar="ZASGI_ADMIN_URL", metavar="URL",
@@ -546,8 +565,9 @@ def status(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
         ready = sum(1 for w in workers if isinstance(w, dict) and w.get("state") == "ready")
         queue = fe.get("queue", {}).get("http", 0) if isinstance(fe.get("queue"), dict) else 0
         plural = "" if len(workers) == 1 else "s"
+        lingering = _lingering(workers)
         click.echo(f"front end {fe.get('id', '?')} {fe.get('url', '')} (admin {url}): "
-                   f"{len(workers)} worker{plural}, {ready} ready, {queue} queued")  # fmt: skip
+                   f"{len(workers)} worker{plural}, {ready} ready, {lingering}{queue} queued")  # fmt: skip
         for line in _status_table(workers) if workers else ["(no workers)"]:
             click.echo("  " + line)
     sys.exit(1 if failed else 0)

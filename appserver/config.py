@@ -41,6 +41,10 @@ class WorkerConfig:
     # per stream until the app shows it got it (Rule 20).
     window_bytes: int = 1024 * 1024
     graceful_timeout_s: float = 30.0  # drain: in-flight streams get this long
+    # A worker replaced by a new one (reload, --max-requests) lingers while only WebSocket sessions
+    # and started responses are left, until they end or this long after the drain began (then
+    # 1012); 0: they are closed when the graceful timeout ends.
+    stream_drain_timeout_s: float = 3600.0
     reconnect_max_s: float = 5.0  # cap of the reconnect back-off (Rule 10)
     resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S  # re-resolve names in ``connect`` (discovery.py)
     factory: bool = False  # ``app`` names a zero-argument callable returning the app
@@ -58,6 +62,7 @@ class WorkerConfig:
         _require_int(self.ws_capacity, "ws_capacity", minimum=0)
         _require_int(self.window_bytes, "window_bytes", minimum=1)
         _require_number(self.graceful_timeout_s, "graceful_timeout_s", positive=False)
+        _require_number(self.stream_drain_timeout_s, "stream_drain_timeout_s", positive=False)
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
@@ -97,6 +102,7 @@ class PoolConfig:
     max_requests_jitter: int = 0
     max_surge: int = 1  # new workers started at once by a rolling restart (and by recycling)
     worker_start_timeout_s: float = 60.0  # a replacement not ready by then has failed
+    max_lingering: int = 4  # replaced workers lingering at once (oldest closed first); 0 = none lingers
     pid_file: str | None = None  # written at start, removed at exit; `zasgi reload` reads it
 
     def __post_init__(self) -> None:
@@ -105,6 +111,7 @@ class PoolConfig:
         _require_int(self.max_requests_jitter, "max_requests_jitter", minimum=0)
         _require_int(self.max_surge, "max_surge", minimum=1)
         _require_number(self.worker_start_timeout_s, "worker_start_timeout_s", positive=True)
+        _require_int(self.max_lingering, "max_lingering", minimum=0)
         ok = self.pid_file is None or (isinstance(self.pid_file, str) and self.pid_file != "")
         _require(ok, "pid_file", "must be a path or None")
 

@@ -35,6 +35,10 @@ Theory of operation (PROTOCOL.md §4):
   the new handshake.
 * Features: "websocket" and "ws-denial" are announced only with a
   ``ws_capacity`` above 0; a feature is used only if WELCOME agrees (Rule 7).
+* Drain, then maybe linger (worker.py decides): ``drain`` sends DRAIN;
+  ``linger`` sends LINGER (feature "linger", Rule 11a) once only sessions are
+  left; ``close`` says BYE. The connection stays DRAINING throughout: the
+  streams go on exactly as before.
 """
 
 from __future__ import annotations
@@ -58,7 +62,7 @@ from .stream import StreamSettings
 
 log = logging.getLogger(__name__)
 
-WORKER_FEATURES = ("http", "trailers", "pathsend")
+WORKER_FEATURES = ("http", "trailers", "pathsend", "linger")
 WS_FEATURES = ("websocket", "ws-denial", "handoff")  # announced only when ws_capacity > 0
 RECONNECT_MIN_S = 0.25  # first wait for WELCOME; doubles while the front end stays silent
 BYE_LINGER_MS = 1000  # BYE is the one message worth waiting for on close
@@ -132,6 +136,7 @@ class FrontendConnection:
         self._liveness_ticks = 6
         self._sent = self._heard = 0  # events out / messages in; the tick compares
         self._sent_mark = self._heard_mark = self._silent_ticks = 0
+        self._linger_agreed = False  # WELCOME agreed to feature "linger"
         self._streams = StreamRouter(app=app, post=self._emit_stream, endpoint=endpoint, capacity=capacity,
                                      ws_capacity=ws_capacity)  # fmt: skip
 
@@ -146,6 +151,11 @@ class FrontendConnection:
         """The app tasks still running (HTTP and WebSocket)."""
         return self._streams.http_tasks | self._streams.ws_tasks
 
+    @property
+    def streams(self) -> StreamRouter:
+        """This connection's streams: what a draining worker waits for, keeps or closes."""
+        return self._streams
+
     def start(self) -> None:
         """Open the socket and say HELLO; the rest happens on the loop."""
         self._connect()
@@ -156,10 +166,16 @@ class FrontendConnection:
             self._post(ev.Drain())
             self.phase = ConnPhase.DRAINING
             self._streams.accepting = False  # READY only comes back with a WELCOME, which sets it
+            self._streams.start_drain()
         elif self.phase is ConnPhase.HANDSHAKING:
             # Not welcomed on this socket, so no streams: nothing to drain.
             self._close_socket()
             self.phase = ConnPhase.CLOSED
+
+    def linger(self) -> None:
+        """Tell the front end that only sessions are left here (LINGER), if it agreed to hear it."""
+        if self.phase is ConnPhase.DRAINING and self._linger_agreed:
+            self._post(ev.Linger())
 
     async def finish_streams(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` for the app tasks, close open WebSockets (1012), cancel the rest."""
@@ -288,6 +304,7 @@ class FrontendConnection:
             state=self._state,
         )
         self._streams.welcomed(settings, websocket="websocket" in features)
+        self._linger_agreed = "linger" in features
         self.frontend_id = welcome.frontend_id
         self._tick_s = max(welcome.heartbeat_ms, 1) / 2000  # two ticks per interval
         self._liveness_ticks = 2 * max(welcome.liveness, 1)

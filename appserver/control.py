@@ -23,6 +23,7 @@ import signal
 from collections.abc import Collection, Iterable
 
 RELOAD_SIGNAL = signal.SIGHUP
+RETIRE_SIGNAL = signal.SIGUSR1  # supervisor -> a replaced worker: drain, lingering while sessions are left
 EXIT_BOOT, EXIT_APP_LOAD = 3, 4
 RESTART_BACKOFF_MAX_S = 10.0
 

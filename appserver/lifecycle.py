@@ -1,8 +1,12 @@
 """The worker's own lifecycle: one state, a transition table, one Event per state.
 
     STARTING ──> READY ──> DRAINING ──> STOPPED
-        │          │                      ^
-        ├──────────┴──────────────────────┘   (failure: straight to STOPPED)
+        │          │          │           ^
+        │          │          └──> LINGERING   (replaced by a new worker: only
+        │          │                     │      WebSocket sessions and started
+        │          │                     │      responses left; served until they
+        │          │                     │      end or the stream drain limit)
+        ├──────────┴─────────────────────┴──> STOPPED   (failure: straight to STOPPED)
         └──> DRAINING                          (stop requested before ready)
 
 Phases only move forward, so ``reached(state)`` means "is at ``state`` or
@@ -25,13 +29,15 @@ class WorkerPhase(Enum):
     STARTING = 0  # app importing, lifespan startup, handshakes under way
     READY = 1  # every front end has welcomed us; taking streams
     DRAINING = 2  # DRAIN sent; finishing in-flight streams, taking no new ones
-    STOPPED = 3  # lifespan shut down, BYE sent; about to exit
+    LINGERING = 3  # LINGER sent; serving only WebSocket sessions and responses already started
+    STOPPED = 4  # lifespan shut down, BYE sent; about to exit
 
 
 TRANSITIONS: dict[WorkerPhase, frozenset[WorkerPhase]] = {
     WorkerPhase.STARTING: frozenset({WorkerPhase.READY, WorkerPhase.DRAINING, WorkerPhase.STOPPED}),
     WorkerPhase.READY: frozenset({WorkerPhase.DRAINING, WorkerPhase.STOPPED}),
-    WorkerPhase.DRAINING: frozenset({WorkerPhase.STOPPED}),
+    WorkerPhase.DRAINING: frozenset({WorkerPhase.LINGERING, WorkerPhase.STOPPED}),
+    WorkerPhase.LINGERING: frozenset({WorkerPhase.STOPPED}),
     WorkerPhase.STOPPED: frozenset(),
 }
 

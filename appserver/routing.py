@@ -20,13 +20,17 @@ welcomed connection. Theory of operation:
   Beyond that, or while draining, RESET(REFUSED) with the app untouched.
   WebSockets only open when both sides agreed on feature "websocket" at
   WELCOME.
-* Drain: WebSockets whose app opted in to the handoff extension (feature
-  "handoff") are offered it at once; the app answers with its state and the
-  session moves to another worker (WS_HANDOFF). In-flight streams get the
-  grace period; then WebSockets still open are closed with 1012 (service
-  restart) and their apps get a short while to return before everything left
-  is cancelled. WS_RESUME opens a handed-off session here like WS_CONNECT
-  (refused while draining or at ``ws_capacity``: the front end tries another).
+* Drain (``start_drain``): WebSockets whose app opted in to the handoff
+  extension (feature "handoff") are offered it at once; the app answers with
+  its state and the session moves to another worker (WS_HANDOFF). The worker
+  (worker.py) then waits for the streams: all of them for the grace period,
+  or, when it may linger, only the ``pending`` ones -- everything but the
+  *sessions*: open WebSockets and HTTP responses already started, which a
+  lingering worker keeps serving. ``close_sessions`` ends what is left:
+  WebSockets still open are closed with 1012 (service restart) and their
+  apps get a short while to return before everything left is cancelled.
+  WS_RESUME opens a handed-off session here like WS_CONNECT (refused while
+  draining or at ``ws_capacity``: the front end tries another).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from wire import ProtocolViolation, ResetCode
+from wire import ProtocolViolation, ResetCode, WsState
 from wire import events as ev
 
 from .cycle import HttpCycle
@@ -195,7 +199,7 @@ class StreamRouter:
         cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
                                draining=self._is_draining)  # fmt: skip
         self._open[cycle.stream_id] = cycle
-        task = self._loop.create_task(cycle.run(self._app))
+        task = cycle.task = self._loop.create_task(cycle.run(self._app))
         self.ws_tasks.add(task)
         task.add_done_callback(self.ws_tasks.discard)
 
@@ -213,15 +217,54 @@ class StreamRouter:
         for cycle in cycles:
             cycle.fail_locally(reason)
 
-    async def finish(self, timeout_s: float) -> None:
-        """Drain: offer handoffs, wait up to ``timeout_s`` for the apps, close WebSockets 1012, cancel."""
+    def start_drain(self) -> None:
+        """The worker drains: apps that opted in to the handoff are offered it (once)."""
         self._draining = True
         offered = [c for c in list(self._open.values()) if type(c) is WebSocketCycle and c.offer_handoff()]
         if offered:
             log.info("offered %d WebSocket(s) to %s a handoff", len(offered), self._endpoint)
+
+    @property
+    def running(self) -> set[asyncio.Task[None]]:
+        """The app tasks not finished yet (HTTP, background work after a response, WebSocket)."""
+        return {task for task in self.http_tasks | self.ws_tasks if not task.done()}
+
+    def sessions(self) -> set[asyncio.Task[None]]:
+        """The tasks of what a lingering worker keeps: WebSockets open and HTTP responses under way."""
+        kept: set[asyncio.Task[None]] = set()
+        for cycle in self._open.values():
+            if type(cycle) is HttpCycle:
+                if not cycle.started:
+                    continue
+            elif cycle.state is not WsState.OPEN:
+                continue
+            if cycle.task is not None and not cycle.task.done():
+                kept.add(cycle.task)
+        return kept
+
+    def pending(self) -> set[asyncio.Task[None]]:
+        """The running tasks that are not sessions: requests not answered yet, handshakes, background work."""
+        return self.running - self.sessions()
+
+    async def cancel_pending(self) -> None:
+        left = self.pending()
+        for task in left:
+            task.cancel()
+        if left:
+            await asyncio.wait(left)
+        self.http_tasks.difference_update(left)
+
+    async def finish(self, timeout_s: float) -> None:
+        """Drain without lingering: offer handoffs, wait up to ``timeout_s`` for the apps, then
+        ``close_sessions``."""
+        self.start_drain()
         tasks = self.http_tasks | self.ws_tasks
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
+        await self.close_sessions()
+
+    async def close_sessions(self) -> None:
+        """Close the WebSockets still open with 1012, give their apps a moment, cancel everything left."""
         closed = [c for c in list(self._open.values()) if type(c) is WebSocketCycle and c.going_away()]
         if closed:
             log.info("closed %d WebSocket(s) to %s with 1012 (service restart)", len(closed), self._endpoint)

@@ -13,8 +13,16 @@ leave moves to ``draining`` and stays supervised until it exits::
 
 * Replacement is always new-first: the successor is spawned (fresh, spawn
   context: it imports the app's current code), and only once it is ready the
-  old process gets SIGTERM; it drains by itself (DRAIN, in-flight streams
-  finish, lifespan shutdown, BYE) and nobody waits for it but the loop.
+  old process is *retired* (SIGUSR1, worker.RETIRE_SIGNAL); it drains by
+  itself (DRAIN, in-flight streams finish, lifespan shutdown, BYE) and nobody
+  waits for it but the loop. A retired worker left with only WebSocket
+  sessions and responses already started *lingers*, serving just those until
+  they end or ``--timeout-stream-drain`` passes (worker.py). At most
+  ``max_lingering`` retired workers are kept at once: past that, the oldest
+  (lowest generation: each rolling restart is one) gets SIGTERM, which closes
+  its sessions with 1012 at once. Stopping the pool SIGTERMs every worker,
+  lingering ones included, so everything still ends within the graceful
+  timeout.
 * Why a successor starts: a rolling restart (SIGHUP / ``zasgi reload``, or
   ``--reload``: a watcher thread (``reload.Reloader``) queues the same
   request and wakes the loop through the signal pipe; planned by
@@ -56,7 +64,15 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .config import PoolConfig, WorkerConfig
-from .control import EXIT_APP_LOAD, EXIT_BOOT, RollPlan, describe_exit, request_limit, restart_delay
+from .control import (
+    EXIT_APP_LOAD,
+    EXIT_BOOT,
+    RETIRE_SIGNAL,
+    RollPlan,
+    describe_exit,
+    request_limit,
+    restart_delay,
+)
 from .reload import ReloadConfig, Reloader, no_bytecode_for_workers
 
 log = logging.getLogger("zasgi.supervisor")
@@ -108,8 +124,11 @@ class WorkerProc:
     limit: int  # recycle at this many requests; 0 = never
     started_at: float
     why: Why | None = None
+    generation: int = 0  # rolling restarts before it was spawned: the oldest lingering ones go first
     phase: Phase = Phase.STARTING
     drain_deadline: float = float("inf")
+    lingers: bool = False  # retired with leave to linger (SIGUSR1), not told to stop since
+    retired_at: float = 0.0
 
     @property
     def label(self) -> str:
@@ -154,6 +173,7 @@ class Supervisor:
     frontend: subprocess.Popen[bytes] | None = None
     rng: random.Random = field(default_factory=random.Random)
     _roll_started: float = 0.0
+    generation: int = 0  # rolling restarts so far
     _signal_r: int = -1
     _signal_w: int = -1
     _reloader: Reloader | None = None
@@ -366,20 +386,51 @@ class Supervisor:
         slot.current, slot.successor, slot.failures = new, None, 0
         why = new.why.value if new.why else "start"
         if old is not None:
-            self._retire(old)
+            self._retire(old, linger=True)
             log.info("worker %d (pid %d) ready (%s); pid %d drains", slot.index, new.pid, why, old.pid)
         else:
             log.info("worker %d (pid %d) ready (%s)", slot.index, new.pid, why)
         if new.why is Why.RELOAD and self.roll is not None:
             self.roll.replaced_one(slot.index)
 
-    def _retire(self, proc: WorkerProc, *, signal_it: bool = True) -> None:
-        """Tell ``proc`` to drain (SIGTERM) and keep supervising it until it exits."""
-        proc.phase = Phase.DRAINING
-        proc.drain_deadline = time.monotonic() + self.graceful_timeout_s + DRAIN_MARGIN_S
+    def _retire(self, proc: WorkerProc, *, signal_it: bool = True, linger: bool = False) -> None:
+        """Tell ``proc`` to drain and keep supervising it until it exits.
+
+        ``linger``: it was replaced, so it may keep its sessions (SIGUSR1) up to the stream drain
+        limit and ``max_lingering``; otherwise SIGTERM: everything ends within the graceful timeout.
+        """
+        now = time.monotonic()
+        stream_drain_s = self.config.stream_drain_timeout_s
+        linger = linger and signal_it and stream_drain_s > 0 and self.pool.max_lingering > 0
+        proc.phase, proc.lingers, proc.retired_at = Phase.DRAINING, linger, now
+        drain_s = max(self.graceful_timeout_s, stream_drain_s) if linger else self.graceful_timeout_s
+        proc.drain_deadline = now + drain_s + DRAIN_MARGIN_S
         if signal_it:
-            proc.process.terminate()
+            if linger:
+                self._send_retire(proc)
+            else:
+                proc.process.terminate()
         self.draining.append(proc)
+        if linger:
+            self._limit_lingering(now)
+
+    def _send_retire(self, proc: WorkerProc) -> None:
+        os.kill(proc.pid, RETIRE_SIGNAL)
+
+    def _limit_lingering(self, now: float) -> None:
+        """Keep at most ``max_lingering`` retired workers with leave to linger: SIGTERM the oldest."""
+        lingering = [p for p in self.draining if p.lingers and p.exitcode() is None]
+        excess = len(lingering) - self.pool.max_lingering
+        for proc in sorted(lingering, key=lambda p: (p.generation, p.retired_at))[: max(excess, 0)]:
+            log.info("%s (generation %d) closes its sessions: more than %d workers would linger",
+                     proc.label, proc.generation, self.pool.max_lingering)  # fmt: skip
+            self._stop_lingering(proc, now)
+
+    def _stop_lingering(self, proc: WorkerProc, now: float) -> None:
+        """SIGTERM a retired worker: no more lingering, its sessions close (1012) now."""
+        proc.lingers = False
+        proc.drain_deadline = min(proc.drain_deadline, now + self.graceful_timeout_s + DRAIN_MARGIN_S)
+        proc.process.terminate()
 
     def _check_draining(self, now: float) -> None:
         for proc in list(self.draining):
@@ -419,6 +470,7 @@ class Supervisor:
     def request_reload(self) -> None:
         """SIGHUP: replace every worker, new ones first; during a roll: start over after this batch."""
         indices = [slot.index for slot in self.slots]
+        self.generation += 1
         if self.roll is None:
             self.roll = RollPlan(indices, self.pool.max_surge)
             self._roll_started = time.monotonic()
@@ -477,7 +529,7 @@ class Supervisor:
             self.roll.drop(slot.index)
         for proc in (slot.successor, slot.current):
             if proc is not None:
-                self._retire(proc)
+                self._retire(proc, linger=proc is slot.current)
         pid = f" (pid {slot.current.pid})" if slot.current else ""
         log.info("SIGTTOU: worker %d%s drains and leaves (%d workers)", slot.index, pid, len(self.slots))
 
@@ -486,7 +538,9 @@ class Supervisor:
     def _spawn(self, index: int, why: Why | None = None) -> WorkerProc:
         process, ready, served = self._start_process(index)
         limit = request_limit(self.pool.max_requests, self.pool.max_requests_jitter, self.rng)
-        proc = WorkerProc(index, process.pid, process, ready, served, limit, time.monotonic(), why)
+        proc = WorkerProc(
+            index, process.pid, process, ready, served, limit, time.monotonic(), why, self.generation
+        )
         log.info("worker %d started (pid %d)%s", index, proc.pid, f" ({why.value})" if why else "")
         return proc
 
@@ -526,7 +580,8 @@ class Supervisor:
         for proc in procs:
             if force:
                 proc.process.kill()
-            elif proc.phase is not Phase.DRAINING:  # a second SIGTERM would cut a drain short
+            elif proc.phase is not Phase.DRAINING or proc.lingers:  # not twice: that would force the stop
+                proc.lingers = False
                 proc.process.terminate()
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and any(p.exitcode() is None for p in procs):

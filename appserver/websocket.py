@@ -85,8 +85,9 @@ class Handoff(Enum):
 
 
 class WebSocketCycle:
-    __slots__ = ("stream_id", "scope", "_emit", "_settings", "_on_closed", "_draining", "_ws", "_gate",
-                 "_recv", "_inbox", "_readable", "_greeted", "_ending", "_denial", "_handoff")  # fmt: skip
+    __slots__ = ("stream_id", "scope", "task", "_emit", "_settings", "_on_closed", "_draining", "_ws",
+                 "_gate", "_recv", "_inbox", "_readable", "_greeted", "_ending", "_denial",
+                 "_handoff")  # fmt: skip
 
     def __init__(
         self,
@@ -106,6 +107,7 @@ class WebSocketCycle:
             del self.scope["extensions"][DENIAL_EXTENSION]
         if resumed:
             self.scope["extensions"][HANDOFF_EXTENSION] = {"state": _with_lists(opener.state)}  # type: ignore[union-attr]
+        self.task: asyncio.Task[None] | None = None  # the task running the app (set by its owner)
         self._emit = emit
         self._settings = settings
         self._on_closed = on_closed

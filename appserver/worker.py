@@ -9,8 +9,19 @@
       all WELCOMEd                  -> READY, ready()
       SIGTERM / SIGINT / parent gone-> DRAINING: DRAIN everywhere, in-flight
                                        streams get graceful_timeout_s, then
-                                       are cancelled; lifespan shutdown; BYE
-      second signal while draining  -> stop at once (no lifespan shutdown)
+                                       WebSockets are closed (1012) and the
+                                       rest cancelled; lifespan shutdown; BYE
+      SIGUSR1 (retire: the supervisor-> DRAINING as above, but once only
+        replaced this worker)          sessions are left (WebSockets open,
+                                       responses already started) and at the
+                                       latest when the grace period ends:
+                                       LINGERING: LINGER everywhere, serve just
+                                       those until they end or
+                                       stream_drain_timeout_s after the drain
+                                       began; then as above
+      SIGTERM while retiring        -> no lingering (a lingering worker closes
+                                       its sessions now, 1012)
+      second SIGTERM                -> stop at once (no lifespan shutdown)
       STOPPED                       -> exit 0
 
 Signal handlers only record the request (``loop.add_signal_handler``); the
@@ -42,6 +53,7 @@ from wire import sched
 from . import logctx
 from .config import WorkerConfig
 from .connection import FrontendConnection
+from .control import RETIRE_SIGNAL
 from .discovery import FrontendSet
 from .lifecycle import Lifecycle, WorkerPhase
 from .lifespan import Lifespan, LifespanFailure
@@ -50,6 +62,7 @@ from .loader import AppLoadError, load_app
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_BOOT, EXIT_APP_LOAD = 0, 3, 4
+DRAIN_POLL_S = 0.1  # a draining worker re-checks which streams are left (a response may start any time)
 LOG_FORMAT = logctx.FORMAT  # "[REQUEST-ID] " before a message logged for a request
 
 
@@ -106,8 +119,11 @@ class Worker:
         self._ready = ready
         self._parent_fd = parent_fd
         self._served = served  # --max-requests counter, see run_worker
-        self._stop = asyncio.Event()  # first SIGTERM/SIGINT, or the parent died
-        self._force = asyncio.Event()  # a second signal: stop now
+        # What was asked, each a step further: drain (SIGUSR1 or SIGTERM); drain without lingering
+        # (SIGTERM, SIGINT, the parent died); stop now (a second SIGTERM).
+        self._stop = asyncio.Event()
+        self._no_linger = asyncio.Event()
+        self._force = asyncio.Event()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -122,16 +138,18 @@ class Worker:
     # ------------------------------------------------------------ stop requests
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        handlers = {signal.SIGTERM: self.request_stop, signal.SIGINT: self.request_stop,
+                    RETIRE_SIGNAL: self.request_retire}  # fmt: skip
+        for sig, handler in handlers.items():
             try:
-                loop.add_signal_handler(sig, self.request_stop)
+                loop.add_signal_handler(sig, handler)
             except (ValueError, RuntimeError, NotImplementedError):  # not the main thread
                 log.debug("cannot handle %s in this thread", sig.name)
         if self._parent_fd is not None:
             loop.add_reader(self._parent_fd, self._on_parent_gone)
 
     def _unwatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, RETIRE_SIGNAL):
             try:
                 loop.remove_signal_handler(sig)
             except (ValueError, RuntimeError, NotImplementedError):
@@ -140,15 +158,24 @@ class Worker:
             loop.remove_reader(self._parent_fd)
 
     def request_stop(self) -> None:
-        """What a signal does: ask for a drain; a second request forces the stop."""
-        if self._stop.is_set():
+        """SIGTERM/SIGINT: drain within the graceful timeout, lingering no more; a second one forces."""
+        if self._no_linger.is_set():
             self._force.set()
+        self._no_linger.set()
+        self._stop.set()
+
+    def request_retire(self) -> None:
+        """SIGUSR1: a new worker took over; drain, keeping sessions (lingering) if there are any."""
         self._stop.set()
 
     def _on_parent_gone(self) -> None:
         asyncio.get_running_loop().remove_reader(self._parent_fd)  # type: ignore[arg-type]
         log.warning("parent process went away; draining")
+        self._no_linger.set()
         self._stop.set()
+
+    def _may_linger(self) -> bool:
+        return self.config.stream_drain_timeout_s > 0 and not self._no_linger.is_set()
 
     # ------------------------------------------------------------ the phases
 
@@ -224,20 +251,67 @@ class Worker:
 
     async def _drain(self, lifespan: Lifespan) -> int:
         self.lifecycle.to(WorkerPhase.DRAINING)
-        deadline = time.monotonic() + self.config.graceful_timeout_s
+        began = time.monotonic()
+        deadline = began + self.config.graceful_timeout_s
         for connection in self.connections:
             connection.drain()
-        finish = asyncio.gather(*(c.finish_streams(self.config.graceful_timeout_s) for c in self.connections))
-        if await _first(finish, self._force.wait()) == 1:
+        if await _first(self._settle(deadline), self._force.wait()) == 0 and self._may_linger():
+            linger_until = began + max(self.config.graceful_timeout_s, self.config.stream_drain_timeout_s)
+            await _first(self._linger(linger_until), self._no_linger.wait(), self._force.wait())
+            if self.lifecycle.phase is WorkerPhase.LINGERING:  # lifespan shutdown: a grace of its own
+                deadline = min(linger_until, time.monotonic() + self.config.graceful_timeout_s)
+        if self._force.is_set():
             log.warning("second stop signal: stopping now")
             await asyncio.gather(*(c.cancel_streams() for c in self.connections))
         else:
+            await asyncio.gather(*(c.streams.close_sessions() for c in self.connections))
             timeout_s = max(deadline - time.monotonic(), 1.0)
             await _first(lifespan.shutdown(timeout_s=timeout_s), self._force.wait())
         for connection in self.connections:
             connection.close("worker stopped")
         self.lifecycle.to(WorkerPhase.STOPPED)
         return EXIT_OK
+
+    async def _settle(self, deadline: float) -> None:
+        """Until ``deadline``, wait for the streams: every one, or, if this worker may linger, all
+        but its sessions (WebSockets open, responses started). Re-checked every DRAIN_POLL_S: a
+        request may start its response, or a SIGTERM forbid lingering, at any time."""
+        while True:
+            waiting: set[asyncio.Task[None]] = set()
+            for connection in self.connections:
+                waiting |= connection.streams.pending() if self._may_linger() else connection.streams.running
+            left = deadline - time.monotonic()
+            if not waiting or left <= 0:
+                return
+            await asyncio.wait(waiting, timeout=min(left, DRAIN_POLL_S), return_when=asyncio.FIRST_COMPLETED)
+
+    async def _linger(self, until: float) -> None:
+        """LINGERING: serve only the sessions until they end or ``until``; a front end whose
+        sessions all ended hears BYE at once."""
+        await asyncio.gather(*(c.streams.cancel_pending() for c in self.connections))  # the grace is over
+        kept = [c for c in self.connections if c.streams.sessions()]
+        if not kept:
+            return
+        self.lifecycle.to(WorkerPhase.LINGERING)
+        for connection in self.connections:
+            if connection in kept:
+                connection.linger()
+            else:
+                connection.close("worker stopped")
+        sessions = sum(len(c.streams.sessions()) for c in kept)
+        log.info("worker %s lingers: %d WebSocket session(s) and response(s) under way, for up to %.0fs",
+                 self.worker_id, sessions, until - time.monotonic())  # fmt: skip
+        while kept:
+            running = set().union(*(c.streams.running for c in kept))
+            left = until - time.monotonic()
+            if left <= 0:
+                log.info("worker %s: stream drain limit reached; closing what is left", self.worker_id)
+                return
+            if running:
+                await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            for connection in [c for c in kept if not c.streams.running]:
+                kept.remove(connection)
+                connection.close("worker stopped")
 
     async def _refused_exit(self, lifespan: Lifespan) -> int:
         for connection in self.connections:

@@ -116,6 +116,7 @@ class Admin:
         """This front end and its workers, as /workers returns them."""
         d = self._dispatcher
         now = asyncio.get_running_loop().time()
+        lingering = d.pool.lingering()
         return {
             "frontend": {
                 "id": d.frontend_id,
@@ -125,6 +126,7 @@ class Admin:
                 "queue": {"http": len(d.slots), "websocket": len(d.ws_slots)},
                 "streams_open": d.streams_open,
                 "ready": not self._stopping and d.pool.ready_count() > 0,
+                "lingering": {"workers": len(lingering), "sessions": sum(_sessions(r) for r in lingering)},
             },
             "workers": [_worker(record, now) for record in d.pool],
         }
@@ -147,3 +149,8 @@ def _worker(record: Any, now: float) -> dict[str, Any]:
         "served": record.served,
         "features": sorted(record.features),
     }
+
+
+def _sessions(record: Any) -> int:
+    """What a lingering worker still serves: its WebSockets and responses under way."""
+    return record.in_flight + record.ws_in_flight  # type: ignore[no-any-return]

@@ -84,7 +84,7 @@ class Dispatcher:
         self.endpoint = config.backend.endpoint  # the bound one after start()
         self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
         self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
-        features = {"http", "trailers", "websocket", "ws-denial", "handoff"}
+        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "linger"}
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
@@ -241,6 +241,11 @@ class Dispatcher:
         if kind is ev.Drain:
             log.info("worker %s is draining", record.worker_id)
             self.pool.drain(record.peer)
+            return record
+        if kind is ev.Linger:
+            sessions = record.in_flight + record.ws_in_flight
+            log.info("worker %s lingers with %d open stream(s)", record.worker_id, sessions)
+            self.pool.linger(record.peer)
             return record
         if kind is ev.Bye:
             log.info("worker %s said bye: %s", record.worker_id, event.reason)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WAIT_BUCKETS_S = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_STATES = (WorkerState.JOINING, WorkerState.READY, WorkerState.DRAINING)  # GONE ones are not in the pool
+_STATES = (WorkerState.JOINING, WorkerState.READY, WorkerState.DRAINING, WorkerState.LINGERING)  # not GONE
 
 
 def _created_series() -> bool:
@@ -188,6 +188,11 @@ class _StateCollector(Collector):
             "zasgi_websocket_connections",
             "WebSocket connections open (handshake included).",
             value=self._websockets_open(),
+        )
+        yield GaugeMetricFamily(
+            "zasgi_lingering_streams",
+            "Streams still open on lingering workers (WebSocket sessions, responses under way).",
+            value=sum(w.in_flight + w.ws_in_flight for w in workers if w.state is WorkerState.LINGERING),
         )
         queue = GaugeMetricFamily("zasgi_queue_depth", "Requests waiting for a worker slot.", labels=["kind"])
         queue.add_metric(["http"], len(d.slots))

@@ -5,7 +5,10 @@ any monotonic clock), so tests drive expiry with plain numbers.
 
 Invariants:
 * a record's state moves only along ``wire.states.WORKER_TRANSITIONS``
-  (JOINING -> READY -> DRAINING -> GONE), through ``WorkerRecord.to``;
+  (JOINING -> READY -> DRAINING [-> LINGERING] -> GONE), through
+  ``WorkerRecord.to``; a LINGERING worker (LINGER, PROTOCOL Rule 11a) keeps
+  its WebSocket sessions and started responses, takes nothing new, and is
+  counted apart (``lingering``);
 * ``in_flight`` counts slots taken (streams not yet closed on the wire, plus
   slots reserved for a request about to open one); ``choose`` never returns a
   worker whose ``in_flight`` has reached its ``capacity`` (PROTOCOL Rule 19);
@@ -121,6 +124,14 @@ class Pool:
         if record.state is not WorkerState.DRAINING:
             record.to(WorkerState.DRAINING)
 
+    def linger(self, peer: bytes) -> None:
+        """LINGER: the draining worker serves only its sessions from now on (DRAIN first if it skipped it)."""
+        record = self._workers[peer]
+        if record.state is WorkerState.READY:
+            record.to(WorkerState.DRAINING)
+        if record.state is WorkerState.DRAINING:
+            record.to(WorkerState.LINGERING)
+
     def remove(self, peer: bytes) -> WorkerRecord | None:
         """Forget a worker: it said BYE, went silent, or became unreachable."""
         record = self._workers.pop(peer, None)
@@ -192,6 +203,9 @@ class Pool:
 
     def ready_count(self) -> int:
         return sum(1 for r in self._workers.values() if r.state is WorkerState.READY)
+
+    def lingering(self) -> list[WorkerRecord]:
+        return [r for r in self._workers.values() if r.state is WorkerState.LINGERING]
 
 
 PROBE_DELAYS_S = (0.0, 0.05, 0.25)  # the ROUTER drops a dead peer's pipe a little after the event

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .pool import WorkerRecord
 
 ABNORMAL = 1006  # RFC 6455: the connection dropped without a close frame
+_LEAVING = (WorkerState.DRAINING, WorkerState.LINGERING)  # lost after it was told to leave: 1012
 
 
 class WsPhase(Enum):
@@ -312,7 +313,7 @@ class WsStream:
 
     def on_worker_lost(self) -> None:
         worker = self.worker
-        draining = worker is not None and worker.previous is WorkerState.DRAINING
+        draining = worker is not None and worker.previous in _LEAVING
         if worker is not None and 0 < self.resumes <= MAX_REPLAYS and not self._delivered:
             if self.stream_id in worker.unsent or worker.said_bye:  # WS_RESUME never reached an app
                 self._hand_off(self._state)  # the handler resumes it elsewhere

@@ -148,6 +148,7 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.Refuse: (_str,),
     ev.Heartbeat: (),
     ev.Drain: (),
+    ev.Linger: (),
     ev.Bye: (_str,),
     ev.UnknownPeer: (),
     ev.Request: (_str, _str, _str, _bin, _bin, _str, _headers, _address, _address,

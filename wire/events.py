@@ -37,6 +37,7 @@ class Kind(IntEnum):
     DRAIN = 5
     BYE = 6
     UNKNOWN_PEER = 7
+    LINGER = 8
     REQUEST = 16
     BODY = 17
     DISCONNECT = 18
@@ -115,6 +116,15 @@ class Drain:
 
     stream_id: int = CONTROL_STREAM
     KIND = Kind.DRAIN
+
+
+@dataclass(slots=True)
+class Linger:
+    """Worker -> front end (feature "linger"): draining, it now runs only WebSocket sessions and
+    responses already started, and serves just those until they end or its drain limit passes."""
+
+    stream_id: int = CONTROL_STREAM
+    KIND = Kind.LINGER
 
 
 @dataclass(slots=True)
@@ -307,7 +317,7 @@ class Invalid:
 
 
 Event = Union[
-    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer,
+    Hello, Welcome, Refuse, Heartbeat, Drain, Linger, Bye, UnknownPeer,
     Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip

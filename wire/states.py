@@ -49,13 +49,15 @@ class WorkerState(_State):
     JOINING = "joining"
     READY = "ready"
     DRAINING = "draining"
+    LINGERING = "lingering"  # draining, with only WebSocket sessions and started responses left
     GONE = "gone"
 
 
 WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.JOINING: frozenset({WorkerState.READY, WorkerState.GONE}),
     WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.GONE}),
-    WorkerState.DRAINING: frozenset({WorkerState.GONE}),
+    WorkerState.DRAINING: frozenset({WorkerState.LINGERING, WorkerState.GONE}),
+    WorkerState.LINGERING: frozenset({WorkerState.GONE}),
     WorkerState.GONE: frozenset(),
 }
 

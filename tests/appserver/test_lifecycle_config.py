@@ -45,6 +45,7 @@ def test_illegal_moves_raise_and_change_nothing(path: list[WorkerPhase]) -> None
         WorkerPhase.STARTING: [],
         WorkerPhase.READY: [WorkerPhase.READY],
         WorkerPhase.DRAINING: [WorkerPhase.READY, WorkerPhase.DRAINING],
+        WorkerPhase.LINGERING: [WorkerPhase.READY, WorkerPhase.DRAINING, WorkerPhase.LINGERING],
         WorkerPhase.STOPPED: [WorkerPhase.STOPPED],
     }[old]
     for phase in route:

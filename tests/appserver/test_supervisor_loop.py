@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -46,6 +47,9 @@ class FakePool(Supervisor):
     def _start_process(self, index: int) -> tuple[Any, Any, Any]:
         served = SimpleNamespace(value=0) if self.pool.max_requests else None
         return FakeProcess(), threading.Event(), served
+
+    def _send_retire(self, proc: WorkerProc) -> None:
+        proc.process.signals.append("RETIRE")
 
 
 def make(workers: int = 3, **pool: Any) -> FakePool:
@@ -147,7 +151,7 @@ def test_roll_replaces_every_worker_new_first(caplog: pytest.LogCaptureFixture) 
     new = finish_roll(sup)
     assert [p.why for p in new] == [Why.RELOAD] * 3
     assert currents(sup) == new
-    assert all(p.process.signals == ["TERM"] and p.phase is Phase.DRAINING for p in old)
+    assert all(p.process.signals == ["RETIRE"] and p.phase is Phase.DRAINING for p in old)
     assert sup.draining == old  # still supervised
     assert any(m.startswith("reload complete: 3 worker(s) replaced") for m in messages(caplog))
     for proc in old:
@@ -241,7 +245,7 @@ def test_max_requests_recycles_new_first_one_at_a_time(caplog: pytest.LogCapture
     assert any("requests (limit" in m and "starting its replacement" in m for m in messages(caplog))
     new.ready.set()
     sup.step()
-    assert old[new.index].process.signals == ["TERM"]
+    assert old[new.index].process.signals == ["RETIRE"]
     assert len(successors(sup)) == 1  # the next one
 
 
@@ -271,7 +275,7 @@ def test_ttin_adds_and_ttou_drains_the_newest(caplog: pytest.LogCaptureFixture) 
     assert len(sup.slots) == 3 and sup.slots[2].current is not None
     newest = sup.slots[2].current
     signal_(sup, signal.SIGTTOU)
-    assert len(sup.slots) == 2 and newest.process.signals == ["TERM"] and sup.draining == [newest]
+    assert len(sup.slots) == 2 and newest.process.signals == ["RETIRE"] and sup.draining == [newest]
     signal_(sup, signal.SIGTTOU)
     signal_(sup, signal.SIGTTOU)
     assert len(sup.slots) == 1
@@ -292,7 +296,7 @@ def test_draining_worker_overdue_is_killed(caplog: pytest.LogCaptureFixture) -> 
     (leaving,) = sup.draining
     leaving.drain_deadline = time.monotonic() - 1
     sup.step()
-    assert leaving.process.signals == ["TERM", "KILL"]
+    assert leaving.process.signals == ["RETIRE", "KILL"]
     sup.step()
     assert sup.draining == []
 
@@ -310,4 +314,59 @@ def test_stop_terminates_everyone_but_does_not_resignal_draining_workers() -> No
         proc.process.exitcode = 0
     assert sup.stop() == 0
     assert all(p.process.signals == ["TERM"] for p in currents(sup))
-    assert all(p.process.signals == ["TERM"] for p in sup.draining)  # the drain's TERM only
+    assert all(p.process.signals == ["RETIRE"] for p in sup.draining)  # the drain's signal only
+
+
+# ---------------------------------------------------------------- lingering (issue 20)
+
+
+def test_replaced_workers_may_linger_for_the_stream_drain_limit() -> None:
+    sup = make(1)
+    (old,) = currents(sup)
+    signal_(sup, signal.SIGHUP)
+    finish_roll(sup)
+    assert old.process.signals == ["RETIRE"] and old.lingers
+    stream_drain_s = CONFIG.stream_drain_timeout_s
+    assert old.drain_deadline - time.monotonic() > stream_drain_s - 5  # not killed after the grace
+
+
+def test_past_max_lingering_the_oldest_generation_closes_its_sessions(caplog: pytest.LogCaptureFixture) -> None:
+    sup = make(2, max_lingering=3)
+    for _ in range(3):
+        signal_(sup, signal.SIGHUP)
+        finish_roll(sup)
+    assert [p.generation for p in sup.draining] == [0, 0, 1, 1, 2, 2]
+    told = [p for p in sup.draining if p.process.signals == ["RETIRE", "TERM"]]
+    kept = [p for p in sup.draining if p.process.signals == ["RETIRE"]]
+    assert [p.generation for p in told] == [0, 0, 1] and [p.generation for p in kept] == [1, 2, 2]
+    assert all(not p.lingers and p.drain_deadline - time.monotonic() < 20 for p in told)
+    assert sum("closes its sessions: more than 3 workers would linger" in m for m in messages(caplog)) == 3
+    for proc in kept[:1]:  # one that ends by itself frees its place
+        proc.process.exitcode = 0
+    sup.step()
+    signal_(sup, signal.SIGHUP)
+    finish_roll(sup)
+    assert [p.generation for p in sup.draining if p.lingers] == [2, 3, 3]
+
+
+def test_no_lingering_with_a_zero_stream_drain_or_limit() -> None:
+    for sup in (FakePool(config=replace(CONFIG, stream_drain_timeout_s=0), pool=PoolConfig(workers=1)),
+                FakePool(config=CONFIG, pool=PoolConfig(workers=1, max_lingering=0))):  # fmt: skip
+        sup.start_workers()
+        currents(sup)[0].ready.set()
+        sup.step()
+        (old,) = currents(sup)
+        signal_(sup, signal.SIGHUP)
+        finish_roll(sup)
+        assert old.process.signals == ["TERM"] and not old.lingers
+
+
+def test_stop_ends_the_lingering_too() -> None:
+    sup = make(1)
+    (old,) = currents(sup)
+    signal_(sup, signal.SIGHUP)
+    finish_roll(sup)
+    for proc in [*currents(sup), old]:
+        proc.process.terminate = lambda p=proc.process: (p.signals.append("TERM"), setattr(p, "exitcode", 0))
+    assert sup.stop() == 0
+    assert old.process.signals == ["RETIRE", "TERM"]  # its sessions close within the graceful timeout

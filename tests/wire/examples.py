@@ -14,6 +14,7 @@ EXAMPLES: list[ev.Event] = [
     ev.Refuse(0, "protocol 2 is not supported"),
     ev.Heartbeat(0),
     ev.Drain(0),
+    ev.Linger(0),
     ev.Bye(0, "shutdown"),
     ev.UnknownPeer(0),
     ev.Request(
