@@ -196,8 +196,12 @@ class StreamRouter:
             return
         if self._refused(opener.stream_id, len(self._open) - self._http_open, self._ws_capacity):
             return
-        cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
-                               draining=self._is_draining)  # fmt: skip
+        try:
+            cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
+                                   draining=self._is_draining)  # fmt: skip
+        except ProtocolViolation as exc:
+            self._protocol_error(opener.stream_id, str(exc))
+            return
         self._open[cycle.stream_id] = cycle
         task = cycle.task = self._loop.create_task(cycle.run(self._app))
         self.ws_tasks.add(task)

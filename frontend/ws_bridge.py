@@ -65,7 +65,9 @@ from .ws_stream import ABNORMAL, WsLocal, WsPhase, WsStream
 log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0  # how long a close waits for the client's close frame
-GOING_AWAY, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RESTART = 1001, 1005, 1009, 1011, 1012
+GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RESTART = (
+    1001, 1002, 1005, 1009, 1011, 1012
+)  # fmt: skip
 _NOT_IN_A_CLOSE_FRAME = frozenset({1004, 1005, 1006, 1015})  # RFC 6455 §7.4.1: reserved
 _MAX_REASON_BYTES = 123  # a control frame's payload is 125 bytes: the code takes 2
 _CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY)  # what ends a handed-off session for good
@@ -82,6 +84,13 @@ class _ClientSocket(web.WebSocketResponse):
         super().__init__(**kwargs)
         if kwargs.get("heartbeat"):
             self._pong_heartbeat = ping_timeout_s
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        # aiohttp's reader accepts a close frame carrying 1006 (in its WSCloseCode) and autoclose
+        # answers 1000; RFC 6455 §7.4.1 reserves it, so that fails the connection: 1002 (Autobahn 7.9.5).
+        if self.close_code in _NOT_IN_A_CLOSE_FRAME and not self.closed:
+            code, message = PROTOCOL_ERROR, b""
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class _NoOverlapWarning(logging.Filter):
@@ -374,6 +383,8 @@ def _close_of(msg: Any) -> tuple[int, str]:
     """The (code, reason) the worker gets for the way the client's side ended."""
     if msg.type is WSMsgType.CLOSE:
         code = msg.data or NO_STATUS
+        if code in _NOT_IN_A_CLOSE_FRAME and code != NO_STATUS:
+            return PROTOCOL_ERROR, ""  # a reserved code in the frame: we failed the connection
         return (code if 1000 <= code <= 4999 else NO_STATUS), msg.extra or ""
     if msg.type is WSMsgType.ERROR and isinstance(msg.data, WebSocketError):
         return msg.data.code, ""  # 1009 too big, 1007 bad UTF-8, 1002 bad framing

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from . import events as ev
+from .errors import ProtocolViolation
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 HTTP_EXTENSIONS = ("http.response.trailers", "http.response.pathsend")
@@ -30,11 +31,23 @@ def lower_headers(headers: ev.Headers) -> list[tuple[bytes, bytes]]:
     return [(name.lower(), value) for name, value in headers]
 
 
-def _extensions(names: tuple[str, ...], ext: dict[str, Any]) -> dict[str, Any]:
+def _extensions(names: tuple[str, ...], event: ev.Request | ev.WsConnect) -> dict[str, Any]:
     extensions: dict[str, Any] = {name: {} for name in names}
-    if "tls" in ext:
-        extensions["tls"] = dict(ext["tls"])
+    if "tls" in event.ext:
+        extensions["tls"] = _tls(event)
     return extensions
+
+
+def _tls(event: ev.Request | ev.WsConnect) -> dict[str, Any]:
+    """The ``tls`` extension's values (``ext["tls"]``, a map: PROTOCOL §5), the app's own copy.
+
+    Raises:
+        ProtocolViolation: it is not a map (found by tests/appserver/test_rogue_frontend.py).
+    """
+    tls = event.ext["tls"]
+    if type(tls) is not dict:
+        raise ProtocolViolation(f"ext tls must be a map, not {type(tls).__name__}", stream_id=event.stream_id)
+    return dict(tls)
 
 
 # One dict literal per scope is the cheapest build (~1.2 µs with one header): a
@@ -80,7 +93,7 @@ def http_scope(
         else {"http.response.pathsend": {}}
     )  # = HTTP_EXTENSIONS
     if "tls" in event.ext:
-        extensions["tls"] = dict(event.ext["tls"])
+        extensions["tls"] = _tls(event)
     headers = []  # = lower_headers; a loop, not a comprehension: no function call (3.11)
     for name, value in event.headers:
         headers.append((name.lower(), value))
@@ -109,5 +122,5 @@ def websocket_scope(
     scope["type"] = "websocket"
     scope["subprotocols"] = list(event.subprotocols)
     names = WS_EXTENSIONS + ((HANDOFF_EXTENSION,) if handoff else ())
-    scope["extensions"] = _extensions(names, event.ext)
+    scope["extensions"] = _extensions(names, event)
     return scope

@@ -133,6 +133,19 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, query: dict[str
     await send({"type": "http.response.body", "body": b"end\n"})
 
 
+async def sse(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    """Server-Sent Events: ?n events ``id: I`` / ``data: I PID``, ?delay seconds apart (an LLM token stream)."""
+    n, delay = int(query.get("n", 10)), float(query.get("delay", 0))
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})  # fmt: skip
+    for i in range(n):
+        await send({"type": "http.response.body", "body": b"id: %d\ndata: %d %d\n\n" % (i, i, os.getpid()),
+                    "more_body": True})  # fmt: skip
+        if delay:
+            await asyncio.sleep(delay)
+    await send({"type": "http.response.body", "body": b"event: end\ndata: done\n\n"})
+
+
 async def slow(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
     if "tag" in query:
         _record("arrivals", query["tag"])
@@ -198,6 +211,7 @@ ROUTES = {
     "/digest": digest,
     "/big": big,
     "/stream": stream,
+    "/sse": sse,
     "/slow": slow,
     "/wait-disconnect": wait_disconnect,
     "/status": status,
@@ -233,6 +247,8 @@ async def ws_echo(scope: dict[str, Any], receive: Any, send: Any, query: dict[st
             return
         if text == "scope":
             await send({"type": "websocket.send", "text": json.dumps(_jsonable(scope))})
+        elif text == "pid":
+            await send({"type": "websocket.send", "text": str(os.getpid())})
         elif text is not None:
             await send({"type": "websocket.send", "text": text})
         else:

@@ -259,3 +259,29 @@ async def test_websocket_is_not_accepted_until_announced(fe: ScriptedFrontend, c
     fe.send(ev.WsConnect(1, "ws", "1.1", b"/ws", b"", "", (), None, None, (), {}))
     reset = await fe.expect(ev.Reset)
     assert (reset.stream_id, reset.code) == (1, ResetCode.PROTOCOL_ERROR)
+
+
+# ---------------------------------------------------------------- found by the rogue-front-end fuzz
+
+
+async def test_a_tls_extension_that_is_not_a_map_resets_the_stream(fe: ScriptedFrontend, connect: Factory) -> None:
+    """It used to raise TypeError out of the socket callback: the batch's other events were lost with it
+    and the stream never answered."""
+    conn = connect()
+    await handshake(fe, conn, features=("http", "websocket"))
+    bad = ev.Request(1, "GET", "https", "1.1", b"/", b"", "", (), None, None, b"", False, False, {"tls": 5})
+    bad_ws = ev.WsConnect(2, "wss", "1.1", b"/ws", b"", "", (), None, None, (), {"tls": "x"})
+    fe.send(bad, bad_ws, request(3))
+    first, second = await fe.expect(ev.Reset), await fe.expect(ev.Reset)
+    assert (first.stream_id, first.code) == (1, ResetCode.PROTOCOL_ERROR) and "tls" in first.reason
+    assert (second.stream_id, second.code) == (2, ResetCode.PROTOCOL_ERROR)
+    assert (await fe.expect(ev.Response)).stream_id == 3  # the rest of the batch goes on
+
+
+async def test_a_stray_refuse_is_ignored(fe: ScriptedFrontend, connect: Factory) -> None:
+    """REFUSE answers HELLO (Rule 6); one while welcomed used to make the worker exit."""
+    conn = connect()
+    await handshake(fe, conn)
+    fe.send(ev.Refuse(0, "changed my mind"), request(1))
+    assert (await fe.expect(ev.Response)).stream_id == 1
+    assert conn.phase is ConnPhase.READY and not conn.refused.is_set()

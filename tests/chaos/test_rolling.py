@@ -7,6 +7,10 @@ three SIGHUP rolls of `zasgi run --workers 3`. Expected: 0 failed or reset
 HTTP requests, 0 truncated bodies, every handoff session continues with no
 close and no lost or repeated message, every plain WebSocket closed with 1012
 (service restart), no earlier than the grace period after the roll began.
+
+It runs with ``--timeout-stream-drain 0``: replaced workers do not linger, the
+behaviour before issue 20 (tests/integration/test_keep.py has the default, and
+tests/benchmarks/keep_bench.py measures it under this load).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ async def wait_workers(proc: Proc, predicate: object, what: str, timeout_s: floa
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Server]:
-    server = start_run(tmp_path, "--timeout-graceful-shutdown", str(GRACE_S), "--log-level", "info", workers=WORKERS)
+    server = start_run(tmp_path, "--timeout-graceful-shutdown", str(GRACE_S), "--timeout-stream-drain", "0",
+                       "--log-level", "info", workers=WORKERS)  # fmt: skip
     yield server
     stop(server)
 

@@ -296,3 +296,22 @@ async def test_ping_timeout_is_1006_to_the_worker(start_frontend: Any, worker_fo
     close = await w.expect(ev.WsClose, timeout=3)
     assert close.code == 1006
     raw.close()
+
+
+async def test_a_close_frame_with_the_reserved_1006_fails_the_connection_with_1002(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    """RFC 6455 §7.4.1 (Autobahn 7.9.5): 1006 never travels in a close frame; aiohttp lets it through."""
+    fe, w = await ws_setup(start_frontend, worker_for)
+    raw = await RawConn.open(fe.port)
+    await raw.send(HANDSHAKE + b"\r\n")
+    conn = await w.ws_connect()
+    w.send(ev.WsAccept(conn.stream_id, None, ()))
+    assert status_of(await raw.read_head()) == 101
+    mask = b"\x01\x02\x03\x04"
+    payload = (1006).to_bytes(2, "big")
+    await raw.send(b"\x88\x82" + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    frame = await raw.read_exactly(4)
+    assert frame[0] == 0x88 and int.from_bytes(frame[2:4], "big") == 1002, frame
+    assert (await w.expect(ev.WsClose)).code == 1002  # the app hears why
+    raw.close()
