@@ -17,11 +17,11 @@ READY_TIMEOUT_S = 10.0
 
 
 def _spawn(tmp_path: Path, *args: str, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen[bytes]:
-    log = open(tmp_path / "frontend.log", "wb")  # stderr to a file: never an undrained pipe
-    return subprocess.Popen(
-        [sys.executable, "-m", "frontend", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=log, pass_fds=pass_fds, cwd=Path(__file__).parents[2],
-    )  # fmt: skip
+    with open(tmp_path / "frontend.log", "wb") as log:  # stderr to a file: never an undrained pipe
+        return subprocess.Popen(
+            [sys.executable, "-m", "frontend", "--port", "0", *args],
+            stdout=subprocess.PIPE, stderr=log, pass_fds=pass_fds, cwd=Path(__file__).parents[2],
+        )  # fmt: skip
 
 
 def _read_line(fd: int) -> bytes:
@@ -89,10 +89,11 @@ def test_parent_fd_eof_shuts_down(tmp_path: Path) -> None:
 def test_env_vars_configure_options(tmp_path: Path) -> None:
     backend = _backend(tmp_path)
     env = {**os.environ, "ZASGI_BACKEND": backend, "ZASGI_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "frontend", "--port", "0"], stdout=subprocess.PIPE, env=env,
-        stderr=open(tmp_path / "frontend.log", "wb"), cwd=Path(__file__).parents[2],
-    )  # fmt: skip
+    with open(tmp_path / "frontend.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "frontend", "--port", "0"], stdout=subprocess.PIPE, env=env, stderr=log,
+            cwd=Path(__file__).parents[2],
+        )  # fmt: skip
     assert proc.stdout is not None
     line = _read_line(proc.stdout.fileno()).decode()
     proc.send_signal(signal.SIGINT)

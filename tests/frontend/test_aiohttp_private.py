@@ -1,0 +1,121 @@
+"""aiohttp's private and internal names the front end builds on are still there, and still behave.
+
+pyproject.toml pins aiohttp below the next minor release after the newest one
+tested (``aiohttp>=3.10,<3.15``): these names are not aiohttp's public API, so
+a new release may move or change any of them. When one does, this test fails
+first, naming the symbol and the front-end module that needs it -- not every
+fresh install with a cryptic error at the first request. Moving the pin up:
+install the new aiohttp, run this file and the frontend tests, raise the bound.
+
+If a front-end change adds or drops a use of aiohttp's internals, change the
+table here with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+REPO = Path(__file__).resolve().parents[2]
+
+# (module, attribute path, who needs it and how)
+PRIVATE_NAMES = [
+    ("aiohttp._http_parser", "HttpRequestParser", "frontend/connection.py: the C (llhttp) request parser"),
+    ("aiohttp.base_protocol", "BaseProtocol", "frontend/connection.py: the connection's flow control base"),
+    ("aiohttp.base_protocol", "BaseProtocol._pause_reading_for_buffer", "frontend/connection.py: back-pressure"),
+    ("aiohttp.base_protocol", "BaseProtocol._resume_reading_for_buffer", "frontend/connection.py: back-pressure"),
+    ("aiohttp.helpers", "DEFAULT_CHUNK_SIZE", "frontend/connection.py: the parser's chunk size"),
+    ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, exchange.py: the parsed request head"),
+    ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_bridge.py"),
+    ("aiohttp.http", "HttpVersion11", "frontend/http1.py, http_bridge.py, ws_bridge.py"),
+    ("aiohttp.http", "SERVER_SOFTWARE", "frontend/http1.py: the Server header"),
+    ("aiohttp.http", "WebSocketError", "frontend/ws_bridge.py: close codes of a failed WebSocket read"),
+    ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
+    ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
+    ("aiohttp.http_exceptions", "LineTooLong", "frontend/connection.py: 414/431"),
+    ("aiohttp.log", "ws_logger", "frontend/ws_bridge.py: a filter for a per-connection warning"),
+    ("aiohttp.streams", "EMPTY_PAYLOAD", "frontend/connection.py, http_bridge.py, upload.py: body-less requests"),
+    ("aiohttp.tcp_helpers", "tcp_keepalive", "frontend/connection.py: SO_KEEPALIVE on accepted sockets"),
+    ("aiohttp.web_protocol", "RequestHandler", "frontend/upgrade.py: the handler WebSocket upgrades are handed"),
+    ("aiohttp.web_protocol", "RequestPayloadError", "frontend/connection.py: the parser's payload exception"),
+    ("aiohttp.abc", "AbstractAccessLogger", "frontend/access_log.py: the upgrade handler's access hook"),
+]
+
+
+@pytest.mark.parametrize(("module", "name", "why"), PRIVATE_NAMES, ids=[f"{m}.{n}" for m, n, _ in PRIVATE_NAMES])
+def test_the_names_exist(module: str, name: str, why: str) -> None:
+    try:
+        target: Any = importlib.import_module(module)
+        for part in name.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        pytest.fail(f"aiohttp {aiohttp.__version__} has no {module}.{name} ({exc}); needed by {why}")
+
+
+def _missing(obj: Any, attributes: tuple[str, ...]) -> list[str]:
+    return [a for a in attributes if not hasattr(obj, a)]
+
+
+async def test_the_parser_is_built_and_fed_as_connection_py_does() -> None:
+    from aiohttp._http_parser import HttpRequestParser
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.helpers import DEFAULT_CHUNK_SIZE
+    from aiohttp.web_protocol import RequestPayloadError
+
+    loop = asyncio.get_running_loop()
+    protocol = BaseProtocol(loop)
+    try:
+        parser = HttpRequestParser(
+            protocol, loop, DEFAULT_CHUNK_SIZE, max_line_size=8190, max_field_size=8190, max_headers=32,
+            payload_exception=RequestPayloadError, auto_decompress=False, max_msg_queue_size=32,
+        )  # fmt: skip
+    except TypeError as exc:
+        pytest.fail(f"aiohttp {aiohttp.__version__}: HttpRequestParser's arguments changed ({exc}); "
+                    "frontend/connection.py builds it")  # fmt: skip
+    result = parser.feed_data(b"GET /x?y=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
+    assert isinstance(result, tuple) and len(result) == 3, (
+        f"aiohttp {aiohttp.__version__}: HttpRequestParser.feed_data returns {result!r}, "
+        "frontend/connection.py unpacks (messages, upgraded, tail)"
+    )
+    messages, upgraded, tail = result
+    (message, payload), *_ = messages
+    assert (message.method, message.path, message.raw_headers[0]) == ("GET", "/x?y=1", (b"Host", b"h"))
+    assert not upgraded and payload is not None
+    missing = _missing(BaseProtocol(loop, parser), ("_parser", "_reading_paused", "transport"))
+    missing += [f"BaseProtocol.{a}" for a in _missing(BaseProtocol, ("_pause_reading_for_buffer",
+                                                                     "_resume_reading_for_buffer"))]  # fmt: skip
+    assert not missing, f"aiohttp {aiohttp.__version__}: BaseProtocol lacks {missing} (frontend/connection.py)"
+
+
+async def test_the_private_attributes_the_websocket_path_sets_or_reads() -> None:
+    ws = web.WebSocketResponse(heartbeat=5.0)
+    assert not _missing(ws, ("_pong_heartbeat",)), (
+        f"aiohttp {aiohttp.__version__}: WebSocketResponse._pong_heartbeat is gone; frontend/ws_bridge.py "
+        "sets it for --ws-ping-timeout"
+    )
+
+    async def handler(request: web.BaseRequest) -> web.StreamResponse:
+        return web.Response()
+
+    server = web.Server(handler)
+    missing = _missing(server, ("_loop", "_kwargs", "connections"))
+    assert not missing, f"aiohttp {aiohttp.__version__}: web.Server lacks {missing} (frontend/upgrade.py)"
+    await server.shutdown(0)
+
+
+def test_the_installed_aiohttp_is_within_the_pin() -> None:
+    """The range in pyproject.toml is the one tested: a newer minor needs this file run first."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    spec = next(d for d in project["dependencies"] if d.startswith("aiohttp"))
+    upper = re.search(r"<\s*(\d+)\.(\d+)", spec)
+    assert upper, f"aiohttp has no upper bound in pyproject.toml ({spec!r}): pin below the next minor"
+    installed = tuple(int(n) for n in aiohttp.__version__.split(".")[:2])
+    assert installed < (int(upper.group(1)), int(upper.group(2))), (aiohttp.__version__, spec)
