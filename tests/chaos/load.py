@@ -8,7 +8,8 @@ Every request and message is checked and accounted for in ``Tally``:
 * handoff WebSocket clients (/ws/handoff) check that the app's message counter
   continues without gap or repeat, whichever worker answers;
 * plain WebSocket clients (/ws/echo) check every echo and reconnect after a
-  close, recording its code.
+  close, recording its code;
+* ``SseReader``: one Server-Sent Events stream (/sse), every event id in order.
 
 Clients stop at ``stop``; every operation has a timeout, so nothing hangs.
 """
@@ -196,3 +197,45 @@ async def stop_load(tasks: list[asyncio.Task[None]], stop: asyncio.Event, timeou
     await asyncio.gather(*tasks, return_exceptions=True)
     if pending:
         raise AssertionError(f"{len(pending)} load clients did not finish in {timeout_s}s")
+
+
+@dataclass
+class SseReader:
+    """One /sse client: ``n`` events, each id in order, then the end event."""
+
+    n: int
+    delay_s: float
+    ids: list[int] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)
+    ended: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    async def run(self, session: aiohttp.ClientSession, url: str, started: asyncio.Event) -> None:
+        try:
+            async with session.get(f"{url}/sse?n={self.n}&delay={self.delay_s}") as response:
+                started.set()
+                buffer = b""
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    while b"\n\n" in buffer:
+                        event, buffer = buffer.split(b"\n\n", 1)
+                        self._event(event.decode())
+        except Exception as exc:
+            self.errors.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            started.set()
+
+    def _event(self, text: str) -> None:
+        fields = dict(line.split(": ", 1) for line in text.splitlines())
+        if fields.get("event") == "end":
+            self.ended = True
+            return
+        i, pid = (int(v) for v in fields["data"].split())
+        if i != len(self.ids):
+            self.errors.append(f"event {i} after {len(self.ids)} events")
+        self.ids.append(i)
+        self.pids.add(pid)
+
+    @property
+    def whole(self) -> bool:
+        return self.ended and self.ids == list(range(self.n)) and not self.errors
