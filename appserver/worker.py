@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_BOOT, EXIT_APP_LOAD = 0, 3, 4
 DRAIN_POLL_S = 0.1  # a draining worker re-checks which streams are left (a response may start any time)
+LINGER_POLL_S = 1.0  # a lingering one, whether a front end's sessions all ended (it then hears BYE)
 LOG_FORMAT = logctx.FORMAT  # "[REQUEST-ID] " before a message logged for a request
 
 
@@ -273,21 +274,24 @@ class Worker:
         return EXIT_OK
 
     async def _settle(self, deadline: float) -> None:
-        """Until ``deadline``, wait for the streams: every one, or, if this worker may linger, all
-        but its sessions (WebSockets open, responses started). Re-checked every DRAIN_POLL_S: a
+        """Until ``deadline``, wait for the streams: every one, or, while this worker may linger, all
+        but its sessions (WebSockets open, responses started), re-checked every DRAIN_POLL_S: a
         request may start its response, or a SIGTERM forbid lingering, at any time."""
         while True:
-            waiting: set[asyncio.Task[None]] = set()
-            for connection in self.connections:
-                waiting |= connection.streams.pending() if self._may_linger() else connection.streams.running
             left = deadline - time.monotonic()
-            if not waiting or left <= 0:
+            if not self._may_linger():
+                running = set().union(*(c.streams.running for c in self.connections))
+                if running and left > 0:
+                    await asyncio.wait(running, timeout=left)
                 return
-            await asyncio.wait(waiting, timeout=min(left, DRAIN_POLL_S), return_when=asyncio.FIRST_COMPLETED)
+            pending = set().union(*(c.streams.pending() for c in self.connections))
+            if not pending or left <= 0:
+                return
+            await asyncio.wait(pending, timeout=min(left, DRAIN_POLL_S), return_when=asyncio.FIRST_COMPLETED)
 
     async def _linger(self, until: float) -> None:
         """LINGERING: serve only the sessions until they end or ``until``; a front end whose
-        sessions all ended hears BYE at once."""
+        sessions all ended hears BYE (within LINGER_POLL_S)."""
         await asyncio.gather(*(c.streams.cancel_pending() for c in self.connections))  # the grace is over
         kept = [c for c in self.connections if c.streams.sessions()]
         if not kept:
@@ -302,13 +306,13 @@ class Worker:
         log.info("worker %s lingers: %d WebSocket session(s) and response(s) under way, for up to %.0fs",
                  self.worker_id, sessions, until - time.monotonic())  # fmt: skip
         while kept:
-            running = set().union(*(c.streams.running for c in kept))
             left = until - time.monotonic()
             if left <= 0:
                 log.info("worker %s: stream drain limit reached; closing what is left", self.worker_id)
                 return
-            if running:
-                await asyncio.wait(running, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            running = set().union(*(c.streams.running for c in kept))
+            if running:  # all at once, a poll at most: one wait per session ended costs O(n) each
+                await asyncio.wait(running, timeout=min(left, LINGER_POLL_S))
             for connection in [c for c in kept if not c.streams.running]:
                 kept.remove(connection)
                 connection.close("worker stopped")
