@@ -47,12 +47,11 @@ GOOD_CLOSE = {"OK", "INFORMATIONAL"}
 GROUPS = ("1", "2", "3", "4", "5", "6", "7", "10")
 CASES_PLAIN = [f"{g}.*" for g in GROUPS]
 # 12.N.M / 13.N.M: N (1..5, 1..7) picks the compression options, M (1..18) the message: 1000 echoes of
-# 16 B (M=1) .. 128 KiB (M=10), then fragmented. CI runs every option with 16 B, 4 KiB and 8 KiB in
-# 256-byte fragments (M = 1, 5, 11); ZASGI_AUTOBAHN_FULL=1 all 216 (tens of minutes on a shared machine).
-_SIZES = ("1", "5", "11")
-CASES_DEFLATE = CASES_PLAIN + [f"12.{n}.{s}" for n in range(1, 6) for s in _SIZES] + [
-    f"13.{n}.{s}" for n in range(1, 8) for s in _SIZES
-]
+# 16 B (M=1) .. 128 KiB (M=10), then fragmented. CI runs every option with 16 B and 4 KiB messages
+# (M = 1, 5), and 8 KiB in 256-byte fragments (M = 11, the slowest: 5-17 s each on a shared machine)
+# with the first option of each group; ZASGI_AUTOBAHN_FULL=1 runs all 216 (tens of minutes).
+_SAMPLE = [f"{g}.{n}.{m}" for g, options in (("12", 5), ("13", 7)) for n in range(1, options + 1) for m in (1, 5)]
+CASES_DEFLATE = CASES_PLAIN + _SAMPLE + ["12.1.11", "13.1.11"]
 CASES_DEFLATE_FULL = CASES_PLAIN + ["12.*", "13.*"]
 WSTEST_TIMEOUT_S = 1200.0
 
