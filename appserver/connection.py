@@ -316,7 +316,7 @@ class FrontendConnection:
         self._set_timer(self._tick_s, self._tick)
 
     def _on_refuse(self, refuse: ev.Refuse) -> None:
-        if self.phase is not ConnPhase.HANDSHAKING:  # REFUSE answers HELLO (Rule 6); a stray one is no reason to exit
+        if self.phase is not ConnPhase.HANDSHAKING:  # REFUSE answers HELLO (Rule 6): a stray one, no exit
             log.warning("unexpected REFUSE from %s ignored: %s", self.endpoint, refuse.reason)
             return
         self.refuse_reason = refuse.reason

@@ -197,8 +197,10 @@ class StreamRouter:
         if self._refused(opener.stream_id, len(self._open) - self._http_open, self._ws_capacity):
             return
         try:
-            cycle = WebSocketCycle(opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
-                                   draining=self._is_draining)  # fmt: skip
+            cycle = WebSocketCycle(
+                opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
+                draining=self._is_draining,
+            )  # fmt: skip
         except ProtocolViolation as exc:
             self._protocol_error(opener.stream_id, str(exc))
             return

@@ -134,10 +134,10 @@ async def stream(scope: dict[str, Any], receive: Any, send: Any, query: dict[str
 
 
 async def sse(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
-    """Server-Sent Events: ?n events ``id: I`` / ``data: I PID``, ?delay seconds apart (an LLM token stream)."""
+    """Server-Sent Events: ?n events ``id: I`` / ``data: I PID``, ?delay seconds apart (a token stream)."""
     n, delay = int(query.get("n", 10)), float(query.get("delay", 0))
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})  # fmt: skip
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     for i in range(n):
         await send({"type": "http.response.body", "body": b"id: %d\ndata: %d %d\n\n" % (i, i, os.getpid()),
                     "more_body": True})  # fmt: skip

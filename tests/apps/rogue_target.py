@@ -47,7 +47,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def _answer(send: Any, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]}
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -66,7 +68,7 @@ async def _http(path: bytes, receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     if path.startswith(b"/stream"):
         await send({"type": "http.response.start", "status": 200})
-        for i in range(5):
+        for _ in range(5):
             await send({"type": "http.response.body", "body": b"x" * 20_000, "more_body": True})
         await send({"type": "http.response.body", "body": body})
         return

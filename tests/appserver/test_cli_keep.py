@@ -40,7 +40,7 @@ def test_command_line_environment_and_config_file(built: list[Supervisor], tmp_p
     env = {"ZASGI_TIMEOUT_STREAM_DRAIN": "0", "ZASGI_MAX_LINGERING": "0"}
     assert invoke("appserver", "m:app", "--connect", "ipc:///tmp/x", env=env).exit_code == 0
     config = tmp_path / "zasgi.toml"
-    config.write_text('timeout-stream-drain = 600\n[appserver]\nmax_lingering = 7\n')
+    config.write_text("timeout-stream-drain = 600\n[appserver]\nmax_lingering = 7\n")
     assert invoke("appserver", "m:app", "--connect", "ipc:///tmp/x", "-c", str(config)).exit_code == 0
     got = [(s.config.stream_drain_timeout_s, s.pool.max_lingering) for s in built]
     assert got == [(90.0, 2), (0.0, 0), (600.0, 7)]

@@ -264,7 +264,9 @@ async def test_websocket_is_not_accepted_until_announced(fe: ScriptedFrontend, c
 # ---------------------------------------------------------------- found by the rogue-front-end fuzz
 
 
-async def test_a_tls_extension_that_is_not_a_map_resets_the_stream(fe: ScriptedFrontend, connect: Factory) -> None:
+async def test_a_tls_extension_that_is_not_a_map_resets_the_stream(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
     """It used to raise TypeError out of the socket callback: the batch's other events were lost with it
     and the stream never answered."""
     conn = connect()

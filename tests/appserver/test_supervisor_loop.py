@@ -330,7 +330,9 @@ def test_replaced_workers_may_linger_for_the_stream_drain_limit() -> None:
     assert old.drain_deadline - time.monotonic() > stream_drain_s - 5  # not killed after the grace
 
 
-def test_past_max_lingering_the_oldest_generation_closes_its_sessions(caplog: pytest.LogCaptureFixture) -> None:
+def test_past_max_lingering_the_oldest_generation_closes_its_sessions(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     sup = make(2, max_lingering=3)
     for _ in range(3):
         signal_(sup, signal.SIGHUP)

@@ -174,7 +174,9 @@ async def test_the_stream_drain_limit_closes_what_is_left_with_1012(
     assert log_of(app_module) == ["websocket.disconnect 1012", "lifespan.shutdown"]
 
 
-async def test_sigterm_ends_the_lingering_at_once(app_module: str, tmp_path: Path, fe: ScriptedFrontend) -> None:
+async def test_sigterm_ends_the_lingering_at_once(
+    app_module: str, tmp_path: Path, fe: ScriptedFrontend
+) -> None:
     worker, task = await start(app_module, tmp_path, fe)
     await open_websocket(fe, 1)
     worker.request_retire()

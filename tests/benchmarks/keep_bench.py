@@ -69,10 +69,14 @@ async def run(args: argparse.Namespace) -> int:
 async def _measure(server: Server, admin: str, args: argparse.Namespace) -> int:
     tally, stop_event = Tally(), asyncio.Event()
     began = time.monotonic()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=args.sse_events * 2 + 120)) as session:
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=args.sse_events * 2 + 120)
+    ) as session:
         readers = [SseReader(n=args.sse_events, delay_s=1.0) for _ in range(args.sse)]
         started = [asyncio.Event() for _ in readers]
-        sse_tasks = [asyncio.create_task(r.run(session, server.url, e)) for r, e in zip(readers, started, strict=True)]
+        sse_tasks = [
+            asyncio.create_task(r.run(session, server.url, e)) for r, e in zip(readers, started, strict=True)
+        ]
         load = start_load(server.url, tally, stop_event)
         await asyncio.wait_for(asyncio.gather(*(e.wait() for e in started)), 60)
         await asyncio.sleep(3.0)
@@ -96,7 +100,8 @@ async def _measure(server: Server, admin: str, args: argparse.Namespace) -> int:
             workers = await _workers(session, admin)
             lingering = [w for w in workers if w["state"] == "lingering"]
             left = sum(w["in_flight"] + w["ws_in_flight"] for w in lingering)
-            print(f"roll {roll + 1}: new workers ready in {took:.1f}s; {len(lingering)} lingering with {left} "
+            print(f"roll {roll + 1}: new workers ready in {took:.1f}s; {len(lingering)} lingering with "
+                  f"{left} "
                   f"sessions; {tally.summary()}", flush=True)  # fmt: skip
             lingering_rss = _memory([w["pid"] for w in lingering])
             fresh_rss = _memory(sorted(ready))
@@ -115,7 +120,8 @@ async def _measure(server: Server, admin: str, args: argparse.Namespace) -> int:
           f"{tally.streams_bad[:3]}")  # fmt: skip
     print(f"  ordinary WebSockets: {tally.plain_messages} echoes, closes {dict(tally.plain_closes)}, "
           f"{len(tally.plain_failures)} failures {tally.plain_failures[:3]}")  # fmt: skip
-    print(f"  handoff WebSockets: {tally.handoff_messages} messages, {tally.handoff_worker_changes} handoffs, "
+    print(f"  handoff WebSockets: {tally.handoff_messages} messages, "
+          f"{tally.handoff_worker_changes} handoffs, "
           f"{len(tally.handoff_failures)} failures {tally.handoff_failures[:3]}")  # fmt: skip
     print(f"  SSE streams ({args.sse_events} events, 1 s apart): {whole}/{len(readers)} whole, "
           f"{events} events, {lost} lost, errors {[e for r in readers for e in r.errors][:3]}")  # fmt: skip
@@ -123,7 +129,8 @@ async def _measure(server: Server, admin: str, args: argparse.Namespace) -> int:
         rss = [m[1] for m in lingering_rss]
         uss = [m[2] for m in lingering_rss]
         print(f"  lingering workers after the last roll: RSS median {statistics.median(rss):.1f} MiB "
-              f"(min {min(rss):.1f}, max {max(rss):.1f}), USS median {statistics.median(uss):.1f} MiB")  # fmt: skip
+              f"(min {min(rss):.1f}, max {max(rss):.1f}), "
+              f"USS median {statistics.median(uss):.1f} MiB")  # fmt: skip
     if fresh_rss:
         print(f"  fresh workers: RSS median {statistics.median([m[1] for m in fresh_rss]):.1f} MiB, "
               f"USS median {statistics.median([m[2] for m in fresh_rss]):.1f} MiB")  # fmt: skip
@@ -137,7 +144,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rolls", type=int, default=3)
-    parser.add_argument("--between", type=float, default=8.0, help="seconds between rolls, after each is done")
+    parser.add_argument(
+        "--between", type=float, default=8.0, help="seconds between rolls, after each is done"
+    )
     parser.add_argument("--grace", type=float, default=5.0, help="--timeout-graceful-shutdown")
     parser.add_argument("--sse", type=int, default=10, help="Server-Sent Events streams")
     parser.add_argument("--sse-events", type=int, default=60, help="events per stream, 1 s apart")

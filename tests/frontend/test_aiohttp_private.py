@@ -30,8 +30,16 @@ REPO = Path(__file__).resolve().parents[2]
 PRIVATE_NAMES = [
     ("aiohttp._http_parser", "HttpRequestParser", "frontend/connection.py: the C (llhttp) request parser"),
     ("aiohttp.base_protocol", "BaseProtocol", "frontend/connection.py: the connection's flow control base"),
-    ("aiohttp.base_protocol", "BaseProtocol._pause_reading_for_buffer", "frontend/connection.py: back-pressure"),
-    ("aiohttp.base_protocol", "BaseProtocol._resume_reading_for_buffer", "frontend/connection.py: back-pressure"),
+    (
+        "aiohttp.base_protocol",
+        "BaseProtocol._pause_reading_for_buffer",
+        "frontend/connection.py: back-pressure",
+    ),
+    (
+        "aiohttp.base_protocol",
+        "BaseProtocol._resume_reading_for_buffer",
+        "frontend/connection.py: back-pressure",
+    ),
     ("aiohttp.helpers", "DEFAULT_CHUNK_SIZE", "frontend/connection.py: the parser's chunk size"),
     ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, exchange.py: the parsed request head"),
     ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_bridge.py"),
@@ -42,15 +50,25 @@ PRIVATE_NAMES = [
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
     ("aiohttp.http_exceptions", "LineTooLong", "frontend/connection.py: 414/431"),
     ("aiohttp.log", "ws_logger", "frontend/ws_bridge.py: a filter for a per-connection warning"),
-    ("aiohttp.streams", "EMPTY_PAYLOAD", "frontend/connection.py, http_bridge.py, upload.py: body-less requests"),
+    (
+        "aiohttp.streams",
+        "EMPTY_PAYLOAD",
+        "frontend/connection.py, http_bridge.py, upload.py: body-less requests",
+    ),
     ("aiohttp.tcp_helpers", "tcp_keepalive", "frontend/connection.py: SO_KEEPALIVE on accepted sockets"),
-    ("aiohttp.web_protocol", "RequestHandler", "frontend/upgrade.py: the handler WebSocket upgrades are handed"),
+    (
+        "aiohttp.web_protocol",
+        "RequestHandler",
+        "frontend/upgrade.py: the handler WebSocket upgrades are handed",
+    ),
     ("aiohttp.web_protocol", "RequestPayloadError", "frontend/connection.py: the parser's payload exception"),
     ("aiohttp.abc", "AbstractAccessLogger", "frontend/access_log.py: the upgrade handler's access hook"),
 ]
 
 
-@pytest.mark.parametrize(("module", "name", "why"), PRIVATE_NAMES, ids=[f"{m}.{n}" for m, n, _ in PRIVATE_NAMES])
+@pytest.mark.parametrize(
+    ("module", "name", "why"), PRIVATE_NAMES, ids=[f"{m}.{n}" for m, n, _ in PRIVATE_NAMES]
+)
 def test_the_names_exist(module: str, name: str, why: str) -> None:
     try:
         target: Any = importlib.import_module(module)
@@ -90,9 +108,11 @@ async def test_the_parser_is_built_and_fed_as_connection_py_does() -> None:
     assert (message.method, message.path, message.raw_headers[0]) == ("GET", "/x?y=1", (b"Host", b"h"))
     assert not upgraded and payload is not None
     missing = _missing(BaseProtocol(loop, parser), ("_parser", "_reading_paused", "transport"))
-    missing += [f"BaseProtocol.{a}" for a in _missing(BaseProtocol, ("_pause_reading_for_buffer",
-                                                                     "_resume_reading_for_buffer"))]  # fmt: skip
-    assert not missing, f"aiohttp {aiohttp.__version__}: BaseProtocol lacks {missing} (frontend/connection.py)"
+    flow = ("_pause_reading_for_buffer", "_resume_reading_for_buffer")
+    missing += [f"BaseProtocol.{a}" for a in _missing(BaseProtocol, flow)]
+    assert not missing, (
+        f"aiohttp {aiohttp.__version__}: BaseProtocol lacks {missing} (frontend/connection.py)"
+    )
 
 
 async def test_the_private_attributes_the_websocket_path_sets_or_reads() -> None:

@@ -1,4 +1,4 @@
-"""The Autobahn|Testsuite fuzzing client (``wstest``), installed on demand into a cached Python 2.7 virtualenv.
+"""Autobahn|Testsuite's fuzzing client (``wstest``), installed on demand into a cached Python 2.7 virtualenv.
 
 autobahntestsuite is Python 2.7 code. This finds a Python 2.7 interpreter
 (``python2.7`` on the PATH, else pyenv's versions), makes a Python 3 tool

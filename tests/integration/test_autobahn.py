@@ -42,6 +42,10 @@ from .conftest import READY_RUN
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 APP = "tests.apps.autobahn:app"
+HANDSHAKE = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
 GOOD = {"OK", "NON-STRICT", "INFORMATIONAL"}
 GOOD_CLOSE = {"OK", "INFORMATIONAL"}
 GROUPS = ("1", "2", "3", "4", "5", "6", "7", "10")
@@ -50,7 +54,9 @@ CASES_PLAIN = [f"{g}.*" for g in GROUPS]
 # 16 B (M=1) .. 128 KiB (M=10), then fragmented. CI runs every option with 16 B and 4 KiB messages
 # (M = 1, 5), and 8 KiB in 256-byte fragments (M = 11, the slowest: 5-17 s each on a shared machine)
 # with the first option of each group; ZASGI_AUTOBAHN_FULL=1 runs all 216 (tens of minutes).
-_SAMPLE = [f"{g}.{n}.{m}" for g, options in (("12", 5), ("13", 7)) for n in range(1, options + 1) for m in (1, 5)]
+_SAMPLE = [
+    f"{g}.{n}.{m}" for g, options in (("12", 5), ("13", 7)) for n in range(1, options + 1) for m in (1, 5)
+]
 CASES_DEFLATE = CASES_PLAIN + _SAMPLE + ["12.1.11", "13.1.11"]
 CASES_DEFLATE_FULL = CASES_PLAIN + ["12.*", "13.*"]
 WSTEST_TIMEOUT_S = 1200.0
@@ -68,7 +74,8 @@ class Run:
         return {case: r for case, r in self.results.items() if case.split(".")[0] == group}
 
     def bad(self, group: str) -> list[str]:
-        return [f"{case}: {r['behavior']}/{r['behaviorClose']}" for case, r in sorted(self.group(group).items())
+        cases = sorted(self.group(group).items())
+        return [f"{case}: {r['behavior']}/{r['behaviorClose']}" for case, r in cases
                 if r["behavior"] not in GOOD or r["behaviorClose"] not in GOOD_CLOSE]  # fmt: skip
 
 
@@ -114,7 +121,9 @@ def summary(name: str, run: Run) -> str:
 
 
 @pytest.fixture(scope="module", params=["deflate", "plain"])
-def run(request: pytest.FixtureRequest, wstest_script: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+def run(
+    request: pytest.FixtureRequest, wstest_script: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
     tmp = tmp_path_factory.mktemp(f"autobahn-{request.param}")
     deflate = request.param == "deflate"
     proc, url = serve(tmp, *(() if deflate else ("--no-ws-per-message-deflate",)))
@@ -171,8 +180,7 @@ def test_fragmented_messages_come_back_whole(tmp_path: Path) -> None:
 async def _fragments(host: str, port: int) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+        writer.write(HANDSHAKE)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
         assert head.startswith(b"HTTP/1.1 101"), head
         text = "héllo, fragmented wörld " * 300

@@ -120,10 +120,16 @@ async def test_rolling_restart_keeps_plain_websockets_and_sse_streams(tmp_path: 
         async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
             echoers = [Echoer(f"ws{i}") for i in range(4)]
             connected = [asyncio.Event() for _ in echoers]
-            tasks = [asyncio.create_task(e.run(session, server.url, c)) for e, c in zip(echoers, connected, strict=True)]
+            tasks = [
+                asyncio.create_task(e.run(session, server.url, c))
+                for e, c in zip(echoers, connected, strict=True)
+            ]
             streams = [SseReader(n=50, delay_s=0.1) for _ in range(2)]
             started = [asyncio.Event() for _ in streams]
-            tasks += [asyncio.create_task(s.run(session, server.url, e)) for s, e in zip(streams, started, strict=True)]
+            tasks += [
+                asyncio.create_task(s.run(session, server.url, e))
+                for s, e in zip(streams, started, strict=True)
+            ]
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in connected + started)), 30)
             await asyncio.sleep(0.5)
             assert {e.pid for e in echoers} <= old_pids
@@ -133,10 +139,16 @@ async def test_rolling_restart_keeps_plain_websockets_and_sse_streams(tmp_path: 
             data = await workers(admin)
             assert data["frontend"]["lingering"]["workers"] == 2
             assert data["frontend"]["lingering"]["sessions"] >= 4  # the WebSockets, and streams still going
-            status = subprocess.run(zasgi("status", "--admin", admin), capture_output=True, text=True, timeout=60)
-            assert re.search(r"4 workers, 2 ready, 2 lingering \(\d+ sessions? left\)", status.stdout), status.stdout
+            status = subprocess.run(
+                zasgi("status", "--admin", admin), capture_output=True, text=True, timeout=60
+            )
+            assert re.search(r"4 workers, 2 ready, 2 lingering \(\d+ sessions? left\)", status.stdout), (
+                status.stdout
+            )
             rows = [line.split() for line in status.stdout.splitlines()[2:]]
-            assert sorted(row[3] for row in rows) == ["lingering", "lingering", "ready", "ready"], status.stdout
+            assert sorted(row[3] for row in rows) == ["lingering", "lingering", "ready", "ready"], (
+                status.stdout
+            )
             async with session.get(f"{admin}/metrics") as r:
                 assert 'zasgi_workers{state="lingering"} 2.0' in await r.text()
 
@@ -147,7 +159,9 @@ async def test_rolling_restart_keeps_plain_websockets_and_sse_streams(tmp_path: 
             assert fresh.pid not in old_pids and fresh.pid in supervisor.worker_pids()
 
             await asyncio.sleep(3 * GRACE_S)  # well past the grace: the sessions go on
-            await asyncio.wait_for(asyncio.gather(*tasks[len(echoers):len(echoers) + 2]), 30)  # the streams end
+            await asyncio.wait_for(
+                asyncio.gather(*tasks[len(echoers) : len(echoers) + 2]), 30
+            )  # the streams end
             for echoer in [*echoers, fresh]:
                 echoer.stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks), 30)
@@ -158,7 +172,9 @@ async def test_rolling_restart_keeps_plain_websockets_and_sse_streams(tmp_path: 
             assert not echoer.closes and not echoer.errors, (echoer.closes, echoer.errors)
             assert echoer.echoed > 50
         # The sessions ended: the lingering workers leave.
-        await wait_for(lambda: not (supervisor.worker_pids() & old_pids), "lingering workers gone", server, 20)
+        await wait_for(
+            lambda: not (supervisor.worker_pids() & old_pids), "lingering workers gone", server, 20
+        )
         assert await states(admin) == ["ready", "ready"]
         assert "Traceback" not in supervisor.log()
     finally:
