@@ -266,3 +266,31 @@ async def test_stream_drain_limit_ends_the_lingering_with_1012(tmp_path: Path) -
         await wait_for(lambda: len(supervisor.worker_pids()) == 1, "lingering worker gone", server, 20)
     finally:
         stop(server)
+
+
+async def test_an_opted_in_app_still_hands_its_websockets_to_the_new_worker(tmp_path: Path) -> None:
+    """Handoff takes precedence: the session moves (no close, no gap) instead of lingering."""
+    server = start(tmp_path, workers=1)
+    try:
+        admin, supervisor = admin_url(server), server.procs[0]
+        await wait_for(lambda: states(admin), "worker ready", server)
+        (old,) = supervisor.worker_pids()
+        async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+            async with session.ws_connect(f"{server.url}/ws/handoff", heartbeat=None) as ws:
+                pids, n = [], 0
+                supervisor.signal(signal.SIGHUP)
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and (not pids or pids[-1] == old):
+                    n += 1
+                    await ws.send_str(f"m{n}")
+                    msg = await ws.receive(timeout=30)
+                    assert msg.type is aiohttp.WSMsgType.TEXT, (msg, server.logs())
+                    count, pid, text = msg.data.split(":", 2)
+                    assert (int(count), text) == (n, f"m{n}")  # the app's counter went on: nothing lost
+                    pids.append(int(pid))
+                    await asyncio.sleep(0.05)
+                assert pids[0] == old and pids[-1] != old, pids
+        # Nothing was left to linger for: the old worker is gone.
+        await wait_for(lambda: old not in supervisor.worker_pids(), "old worker gone", server, 20)
+    finally:
+        stop(server)
