@@ -205,3 +205,21 @@ async def test_shutdown_finishes_in_flight_then_says_bye(start_frontend: Any, wo
     bye = await w.expect(ev.Bye)
     assert "shutting down" in bye.reason
     await asyncio.wait_for(fe.task, 5)
+
+
+async def test_a_lingering_worker_keeps_its_stream_and_gets_nothing_new(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend()
+    w1 = await worker_for(fe)
+    async with httpx.AsyncClient() as client:
+        first = asyncio.ensure_future(client.get(fe.url + "/stream"))
+        req = await w1.request()
+        w1.send(ev.Response(req.stream_id, 200, (), b"part 1 ", True, False), ev.Drain(), ev.Linger())
+        w2 = await worker_for(fe)  # its WELCOME comes after the LINGER was processed (not a bad event)
+        second = asyncio.ensure_future(client.get(fe.url + "/new"))
+        w2.respond((await w2.request()).stream_id, 200)
+        assert (await second).status_code == 200  # new requests go to the new worker
+        w1.send(ev.Body(req.stream_id, b"part 2", False))  # the old one finishes its stream
+        answer = await first
+        assert answer.status_code == 200 and answer.text == "part 1 part 2"

@@ -154,3 +154,28 @@ def test_probe_plan_disconnect_after_a_probe_ran_gets_a_fresh_probe() -> None:
     assert plan.take_due(5.0)
     plan.disconnected(5.01)  # within merge_s of a probe that already ran: must not be merged
     assert plan.next_at() == pytest.approx(5.01)
+
+
+def test_a_lingering_worker_keeps_its_streams_takes_nothing_new_and_is_counted_apart() -> None:
+    pool = ready_pool(b"old", b"new")
+    old = pool.get(b"old")
+    assert old is not None
+    pool.acquire(old, websocket=True)
+    pool.drain(b"old")
+    pool.linger(b"old")
+    assert old.state is WorkerState.LINGERING and old.previous is WorkerState.DRAINING
+    assert pool.lingering() == [old] and pool.ready_count() == 1
+    assert {pool.choose(), pool.choose(), pool.choose(websocket=False)} == {pool.get(b"new")}
+    pool.release(old, websocket=True)  # its session ended
+    assert pool.remove(b"old") is old and old.state is WorkerState.GONE and pool.lingering() == []
+
+
+def test_linger_without_a_drain_first_still_moves_along_the_table() -> None:
+    pool = ready_pool(b"a")
+    pool.linger(b"a")
+    record_ = pool.get(b"a")
+    assert record_ is not None and record_.state is WorkerState.LINGERING
+    pool.linger(b"a")  # a second LINGER changes nothing
+    assert record_.state is WorkerState.LINGERING
+    with pytest.raises(ValueError, match="lingering -> ready"):
+        record_.to(WorkerState.READY)
