@@ -26,12 +26,14 @@ class Proc:
     def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.popen = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=REPO, env=full_env, start_new_session=True,
-        )  # fmt: skip
+        # The child writes to its own copy of the descriptor: ours is closed at once, so a Proc that
+        # is never kill_tree'd (it exited by itself) leaks no open file for the collector to warn about.
+        with open(self.log_path, "wb") as log:
+            self.popen = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=REPO, env=full_env, start_new_session=True,
+            )  # fmt: skip
         self.pid = self.popen.pid
 
     def log(self) -> str:
@@ -104,7 +106,6 @@ class Proc:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             pass
-        self._log.close()
 
 
 def zasgi(*args: str) -> list[str]:
