@@ -37,6 +37,7 @@ class Kind(IntEnum):
     DRAIN = 5
     BYE = 6
     UNKNOWN_PEER = 7
+    LIMIT = 8
     REQUEST = 16
     BODY = 17
     DISCONNECT = 18
@@ -130,6 +131,15 @@ class UnknownPeer:
 
     stream_id: int = CONTROL_STREAM
     KIND = Kind.UNKNOWN_PEER
+
+
+@dataclass(slots=True)
+class Limit:
+    """Worker -> front end (feature "limit"): open at most ``limit`` HTTP streams on me now."""
+
+    stream_id: int
+    limit: int  # 1..HELLO.capacity
+    KIND = Kind.LIMIT
 
 
 # ---------------------------------------------------------------- HTTP
@@ -307,7 +317,7 @@ class Invalid:
 
 
 Event = Union[
-    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer,
+    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit,
     Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip
