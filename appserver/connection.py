@@ -34,7 +34,10 @@ Theory of operation (PROTOCOL.md §4):
   already forgotten them -- and re-handshakes; stream ids start over with
   the new handshake.
 * Features: "websocket" and "ws-denial" are announced only with a
-  ``ws_capacity`` above 0; a feature is used only if WELCOME agrees (Rule 7).
+  ``ws_capacity`` above 0, "limit" only with adaptive admission
+  (``admission``, admission.py); a feature is used only if WELCOME agrees
+  (Rule 7). With "limit" agreed the front end opens nothing until it hears
+  our limit: WELCOME sends it at once, and every change follows (§7.1).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from wire import events as ev
 from wire.channel import Channel, SocketMonitor, configure_dealer
 from wire.curve import ClientKeys, apply_client
 
+from .admission import Admission
 from .routing import StreamRouter
 from .stream import StreamSettings
 
@@ -104,6 +108,7 @@ class FrontendConnection:
         state: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
         curve: ClientKeys | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -113,7 +118,7 @@ class FrontendConnection:
         self.refuse_reason = ""
         self.frontend_id = ""
         self._ctx = ctx
-        features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ())
+        features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ()) + (("limit",) if admission else ())
         self._hello = ev.Hello(0, wire.PROTOCOL_VERSION, worker_id, os.getpid(), capacity, ws_capacity,
                                window_bytes, features, info or {})  # fmt: skip
         self._window_bytes = window_bytes
@@ -132,8 +137,14 @@ class FrontendConnection:
         self._liveness_ticks = 6
         self._sent = self._heard = 0  # events out / messages in; the tick compares
         self._sent_mark = self._heard_mark = self._silent_ticks = 0
+        self._admission = admission
+        self._limit_agreed = False  # WELCOME agreed to feature "limit"
+        self._reported = 0  # the last LIMIT sent on this handshake
         self._streams = StreamRouter(app=app, post=self._emit_stream, endpoint=endpoint, capacity=capacity,
-                                     ws_capacity=ws_capacity)  # fmt: skip
+                                     ws_capacity=ws_capacity,
+                                     completed=admission.completed if admission else None)  # fmt: skip
+        if admission is not None:
+            admission.attach(self)
 
     # ------------------------------------------------------------ public
 
@@ -168,8 +179,24 @@ class FrontendConnection:
     async def cancel_streams(self) -> None:
         await self._streams.cancel()
 
+    @property
+    def reports_limit(self) -> bool:
+        """Welcomed with feature "limit" and taking streams (admission.Reporter)."""
+        return self._limit_agreed and self.phase is _READY
+
+    def admission_counts(self) -> tuple[int, int]:
+        return self._streams.admission_counts()
+
+    def report_limit(self, limit: int) -> None:
+        """LIMIT to the front end, if it changed (§7.1)."""
+        if limit != self._reported and self.phase is _READY:
+            self._reported = limit
+            self._post(ev.Limit(0, limit))
+
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""
+        if self._admission is not None:
+            self._admission.detach(self)
         if self._channel is not None and self.phase in (ConnPhase.READY, ConnPhase.DRAINING):
             self._post(ev.Bye(0, reason))
             self._channel.flush()
@@ -297,6 +324,9 @@ class FrontendConnection:
         log.info("welcomed by front end %s at %s", welcome.frontend_id, self.endpoint)
         self.welcomed.set()
         self._set_timer(self._tick_s, self._tick)
+        self._limit_agreed, self._reported = "limit" in features, 0
+        if self._limit_agreed and self._admission is not None:
+            self._admission.welcomed(self)
 
     def _on_refuse(self, refuse: ev.Refuse) -> None:
         self.refuse_reason = refuse.reason
