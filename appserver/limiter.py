@@ -13,9 +13,9 @@ many run at once. Two estimates of it, the larger wins:
 * the loop's lag: how late a timer fires, i.e. how long a ready callback waits
   behind the others. It needs no baseline and does not care which endpoints
   are called, so it is the one that catches CPU-bound work;
-* the window's median latency minus the lowest median of recent windows
-  (the latency when nothing queued): it catches waits the loop cannot see
-  (a thread pool, a connection pool).
+* the window's median latency minus the latency when nothing queued (a
+  low median of recent windows, plus 10% for noise): it catches waits the
+  loop cannot see (a thread pool, a connection pool).
 
 Every ``window_s`` the limit moves (the latency estimate waits until a few
 requests have finished),
@@ -26,8 +26,10 @@ TCP Vegas / gradient style (Netflix concurrency-limits, Envoy adaptive concurren
   when nothing finished: something blocks the loop);
 * delay under the target while the limit was in use (the front end held
   requests back): grow by ``limit x (target - delay) / target``, at most the
-  requests that finished in the window (ACK-clocked, as TCP's slow start:
-  an app that answers in 50 ms doubles its limit no faster than every 50 ms);
+  requests that finished meanwhile (ACK-clocked, as TCP's slow start: an app
+  that answers in 50 ms doubles its limit no faster than every 50 ms). Well
+  under the target (half) this happens at every tick, not only at the
+  window's end, so a burst is taken in a few round trips;
 * the limit was not in use: nothing was learnt, nothing moves.
 
 The limit stays within ``[floor, ceiling]``. It converges from either side on
@@ -45,7 +47,8 @@ from math import ceil
 
 MIN_SAMPLES = 8  # latencies needed for a median (fewer: they wait for the next window)
 MAX_SAMPLES = 1024  # latencies kept per window (the median needs no more)
-BASELINE_WINDOWS = 100  # the no-queue latency is the lowest median of this many windows
+BASELINE_WINDOWS = 100  # the no-queue latency: a low (10th percentile) median of this many windows
+LATENCY_TOLERANCE = 0.1  # latency this much over that is noise, not queueing
 USED = 0.8  # the limit was in use when running requests reached this share of it
 
 
@@ -78,6 +81,7 @@ class Limiter:
         if not hasattr(self, "_samples") or len(self._samples) >= MIN_SAMPLES:
             self._samples: list[float] = []
         self._completed = 0
+        self._grown = 0  # of those, already grown on by tick()
         self._lag_sum = 0.0
         self._ticks = 0
         self._peak = 0
@@ -95,11 +99,22 @@ class Limiter:
         if in_flight > self._peak:
             self._peak = in_flight
         elapsed = now - self._since
-        if elapsed < self.settings.window_s:
-            return self.limit
-        self._decide(elapsed)
-        self._start(now)
+        if elapsed >= self.settings.window_s:
+            self._decide(elapsed)
+            self._start(now)
+        elif in_flight >= USED * self._limit and max(lag_s, self.delay_s) <= self.settings.target_s / 2:
+            # Clearly uncongested and in use: grow now, ACK-clocked, rather than at the window's
+            # end (a burst of 3,000 clients should not wait for windows to go by).
+            self._grow(max(lag_s, self.delay_s), self._completed - self._grown)
         return self.limit
+
+    def _grow(self, delay: float, completed: int) -> None:
+        s = self.settings
+        limit = self._limit
+        room = limit * (s.target_s - delay) / s.target_s
+        self._limit = min(limit + max(0.0, min(room, completed, limit)), float(s.ceiling))
+        self.limit = round(self._limit)
+        self._grown += completed
 
     def _decide(self, elapsed: float) -> None:
         s = self.settings
@@ -108,7 +123,8 @@ class Limiter:
             samples = sorted(self._samples)
             median = samples[len(samples) // 2]
             self._medians.append(median)
-            delay = max(delay, median - min(self._medians))
+            low = sorted(self._medians)[len(self._medians) // 10]  # a min, robust to noise
+            delay = max(delay, median - low * (1 + LATENCY_TOLERANCE))
         self.delay_s = delay
         throughput = self._completed / elapsed
         limit = self._limit
@@ -116,9 +132,9 @@ class Limiter:
             # Nothing finished while the loop lagged (a request blocking it): halve.
             excess = (delay - s.target_s) * throughput if self._completed else limit
             limit = max(limit - excess, limit / 2)
-        elif self._peak >= USED * limit and self._completed:
-            room = limit * (s.target_s - delay) / s.target_s
-            limit += min(room, self._completed, limit)
+        elif self._peak >= USED * limit and self._completed > self._grown:
+            self._grow(delay, self._completed - self._grown)
+            return
         self._limit = min(max(limit, float(s.floor)), float(s.ceiling))
         self.limit = round(self._limit)
 

@@ -12,6 +12,16 @@ slot gives it back. A request being replayed (its worker was lost) asks with
 ``first=True``: it already waited its turn once, so it is served before every
 other waiter and is never refused for a full queue or for overload.
 
+Refusals are paced by service: each slot handed to a waiter earns the queue
+``REFUSALS_PER_SERVED`` refusal (up to ``REFUSAL_BURST``), and overload
+shedding spends them. A client refused comes back (wrk, a retrying browser):
+refusing at once or every 250 ms would turn an overload into a storm of
+requests the front end answers 503 instead of serving (issue 17: a refusal
+costs the front end about what serving costs it). So refusing never takes
+more of the front end than serving does, and a refused client waits longer
+when the workers serve fewer; the ones served still come newest first.
+``timeout_s`` bounds every wait regardless.
+
 With no READY worker for longer than ``no_worker_grace_s`` (none ever joined,
 or every one was lost) waiting is pointless: waiters are refused then, and new
 requests at once, until a worker joins (issue 21: a front end without workers
@@ -61,6 +71,9 @@ class ShuttingDown(NoCapacity):
 
 
 SHED_REASONS = ("overload", "timeout", "full", "no_workers", "shutdown")
+REFUSALS_PER_SERVED = 1.0  # overload refusals a served waiter pays for
+REFUSAL_BURST = 100.0  # refusals saved up at most (also the budget on entering overload)
+PACE_S = 0.01  # out of refusals with waiters past the target: look again this soon
 _OVERLOAD = QueueMode.OVERLOAD
 
 
@@ -93,6 +106,7 @@ class SlotQueue:
         self._timer_at = 0.0
         self._no_worker_since: float | None = None  # no READY worker since then (workers_changed)
         self.shed: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
+        self._budget = REFUSAL_BURST  # overload refusals it may make now
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -186,6 +200,8 @@ class SlotQueue:
                 return
             self._pool.acquire(record, self._websocket)
             fut.set_result(record)
+            if self._budget < REFUSAL_BURST:
+                self._budget += REFUSALS_PER_SERVED
 
     def _next(self) -> asyncio.Future[WorkerRecord] | None:
         """The next live waiter, taken off the queue: replays, then oldest or newest first."""
@@ -240,21 +256,30 @@ class SlotQueue:
         self._drop_left()
         waiters, policy = self.waiters, self.policy
         policy.update(now, waiters[0][0] if waiters else None)
-        wait_s = policy.wait_s
-        while waiters and now - waiters[0][0] >= wait_s:
-            fut = waiters.popleft()[1]
-            if fut.done():
-                continue
-            self._live -= 1
-            if policy.mode is _OVERLOAD:
-                self.shed["overload"] += 1
-                fut.set_exception(Overloaded(f"waited over {policy.target_s:g}s in an overloaded queue"))
+        paced = False
+        while waiters:
+            age = now - waiters[0][0]
+            if age >= policy.timeout_s:
+                exc: NoCapacity = QueueTimeout("no worker became free in time")
+            elif policy.mode is _OVERLOAD and age >= policy.target_s:
+                if self._budget < 1.0:
+                    paced = True
+                    break
+                self._budget -= 1.0
+                exc = Overloaded(f"waited over {policy.target_s:g}s in an overloaded queue")
             else:
-                self.shed["timeout"] += 1
-                fut.set_exception(QueueTimeout("no worker became free in time"))
+                break
+            fut = waiters.popleft()[1]
+            self._live -= 1
+            self.shed[exc.reason] += 1
+            fut.set_exception(exc)
             self._drop_left()
         if not waiters:
             policy.update(now, None)
+        if paced:
+            self._timer_at = now + PACE_S
+            self._timer = self._loop.call_at(self._timer_at, self._on_timer)
+            return
         self._schedule()
 
     def _fail_all(self, exc: NoCapacity) -> None:
