@@ -22,8 +22,9 @@ requests have finished),
 TCP Vegas / gradient style (Netflix concurrency-limits, Envoy adaptive concurrency):
 
 * delay over ``target_s``: the queue holds about ``(delay - target) x throughput``
-  requests too many (Little's law): take that many off, at most half (half
-  when nothing finished: something blocks the loop);
+  requests too many (Little's law): take that many off (at most 90%: a loop
+  blocked by CPU-bound work ticks rarely, so each window must count; half
+  when nothing finished at all: something blocks the loop);
 * delay under the target while the limit was in use (the front end held
   requests back): grow by ``limit x (target - delay) / target``, at most the
   requests that finished meanwhile (ACK-clocked, as TCP's slow start: an app
@@ -50,6 +51,7 @@ MAX_SAMPLES = 1024  # latencies kept per window (the median needs no more)
 BASELINE_WINDOWS = 100  # the no-queue latency: a low (10th percentile) median of this many windows
 LATENCY_TOLERANCE = 0.1  # latency this much over that is noise, not queueing
 USED = 0.8  # the limit was in use when running requests reached this share of it
+MAX_CUT = 0.1  # one window cuts the limit to no less than this share of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +132,8 @@ class Limiter:
         limit = self._limit
         if delay > s.target_s:
             # Nothing finished while the loop lagged (a request blocking it): halve.
-            excess = (delay - s.target_s) * throughput if self._completed else limit
-            limit = max(limit - excess, limit / 2)
+            excess = (delay - s.target_s) * throughput if self._completed else limit / 2
+            limit = max(limit - excess, limit * MAX_CUT)
         elif self._peak >= USED * limit and self._completed > self._grown:
             self._grow(delay, self._completed - self._grown)
             return

@@ -41,6 +41,7 @@ class Client(asyncio.Protocol):
         self.sent_at = 0.0
         self.need = -1  # bytes of the current response still to come (-1: head not parsed)
         self.status = 0
+        self.retry_after = False  # the current response has a Retry-After header
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.transport: asyncio.Transport | None = None
@@ -68,11 +69,14 @@ class Client(asyncio.Protocol):
                 if not sep:
                     return
                 self.status = int(head[9:12])
-                length = 0
+                length, self.retry_after = 0, False
                 for line in head.split(b"\r\n")[1:]:
                     name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
+                    name = name.strip().lower()
+                    if name == b"content-length":
                         length = int(value)
+                    elif name == b"retry-after":
+                        self.retry_after = True
                 self.buf, self.need = rest, length
             if len(self.buf) < self.need:
                 return
@@ -111,12 +115,14 @@ async def closed(port: int, path: str, conns: int, seconds: float) -> dict[str, 
     by_status: dict[int, int] = {}
     ok: list[float] = []
     other: list[float] = []
+    retry_after = [0]  # 503s that carried Retry-After
     state = {"on": False, "stop": False}
 
     def on_response(c: Client, status: int, latency: float) -> None:
         if state["on"]:
             by_status[status] = by_status.get(status, 0) + 1
             (ok if 200 <= status < 300 else other).append(latency)
+            retry_after[0] += status == 503 and c.retry_after
         if not state["stop"] and not c.closed:
             c.ask()
 
@@ -149,6 +155,7 @@ async def closed(port: int, path: str, conns: int, seconds: float) -> dict[str, 
         "other": quantiles(other),
         "all": quantiles(ok + other + waiting),
         "unanswered_over_1s": sum(1 for age in waiting if age > 1.0),
+        "retry_after_503": retry_after[0],
     }
 
 
