@@ -37,7 +37,7 @@ class WorkerConfig:
     # admission (limiter.py) the ceiling of the limit that follows what the app can take.
     capacity: int = 4096
     adaptive: bool = True  # report an adaptive limit (feature "limit"); False: capacity, fixed
-    capacity_floor: int = 8  # the adaptive limit's floor
+    capacity_floor: int = 8  # the adaptive limit's floor (capped by capacity: --capacity 4 just works)
     adaptive_target_s: float = 0.010  # queueing delay the worker may hold (limiter.py)
     ws_capacity: int = 10000  # concurrent WebSocket streams advertised in HELLO
     # Request-direction credit window per stream (HELLO.window_bytes): one CREDIT round trip
@@ -61,10 +61,7 @@ class WorkerConfig:
         self._normalize_connect()
         _require_int(self.capacity, "capacity", minimum=1)
         _require(isinstance(self.adaptive, bool), "adaptive", "must be a boolean")
-        _require_int(self.capacity_floor, "capacity_floor", minimum=1)
-        if self.adaptive:
-            _require(self.capacity_floor <= self.capacity, "capacity_floor",
-                     f"must be at most capacity ({self.capacity}), got {self.capacity_floor}")  # fmt: skip
+        _require_int(self.capacity_floor, "capacity_floor", minimum=1)  # above capacity: capacity
         _require_number(self.adaptive_target_s, "adaptive_target_s", positive=True)
         _require_int(self.ws_capacity, "ws_capacity", minimum=0)
         _require_int(self.window_bytes, "window_bytes", minimum=1)

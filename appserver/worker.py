@@ -232,8 +232,9 @@ class Worker:
         c = self.config
         if not c.adaptive:
             return None
-        settings = LimiterSettings(floor=c.capacity_floor, ceiling=c.capacity, target_s=c.adaptive_target_s,
-                                   initial=min(max(32, c.capacity_floor), c.capacity))  # fmt: skip
+        floor = min(c.capacity_floor, c.capacity)
+        settings = LimiterSettings(floor=floor, ceiling=c.capacity, target_s=c.adaptive_target_s,
+                                   initial=min(max(32, floor), c.capacity))  # fmt: skip
         admission = Admission(settings)
         admission.start()
         return admission
