@@ -79,7 +79,8 @@ class Admission:
         lag = max(0.0, perf_counter() - self._due)
         running = sum(c.admission_counts()[0] for c in self.connections if c.reports_limit)
         limit = self.limiter.tick(self._loop.time(), lag, running)
-        if limit != self._logged_limit and (limit >= 2 * self._logged_limit or 2 * limit <= self._logged_limit):
+        logged = self._logged_limit
+        if limit >= 2 * logged or 2 * limit <= logged:  # log big moves only
             log.debug("adaptive limit %d (queueing delay %.1f ms)", limit, self.limiter.delay_s * 1e3)
             self._logged_limit = limit
         self._report()

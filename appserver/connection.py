@@ -118,7 +118,8 @@ class FrontendConnection:
         self.refuse_reason = ""
         self.frontend_id = ""
         self._ctx = ctx
-        features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ()) + (("limit",) if admission else ())
+        features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ())
+        features += ("limit",) if admission is not None else ()
         self._hello = ev.Hello(0, wire.PROTOCOL_VERSION, worker_id, os.getpid(), capacity, ws_capacity,
                                window_bytes, features, info or {})  # fmt: skip
         self._window_bytes = window_bytes

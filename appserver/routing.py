@@ -226,7 +226,9 @@ class StreamRouter:
         while it waits in receive(), so admission counts it apart."""
         open_, uploading = self._open, self._uploading
         if uploading:
-            uploading[:] = [c for c in uploading if c.request_state is _RECEIVING and open_.get(c.stream_id) is c]
+            uploading[:] = [
+                c for c in uploading if c.request_state is _RECEIVING and open_.get(c.stream_id) is c
+            ]
         return self._http_open, len(uploading)
 
     # ------------------------------------------------------------ ending streams

@@ -8,24 +8,31 @@ ones worth serving: their clients are still waiting, and serving them first
 keeps their latency low while the oldest, the likeliest to be abandoned
 anyway, are refused. Here, with the age of the oldest waiter as the delay:
 
-| mode      | serves | a waiter is refused (503 + Retry-After)   | becomes                                          |
-|-----------|--------|-------------------------------------------|--------------------------------------------------|
-| NORMAL    | FIFO   | after the queue timeout                   | ABOVE when the oldest has waited > target        |
-| ABOVE     | LIFO   | after the queue timeout                   | NORMAL when it is back under target or empty;    |
-|           |        |                                           | OVERLOAD when above target a whole interval      |
-| OVERLOAD  | LIFO   | once it has waited > target (at once,     | NORMAL when the queue empties                    |
-|           |        | all those older on entering)              |                                                  |
+| mode     | serves | a waiter gets 503 + Retry-After | becomes                                 |
+|----------|--------|---------------------------------|-----------------------------------------|
+| NORMAL   | FIFO   | after the queue timeout         | ABOVE: the oldest waited over target    |
+| ABOVE    | LIFO   | after the queue timeout         | NORMAL: back under target, or empty;    |
+|          |        |                                 | OVERLOAD: above target for an interval  |
+| OVERLOAD | LIFO   | once it waited over target,     | NORMAL: the queue empties               |
+|          |        | while the queue stands          |                                         |
 
-So a burst (10,000 clients at once, a worker starting up) is served however
-it comes, only newest first once it lasts; a queue that stands longer than
-target + interval sheds what it cannot serve in time, and the requests it
-does serve waited little. The shed ones cost their client at most ``target``
+A queue *stands* while requests keep coming about as fast as they leave
+(arrivals at least ``STANDING`` of departures over the last interval): the
+clients of an overload, or clients that retry. One that is only draining (a
+burst has arrived, nothing new comes) is never shed, however old: every
+waiter will be served, and refusing one helps nobody. So a burst (10,000
+clients at once, a worker starting up) is served however it comes, only
+newest first once it lasts; a queue that stands above the target longer than
+an interval sheds what it cannot serve in time, and the requests it does
+serve waited little. The shed ones cost their client at most ``target``
 of waiting, and the front end one short response each (slots.py).
 """
 
 from __future__ import annotations
 
 from enum import Enum
+
+STANDING = 0.8  # arrivals / departures over the last interval at which the queue stands
 
 
 class QueueMode(Enum):
@@ -51,6 +58,40 @@ class QueuePolicy:
         self.wait_s = timeout_s  # how long a waiter may wait in this mode
         self._above_since = 0.0  # when the oldest waiter crossed the target (ABOVE)
         self.overloads = 0  # times OVERLOAD was entered (metrics)
+        # Arrivals and departures in the previous and the current half interval.
+        self._arrivals = [0, 0]
+        self._departures = [0, 0]
+        self._bucket_at = 0.0
+
+    def arrived(self, now: float) -> None:
+        self._rotate(now)
+        self._arrivals[1] += 1
+
+    def departed(self, now: float) -> None:
+        self._rotate(now)
+        self._departures[1] += 1
+
+    @property
+    def standing(self) -> bool:
+        """Requests come about as fast as they leave: not a burst draining (nor nothing coming)."""
+        arrivals = self._arrivals[0] + self._arrivals[1]
+        return arrivals > 0 and arrivals >= STANDING * (self._departures[0] + self._departures[1])
+
+    @property
+    def sheds(self) -> bool:
+        """Waiters older than the target are refused now."""
+        return self.mode is QueueMode.OVERLOAD and self.standing
+
+    def _rotate(self, now: float) -> None:
+        half = self.interval_s / 2
+        if now - self._bucket_at < half:
+            return
+        if now - self._bucket_at < 2 * half:
+            self._arrivals = [self._arrivals[1], 0]
+            self._departures = [self._departures[1], 0]
+        else:
+            self._arrivals, self._departures = [0, 0], [0, 0]
+        self._bucket_at = now
 
     def to(self, mode: QueueMode) -> None:
         if mode not in TRANSITIONS[self.mode]:
@@ -63,6 +104,7 @@ class QueuePolicy:
 
     def update(self, now: float, oldest_since: float | None) -> None:
         """The queue's state at ``now``: ``oldest_since``, when its oldest waiter came (None: empty)."""
+        self._rotate(now)
         mode = self.mode
         if oldest_since is None:
             if mode is not QueueMode.NORMAL:

@@ -105,8 +105,9 @@ class Dispatcher:
             no_worker_grace_s=q.no_worker_grace_s,
         )  # fmt: skip
         self.ws_slots = SlotQueue(
-            self.pool, size=q.size, timeout_s=q.timeout_s, no_worker_grace_s=q.no_worker_grace_s, websocket=True
-        )  # WebSockets are long-lived: a standing queue of them is no sign of overload
+            self.pool, size=q.size, timeout_s=q.timeout_s, no_worker_grace_s=q.no_worker_grace_s,
+            websocket=True,
+        )  # fmt: skip  -- WebSockets are long-lived: a standing queue of them is no sign of overload
         self._sent_to: set[bytes] = set()  # peers posted to since the last tick
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False

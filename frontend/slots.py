@@ -4,8 +4,9 @@ A request that finds no free slot (every READY worker at its limit, pool.py)
 waits here. The queue serves the oldest first until its oldest has waited
 longer than ``target_s``, then the newest first; once that has lasted
 ``interval_s`` it refuses (503 + Retry-After) every waiter older than
-``target_s`` instead of keeping it for the whole ``timeout_s`` (codel.py has
-the table). A waiter is one future; a freed slot is handed to the next waiter
+``target_s`` instead of keeping it for the whole ``timeout_s``, as long as
+requests keep coming as fast as they leave (a burst that only drains is
+served whole; codel.py has the table). A waiter is one future; a freed slot is handed to the next waiter
 and taken for it at once, so a slot can't be stolen between the wake-up and
 the waiter running. A waiter cancelled (its client left) after being handed a
 slot gives it back. A request being replayed (its worker was lost) asks with
@@ -99,7 +100,8 @@ class SlotQueue:
         interval = interval_s if target_s is not None else timeout_s
         self.policy = QueuePolicy(target_s=target, interval_s=interval, timeout_s=timeout_s)
         self._grace_s = no_worker_grace_s
-        self.waiters: deque[tuple[float, asyncio.Future[WorkerRecord]]] = deque()  # (since, waiter), oldest left
+        # (since, waiter), the oldest on the left
+        self.waiters: deque[tuple[float, asyncio.Future[WorkerRecord]]] = deque()
         self._replays: deque[asyncio.Future[WorkerRecord]] = deque()
         self._live = 0  # waiters in ``waiters`` still waiting (the rest left and are skipped)
         self._timer: asyncio.TimerHandle | None = None
@@ -159,6 +161,7 @@ class SlotQueue:
             self.policy.update(now, None)  # it emptied since the timer last looked
         self.waiters.append((now, fut))
         self._live += 1
+        self.policy.arrived(now)
         self._schedule()
         try:
             return await fut
@@ -200,6 +203,7 @@ class SlotQueue:
                 return
             self._pool.acquire(record, self._websocket)
             fut.set_result(record)
+            self.policy.departed(self._loop.time() if self._loop is not None else 0.0)
             if self._budget < REFUSAL_BURST:
                 self._budget += REFUSALS_PER_SERVED
 
@@ -232,7 +236,8 @@ class SlotQueue:
             return
         self._drop_left()
         at = self.policy.next_change(self.waiters[0][0] if self.waiters else None)
-        if self._no_worker_since is not None and self._grace_s is not None and (self.waiters or self._replays):
+        waiting = self.waiters or self._replays
+        if self._no_worker_since is not None and self._grace_s is not None and waiting:
             grace_at = self._no_worker_since + self._grace_s
             at = grace_at if at is None else min(at, grace_at)
         if at is None:
@@ -262,7 +267,7 @@ class SlotQueue:
             if age >= policy.timeout_s:
                 exc: NoCapacity = QueueTimeout("no worker became free in time")
             elif policy.mode is _OVERLOAD and age >= policy.target_s:
-                if self._budget < 1.0:
+                if self._budget < 1.0 or not policy.standing:  # no refusal to spend; a burst draining
                     paced = True
                     break
                 self._budget -= 1.0
@@ -271,6 +276,7 @@ class SlotQueue:
                 break
             fut = waiters.popleft()[1]
             self._live -= 1
+            policy.departed(now)
             self.shed[exc.reason] += 1
             fut.set_exception(exc)
             self._drop_left()

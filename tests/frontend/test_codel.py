@@ -56,3 +56,20 @@ def test_only_the_table_s_transitions_are_allowed() -> None:
             else:
                 with pytest.raises(ValueError):
                     p.to(new)
+
+
+def test_it_sheds_only_while_the_queue_stands() -> None:
+    p = policy()
+    p.update(0.0, None)
+    for i in range(130):  # requests keep arriving for 1.3 s, none leaves...
+        p.arrived(i * 0.01)
+        p.update(i * 0.01, 0.0)
+    assert p.mode is OVERLOAD and p.standing and p.sheds  # ...the queue is old and still arriving
+    for i in range(50):  # then only drains: nothing comes for a whole interval
+        p.departed(1.3 + i * 0.02)
+    p.update(2.3, 0.0)
+    assert p.mode is OVERLOAD and not p.standing and not p.sheds
+    for i in range(50):  # clients that come back as fast as they leave: it stands again
+        p.departed(2.3 + i * 0.01)
+        p.arrived(2.3 + i * 0.01)
+    assert p.standing and p.sheds

@@ -53,24 +53,60 @@ async def test_fifo_under_the_target_newest_first_above_it() -> None:
     await asyncio.gather(*tasks)
 
 
-async def test_an_overloaded_queue_sheds_the_oldest_paced_by_service() -> None:
+async def closed_loop(q: SlotQueue, pool: Pool, record: WorkerRecord, clients: int, seconds: float,
+                      serve_every_s: float) -> tuple[list[float], list[float]]:  # fmt: skip
+    """``clients`` each asking again as soon as answered; one slot, freed every ``serve_every_s``.
+    The waits of the served and of the refused."""
+    loop = asyncio.get_running_loop()
+    served: list[float] = []
+    refused: list[float] = []
+    end = loop.time() + seconds
+
+    async def client() -> None:
+        while loop.time() < end:
+            started = loop.time()
+            try:
+                await q.acquire()
+            except Overloaded:
+                refused.append(loop.time() - started)
+                await asyncio.sleep(0)
+                continue
+            served.append(loop.time() - started)
+            await asyncio.sleep(serve_every_s)  # the request runs
+            pool.release(record)
+            q.wake()
+
+    tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
+    await asyncio.sleep(seconds)
+    q.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return served, refused
+
+
+async def test_a_standing_queue_sheds_paced_by_service_and_serves_the_newest() -> None:
+    pool, record = pool_with(1)
+    q = SlotQueue(pool, size=None, timeout_s=5.0, target_s=0.05, interval_s=0.2)
+    q._budget = 0.0  # no refusals saved up: each one is paid for by a request served
+    served, refused = await closed_loop(q, pool, record, 30, 1.5, 0.01)
+    assert q.policy.overloads >= 1 and refused  # it stood past target + interval: it shed
+    assert len(refused) <= len(served) + 1  # never more refusals than requests served
+    assert all(wait >= 0.05 for wait in refused)  # only those that waited past the target
+    served.sort()
+    assert served[len(served) // 2] < 0.05  # newest first: the median served waited little
+
+
+async def test_a_burst_that_only_drains_is_served_whole() -> None:
     pool, record = pool_with(1)
     q = SlotQueue(pool, size=None, timeout_s=5.0, target_s=0.05, interval_s=0.1)
-    q._budget = 2.0  # two refusals saved up; more only as waiters are served
-    await q.acquire()
-    waiters = [asyncio.ensure_future(q.acquire()) for _ in range(5)]
-    await asyncio.sleep(0.4)  # above the target for longer than the interval: overload
-    assert q.policy.mode.value == "overload"
-    shed = [w for w in waiters if w.done()]
-    assert len(shed) == 2 and all(isinstance(w.exception(), Overloaded) for w in shed)
-    assert q.shed["overload"] == 2
-    pool.release(record)
-    q.wake()  # one served (the newest) pays for one more refusal
-    await asyncio.sleep(0.05)
-    assert waiters[-1].done() and waiters[-1].result() is record
-    assert q.shed["overload"] == 3 and len(q) == 1
-    q.close()
-    await asyncio.gather(*waiters, return_exceptions=True)
+    waiters = [asyncio.ensure_future(q.acquire()) for _ in range(40)]  # one burst, nothing after
+    await settle()
+    for _ in range(40):  # served one every 10 ms: 0.4 s, far past target + interval
+        await asyncio.sleep(0.01)
+        pool.release(record)
+        q.wake()
+    done = await asyncio.gather(*waiters, return_exceptions=True)
+    assert all(r is record for r in done), [r for r in done if r is not record][:3]
+    assert q.shed["overload"] == 0 and q.policy.overloads == 1  # overloaded by age, yet nothing shed
 
 
 async def test_the_queue_timeout_bounds_every_wait() -> None:

@@ -99,7 +99,7 @@ def test_zasgi_status_lists_the_workers(run: tuple[Server, str]) -> None:
     ]  # fmt: skip
     rows = [line.split() for line in lines[2:]]
     assert len(rows) == 2 and all(row[3] == "ready" for row in rows)
-    assert all(8 <= int(row[5]) <= int(row[6]) == 4096 for row in rows)  # adaptive limit within floor..capacity
+    assert all(8 <= int(row[5]) <= int(row[6]) == 4096 for row in rows)  # LIMIT: floor..capacity
     assert {int(row[2]) for row in rows} <= pids
     data = json.loads(_status("--admin", admin, "--json").stdout)
     assert len(data[0]["workers"]) == 2
