@@ -69,7 +69,7 @@ def test_it_sheds_only_while_the_queue_stands() -> None:
         p.departed(1.3 + i * 0.02)
     p.update(2.3, 0.0)
     assert p.mode is OVERLOAD and not p.standing and not p.sheds
-    for i in range(50):  # clients that come back as fast as they leave: it stands again
+    for i in range(150):  # clients that come back as fast as they leave: it stands again
         p.departed(2.3 + i * 0.01)
         p.arrived(2.3 + i * 0.01)
     assert p.standing and p.sheds
