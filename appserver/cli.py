@@ -210,7 +210,7 @@ FRONTEND_OPTIONS: list[click.Option] = [
     _fe("--queue-target", type=click.FloatRange(0),
         help="Queueing delay target: newest first past it, 503 past it for --queue-interval [0.25]."),
     _fe("--queue-interval", type=click.FloatRange(0, min_open=True),
-        help="Seconds above --queue-target before the queue sheds [1]."),
+        help="Seconds above --queue-target before the queue sheds [2]."),
     _fe("--heartbeat-ms", type=click.IntRange(1)),
     _fe("--liveness", type=click.IntRange(1), help="Silent heartbeats before a worker is gone [3]."),
     _fe("--window-bytes", type=click.IntRange(1), help="Response window per stream [2 MiB]."),

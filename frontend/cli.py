@@ -111,7 +111,7 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 @_opt(
     "--queue-interval",
     type=float,
-    default=1.0,
+    default=2.0,
     show_default=True,
     help="Seconds the queue may stay above --queue-target (a burst draining) before it sheds.",
 )
@@ -236,7 +236,7 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 size=options["queue_size"],
                 timeout_s=options["queue_timeout"],
                 target_s=options.get("queue_target", 0.25) or None,
-                interval_s=options.get("queue_interval") or 1.0,
+                interval_s=options.get("queue_interval") or 2.0,
             ),
             heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
             websocket=cfg.WebSocket(

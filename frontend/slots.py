@@ -86,7 +86,7 @@ class SlotQueue:
         size: int | None,
         timeout_s: float,
         target_s: float | None = None,
-        interval_s: float = 1.0,
+        interval_s: float = 2.0,
         no_worker_grace_s: float | None = None,
         websocket: bool = False,
     ) -> None:
