@@ -88,8 +88,18 @@ def _worker_options(func: Any) -> Any:
         click.option("--interface", type=click.Choice(["auto", "asgi3", "asgi2", "wsgi"]), default="auto",
                      show_default=True, envvar="ZASGI_INTERFACE",
                      help="How to call APP; wsgi runs it in a thread pool (a2wsgi)."),
-        click.option("--capacity", default=256, show_default=True, type=click.IntRange(1),
-                     envvar="ZASGI_CAPACITY", help="Concurrent HTTP requests per worker."),
+        click.option("--capacity", default=4096, show_default=True, type=click.IntRange(1),
+                     envvar="ZASGI_CAPACITY",
+                     help="Concurrent HTTP requests per worker, at most: the adaptive limit's ceiling "
+                          "(with --no-adaptive, the fixed number)."),
+        click.option("--adaptive/--no-adaptive", default=True, show_default=True, envvar="ZASGI_ADAPTIVE",
+                     help="Each worker's limit follows its app: its event-loop lag and request latency "
+                          "(README: Overload)."),
+        click.option("--capacity-floor", default=8, show_default=True, type=click.IntRange(1),
+                     envvar="ZASGI_CAPACITY_FLOOR", help="The adaptive limit never goes below this."),
+        click.option("--adaptive-target", default=0.01, show_default=True,
+                     type=click.FloatRange(0, min_open=True), envvar="ZASGI_ADAPTIVE_TARGET",
+                     help="Seconds of queueing a worker may hold before its limit shrinks."),
         click.option("--timeout-graceful-shutdown", "graceful_timeout", default=30.0, show_default=True,
                      type=click.FloatRange(0), envvar="ZASGI_TIMEOUT_GRACEFUL_SHUTDOWN",
                      help="Seconds a draining worker lets in-flight requests finish."),
@@ -146,6 +156,9 @@ def _worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerCon
             app_dir=str(Path(opts["app_dir"]).resolve()),
             connect=connect,
             capacity=opts["capacity"],
+            adaptive=opts["adaptive"],
+            capacity_floor=opts["capacity_floor"],
+            adaptive_target_s=opts["adaptive_target"],
             graceful_timeout_s=opts["graceful_timeout"],
             stream_drain_timeout_s=opts["stream_drain_timeout"],
             resolve_interval_s=opts["resolve_interval"],
@@ -202,8 +215,12 @@ FRONTEND_OPTIONS: list[click.Option] = [
     _fe("--admin/--no-admin", help="Serve /healthz /readyz /metrics /workers [on]."),
     _fe("--admin-host", help="Admin endpoint address [127.0.0.1]."),
     _fe("--admin-port", type=click.IntRange(0, 65535), help="Admin endpoint port; 0: any free port."),
-    _fe("--queue-size", type=click.IntRange(0), help="Requests that may wait for a worker [1000]."),
-    _fe("--queue-timeout", type=click.FloatRange(0), help="Seconds a request waits for a worker [10]."),
+    _fe("--queue-size", type=click.IntRange(0), help="Requests that may wait for a worker [no bound]."),
+    _fe("--queue-timeout", type=click.FloatRange(0), help="Seconds a request may wait for a worker [10]."),
+    _fe("--queue-target", type=click.FloatRange(0),
+        help="Queueing delay target: newest first past it, 503 past it for --queue-interval [0.25]."),
+    _fe("--queue-interval", type=click.FloatRange(0, min_open=True),
+        help="Seconds above --queue-target before the queue sheds [2]."),
     _fe("--heartbeat-ms", type=click.IntRange(1)),
     _fe("--liveness", type=click.IntRange(1), help="Silent heartbeats before a worker is gone [3]."),
     _fe("--window-bytes", type=click.IntRange(1), help="Response window per stream [2 MiB]."),
@@ -489,8 +506,8 @@ def reload(pid_file: str | None) -> None:
 # Reads each front end's admin endpoint (GET /workers, JSON; frontend/admin.py) over plain HTTP.
 
 _STATUS_COLUMNS = (("WORKER", "id"), ("HOST", "host"), ("PID", "pid"), ("STATE", "state"),
-                   ("IN-FLIGHT", "in_flight"), ("CAPACITY", "capacity"), ("WEBSOCKETS", "ws_in_flight"),
-                   ("UPTIME", "uptime_s"), ("SERVED", "served"))  # fmt: skip
+                   ("IN-FLIGHT", "in_flight"), ("LIMIT", "limit"), ("CAPACITY", "capacity"),
+                   ("WEBSOCKETS", "ws_in_flight"), ("UPTIME", "uptime_s"), ("SERVED", "served"))  # fmt: skip
 
 
 def _fetch_status(url: str, timeout_s: float) -> dict[str, Any]:
@@ -546,7 +563,7 @@ def _lingering(workers: list[Any]) -> str:
               help="Seconds to wait for each front end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the front ends' answers as JSON.")  # fmt: skip
 def status(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """The workers of each front end: id, host, pid, state, in-flight, capacity, uptime, served."""
+    """The workers of each front end: id, host, pid, state, in-flight, limit, capacity, uptime, served."""
     import json
 
     answers, failed = [], False
@@ -565,9 +582,13 @@ def status(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
         ready = sum(1 for w in workers if isinstance(w, dict) and w.get("state") == "ready")
         queue = fe.get("queue", {}).get("http", 0) if isinstance(fe.get("queue"), dict) else 0
         plural = "" if len(workers) == 1 else "s"
+        mode = f" ({fe['queue_mode']})" if fe.get("queue_mode", "normal") != "normal" else ""
+        shed = fe.get("shed") if isinstance(fe.get("shed"), dict) else {}
+        refused = sum(v for v in shed.values() if isinstance(v, int))
         lingering = _lingering(workers)
         click.echo(f"front end {fe.get('id', '?')} {fe.get('url', '')} (admin {url}): "
-                   f"{len(workers)} worker{plural}, {ready} ready, {lingering}{queue} queued")  # fmt: skip
+                   f"{len(workers)} worker{plural}, {ready} ready, {lingering}{queue} queued{mode}, "
+                   f"{refused} refused")  # fmt: skip
         for line in _status_table(workers) if workers else ["(no workers)"]:
             click.echo("  " + line)
     sys.exit(1 if failed else 0)

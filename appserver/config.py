@@ -33,7 +33,12 @@ class WorkerConfig:
     app: str  # "pkg.module:attribute"
     app_dir: str | None = None  # put first on sys.path before importing the app
     connect: tuple[str, ...]  # front-end backend endpoints, one DEALER each
-    capacity: int = 256  # concurrent HTTP streams advertised in HELLO
+    # Concurrent HTTP streams advertised in HELLO: the most ever (Rule 19), and with adaptive
+    # admission (limiter.py) the ceiling of the limit that follows what the app can take.
+    capacity: int = 4096
+    adaptive: bool = True  # report an adaptive limit (feature "limit"); False: capacity, fixed
+    capacity_floor: int = 8  # the adaptive limit's floor (capped by capacity: --capacity 4 just works)
+    adaptive_target_s: float = 0.010  # queueing delay the worker may hold (limiter.py)
     ws_capacity: int = 10000  # concurrent WebSocket streams advertised in HELLO
     # Request-direction credit window per stream (HELLO.window_bytes): one CREDIT round trip
     # moves at most this much of an upload; 50 MiB uploads (tests/benchmarks, medians of 3):
@@ -59,6 +64,9 @@ class WorkerConfig:
         _require(self.app_dir is None or isinstance(self.app_dir, str), "app_dir", "must be a path or None")
         self._normalize_connect()
         _require_int(self.capacity, "capacity", minimum=1)
+        _require(isinstance(self.adaptive, bool), "adaptive", "must be a boolean")
+        _require_int(self.capacity_floor, "capacity_floor", minimum=1)  # above capacity: capacity
+        _require_number(self.adaptive_target_s, "adaptive_target_s", positive=True)
         _require_int(self.ws_capacity, "ws_capacity", minimum=0)
         _require_int(self.window_bytes, "window_bytes", minimum=1)
         _require_number(self.graceful_timeout_s, "graceful_timeout_s", positive=False)

@@ -34,7 +34,10 @@ Theory of operation (PROTOCOL.md §4):
   already forgotten them -- and re-handshakes; stream ids start over with
   the new handshake.
 * Features: "websocket" and "ws-denial" are announced only with a
-  ``ws_capacity`` above 0; a feature is used only if WELCOME agrees (Rule 7).
+  ``ws_capacity`` above 0, "limit" only with adaptive admission
+  (``admission``, admission.py); a feature is used only if WELCOME agrees
+  (Rule 7). With "limit" agreed the front end opens nothing until it hears
+  our limit: WELCOME sends it at once, and every change follows (§7.1).
 * Drain, then maybe linger (worker.py decides): ``drain`` sends DRAIN;
   ``linger`` sends LINGER (feature "linger", Rule 11a) once only sessions are
   left; ``close`` says BYE. The connection stays DRAINING throughout: the
@@ -57,6 +60,7 @@ from wire import events as ev
 from wire.channel import Channel, SocketMonitor, configure_dealer
 from wire.curve import ClientKeys, apply_client
 
+from .admission import Admission
 from .routing import StreamRouter
 from .stream import StreamSettings
 
@@ -108,6 +112,7 @@ class FrontendConnection:
         state: dict[str, Any] | None = None,
         info: dict[str, Any] | None = None,
         curve: ClientKeys | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -118,6 +123,7 @@ class FrontendConnection:
         self.frontend_id = ""
         self._ctx = ctx
         features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ())
+        features += ("limit",) if admission is not None else ()
         self._hello = ev.Hello(0, wire.PROTOCOL_VERSION, worker_id, os.getpid(), capacity, ws_capacity,
                                window_bytes, features, info or {})  # fmt: skip
         self._window_bytes = window_bytes
@@ -136,9 +142,15 @@ class FrontendConnection:
         self._liveness_ticks = 6
         self._sent = self._heard = 0  # events out / messages in; the tick compares
         self._sent_mark = self._heard_mark = self._silent_ticks = 0
+        self._admission = admission
+        self._limit_agreed = False  # WELCOME agreed to feature "limit"
+        self._reported = 0  # the last LIMIT sent on this handshake
         self._linger_agreed = False  # WELCOME agreed to feature "linger"
         self._streams = StreamRouter(app=app, post=self._emit_stream, endpoint=endpoint, capacity=capacity,
-                                     ws_capacity=ws_capacity)  # fmt: skip
+                                     ws_capacity=ws_capacity,
+                                     completed=admission.completed if admission else None)  # fmt: skip
+        if admission is not None:
+            admission.attach(self)
 
     # ------------------------------------------------------------ public
 
@@ -184,8 +196,24 @@ class FrontendConnection:
     async def cancel_streams(self) -> None:
         await self._streams.cancel()
 
+    @property
+    def reports_limit(self) -> bool:
+        """Welcomed with feature "limit" and taking streams (admission.Reporter)."""
+        return self._limit_agreed and self.phase is _READY
+
+    def admission_counts(self) -> tuple[int, int]:
+        return self._streams.admission_counts()
+
+    def report_limit(self, limit: int) -> None:
+        """LIMIT to the front end, if it changed (§7.1)."""
+        if limit != self._reported and self.phase is _READY:
+            self._reported = limit
+            self._post(ev.Limit(0, limit))
+
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""
+        if self._admission is not None:
+            self._admission.detach(self)
         if self._channel is not None and self.phase in (ConnPhase.READY, ConnPhase.DRAINING):
             self._post(ev.Bye(0, reason))
             self._channel.flush()
@@ -314,6 +342,9 @@ class FrontendConnection:
         log.info("welcomed by front end %s at %s", welcome.frontend_id, self.endpoint)
         self.welcomed.set()
         self._set_timer(self._tick_s, self._tick)
+        self._limit_agreed, self._reported = "limit" in features, 0
+        if self._limit_agreed and self._admission is not None:
+            self._admission.welcomed(self)
 
     def _on_refuse(self, refuse: ev.Refuse) -> None:
         if self.phase is not ConnPhase.HANDSHAKING:  # REFUSE answers HELLO (Rule 6): a stray one, no exit

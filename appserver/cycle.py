@@ -67,8 +67,8 @@ _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
 
 
 class HttpCycle(ResponseSide):
-    __slots__ = ("scope", "request_id", "task", "_on_closed", "_request", "_available", "_recv_window",
-                 "_chunks", "_continue_owed", "_wakeup")  # fmt: skip
+    __slots__ = ("scope", "request_id", "task", "opened_at", "_on_closed", "_request", "_available",
+                 "_recv_window", "_chunks", "_continue_owed", "_wakeup")  # fmt: skip
 
     def __init__(
         self,
@@ -90,6 +90,7 @@ class HttpCycle(ResponseSide):
         request_id = request.ext.get("request_id")
         self.request_id = None if request_id is None else str(request_id)
         self.task: asyncio.Task[None] | None = None  # see run()
+        self.opened_at = 0.0  # perf_counter() at open, for admission's latency (routing.py); 0: none
         self._emit = emit
         self._defer = defer if defer is not None else asyncio.get_running_loop().call_soon
         self._settings = settings

@@ -38,9 +38,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, Protocol
 
-from wire import ProtocolViolation, ResetCode, WsState
+from wire import ProtocolViolation, RequestHalf, ResetCode, WsState
 from wire import events as ev
 
 from .cycle import HttpCycle
@@ -49,6 +50,7 @@ from .websocket import WebSocketCycle
 
 log = logging.getLogger(__name__)
 
+_RECEIVING = RequestHalf.RECEIVING
 WS_CLOSE_GRACE_S = 1.0  # after the 1012 close, time for WebSocket apps to see the disconnect and return
 HTTP_TASK_NAME = "zasgi-http"  # every HTTP stream's task (its repr shows HttpCycle.run too)
 
@@ -71,8 +73,11 @@ class StreamRouter:
         endpoint: str,
         capacity: int,
         ws_capacity: int,
+        completed: Callable[[float | None], None] | None = None,
     ) -> None:
-        """``post`` sends an event to the front end. Built in the running loop that will run the apps."""
+        """``post`` sends an event to the front end. Built in the running loop that will run the apps.
+        ``completed``: told each finished HTTP request's latency (admission.py), None for one
+        whose body was still arriving when it opened (not a fair sample)."""
         self._loop = asyncio.get_running_loop()
         self._defer = EndOfTick(self._loop).defer  # the HTTP responses' end-of-tick flushes
         self.http_tasks: set[asyncio.Task[None]] = set()
@@ -91,6 +96,8 @@ class StreamRouter:
         self._is_draining = lambda: self._draining  # one callable shared by every WebSocketCycle
         self._open: dict[int, Any] = {}
         self._http_open = 0  # HttpCycles in _open (Rule 19); the rest of _open is WebSockets
+        self._completed = completed
+        self._uploading: list[HttpCycle] = []  # opened with a body still arriving (admission_counts)
         self._highest = 0  # highest stream id opened in this handshake
         self._openers: dict[type, Callable[[Any], None]] = {
             ev.Request: self._open_http,
@@ -180,6 +187,11 @@ class StreamRouter:
         # The task leaves http_tasks as its run() ends: no done callback.
         self._open[sid] = cycle
         self._http_open += 1
+        if self._completed is not None:
+            if request.more_body:
+                self._uploading.append(cycle)
+            else:
+                cycle.opened_at = perf_counter()
         coro = cycle.run(self._app, self.http_tasks)
         loop = self._loop
         if loop.get_task_factory() is None:
@@ -214,12 +226,27 @@ class StreamRouter:
             del self._open[cycle.stream_id]
             if type(cycle) is HttpCycle:
                 self._http_open -= 1
+                completed = self._completed
+                if completed is not None:
+                    opened_at = cycle.opened_at  # type: ignore[attr-defined]
+                    completed(perf_counter() - opened_at if opened_at else None)
+
+    def admission_counts(self) -> tuple[int, int]:
+        """(HTTP streams open, of which bodies still arriving): a slow upload costs the app nothing
+        while it waits in receive(), so admission counts it apart."""
+        open_, uploading = self._open, self._uploading
+        if uploading:
+            uploading[:] = [
+                c for c in uploading if c.request_state is _RECEIVING and open_.get(c.stream_id) is c
+            ]
+        return self._http_open, len(uploading)
 
     # ------------------------------------------------------------ ending streams
 
     def fail_all(self, reason: str) -> None:
         """The front end forgot our streams (lost, BYE, UNKNOWN_PEER): fail them without a word."""
         cycles, self._open, self._http_open = list(self._open.values()), {}, 0
+        self._uploading.clear()
         for cycle in cycles:
             cycle.fail_locally(reason)
 

@@ -51,12 +51,14 @@ import zmq
 from wire import sched
 
 from . import logctx
+from .admission import Admission
 from .config import WorkerConfig
 from .connection import FrontendConnection
 from .control import RETIRE_SIGNAL
 from .discovery import FrontendSet
 from .lifecycle import Lifecycle, WorkerPhase
 from .lifespan import Lifespan, LifespanFailure
+from .limiter import LimiterSettings
 from .loader import AppLoadError, load_app
 
 log = logging.getLogger(__name__)
@@ -217,6 +219,7 @@ class Worker:
             "started_at": time.time(),
         }
         ctx.setsockopt(zmq.IPV6, 1)  # discovery may resolve a front end to an IPv6 address
+        admission = self._admission()
 
         def connect(endpoint: str) -> FrontendConnection:
             return FrontendConnection(
@@ -224,7 +227,7 @@ class Worker:
                 capacity=self.config.capacity, ws_capacity=self.config.ws_capacity,
                 window_bytes=self.config.window_bytes,
                 reconnect_max_s=self.config.reconnect_max_s, state=self.state, info=info,
-                curve=self.config.curve,
+                curve=self.config.curve, admission=admission,
             )  # fmt: skip
 
         frontends = FrontendSet(
@@ -246,9 +249,23 @@ class Worker:
                 await _first(self._stop.wait(), frontends.refused.wait())
         finally:
             frontends.stop()  # the list holds still from here: drain and close work on it as it is
+            if admission is not None:
+                admission.stop()
         if self._stop.is_set():
             return await self._drain(lifespan)
         return await self._refused_exit(lifespan)
+
+    def _admission(self) -> Admission | None:
+        """Adaptive admission (admission.py), or None: HELLO.capacity is the fixed limit."""
+        c = self.config
+        if not c.adaptive:
+            return None
+        floor = min(c.capacity_floor, c.capacity)
+        settings = LimiterSettings(floor=floor, ceiling=c.capacity, target_s=c.adaptive_target_s,
+                                   initial=min(max(32, floor), c.capacity))  # fmt: skip
+        admission = Admission(settings)
+        admission.start()
+        return admission
 
     async def _drain(self, lifespan: Lifespan) -> int:
         self.lifecycle.to(WorkerPhase.DRAINING)

@@ -124,6 +124,8 @@ class Admin:
                 "backend": d.endpoint,
                 "uptime_s": round(time.monotonic() - self._started, 3),
                 "queue": {"http": len(d.slots), "websocket": len(d.ws_slots)},
+                "queue_mode": d.slots.policy.mode.value,
+                "shed": dict(d.slots.shed),
                 "streams_open": d.streams_open,
                 "ready": not self._stopping and d.pool.ready_count() > 0,
                 "lingering": {"workers": len(lingering), "sessions": sum(_sessions(r) for r in lingering)},
@@ -143,6 +145,8 @@ def _worker(record: Any, now: float) -> dict[str, Any]:
         "state": record.state.value,
         "in_flight": record.in_flight,
         "capacity": record.capacity,
+        "limit": record.limit,  # what it takes now: its capacity, or its adaptive limit (feature "limit")
+        "adaptive": "limit" in record.features,
         "ws_in_flight": record.ws_in_flight,
         "ws_capacity": record.ws_capacity,
         "uptime_s": round(now - joined, 3) if joined is not None else 0.0,  # since it joined us

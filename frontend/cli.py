@@ -87,13 +87,33 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
     default=None,
     help="Admin endpoint port; 0: any free port [default: 9000; any free port with --port 0].",
 )
-@_opt("--queue-size", type=int, default=1000, show_default=True, help="Requests that may wait for a worker.")
+@_opt(
+    "--queue-size",
+    type=int,
+    default=None,
+    help="Requests that may wait for a worker; more get 503 at once [default: no bound but connections].",
+)
 @_opt(
     "--queue-timeout",
     type=float,
     default=10.0,
     show_default=True,
-    help="Seconds a request waits for a worker before 503.",
+    help="Seconds a request waits for a worker before 503, at most.",
+)
+@_opt(
+    "--queue-target",
+    type=float,
+    default=0.25,
+    show_default=True,
+    help="Queueing delay target (CoDel): past it the queue serves newest first, and standing above it "
+    "for --queue-interval it refuses (503) every request waiting longer. 0: off (FIFO, --queue-timeout).",
+)
+@_opt(
+    "--queue-interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds the queue may stay above --queue-target (a burst draining) before it sheds.",
 )
 @_opt("--heartbeat-ms", type=int, default=1000, show_default=True)
 @_opt("--liveness", type=int, default=3, show_default=True, help="Silent heartbeats before a worker is gone.")
@@ -212,7 +232,12 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 header_timeout_s=options["timeout_request_header"],
                 max_connections=options["limit_concurrency"],
             ),
-            queue=cfg.Queue(size=options["queue_size"], timeout_s=options["queue_timeout"]),
+            queue=cfg.Queue(
+                size=options["queue_size"],
+                timeout_s=options["queue_timeout"],
+                target_s=options.get("queue_target", 0.25) or None,
+                interval_s=options.get("queue_interval") or 2.0,
+            ),
             heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
             websocket=cfg.WebSocket(
                 max_message_bytes=options["ws_max_size"],

@@ -133,13 +133,29 @@ def _is_loopback(host_port: str) -> bool:
 
 @dataclass(frozen=True, kw_only=True)
 class Queue:
-    size: int = 1000  # requests waiting for a worker slot; past it: 503 at once
-    timeout_s: float = 10.0  # how long one waits before 503 + Retry-After
+    """Requests waiting for a worker slot (slots.py; codel.py says how the three times interact)."""
+
+    # Past it: 503 at once. None: no bound but the client connections (one waiter each): the
+    # queue sheds by delay, and a count would refuse a burst the workers could serve in time.
+    size: int | None = None
+    timeout_s: float = 10.0  # the longest any request waits, then 503 + Retry-After
+    # Older than this, the queue serves newest first; standing above it for interval_s, it
+    # refuses (503 + Retry-After) every waiter older than target_s. None: FIFO, timeout only.
+    target_s: float | None = 0.25
+    # A queue above target this long, still taking requests as fast as it serves them, is an
+    # overload, not a burst (10,000 clients at once took ~1.7 s on a loaded 2-core host).
+    interval_s: float = 2.0
+    no_worker_grace_s: float | None = 2.0  # no READY worker this long: 503 at once. None: wait
 
     def __post_init__(self) -> None:
-        if self.size < 0:
+        if self.size is not None and self.size < 0:
             raise ValueError(f"queue size must be >= 0, got {self.size}")
         _positive("queue timeout_s", self.timeout_s)
+        if self.target_s is not None:
+            _positive("queue target_s", self.target_s)
+        _positive("queue interval_s", self.interval_s)
+        if self.no_worker_grace_s is not None and self.no_worker_grace_s < 0:
+            raise ValueError(f"no_worker_grace_s must be >= 0, got {self.no_worker_grace_s}")
 
 
 @dataclass(frozen=True, kw_only=True)

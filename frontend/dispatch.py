@@ -22,9 +22,13 @@ one future its handler awaits.
   about delivery: events still queued for it are dropped, and the streams
   whose opening event was among them (or in a send that failed) never left.
 * Capacity: ``acquire`` takes a slot on the least loaded READY worker, or
-  waits in a bounded FIFO of futures; ``close_stream`` frees the slot and
-  hands it to the oldest waiter. WebSocket slots (HELLO.ws_capacity) have a
-  queue of their own, so long-lived WebSockets never use up HTTP capacity.
+  waits in a queue that sheds by delay (slots.py, codel.py); ``close_stream``
+  frees the slot and hands it to the next waiter. A worker's HTTP slots are
+  its capacity, or the limit it reports with LIMIT (feature "limit", §7.1),
+  which grows and shrinks with what its app can take. WebSocket slots
+  (HELLO.ws_capacity) have a queue of their own, so long-lived WebSockets
+  never use up HTTP capacity. The queues hear of every change in the READY
+  workers (``_workers_changed``): with none for a while they refuse at once.
 
 * CurveZMQ (``config.backend.curve``): the ROUTER is a CURVE server and a
   ZAP handler on this loop (``wire.curve.WorkerAuthenticator``) lets in only
@@ -84,7 +88,7 @@ class Dispatcher:
         self.endpoint = config.backend.endpoint  # the bound one after start()
         self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
         self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
-        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "linger"}
+        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger"}
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
@@ -95,10 +99,15 @@ class Dispatcher:
         self._probe_at = 0.0  # when _probe_timer fires
         self._streams: dict[int, Stream] = {}
         self._next_id = 1
-        self.slots = SlotQueue(self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s)
+        q = config.queue
+        self.slots = SlotQueue(
+            self.pool, size=q.size, timeout_s=q.timeout_s, target_s=q.target_s, interval_s=q.interval_s,
+            no_worker_grace_s=q.no_worker_grace_s,
+        )  # fmt: skip
         self.ws_slots = SlotQueue(
-            self.pool, size=config.queue.size, timeout_s=config.queue.timeout_s, websocket=True
-        )
+            self.pool, size=q.size, timeout_s=q.timeout_s, no_worker_grace_s=q.no_worker_grace_s,
+            websocket=True,
+        )  # fmt: skip  -- WebSockets are long-lived: a standing queue of them is no sign of overload
         self._sent_to: set[bytes] = set()  # peers posted to since the last tick
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
@@ -137,6 +146,7 @@ class Dispatcher:
             on_unreachable=self._on_unreachable, limits=limits,
         )  # fmt: skip
         self._schedule_tick()
+        self._workers_changed()
 
     async def aclose(self) -> None:
         self._closing = True
@@ -238,9 +248,13 @@ class Dispatcher:
         kind = type(event)
         if kind is ev.Heartbeat:
             return record
+        if kind is ev.Limit:
+            self._limit(record, event.limit)
+            return record
         if kind is ev.Drain:
             log.info("worker %s is draining", record.worker_id)
             self.pool.drain(record.peer)
+            self._workers_changed()
             return record
         if kind is ev.Linger:
             sessions = record.in_flight + record.ws_in_flight
@@ -300,9 +314,24 @@ class Dispatcher:
         self.pool.welcome(peer, self._loop.time())
         log.info("worker %s (pid %d) joined: capacity %d, ws_capacity %d, features %s", hello.worker_id,
                  hello.pid, hello.capacity, hello.ws_capacity, ",".join(sorted(features)))  # fmt: skip
-        self.slots.wake()
-        self.ws_slots.wake()
+        self._workers_changed()
         return record
+
+    def _limit(self, record: WorkerRecord, limit: int) -> None:
+        """LIMIT (§7.1): the worker's concurrency limit now; more room serves waiters at once."""
+        if "limit" not in record.features:
+            log.warning("worker %s sent LIMIT without agreeing to feature 'limit'; ignored", record.worker_id)
+            return
+        if limit > record.capacity:
+            log.debug("worker %s: LIMIT %d over its capacity %d", record.worker_id, limit, record.capacity)
+        if self.pool.set_limit(record, limit) and self.slots.waiters:
+            self.slots.wake()
+
+    def _workers_changed(self) -> None:
+        assert self._loop is not None
+        now = self._loop.time()
+        self.slots.workers_changed(now)
+        self.ws_slots.workers_changed(now)
 
     @staticmethod
     def _refusal(hello: ev.Hello) -> str:
@@ -322,6 +351,8 @@ class Dispatcher:
         log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))
         for stream in victims:
             stream.on_worker_lost()
+        if not self._closing:
+            self._workers_changed()
 
     def _post_peer(self, event: Any, peer: bytes) -> None:
         if self._channel is not None:

@@ -184,6 +184,14 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "zasgi_http_capacity", "HTTP slots of the ready workers.", value=sum(w.capacity for w in ready)
         )
+        limits = GaugeMetricFamily(
+            "zasgi_worker_limit",
+            "Each worker's concurrency limit now: its capacity, or its adaptive limit (LIMIT).",
+            labels=["worker"],
+        )
+        for w in workers:
+            limits.add_metric([w.worker_id], w.limit)
+        yield limits
         yield GaugeMetricFamily(
             "zasgi_websocket_connections",
             "WebSocket connections open (handshake included).",
@@ -198,6 +206,22 @@ class _StateCollector(Collector):
         queue.add_metric(["http"], len(d.slots))
         queue.add_metric(["websocket"], len(d.ws_slots))
         yield queue
+        overloaded = GaugeMetricFamily(
+            "zasgi_queue_overloaded",
+            "1 while the HTTP queue stands above --queue-target for --queue-interval and sheds (codel.py).",
+            value=1 if d.slots.policy.mode.value == "overload" else 0,
+        )
+        yield overloaded
+        shed = CounterMetricFamily(
+            "zasgi_queue_shed",
+            "Requests refused 503 without a worker, by reason: overload (waited past --queue-target in an "
+            "overloaded queue), timeout (--queue-timeout), full (--queue-size), no_workers, shutdown.",
+            labels=["reason", "kind"],
+        )
+        for kind, slots in (("http", d.slots), ("websocket", d.ws_slots)):
+            for reason, count in slots.shed.items():
+                shed.add_metric([reason, kind], count)
+        yield shed
         yield CounterMetricFamily(
             "zasgi_worker_joins", "Workers welcomed (a restarted worker joins again).", value=d.pool.joins
         )

@@ -11,7 +11,9 @@ Invariants:
   counted apart (``lingering``);
 * ``in_flight`` counts slots taken (streams not yet closed on the wire, plus
   slots reserved for a request about to open one); ``choose`` never returns a
-  worker whose ``in_flight`` has reached its ``capacity`` (PROTOCOL Rule 19);
+  worker whose ``in_flight`` has reached its ``limit``: its ``capacity``
+  (PROTOCOL Rule 19), or the smaller limit it reports now (feature "limit",
+  §7.1: 0 until its first LIMIT);
   WebSocket streams count apart, in ``ws_in_flight`` against ``ws_capacity``,
   and go only to workers that negotiated the "websocket" feature;
 * a GONE record is no longer in the pool; ``release`` on it is harmless.
@@ -37,7 +39,7 @@ class WorkerRecord:
     """One worker connection as the front end sees it."""
 
     __slots__ = (
-        "peer", "worker_id", "pid", "info", "capacity", "ws_capacity", "window_bytes",
+        "peer", "worker_id", "pid", "info", "capacity", "limit", "ws_capacity", "window_bytes",
         "features", "state", "previous", "last_seen", "welcomed_at", "in_flight", "ws_in_flight", "served",
         "said_bye", "unsent",
     )  # fmt: skip
@@ -59,6 +61,9 @@ class WorkerRecord:
         self.worker_id = worker_id
         self.pid = pid
         self.capacity = capacity
+        # HTTP streams it may have now: its capacity, or what it reports (feature "limit"): none
+        # until it does.
+        self.limit = 0 if "limit" in features else capacity
         self.ws_capacity = ws_capacity
         self.window_bytes = window_bytes  # initial request-direction window (HELLO)
         self.features = features  # negotiated: what WELCOME said we will use
@@ -84,7 +89,7 @@ class WorkerRecord:
     def __repr__(self) -> str:
         return (
             f"<WorkerRecord {self.worker_id} pid={self.pid} {self.state.value} "
-            f"{self.in_flight}/{self.capacity}>"
+            f"{self.in_flight}/{self.limit}/{self.capacity}>"
         )
 
 
@@ -165,7 +170,7 @@ class Pool:
             return None
         if n == 1 and not websocket:
             record = workers[0]
-            ready = record.state is _READY and record.in_flight < record.capacity
+            ready = record.state is _READY and record.in_flight < record.limit
             return record if ready else None
         self._rr = (self._rr + 1) % n
         for i in range(n):
@@ -176,13 +181,19 @@ class Pool:
                 if "websocket" not in record.features or record.ws_in_flight >= record.ws_capacity:
                     continue
                 load = record.ws_in_flight
-            elif record.in_flight >= record.capacity:
+            elif record.in_flight >= record.limit:
                 continue
             else:
                 load = record.in_flight
             if best is None or load < best_load:
                 best, best_load = record, load
         return best
+
+    @staticmethod
+    def set_limit(record: WorkerRecord, limit: int) -> bool:
+        """The worker's LIMIT (1..capacity, clamped); whether it grew (waiters may be served)."""
+        old, record.limit = record.limit, max(1, min(limit, record.capacity))
+        return record.limit > old
 
     @staticmethod
     def acquire(record: WorkerRecord, websocket: bool = False) -> None:

@@ -1,12 +1,37 @@
-"""Worker slots for requests: take one now, or wait in a bounded FIFO (DESIGN: "no capacity
-anywhere: the request waits in a bounded queue; past its timeout it gets 503").
+"""Worker slots for requests: take one now, or wait in a queue that sheds by delay (codel.py).
 
-A waiter is one future; a freed slot is handed to the oldest live waiter and
-taken for it at once, so a slot can't be stolen between the wake-up and the
-waiter running. A waiter cancelled (its client left) after being handed a
+A request that finds no free slot (every READY worker at its limit, pool.py)
+waits here. The queue serves the oldest first until its oldest has waited
+longer than ``target_s``, then the newest first; once that has lasted
+``interval_s`` it refuses (503 + Retry-After) every waiter older than
+``target_s`` instead of keeping it for the whole ``timeout_s``, as long as
+requests keep coming as fast as they leave (a burst that only drains is
+served whole; codel.py has the table). A waiter is one future; a freed slot is handed to the next waiter
+and taken for it at once, so a slot can't be stolen between the wake-up and
+the waiter running. A waiter cancelled (its client left) after being handed a
 slot gives it back. A request being replayed (its worker was lost) asks with
-``first=True``: it already waited its turn once, so it goes to the head of
-the queue and is never refused for a full queue.
+``first=True``: it already waited its turn once, so it is served before every
+other waiter and is never refused for a full queue or for overload.
+
+Refusals are paced by service: each slot handed to a waiter earns the queue
+``REFUSALS_PER_SERVED`` refusal (up to ``REFUSAL_BURST``), and overload
+shedding spends them. A client refused comes back (wrk, a retrying browser):
+refusing at once or every 250 ms would turn an overload into a storm of
+requests the front end answers 503 instead of serving (issue 17: a refusal
+costs the front end about what serving costs it). So refusing never takes
+more of the front end than serving does, and a refused client waits longer
+when the workers serve fewer; the ones served still come newest first.
+``timeout_s`` bounds every wait regardless.
+
+With no READY worker for longer than ``no_worker_grace_s`` (none ever joined,
+or every one was lost) waiting is pointless: waiters are refused then, and new
+requests at once, until a worker joins (issue 21: a front end without workers
+looked hung for the whole queue timeout).
+
+One timer per queue, not one per waiter: it fires at the next time the
+policy or a deadline can change something (the oldest waiter's), and costs
+nothing while nobody waits. Waiters that left are dropped lazily.
+Refusals are counted by reason in ``shed`` (metrics.py).
 """
 
 from __future__ import annotations
@@ -14,106 +39,284 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from .codel import QueueMode, QueuePolicy
 from .pool import Pool, WorkerRecord
 
 
 class NoCapacity(Exception):
     """No worker slot for a request: the client gets 503."""
 
+    reason = "timeout"  # the ``shed`` counter it adds to
+
 
 class QueueFull(NoCapacity):
-    pass
+    reason = "full"
 
 
 class QueueTimeout(NoCapacity):
-    pass
+    reason = "timeout"
+
+
+class Overloaded(NoCapacity):
+    """It would have waited longer than the target in a queue that stands (codel.py)."""
+
+    reason = "overload"
+
+
+class NoWorkers(NoCapacity):
+    reason = "no_workers"
 
 
 class ShuttingDown(NoCapacity):
-    pass
+    reason = "shutdown"
+
+
+SHED_REASONS = ("overload", "timeout", "full", "no_workers", "shutdown")
+REFUSALS_PER_SERVED = 1.0  # overload refusals a served waiter pays for
+REFUSAL_BURST = 100.0  # refusals saved up at most (also the budget on entering overload)
+PACE_S = 0.01  # out of refusals with waiters past the target: look again this soon
+_OVERLOAD = QueueMode.OVERLOAD
 
 
 class SlotQueue:
-    def __init__(self, pool: Pool, *, size: int, timeout_s: float, websocket: bool = False) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        *,
+        size: int | None,
+        timeout_s: float,
+        target_s: float | None = None,
+        interval_s: float = 2.0,
+        no_worker_grace_s: float | None = None,
+        websocket: bool = False,
+    ) -> None:
+        """``size`` None: no bound but the clients' connections; ``target_s`` None: never shed
+        before ``timeout_s`` (FIFO throughout); ``no_worker_grace_s`` None: wait for workers."""
         self._pool = pool
         self._websocket = websocket  # the kind of slot: HTTP or WebSocket (Rule 19 counts them apart)
         self._size = size
-        self._timeout_s = timeout_s
-        self.waiters: deque[asyncio.Future[WorkerRecord]] = deque()  # (read-only outside)
+        self._replay_timeout_s = timeout_s
+        target = timeout_s if target_s is None else min(target_s, timeout_s)
+        interval = interval_s if target_s is not None else timeout_s
+        self.policy = QueuePolicy(target_s=target, interval_s=interval, timeout_s=timeout_s)
+        self._grace_s = no_worker_grace_s
+        # (since, waiter), the oldest on the left
+        self.waiters: deque[tuple[float, asyncio.Future[WorkerRecord]]] = deque()
+        self._replays: deque[asyncio.Future[WorkerRecord]] = deque()
+        self._live = 0  # waiters in ``waiters`` still waiting (the rest left and are skipped)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._no_worker_since: float | None = None  # no READY worker since then (workers_changed)
+        self.shed: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
+        self._budget = REFUSAL_BURST  # overload refusals it may make now
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
-        return len(self.waiters)
+        return self._live + len(self._replays)
 
     async def acquire(self, *, first: bool = False) -> WorkerRecord:
-        """A slot on the least loaded READY worker; waits (FIFO; ``first``: at the head) when none is free.
+        """A slot on the least loaded READY worker; waits when none is free (``first``: before all).
 
         Raises:
-            QueueFull, QueueTimeout, ShuttingDown (all ``NoCapacity``).
+            QueueFull, QueueTimeout, Overloaded, NoWorkers, ShuttingDown (all ``NoCapacity``).
         """
         if self._closed:
             raise ShuttingDown("the front end is shutting down")
-        if first or not self.waiters:
+        if first or not len(self):
             record = self._pool.choose(self._websocket)
             if record is not None:
                 self._pool.acquire(record, self._websocket)
                 return record
-        if not first and len(self.waiters) >= self._size:
-            raise QueueFull(f"{len(self.waiters)} requests already wait for a worker")
-        return await self._wait(first)
+        loop = self._loop or self._bind()
+        now = loop.time()
+        if self._no_worker_since is not None and self._grace_s is not None:
+            if now - self._no_worker_since >= self._grace_s:
+                self.shed["no_workers"] += 1
+                raise NoWorkers(f"no worker for {now - self._no_worker_since:.1f}s")
+        if first:
+            return await self._wait_replay(loop)
+        if self._size is not None and self._live >= self._size:
+            self.shed["full"] += 1
+            raise QueueFull(f"{self._live} requests already wait for a worker")
+        return await self._wait(loop, now)
 
     def try_acquire(self) -> WorkerRecord | None:
         """A free slot now, or None (then ``acquire`` queues): the common case needs no await."""
-        if self._closed or self.waiters:
+        if self._closed or self._live or self._replays:
             return None
         record = self._pool.choose(self._websocket)
         if record is not None:
             self._pool.acquire(record, self._websocket)
         return record
 
-    async def _wait(self, first: bool) -> WorkerRecord:
-        loop = asyncio.get_running_loop()
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, now: float) -> WorkerRecord:
         fut: asyncio.Future[WorkerRecord] = loop.create_future()
-        if first:
-            self.waiters.appendleft(fut)
-        else:
-            self.waiters.append(fut)
-        timer = loop.call_later(self._timeout_s, _time_out, fut)
+        if not self._live:
+            self._drop_left()
+            self.policy.update(now, None)  # it emptied since the timer last looked
+        self.waiters.append((now, fut))
+        self._live += 1
+        self.policy.arrived(now)
+        self._schedule()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.cancelled():
+                self._live -= 1  # left while queued: its entry is skipped when reached
+            elif fut.exception() is None:  # handed a slot as the client left
+                self._pool.release(fut.result(), self._websocket)
+                self.wake()
+            raise
+
+    async def _wait_replay(self, loop: asyncio.AbstractEventLoop) -> WorkerRecord:
+        fut: asyncio.Future[WorkerRecord] = loop.create_future()
+        self._replays.append(fut)
+        timer = loop.call_later(self._replay_timeout_s, _time_out, fut)
         try:
             return await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                # handed a slot as the client left
                 self._pool.release(fut.result(), self._websocket)
                 self.wake()
             raise
         finally:
             timer.cancel()
             if not fut.done() or fut.cancelled() or fut.exception() is not None:
-                # timed out, cancelled or closed: maybe still queued. (A waiter handed a slot was
-                # popped by wake(); a scan of a deep queue for it cost ~2x the CPU per request.)
                 try:
-                    self.waiters.remove(fut)
+                    self._replays.remove(fut)
                 except ValueError:
                     pass
 
     def wake(self) -> None:
-        """Hand free slots to the oldest waiters (a slot was freed or a worker joined)."""
-        while self.waiters:
+        """Hand free slots to waiters (a slot was freed, a limit grew, a worker joined)."""
+        while self._replays or self._live:
             record = self._pool.choose(self._websocket)
             if record is None:
                 return
-            fut = self.waiters.popleft()
+            fut = self._next()
+            if fut is None:
+                return
+            self._pool.acquire(record, self._websocket)
+            fut.set_result(record)
+            self.policy.departed(self._loop.time() if self._loop is not None else 0.0)
+            if self._budget < REFUSAL_BURST:
+                self._budget += REFUSALS_PER_SERVED
+
+    def _next(self) -> asyncio.Future[WorkerRecord] | None:
+        """The next live waiter, taken off the queue: replays, then oldest or newest first."""
+        replays = self._replays
+        while replays:
+            fut = replays.popleft()
             if not fut.done():
-                self._pool.acquire(record, self._websocket)
-                fut.set_result(record)
+                return fut
+        waiters = self.waiters
+        pop = waiters.pop if self.policy.lifo else waiters.popleft
+        while waiters:
+            fut = pop()[1]
+            if not fut.done():
+                self._live -= 1
+                return fut
+        return None
+
+    def _drop_left(self) -> None:
+        waiters = self.waiters
+        while waiters and waiters[0][1].done():
+            waiters.popleft()
+
+    # ------------------------------------------------------------ the queue's timer
+
+    def _schedule(self) -> None:
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        self._drop_left()
+        at = self.policy.next_change(self.waiters[0][0] if self.waiters else None)
+        waiting = self.waiters or self._replays
+        if self._no_worker_since is not None and self._grace_s is not None and waiting:
+            grace_at = self._no_worker_since + self._grace_s
+            at = grace_at if at is None else min(at, grace_at)
+        if at is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= at:
+                return
+            self._timer.cancel()
+        # uvloop returns a plain Handle (no .when()) for a time within a millisecond: keep our own.
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self._loop is not None
+        self._timer = None
+        now = self._loop.time()
+        if self._no_worker_since is not None and self._grace_s is not None:
+            if now - self._no_worker_since >= self._grace_s:
+                self._fail_all(NoWorkers(f"no worker for {now - self._no_worker_since:.1f}s"))
+                return
+        self._drop_left()
+        waiters, policy = self.waiters, self.policy
+        policy.update(now, waiters[0][0] if waiters else None)
+        paced = False
+        while waiters:
+            age = now - waiters[0][0]
+            if age >= policy.timeout_s:
+                exc: NoCapacity = QueueTimeout("no worker became free in time")
+            elif policy.mode is _OVERLOAD and age >= policy.target_s:
+                if self._budget < 1.0 or not policy.standing:  # no refusal to spend; a burst draining
+                    paced = True
+                    break
+                self._budget -= 1.0
+                exc = Overloaded(f"waited over {policy.target_s:g}s in an overloaded queue")
+            else:
+                break
+            fut = waiters.popleft()[1]
+            self._live -= 1
+            policy.departed(now)
+            self.shed[exc.reason] += 1
+            fut.set_exception(exc)
+            self._drop_left()
+        if not waiters:
+            policy.update(now, None)
+        if paced:
+            self._timer_at = now + PACE_S
+            self._timer = self._loop.call_at(self._timer_at, self._on_timer)
+            return
+        self._schedule()
+
+    def _fail_all(self, exc: NoCapacity) -> None:
+        for fut in [f for _, f in self.waiters] + list(self._replays):
+            if not fut.done():
+                self.shed[exc.reason] += 1
+                fut.set_exception(exc)
+        self.waiters.clear()
+        self._replays.clear()
+        self._live = 0
+        self.policy.update(0.0, None)
+
+    # ------------------------------------------------------------ workers come and go
+
+    def workers_changed(self, now: float) -> None:
+        """The pool's READY workers changed (joined, drained, lost): serve waiters, or start the grace."""
+        self._loop = self._loop or asyncio.get_running_loop()
+        if self._pool.ready_count():
+            self._no_worker_since = None
+            self.wake()
+            return
+        if self._no_worker_since is None:
+            self._no_worker_since = now
+            self._schedule()
 
     def close(self) -> None:
         self._closed = True
-        for fut in self.waiters:
-            if not fut.done():
-                fut.set_exception(ShuttingDown("the front end is shutting down"))
-        self.waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fail_all(ShuttingDown("the front end is shutting down"))
 
 
 def _time_out(fut: asyncio.Future[WorkerRecord]) -> None:

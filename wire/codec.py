@@ -57,6 +57,12 @@ def _uint(v: Any) -> int:
     return v
 
 
+def _limit(v: Any) -> int:
+    if type(v) is not int or not 1 <= v <= _UINT_MAX:
+        raise _Bad("limit must be an integer >= 1")
+    return v
+
+
 def _bool(v: Any) -> bool:
     if type(v) is not bool:
         raise _Bad("expected a boolean")
@@ -151,6 +157,7 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.Linger: (),
     ev.Bye: (_str,),
     ev.UnknownPeer: (),
+    ev.Limit: (_limit,),
     ev.Request: (_str, _str, _str, _bin, _bin, _str, _headers, _address, _address,
                  _payload, _bool, _bool, _map),  # fmt: skip
     ev.Body: (_payload, _bool),

@@ -37,7 +37,8 @@ class Kind(IntEnum):
     DRAIN = 5
     BYE = 6
     UNKNOWN_PEER = 7
-    LINGER = 8
+    LIMIT = 8
+    LINGER = 9
     REQUEST = 16
     BODY = 17
     DISCONNECT = 18
@@ -140,6 +141,15 @@ class UnknownPeer:
 
     stream_id: int = CONTROL_STREAM
     KIND = Kind.UNKNOWN_PEER
+
+
+@dataclass(slots=True)
+class Limit:
+    """Worker -> front end (feature "limit"): open at most ``limit`` HTTP streams on me now."""
+
+    stream_id: int
+    limit: int  # 1..HELLO.capacity
+    KIND = Kind.LIMIT
 
 
 # ---------------------------------------------------------------- HTTP
@@ -317,7 +327,7 @@ class Invalid:
 
 
 Event = Union[
-    Hello, Welcome, Refuse, Heartbeat, Drain, Linger, Bye, UnknownPeer,
+    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger,
     Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip

@@ -62,7 +62,8 @@ def test_config_defaults_and_pickling() -> None:
     config = WorkerConfig(app="main:app", connect=["ipc:///tmp/fe.sock"], log_level="DEBUG")
     assert config.connect == ("ipc:///tmp/fe.sock",)
     assert config.lifespan is LifespanMode.AUTO and config.log_level == "debug"
-    assert (config.capacity, config.window_bytes, config.graceful_timeout_s) == (256, 1024 * 1024, 30.0)
+    assert (config.capacity, config.window_bytes, config.graceful_timeout_s) == (4096, 1024 * 1024, 30.0)
+    assert (config.adaptive, config.capacity_floor) == (True, 8)
     assert pickle.loads(pickle.dumps(config)) == config
 
 

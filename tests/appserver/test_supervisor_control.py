@@ -198,11 +198,11 @@ def test_send_reload_signals_the_holder(tmp_path: Path) -> None:
         "while not got and time.monotonic() < deadline: time.sleep(0.01)\n"
         "sys.exit(0 if got else 1)\n"
     )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        assert send_reload(str(path)) == child.pid
-        assert child.wait(timeout=30) == 0
-    finally:
-        child.kill()
-        child.wait()
+    with subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as child:
+        try:  # (the with block closes its stdout pipe: a collected open one is an unraisable warning)
+            assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+            assert send_reload(str(path)) == child.pid
+            assert child.wait(timeout=30) == 0
+        finally:
+            child.kill()
+            child.wait()

@@ -18,6 +18,16 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
               (plus workers 1 at the default capacity): req/s until the front end is the limit
     wire      the ZeroMQ hop alone (bench_wire.py): REQUEST -> RESPONSE round trips/s, 64 in flight
 
+Overload cases (issue 17), each on a freshly started server, zasgi against uvicorn with as many workers:
+
+    io-burst      an app awaiting 50 ms (/io), wrk -t2 -c3000, -w2: goodput (2xx/s), non-2xx, p99
+    cpu-overload  2 ms of CPU per request (/cpu), 1,000 connections (loadgen.py closed), -w2:
+                  goodput, non-2xx, p99 of the 2xx ("admitted") and of the rest
+    c10k          10,000 keep-alive connections each sending one GET / at once (loadgen.py burst),
+                  -w1: how many got 200, and how long the last one took
+    slow-upload   600 connections trickling a POST body at 1 byte/s, then 50 GETs (5 s timeout
+                  each, loadgen.py slow-upload), -w1: GETs timed out
+
 Each round starts every server once, runs every selected case against it, stops it, then the next
 server: servers alternate within a round, so machine noise hits all of them alike. The table has
 medians with min-max over rounds, CPU time per request (or per MiB, per message) summed over every
@@ -48,7 +58,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 APP = "bench_app:app"
-CASES = ("hello", "download", "upload", "ws", "scaleout", "wire")
+CASES = (
+    "hello",
+    "download",
+    "upload",
+    "ws",
+    "scaleout",
+    "wire",
+    "io-burst",
+    "cpu-overload",
+    "c10k",
+    "slow-upload",
+)
+OVERLOAD = {"io-burst": 2, "cpu-overload": 2, "c10k": 1, "slow-upload": 1}  # case -> workers
 MIB = 1 << 20
 
 
@@ -91,6 +113,17 @@ def ensure_tools(want_nginx: bool) -> bool:
 
 def nginx_path() -> str | None:
     return shutil.which("nginx") or (shutil.which("nginx", path="/usr/sbin:/usr/local/sbin") or None)
+
+
+def raise_fd_limit() -> None:
+    """Every server and client this starts inherits it: the overload cases open 10,000 sockets."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 20_000:
+        print(f"RLIMIT_NOFILE is {hard}: the c10k case needs ~20,000 (ulimit -Hn)", file=sys.stderr)
 
 
 def free_port() -> int:
@@ -240,14 +273,17 @@ def protocol_bare(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
 
 def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | None = None) -> list[Server]:
     main = {"hello", "download", "upload", "ws"}
+    w1 = {c for c, w in OVERLOAD.items() if w == 1}
+    w2 = {c for c, w in OVERLOAD.items() if w == 2}
     out = [
-        *([Server("zasgi@base w1", main, zasgi(1, tree=baseline))] if baseline is not None else []),
-        Server("zasgi w1", main | {"scaleout"}, zasgi(1)),
-        Server("zasgi w2", {"hello"}, zasgi(2)),
+        *([Server("zasgi@base w1", main | w1, zasgi(1, tree=baseline))] if baseline is not None else []),
+        *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
+        Server("zasgi w1", main | {"scaleout"} | w1, zasgi(1)),
+        Server("zasgi w2", {"hello"} | w2, zasgi(2)),
         # What SCHED_BATCH (the default, wire/sched.py) is worth: the same under the default policy.
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
-        Server("uvicorn w1", main, uvicorn(1)),
-        Server("uvicorn w2", main | {"scaleout"}, uvicorn(2)),
+        Server("uvicorn w1", main | w1, uvicorn(1)),
+        Server("uvicorn w2", main | {"scaleout"} | w2, uvicorn(2)),
         Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
         Server("protocol bare", {"hello"}, protocol_bare),  # the floor of a protocol-level front end
     ]
@@ -323,8 +359,10 @@ def cpu_by_role(procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(url: str, conns: int, duration_s: float, script: Path | None = None) -> dict[str, float]:
-    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s:g}s", "--latency", "--timeout", "30s"]
+def wrk(
+    url: str, conns: int, duration_s: float, script: Path | None = None, threads: int = 1
+) -> dict[str, float]:
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{duration_s:g}s", "--latency", "--timeout", "30s"]
     if script:
         argv += ["-s", str(script)]
     out = subprocess.run([*argv, url], capture_output=True, text=True, check=True).stdout
@@ -346,7 +384,56 @@ def wrk(url: str, conns: int, duration_s: float, script: Path | None = None) -> 
         "p50": latency("50"),
         "p99": latency("99"),
         "errors": (float(non2xx.group(1)) if non2xx else 0.0) + (sum(map(int, sock.groups())) if sock else 0),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
     }
+
+
+def loadgen(*args: object, timeout_s: float = 300) -> dict[str, object]:
+    """tests/benchmarks/loadgen.py's JSON answer."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, str(HERE / "loadgen.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if out.returncode:
+        raise RuntimeError(f"loadgen.py {args} failed: {out.stderr[-800:]}")
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def overload_case(case: str, port: int, plan: Plan) -> dict[str, float]:
+    """One overload case against a fresh server: goodput (2xx/s) as the rate, p99 of every answer,
+    p99 of the 2xx alone where the client tells them apart, non-2xx and their share."""
+    base = f"http://127.0.0.1:{port}"
+    if case == "io-burst":
+        r = wrk(f"{base}/io", plan.io_conns, plan.overload_s, threads=2)
+        good = r["requests"] - r["non2xx"]
+        return {"requests": good, "seconds": r["seconds"], "p50": r["p50"], "p99": r["p99"],
+                "p99_ok": float("nan"), "errors": r["errors"], "non2xx": r["non2xx"],
+                "non2xx_pct": 100 * r["non2xx"] / max(r["requests"], 1)}  # fmt: skip
+    if case == "cpu-overload":
+        g = loadgen("closed", port, "/cpu", plan.cpu_conns, plan.overload_s)
+        ok, every = g["ok"], g["all"]  # type: ignore[index]
+        return {"requests": g["goodput"] * g["seconds"], "seconds": g["seconds"],  # type: ignore[operator]
+                "p50": every["p50_ms"], "p99": every["p99_ms"], "p99_ok": ok["p99_ms"],
+                "errors": g["non2xx"], "non2xx": g["non2xx"],
+                "non2xx_pct": 100 * g["non2xx"] / max(g["responses"], 1)}  # type: ignore[operator] # fmt: skip
+    if case == "c10k":
+        g = loadgen("burst", port, "/", plan.c10k_conns)
+        every = g["all"]  # type: ignore[index]
+        unanswered_or_bad = plan.c10k_conns - g["ok"]  # type: ignore[operator]
+        return {"requests": g["ok"], "seconds": 1.0, "p50": every["p50_ms"], "p99": every["p99_ms"],
+                "p99_ok": every["max_ms"], "errors": unanswered_or_bad, "non2xx": unanswered_or_bad,
+                "non2xx_pct": 100 * unanswered_or_bad / plan.c10k_conns}  # type: ignore[operator] # fmt: skip
+    if case == "slow-upload":
+        g = loadgen("slow-upload", port, plan.slow_conns, plan.slow_gets)
+        get = g["get"]  # type: ignore[index]
+        return {"requests": plan.slow_gets - g["timeouts"], "seconds": 1.0,  # type: ignore[operator]
+                "p50": get["p50_ms"], "p99": get["p99_ms"], "p99_ok": get["max_ms"], "errors": g["timeouts"],
+                "non2xx": g["timeouts"], "non2xx_pct": 100 * g["timeouts"] / plan.slow_gets}  # type: ignore[operator] # fmt: skip
+    raise ValueError(case)
 
 
 def upload_script(log_dir: Path, size: int) -> Path:
@@ -441,6 +528,12 @@ class Plan:
     download_size: int
     upload_size: int
     ws_conns: int
+    overload_s: float = 10.0
+    io_conns: int = 3000
+    cpu_conns: int = 1000
+    c10k_conns: int = 10000
+    slow_conns: int = 600
+    slow_gets: int = 50
 
 
 def measure(
@@ -462,7 +555,30 @@ def measure(
     server.results.setdefault((case, variant), []).append(r)
 
 
+def run_overload(server: Server, case: str, plan: Plan, log_dir: Path) -> None:
+    """An overload case on a server of its own, started for it: no earlier case warmed it."""
+    port = free_port()
+    procs = server.start(port, log_dir)
+    try:
+        wait_ready(port, procs)
+        measure(server, procs, case, OVERLOAD_VARIANT[case](plan), 1, lambda: overload_case(case, port, plan))
+    finally:
+        stop(procs)
+
+
+OVERLOAD_VARIANT = {
+    "io-burst": lambda p: f"c{p.io_conns} 50ms w2",
+    "cpu-overload": lambda p: f"c{p.cpu_conns} 2ms w2",
+    "c10k": lambda p: f"{p.c10k_conns} once w1",
+    "slow-upload": lambda p: f"{p.slow_conns}+{p.slow_gets} w1",
+}
+
+
 def run_server(server: Server, selected: set[str], plan: Plan, log_dir: Path) -> None:
+    for case in sorted(server.cases & selected & set(OVERLOAD)):
+        run_overload(server, case, plan, log_dir)
+    if not (server.cases & selected) - set(OVERLOAD):
+        return
     port = free_port()
     procs = server.start(port, log_dir)
     base = f"http://127.0.0.1:{port}"
@@ -552,7 +668,51 @@ ANCHORS = {
     "upload": ("uvicorn w1", "nginx>uvicorn"),
     "ws": ("uvicorn w2", "uvicorn w1"),
     "scaleout": ("uvicorn w2",),
+    "io-burst": ("uvicorn w2",),
+    "cpu-overload": ("uvicorn w2",),
+    "c10k": ("uvicorn w1",),
+    "slow-upload": ("uvicorn w1",),
 }
+
+
+def overload_report(all_servers: list[Server]) -> list[str]:
+    """The overload cases: goodput, what was refused or lost, p99 of every answer and of the 2xx."""
+    med = statistics.median
+    head = (f"{'case':<13} {'variant':<16} {'server':<15} {'goodput median (min-max)':>30} {'non-2xx':>9} "
+            f"{'%':>6} {'p99 ms':>8} {'p99 2xx':>8}  ratios to the uvicorn row")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for case in [c for c in CASES if c in OVERLOAD]:
+        counted = case in ("c10k", "slow-upload")  # answers counted, not a rate
+        unit = {"c10k": "x 200", "slow-upload": "GETs ok"}.get(case, "2xx/s")
+
+        def good(r: dict[str, float], counted: bool = counted) -> float:
+            return r["requests"] if counted else r["rate"]
+
+        for _, variant in sorted({k for s in all_servers for k in s.results if k[0] == case}):
+            rows = [(s.name, s.results[(case, variant)]) for s in all_servers if (case, variant) in s.results]
+            anchor = {n: rs for n, rs in rows if n in ANCHORS[case]}
+            for name, rs in rows:
+                rate = med(good(r) for r in rs)
+                span = f"{rate:,.0f} ({min(good(r) for r in rs):,.0f}-{max(good(r) for r in rs):,.0f}) {unit}"
+                p99, p99ok = med(r["p99"] for r in rs), med(r["p99_ok"] for r in rs)
+                ratios = ""
+                for a, ars in anchor.items():
+                    arate, ap99 = med(good(r) for r in ars), med(r["p99"] for r in ars)
+                    if a == name or not arate or not ap99:
+                        continue
+                    ratios += f"goodput {rate / arate:.2f}x  p99 {p99 / ap99:.2f}x"
+                    if case == "cpu-overload":
+                        ratios += f"  p99 2xx / {a} p99 {p99ok / ap99:.2f}x"
+                lines.append(
+                    f"{case:<13} {variant:<16} {name:<15} {span:>30} {med(r['non2xx'] for r in rs):>9,.0f} "
+                    f"{med(r['non2xx_pct'] for r in rs):>6.2f} {p99:>8.1f} {p99ok:>8.1f}  {ratios}"
+                )
+            lines.append("")
+    lines.append(
+        "non-2xx, %, p99: medians over rounds. p99 2xx: the 2xx alone (cpu-overload); for c10k and "
+        "slow-upload the slowest answer. c10k and slow-upload count answers, not a rate."
+    )
+    return lines
 
 
 def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
@@ -562,7 +722,10 @@ def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
         for k in s.results:
             if k not in keys:
                 keys.append(k)
+    keys = [k for k in keys if k[0] not in OVERLOAD]
     keys.sort(key=lambda k: CASES.index(k[0]))
+    if any(k[0] in OVERLOAD for s in all_servers for k in s.results):
+        lines += overload_report(all_servers) + [""]
     head = (
         f"{'case':<9} {'variant':<15} {'server':<15} {'rate median (min-max)':>28} "
         f"{'p50 ms':>7} {'p99 ms':>7} "
@@ -610,18 +773,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     parser.add_argument(
-        "--cases", default=",".join(CASES), help=f"comma-separated subset of {','.join(CASES)}"
+        "--cases",
+        default=",".join(c for c in CASES if c not in OVERLOAD),
+        help=f"comma-separated subset of {','.join(CASES)} [default: all but the overload cases]",
     )
     parser.add_argument("--servers", default="", help="comma-separated server names to keep (default: all)")
     parser.add_argument(
         "--baseline", type=Path, help="another checkout (e.g. `git worktree add`): adds a 'zasgi@base w1' row"
     )
     args = parser.parse_args()
+    raise_fd_limit()
     selected = {c.strip() for c in args.cases.split(",") if c.strip()}
     if selected - set(CASES):
         parser.error(f"unknown case(s): {', '.join(sorted(selected - set(CASES)))}")
     if args.quick:
-        plan, rounds = Plan(1.0, [64], 1 * MIB, 1 * MIB, 10), 1
+        plan, rounds = Plan(1.0, [64], 1 * MIB, 1 * MIB, 10, 2.0, 300, 100, 1000, 60, 10), 1
     else:
         plan, rounds = Plan(args.duration, [64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
     keep = {n.strip() for n in args.servers.split(",") if n.strip()}

@@ -4,12 +4,16 @@
 /big?size=N  N bytes streamed in 64 KiB chunks (one constant buffer: the app costs ~nothing)
 /upload      reads the whole body, answers its length
 /sleep       awaits 5 ms (an app waiting on I/O), then hello world
+/io          awaits 50 ms (an app waiting on a database), then hello world
+/cpu         burns 2 ms of CPU without awaiting (a CPU-bound endpoint), then hello world
+/slow-upload reads the whole body (which a client trickles in), answers its length
 websocket    echo
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 CHUNK = 64 * 1024
@@ -25,11 +29,15 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if path == "/big":
             await big(scope, send)
             return
-        if path == "/upload":
+        if path == "/upload" or path == "/slow-upload":
             await upload(receive, send)
             return
         if path == "/sleep":
             await asyncio.sleep(0.005)
+        elif path == "/io":
+            await asyncio.sleep(0.05)
+        elif path == "/cpu":
+            burn(0.002)
         await send({"type": "http.response.start", "status": 200, "headers": _HELLO_HEADERS})
         await send({"type": "http.response.body", "body": _HELLO})
     elif kind == "websocket":
@@ -40,6 +48,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
+
+
+def burn(cpu_s: float) -> None:
+    """Spin until this thread has used ``cpu_s`` of CPU (CPU time, not wall time: fair under load)."""
+    end = time.thread_time() + cpu_s
+    while time.thread_time() < end:
+        pass
 
 
 async def big(scope: dict[str, Any], send: Any) -> None:

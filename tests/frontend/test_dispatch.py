@@ -207,6 +207,47 @@ async def test_shutdown_finishes_in_flight_then_says_bye(start_frontend: Any, wo
     await asyncio.wait_for(fe.task, 5)
 
 
+async def none_within(w: Any, seconds: float = 0.3) -> bool:
+    try:
+        await w.request(timeout=seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def test_a_worker_with_feature_limit_gets_streams_only_within_its_limit(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe, features=("http", "limit"), capacity=16)
+    assert w.welcome is not None and "limit" in w.welcome.features
+    async with httpx.AsyncClient() as client:
+        a = asyncio.ensure_future(client.get(fe.url + "/a"))
+        b = asyncio.ensure_future(client.get(fe.url + "/b"))
+        assert await none_within(w)  # nothing until its first LIMIT
+        w.send(ev.Limit(0, 1))  # one at a time
+        first = await w.request()
+        assert await none_within(w)  # the other waits for the slot
+        w.send(ev.Limit(0, 100))  # more room (clamped to its capacity): the waiter is served at once
+        second = await w.request()
+        w.respond(first.stream_id, 200)
+        w.respond(second.stream_id, 200)
+        assert {(await a).status_code, (await b).status_code} == {200}
+
+
+async def test_limit_without_the_feature_is_ignored(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe, capacity=4)
+    w.send(ev.Limit(0, 1))  # not agreed at WELCOME: its capacity still counts
+    async with httpx.AsyncClient() as client:
+        a = asyncio.ensure_future(client.get(fe.url + "/a"))
+        b = asyncio.ensure_future(client.get(fe.url + "/b"))
+        first, second = await w.request(), await w.request()
+        w.respond(first.stream_id, 200)
+        w.respond(second.stream_id, 200)
+        assert {(await a).status_code, (await b).status_code} == {200}
+
+
 async def test_a_lingering_worker_keeps_its_stream_and_gets_nothing_new(
     start_frontend: Any, worker_for: Any
 ) -> None:

@@ -94,10 +94,12 @@ def test_zasgi_status_lists_the_workers(run: tuple[Server, str]) -> None:
     assert re.match(
         r"front end \S+ http://127\.0\.0\.1:\d+ \(admin http://\S+\): 2 workers, 2 ready", lines[0]
     )
-    columns = ["WORKER", "HOST", "PID", "STATE", "IN-FLIGHT", "CAPACITY", "WEBSOCKETS", "UPTIME", "SERVED"]
-    assert lines[1].split() == columns
+    assert lines[1].split() == [
+        "WORKER", "HOST", "PID", "STATE", "IN-FLIGHT", "LIMIT", "CAPACITY", "WEBSOCKETS", "UPTIME", "SERVED"
+    ]  # fmt: skip
     rows = [line.split() for line in lines[2:]]
     assert len(rows) == 2 and all(row[3] == "ready" for row in rows)
+    assert all(8 <= int(row[5]) <= int(row[6]) == 4096 for row in rows)  # LIMIT: floor..capacity
     assert {int(row[2]) for row in rows} <= pids
     data = json.loads(_status("--admin", admin, "--json").stdout)
     assert len(data[0]["workers"]) == 2

@@ -161,6 +161,11 @@ async def _many_clients(url: str, *, clients: int, messages: int) -> list[int]:
     return list(await asyncio.gather(*(one(i, barrier) for i in range(clients))))
 
 
+# 8x the memory bound below: enough to show it holds, and done well within the test timeout on
+# a loaded 2-core machine (1 GiB took over 120 s there).
+FLOOD_MIB = 256
+
+
 @pytest.mark.slow
 def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
     server = start_run(tmp_path, workers=1)
@@ -176,7 +181,7 @@ def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
         def flood() -> None:
             block = os.urandom(MiB)
             with connect(ws_url(server, "/ws/slow-reader?delay=0.01"), open_timeout=30) as ws:
-                for _ in range(1024):  # 1 GiB
+                for _ in range(FLOOD_MIB):
                     ws.send(block)
                 ws.send("done")
                 result["total"] = ws.recv(timeout=120)
@@ -191,7 +196,7 @@ def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
         thread.join(1)
         growth = {pid: (peak[pid] - baseline[pid]) // 1024 for pid in pids}
         print("RSS growth KiB per process:", growth)
-        assert result.get("total") == str(1024 * MiB)
+        assert result.get("total") == str(FLOOD_MIB * MiB)
         assert all(peak[pid] - baseline[pid] < 32 * MiB for pid in pids), growth
     finally:
         stop(server)

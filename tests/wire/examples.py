@@ -17,6 +17,7 @@ EXAMPLES: list[ev.Event] = [
     ev.Linger(0),
     ev.Bye(0, "shutdown"),
     ev.UnknownPeer(0),
+    ev.Limit(0, 300),
     ev.Request(
         7, "POST", "http", "1.1", b"/a%20b/%C3%A9", b"x=1&y=%20", "/root",
         ((b"Host", b"example"), (b"X-Dup", b"1"), (b"X-Dup", b"2")),

@@ -41,6 +41,7 @@ _headers = st.lists(st.lists(st.binary(max_size=10), min_size=2, max_size=2), ma
 # A right value per check in codec.SCHEMA; a field is sometimes swapped for _any.
 _RIGHT: dict[Any, st.SearchStrategy[Any]] = {
     codec._uint: st.integers(0, 2**63 - 1),
+    codec._limit: st.integers(0, 2**63 - 1),
     codec._bool: st.booleans(),
     codec._str: st.text(max_size=12),
     codec._opt_str: st.none() | st.text(max_size=12),

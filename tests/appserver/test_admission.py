@@ -1,0 +1,63 @@
+"""Adaptive admission on a worker connection (admission.py + connection.py) against a scripted front end."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+from appserver.admission import Admission
+from appserver.limiter import LimiterSettings
+from wire import events as ev
+
+from .scripted import Factory, ScriptedFrontend, handshake, request
+
+FEATURES = ("http", "trailers", "limit")
+
+
+async def slow_body_app(scope: Any, receive: Any, send: Any) -> None:
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def test_limit_goes_out_with_the_welcome_and_bodies_still_arriving_add_to_it(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    admission = Admission(LimiterSettings(floor=4, ceiling=100, initial=10))
+    admission.start()
+    try:
+        conn = connect(slow_body_app, capacity=100, admission=admission)
+        hello = await handshake(fe, conn, features=FEATURES)
+        assert "limit" in hello.features
+        assert await fe.expect(ev.Limit) == ev.Limit(0, 10)  # before any stream: the front end waits for it
+        upload = replace(request(1), method="POST", body=b"x", more_body=True)
+        fe.send(upload)
+        assert (await fe.until(ev.Limit))[-1] == ev.Limit(0, 11)  # a body still arriving does not count
+        fe.send(ev.Body(1, b"y", False))
+        assert (await fe.until(ev.Limit))[-1] == ev.Limit(0, 10)
+    finally:
+        admission.stop()
+
+
+async def test_no_limit_feature_without_admission_or_without_the_front_end_s_agreement(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    conn = connect()
+    assert "limit" not in (await handshake(fe, conn, features=FEATURES)).features
+    admission = Admission(LimiterSettings())
+    try:
+        other = connect(admission=admission)
+        admission.start()
+        await fe.expect(ev.Hello)
+        fe.welcome(features=("http",))  # the front end does not agree: no LIMIT, ever
+        await asyncio.wait_for(other.welcomed.wait(), 5)
+        fe.send(request(1))
+        events = await fe.until(ev.Response)
+        assert not any(type(e) is ev.Limit for e in events)
+        assert not other.reports_limit
+    finally:
+        admission.stop()
