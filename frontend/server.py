@@ -66,7 +66,7 @@ async def serve(
     try:
         dispatcher.start()
         bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format)
+        access = bridge.access
         admin = Admin(config.admin, dispatcher, bridge.metrics)
         http = HttpServer(config, bridge, access)
         try:
