@@ -27,7 +27,7 @@ What the glue gets (``receive`` returns them, in order):
   ``StreamCancelled`` first. The glue sends what is left and closes.
 
 Each stream has two halves with their own states and transition tables
-(below): the request (client -> us) and the response (us -> client). A stream
+(h2_stream): the request (client -> us) and the response (us -> client). A stream
 is forgotten once both are over. Bad client input never raises: h2's
 protocol errors, header limits and floods all end in GOAWAY with the code that
 names them (PROTOCOL_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM...).
@@ -35,10 +35,8 @@ names them (PROTOCOL_ERROR, COMPRESSION_ERROR, ENHANCE_YOUR_CALM...).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 from h2 import events as h2e
 from h2.config import H2Configuration
@@ -49,14 +47,33 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.frame import GoAwayFrame
 
 from .h2_guard import FloodGuard, FloodLimits
+from .h2_stream import (
+    REQUEST_TRANSITIONS,
+    RESPONSE_TRANSITIONS,
+    BadResponse,
+    BodyReceived,
+    ConnectionEnded,
+    Event,
+    H2Stream,
+    Headers,
+    Misuse,
+    RequestHalf,
+    ResponseHalf,
+    Sent,
+    StreamCancelled,
+    StreamOpened,
+    clean_fields,
+    move,
+)  # fmt: skip
 
-Headers = tuple[tuple[bytes, bytes], ...]
+__all__ = [
+    "BadResponse", "BodyReceived", "ConnectionEnded", "Event", "H2Limits", "H2Session", "Misuse", "Sent",
+    "SessionState", "StreamCancelled", "StreamOpened",
+]  # fmt: skip
+
 KIB = 1024
-
-# Hop-by-hop fields a worker may send for HTTP/1 that HTTP/2 forbids (RFC 9113 §8.2.2).
-_CONNECTION_FIELDS = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"}
-)
+_R, _S = RequestHalf, ResponseHalf
+_RESPONSE_OVER = (_S.DONE, _S.RESET)
 _BODILESS_STATUS = frozenset({204, 304})
 
 
@@ -82,131 +99,18 @@ class H2Limits:
             raise ValueError("http2 connection_window_bytes must be >= 65535 (RFC 9113's initial window)")
 
 
-# ------------------------------------------------------------------ events for the glue
-
-
-@dataclass(slots=True)
-class StreamOpened:
-    stream_id: int
-    method: str
-    scheme: str
-    authority: bytes
-    raw_path: bytes
-    query_string: bytes
-    headers: Headers
-    end: bool  # no body follows
-    http_version: str = "2"
-
-
-@dataclass(slots=True)
-class BodyReceived:
-    stream_id: int
-    data: bytes
-    end: bool
-
-
-@dataclass(slots=True)
-class Sent:
-    stream_id: int
-    bytes: int
-
-
-@dataclass(slots=True)
-class StreamCancelled:
-    stream_id: int
-    error_code: int
-
-
-@dataclass(slots=True)
-class ConnectionEnded:
-    error_code: int
-    reason: str
-    by_client: bool
-
-
-Event = StreamOpened | BodyReceived | Sent | StreamCancelled | ConnectionEnded
-
-
-class BadResponse(ValueError):
-    """The worker's response head cannot go out on HTTP/2 (nothing was sent: answer 502)."""
-
-
-class Misuse(RuntimeError):
-    """The glue called us in a state that does not allow it (a bug of ours, not the client's)."""
-
-
-# ------------------------------------------------------------------ lifecycles
-
-
-class RequestHalf(Enum):
-    RECEIVING = "receiving"  # the body is still arriving
-    COMPLETE = "complete"  # END_STREAM seen
-    ABANDONED = "abandoned"  # reset, or answered before it ended (RST_STREAM NO_ERROR, §8.1)
-
-
-class ResponseHalf(Enum):
-    IDLE = "idle"  # nothing sent (1xx informational responses aside)
-    STREAMING = "streaming"  # HEADERS sent, body going out
-    ENDING = "ending"  # the whole response is queued; waiting for the client's window
-    DISCARDING = "discarding"  # HEAD/204/304: HEADERS ended the stream; the worker's body is dropped
-    DONE = "done"  # END_STREAM sent
-    RESET = "reset"
-
-
 class SessionState(Enum):
     OPEN = "open"
     DRAINING = "draining"  # GOAWAY sent: in-flight streams finish, new ones are refused
     CLOSED = "closed"  # GOAWAY with an error, or the client's GOAWAY: nothing more is sent
 
 
-_R, _S = RequestHalf, ResponseHalf
-REQUEST_TRANSITIONS: dict[tuple[RequestHalf, str], RequestHalf] = {
-    (_R.RECEIVING, "data"): _R.RECEIVING,
-    (_R.RECEIVING, "end"): _R.COMPLETE,
-    (_R.RECEIVING, "abandon"): _R.ABANDONED,
-    (_R.COMPLETE, "abandon"): _R.COMPLETE,
-    (_R.ABANDONED, "abandon"): _R.ABANDONED,
-}
-RESPONSE_TRANSITIONS: dict[tuple[ResponseHalf, str], ResponseHalf] = {
-    (_S.IDLE, "inform"): _S.IDLE,
-    (_S.IDLE, "respond"): _S.STREAMING,
-    (_S.IDLE, "respond_bodiless"): _S.DISCARDING,
-    (_S.STREAMING, "body"): _S.STREAMING,
-    (_S.STREAMING, "end"): _S.ENDING,
-    (_S.ENDING, "flushed"): _S.DONE,
-    (_S.DISCARDING, "body"): _S.DISCARDING,
-    (_S.DISCARDING, "end"): _S.DONE,
-    **{(state, "reset"): _S.RESET for state in (_S.IDLE, _S.STREAMING, _S.ENDING, _S.DISCARDING)},
-}
 SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
     (SessionState.OPEN, "goaway"): SessionState.DRAINING,
     (SessionState.OPEN, "close"): SessionState.CLOSED,
     (SessionState.DRAINING, "goaway"): SessionState.DRAINING,
     (SessionState.DRAINING, "close"): SessionState.CLOSED,
 }
-_RESPONSE_OVER = (_S.DONE, _S.RESET)
-
-
-def _move(table: dict[tuple[Any, str], Any], state: Any, symbol: str, stream_id: int) -> Any:
-    try:
-        return table[(state, symbol)]
-    except KeyError:
-        raise Misuse(f"stream {stream_id}: {symbol!r} in state {state.value}") from None
-
-
-class _Stream:
-    __slots__ = ("stream_id", "method", "request", "response", "out", "trailers", "unacked", "stalled_since")
-
-    def __init__(self, stream_id: int, method: str, end: bool) -> None:
-        self.stream_id = stream_id
-        self.method = method
-        self.request = _R.COMPLETE if end else _R.RECEIVING
-        self.response = _S.IDLE
-        self.out: deque[bytes] = deque()  # response body waiting for the client's window
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # sent after ``out`` when ENDING
-        self.unacked = 0  # request bytes received, not yet given back to the client's window
-        self.stalled_since: float | None = None
-
 
 # ------------------------------------------------------------------ the session
 
@@ -230,7 +134,7 @@ class H2Session:
         # first request must meet the limit too.
         conn.decoder.max_header_list_size = limits.max_header_list_bytes
         self._guard = FloodGuard(limits.floods)
-        self._streams: dict[int, _Stream] = {}
+        self._streams: dict[int, H2Stream] = {}
         self.state = SessionState.OPEN
         self._last_stream_id = 0  # the GOAWAY's: higher streams are refused while draining
         self._extra = b""  # frames we wrote ourselves (graceful GOAWAY), sent after h2's
@@ -260,7 +164,7 @@ class H2Session:
         return self.state is SessionState.CLOSED
 
     def _to(self, symbol: str) -> None:
-        self.state = _move(SESSION_TRANSITIONS, self.state, symbol, 0)
+        self.state = move(SESSION_TRANSITIONS, self.state, symbol, 0)
 
     @property
     def open_streams(self) -> int:
@@ -379,7 +283,7 @@ class H2Session:
                 pseudo[name] = value
             else:
                 fields.append((name, value))
-        stream = self._streams[sid] = _Stream(sid, pseudo.get(b":method", b"").decode("latin-1"), end)
+        stream = self._streams[sid] = H2Stream(sid, pseudo.get(b":method", b"").decode("latin-1"), end)
         if too_big or len(fields) > self.limits.max_headers:
             self._refuse(stream, 431)
             return
@@ -395,7 +299,7 @@ class H2Session:
             path, query, tuple(fields), end,
         ))  # fmt: skip
 
-    def _refuse(self, stream: _Stream, status: int) -> None:
+    def _refuse(self, stream: H2Stream, status: int) -> None:
         """Answer a request we will not pass on, here (no body; the rest of its body dropped)."""
         self.respond(stream.stream_id, status, ((b"content-length", b"0"),), end=True)
 
@@ -412,7 +316,7 @@ class H2Session:
         if padding:
             self._conn.acknowledge_received_data(padding, sid)
         stream.unacked += len(data)
-        stream.request = _move(REQUEST_TRANSITIONS, stream.request, "end" if end else "data", sid)
+        stream.request = move(REQUEST_TRANSITIONS, stream.request, "end" if end else "data", sid)
         if not data and not end:
             return
         last = out[-1] if out else None
@@ -427,7 +331,7 @@ class H2Session:
     def _on_trailers(self, event: h2e.TrailersReceived, out: list[Event]) -> None:
         stream = self._streams.get(event.stream_id)
         if stream is not None and stream.request is _R.RECEIVING:
-            stream.request = _move(REQUEST_TRANSITIONS, stream.request, "end", stream.stream_id)
+            stream.request = move(REQUEST_TRANSITIONS, stream.request, "end", stream.stream_id)
             out.append(BodyReceived(stream.stream_id, b"", True))
             self._maybe_forget(stream)
 
@@ -437,7 +341,7 @@ class H2Session:
             return
         self._abandon(stream)
         if stream.response not in _RESPONSE_OVER:
-            stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "reset", sid)
+            stream.response = move(RESPONSE_TRANSITIONS, stream.response, "reset", sid)
         out.append(StreamCancelled(sid, error_code))
 
     def consumed(self, stream_id: int, n: int) -> None:
@@ -455,7 +359,7 @@ class H2Session:
     def inform(self, stream_id: int, status: int, headers: Headers) -> None:
         """A 1xx (103 Early Hints) before the response."""
         stream = self._stream(stream_id)
-        _move(RESPONSE_TRANSITIONS, stream.response, "inform", stream_id)
+        move(RESPONSE_TRANSITIONS, stream.response, "inform", stream_id)
         if not 100 <= status < 200 or status == 101:
             raise BadResponse(f"informational status {status}")
         self._send_headers(stream, status, headers, end=False)
@@ -472,14 +376,14 @@ class H2Session:
             raise BadResponse(f"status {status}")
         bodiless = stream.method == "HEAD" or status in _BODILESS_STATUS
         symbol = "respond_bodiless" if bodiless else "respond"
-        new = _move(RESPONSE_TRANSITIONS, stream.response, symbol, stream_id)
+        new = move(RESPONSE_TRANSITIONS, stream.response, symbol, stream_id)
         self._send_headers(stream, status, headers, end=bodiless)
         stream.response = new
         if bodiless:
             if stream.request is _R.RECEIVING:
                 self._stop_request(stream)
             if end:
-                stream.response = _move(RESPONSE_TRANSITIONS, new, "end", stream_id)
+                stream.response = move(RESPONSE_TRANSITIONS, new, "end", stream_id)
                 self._maybe_forget(stream)
             return len(body)  # dropped, and credited: the worker need not wait for a window
         return self.send_body(stream_id, body, end)
@@ -492,10 +396,10 @@ class H2Session:
             return len(data)
         if stream.response is _S.DISCARDING:
             if end:
-                stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "end", stream_id)
+                stream.response = move(RESPONSE_TRANSITIONS, stream.response, "end", stream_id)
                 self._maybe_forget(stream)
             return len(data)
-        stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "end" if end else "body", stream_id)
+        stream.response = move(RESPONSE_TRANSITIONS, stream.response, "end" if end else "body", stream_id)
         if data:
             stream.out.append(bytes(data))
         return self._flush(stream)
@@ -506,11 +410,11 @@ class H2Session:
         if stream is None:
             return
         if stream.response is _S.DISCARDING:
-            stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "end", stream_id)
+            stream.response = move(RESPONSE_TRANSITIONS, stream.response, "end", stream_id)
             self._maybe_forget(stream)
             return
-        stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "end", stream_id)
-        stream.trailers = _clean_fields(headers)
+        stream.response = move(RESPONSE_TRANSITIONS, stream.response, "end", stream_id)
+        stream.trailers = clean_fields(headers)
         self._flush(stream)
 
     def reset(self, stream_id: int, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
@@ -520,7 +424,7 @@ class H2Session:
             return
         self._abandon(stream)
         if stream.response not in _RESPONSE_OVER:
-            stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "reset", stream_id)
+            stream.response = move(RESPONSE_TRANSITIONS, stream.response, "reset", stream_id)
         try:
             self._conn.reset_stream(stream_id, error_code)
         except H2Error:
@@ -543,20 +447,20 @@ class H2Session:
 
     # ----------------------------------------------------------- helpers
 
-    def _stream(self, stream_id: int) -> _Stream:
+    def _stream(self, stream_id: int) -> H2Stream:
         stream = self._streams.get(stream_id)
         if stream is None:
             raise Misuse(f"stream {stream_id} is not open")
         return stream
 
-    def _send_headers(self, stream: _Stream, status: int, headers: Headers, end: bool) -> None:
-        fields = [(b":status", b"%d" % status), *_clean_fields(headers)]
+    def _send_headers(self, stream: H2Stream, status: int, headers: Headers, end: bool) -> None:
+        fields = [(b":status", b"%d" % status), *clean_fields(headers)]
         try:
             self._conn.send_headers(stream.stream_id, fields, end_stream=end)
         except (H2Error, ValueError, TypeError) as exc:
             raise BadResponse(str(exc) or type(exc).__name__) from None
 
-    def _flush(self, stream: _Stream) -> int:
+    def _flush(self, stream: H2Stream) -> int:
         """Send what the windows allow; end the stream when all is out. Returns body bytes sent."""
         conn, sid, out = self._conn, stream.stream_id, stream.out
         sent = frames = 0
@@ -574,7 +478,7 @@ class H2Session:
             sent += len(chunk)
             frames += 1
             if last:
-                stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "flushed", sid)
+                stream.response = move(RESPONSE_TRANSITIONS, stream.response, "flushed", sid)
         if sent:
             stream.stalled_since = None
             self._guard.data_frames_sent(frames)
@@ -583,7 +487,7 @@ class H2Session:
                 conn.send_headers(sid, stream.trailers, end_stream=True)
             else:
                 conn.end_stream(sid)
-            stream.response = _move(RESPONSE_TRANSITIONS, stream.response, "flushed", sid)
+            stream.response = move(RESPONSE_TRANSITIONS, stream.response, "flushed", sid)
         if stream.response is _S.DONE:
             if stream.request is _R.RECEIVING:
                 self._stop_request(stream)
@@ -606,7 +510,7 @@ class H2Session:
             if self._conn.outbound_flow_control_window <= 0:
                 break
 
-    def _stop_request(self, stream: _Stream) -> None:
+    def _stop_request(self, stream: H2Stream) -> None:
         """Answered before the request ended: tell the client to stop sending (RFC 9113 §8.1)."""
         self._abandon(stream)
         try:
@@ -614,14 +518,14 @@ class H2Session:
         except H2Error:
             pass
 
-    def _abandon(self, stream: _Stream) -> None:
+    def _abandon(self, stream: H2Stream) -> None:
         """No more request bytes will be read: give what is held back to the connection window."""
-        stream.request = _move(REQUEST_TRANSITIONS, stream.request, "abandon", stream.stream_id)
+        stream.request = move(REQUEST_TRANSITIONS, stream.request, "abandon", stream.stream_id)
         if stream.unacked and self.state is not SessionState.CLOSED:
             n, stream.unacked = stream.unacked, 0
             self._conn.acknowledge_received_data(n, stream.stream_id)
 
-    def _maybe_forget(self, stream: _Stream) -> None:
+    def _maybe_forget(self, stream: H2Stream) -> None:
         if stream.response in _RESPONSE_OVER and stream.request is not _R.RECEIVING:
             if stream.unacked and self.state is not SessionState.CLOSED:  # read, not yet consumed
                 self._abandon(stream)
@@ -631,16 +535,3 @@ class H2Session:
         events: list[Event] = [StreamCancelled(sid, int(error_code)) for sid in self._streams]
         self._streams.clear()
         return events
-
-
-def _clean_fields(headers: Headers) -> list[tuple[bytes, bytes]]:
-    """Lower-cased names, HTTP/1 hop-by-hop fields dropped; CR, LF or NUL anywhere refused."""
-    fields = []
-    for name, value in headers:
-        name = bytes(name).lower()
-        if name in _CONNECTION_FIELDS or (name == b"te" and value.lower() != b"trailers"):
-            continue
-        if b"\r" in value or b"\n" in value or b"\0" in value or not name or name[:1] == b":":
-            raise BadResponse(f"bad header field {name!r}")
-        fields.append((name, bytes(value)))
-    return fields

@@ -21,21 +21,18 @@ from hyperframe.frame import (
 
 from frontend.h2_guard import Budget, FloodLimits
 from frontend.h2_session import (
-    REQUEST_TRANSITIONS,
-    RESPONSE_TRANSITIONS,
     BadResponse,
     BodyReceived,
     ConnectionEnded,
     H2Limits,
     H2Session,
     Misuse,
-    RequestHalf,
-    ResponseHalf,
     Sent,
     SessionState,
     StreamCancelled,
     StreamOpened,
 )  # fmt: skip
+from frontend.h2_stream import REQUEST_TRANSITIONS, RESPONSE_TRANSITIONS, RequestHalf, ResponseHalf
 from tests.frontend.h2_pair import REQUEST, Pair, post_headers
 
 
