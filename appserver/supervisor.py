@@ -165,6 +165,7 @@ class Supervisor:
     pool: PoolConfig = field(default_factory=PoolConfig)
     frontend_argv: Sequence[str] | None = None
     frontend_env: Mapping[str, str] | None = None  # the front end's environment; None: ours
+    frontend_fds: tuple[int, ...] = ()  # inherited by the front end (its --fd listener)
     reload: ReloadConfig | None = None  # --reload: roll when these files change
     state: PoolState = PoolState.STARTING
     slots: list[Slot] = field(default_factory=list)
@@ -221,8 +222,8 @@ class Supervisor:
         argv = [sys.executable, "-m", "frontend", *self.frontend_argv,
                 "--ready-fd", str(ready_w), "--parent-fd", str(parent_r)]  # fmt: skip
         self.frontend = subprocess.Popen(
-            argv, pass_fds=(ready_w, parent_r), stdout=sys.stderr, start_new_session=True,
-            env=self.frontend_env,
+            argv, pass_fds=(ready_w, parent_r, *self.frontend_fds), stdout=sys.stderr,
+            start_new_session=True, env=self.frontend_env,
         )  # fmt: skip
         os.close(ready_w)
         os.close(parent_r)

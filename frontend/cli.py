@@ -32,6 +32,7 @@ from wire import frontend_options as fo
 
 from . import access_log
 from . import config as cfg
+from .listen import ListenError
 from .server import serve
 
 EXIT_USAGE = 2
@@ -63,6 +64,10 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             host=options["host"],
             port=options["port"],
             root_path=options["root_path"],
+            uds=options["uds"],
+            uds_mode=options["uds_mode"],
+            fd=options["fd"],
+            backlog=options["backlog"],
             backend=cfg.Backend(
                 endpoint=options["backend"] or cfg.default_backend(options["port"]),
                 insecure=options["insecure"],
@@ -197,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_RUNTIME)
     except KeyboardInterrupt:
         sys.exit(EXIT_RUNTIME)
+    except ListenError as exc:  # names the address; a boot error
+        click.echo(f"frontend: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
     except Exception as exc:  # bind failures and the like: one line, not a traceback
         click.echo(f"frontend: error: {_describe(exc)}", err=True)
         sys.exit(EXIT_RUNTIME)

@@ -216,6 +216,10 @@ class FrontendConfig:
     host: str = _d("host")
     port: int = _d("port")
     root_path: str = _d("root_path")
+    uds: str | None = _d("uds")  # listen on this Unix socket instead of host:port (listen.py)
+    uds_mode: int | None = _d("uds_mode")  # its file's permission bits; None: the umask's
+    fd: int | None = _d("fd")  # listen on this inherited socket (systemd: LISTEN_FDS, found by listen.py)
+    backlog: int = _d("backlog")  # pending connections the kernel holds before accept
     backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(_d("port"))))
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: Queue = field(default_factory=Queue)
@@ -236,6 +240,11 @@ class FrontendConfig:
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         _positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        _positive("backlog", self.backlog)
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("--uds and --fd name two listeners: give one")
+        if self.uds_mode is not None and not 0 <= self.uds_mode <= 0o7777:
+            raise ValueError(f"uds_mode must be permission bits like 0o660, got {oct(self.uds_mode)}")
 
 
 def runtime_dir() -> str:

@@ -55,6 +55,7 @@ from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
 from .http_bridge import HttpBridge
+from .listen import open_listener
 from .retire import FrontendLifecycle, FrontendPhase
 from .tls import server_context
 from .upgrade import Upgrades
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
 RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
-LISTEN_BACKLOG = 2048  # uvicorn's default; bursts of connects must not be refused
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
 
@@ -103,10 +103,12 @@ async def serve(
         access = bridge.access
         admin = Admin(config.admin, dispatcher, bridge.metrics)
         http = HttpServer(config, bridge, access)
+        listener = None
         try:
-            sock = _listen(config.host, config.port, reuse_port) if sock is None else _inherited(sock)
-            await http.start(sock, ssl_context)
-            url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
+            listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
+                                     fd=config.fd, inherited=sock, reuse_port=reuse_port)  # fmt: skip
+            await http.start(listener.sock, ssl_context, config.backlog)
+            url = listener.url("https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             admin.http_url = url
             admin_url = await admin.start()  # the ready line's last field; None: off
@@ -128,6 +130,8 @@ async def serve(
         finally:
             http.stop_listening()  # no-op after a drain; closes the listener on errors
             http.close_all()
+            if listener is not None:
+                listener.close()  # (a Unix socket's file goes too)
             await admin.stop()
     finally:
         await dispatcher.aclose()
@@ -168,7 +172,7 @@ class HttpServer:
         )  # fmt: skip
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None, backlog: int) -> None:
         loop = asyncio.get_running_loop()
         shared = self.shared
 
@@ -176,12 +180,12 @@ class HttpServer:
             return Connection(shared, loop)
 
         if ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
-            self._server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+            self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
         else:
             # Bounded by --timeout-request-header too: the loop's default is 60 s, and our head
             # timer starts only once the handshake is done.
             self._server = await loop.create_server(
-                factory, sock=sock, backlog=LISTEN_BACKLOG,
+                factory, sock=sock, backlog=backlog,
                 ssl=ssl_context, ssl_handshake_timeout=self._limits.header_timeout_s,
             )  # fmt: skip
 
@@ -300,35 +304,3 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Even
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, RETIRE_SIGNAL):
             loop.remove_signal_handler(sig)
-
-
-def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:  # several front ends on one port, the kernel spreading connections (Linux)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _inherited(sock: socket.socket) -> socket.socket:
-    """A bound socket from our parent, to listen on (create_server calls listen again: harmless)."""
-    if sock.type != socket.SOCK_STREAM or not sock.getsockname():
-        raise OSError(f"inherited socket {sock.fileno()} is not a bound TCP socket")
-    sock.setblocking(False)
-    return sock
-
-
-def _url(sockname: Any, scheme: str) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

@@ -62,6 +62,13 @@ class Option:
     def envvar(self) -> str:
         return "ZASGI_" + self.name.upper()
 
+    def argv(self, value: Any) -> list[str]:
+        """``value`` spelled on a command line that this option parses (for passing it on)."""
+        first, _, negative = self.decls[0].partition("/")
+        if self.is_flag or negative:
+            return [first] if value else [negative] if negative else []
+        return [first, format(value, "o") if isinstance(self.type, OctalMode) else str(value)]
+
     def click_option(self, *, forwarded: bool = False, **override: Any) -> click.Option:
         """This option as a click parameter. ``forwarded``: ``zasgi run``/``zasgi frontend``'s copy,
         default None (not given: not passed on, so the front end's own default applies)."""
@@ -94,6 +101,24 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+class OctalMode(click.ParamType):
+    """File permission bits written in octal: ``660``, ``0660`` or ``0o660``."""
+
+    name = "mode"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().lower().removeprefix("0o")
+        try:
+            mode = int(text, 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal file mode like 660", param, ctx)
+        if not 0 <= mode <= 0o7777:
+            self.fail(f"{value!r} is not a file mode (at most 7777)", param, ctx)
+        return mode
+
+
 # Plain int/float where frontend/config.py validates (its messages name the setting);
 # ranges only where nothing else checks.
 _Int = click.IntRange
@@ -105,6 +130,13 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--backend",), None, help="ZeroMQ endpoint workers connect to.", run=Run.OWN,
            shown_default="ipc:///tmp/zasgi-UID/frontend-PORT.sock"),
     Option(("--root-path",), "", help="ASGI root_path (mount point behind a proxy).", run=Run.OWN),
+    Option(("--uds",), None, help="Listen on this Unix socket instead of --host/--port (a stale file "
+           "nobody listens on is replaced; removed at exit)."),
+    Option(("--uds-mode",), None, OctalMode(), "Permission bits of the --uds file, in octal (e.g. 660).",
+           shown_default="from the umask"),
+    Option(("--fd",), None, int, "Listen on this inherited socket file descriptor instead of --host/--port "
+           "(systemd socket activation, LISTEN_FDS, is used without it)."),
+    Option(("--backlog",), 2048, _Int(1), "Pending connections the kernel queues before they are accepted."),
     # ---- the backend link
     Option(("--insecure",), False, help="Allow a non-loopback tcp:// backend without CurveZMQ.",
            is_flag=True),

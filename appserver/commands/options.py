@@ -183,16 +183,8 @@ def frontend_args(opts: dict[str, Any], *runs: fo.Run) -> list[str]:
     args: list[str] = []
     for opt in fo.where(*runs):
         value = opts.pop(opt.name, None)
-        if value is None:
-            continue
-        first, _, negative = opt.decls[0].partition("/")
-        if opt.is_flag or negative:
-            if value:
-                args.append(first)
-            elif negative:
-                args.append(negative)
-        else:
-            args += [first, str(value)]
+        if value is not None:
+            args += opt.argv(value)
     return args
 
 

@@ -21,6 +21,8 @@ from wire import frontend_options as fo
 from ..supervisor import Supervisor
 from . import options, process
 
+SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): systemd's first passed socket
+
 _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default: a private ipc:// socket]."}
                             if opt.name == "backend" else {}))
         for opt in fo.where(fo.Run.OWN)]  # fmt: skip
@@ -32,10 +34,11 @@ _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default
 def command(app: str, host: str, port: int, root_path: str, backend: str | None, **opts: Any) -> None:
     """Serve APP ('module:attribute') with one front end and N workers on this machine."""
     process.setup_logging(opts["log_level"])
+    private = None
     if backend is None:
-        runtime = Path(tempfile.gettempdir()) / f"zasgi-{os.getuid()}"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        backend = f"ipc://{runtime}/run-{os.getpid()}.sock"
+        private = _private_socket()
+        backend = f"ipc://{private}"
+    fds = _listen_fds(opts)
     config = options.worker_config(app, (backend,), **opts)
     frontend_argv = ["--host", host, "--port", str(port), "--backend", backend, "--root-path", root_path,
                      "--log-level", opts["log_level"], "--shutdown-timeout", str(opts["graceful_timeout"]),
@@ -43,7 +46,8 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     reload = options.reload_config(opts)
     pool = options.pool_config(opts)
     supervisor = Supervisor(
-        config=config, pool=pool, frontend_argv=frontend_argv, frontend_env=_frontend_env(), reload=reload
+        config=config, pool=pool, frontend_argv=frontend_argv, frontend_env=_frontend_env(), reload=reload,
+        frontend_fds=fds,
     )
     workers = opts["workers"]
 
@@ -56,7 +60,43 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
             lines.append(f"  reload   watching {reload.describe()}")
         return "\n".join(lines)
 
-    sys.exit(process.supervise(supervisor, banner=banner))
+    try:
+        code = process.supervise(supervisor, banner=banner)
+    finally:
+        if private is not None:
+            private.unlink(missing_ok=True)
+    sys.exit(code)
+
+
+def _private_socket() -> Path:
+    """This run's backend socket file, in a per-user directory; files of runs whose process is
+    gone (killed, crashed) are removed first."""
+    runtime = Path(tempfile.gettempdir()) / f"zasgi-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    for stale in runtime.glob("run-*.sock"):
+        pid = stale.name.removeprefix("run-").removesuffix(".sock")
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    return runtime / f"run-{os.getpid()}.sock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's: alive
+        return True
+    return True
+
+
+def _listen_fds(opts: dict[str, Any]) -> tuple[int, ...]:
+    """The listening socket the front end inherits: --fd N, or systemd's (socket activation names
+    this process in LISTEN_PID; the front end, another process, is told with --fd 3)."""
+    if opts["fd"] is None and opts["uds"] is None and os.environ.get("LISTEN_PID") == str(os.getpid()):
+        if os.environ.get("LISTEN_FDS", "0").strip() not in ("", "0"):
+            opts["fd"] = SD_LISTEN_FDS_START
+    return () if opts["fd"] is None else (opts["fd"],)
 
 
 def _frontend_env() -> dict[str, str]:

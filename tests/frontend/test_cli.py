@@ -110,6 +110,10 @@ def test_env_vars_configure_options(tmp_path: Path) -> None:
         (["--backend", "udp://x"], "backend"),
         (["--ready-fd", "987"], "--ready-fd"),
         (["--no-such-option"], "no-such-option"),
+        (["--uds-mode", "999"], "--uds-mode"),
+        (["--backlog", "0"], "--backlog"),
+        (["--uds", "/tmp/x.sock", "--fd", "5"], "--uds and --fd"),
+        (["--fd", "987"], "fd 987"),
     ],
 )
 def test_bad_options_give_one_line_and_nonzero_exit(args: list[str], needle: str) -> None:
