@@ -29,12 +29,12 @@ from typing import Any
 
 import zmq
 
-from .access_log import AccessLog, hook_class
+from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
-from .http_bridge import HttpBridge
+from .listener import Listener
 from .tls import server_context
 from .upgrade import Upgrades
 
@@ -65,10 +65,9 @@ async def serve(
     dispatcher = Dispatcher(config, ctx)
     try:
         dispatcher.start()
-        bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = bridge.access
-        admin = Admin(config.admin, dispatcher, bridge.metrics)
-        http = HttpServer(config, bridge, access)
+        listener = Listener(config, dispatcher, ssl_context=ssl_context)
+        admin = Admin(config.admin, dispatcher, listener.metrics)
+        http = HttpServer(config, listener)
         try:
             sock = _listen(config.host, config.port)
             await http.start(sock, ssl_context)
@@ -103,13 +102,14 @@ class HttpServer:
     it short); then WebSockets close with 1001, given what is left of the budget (at least
     ``WS_CLOSE_MIN_S`` for the closing handshakes); whatever is left is closed."""
 
-    def __init__(self, config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> None:
+    def __init__(self, config: FrontendConfig, listener: Listener) -> None:
         limits = config.http
         gate = Gate(limits.max_connections)
-        self._bridge = bridge
+        access = listener.access
+        self._listener = listener
         self._limits = limits
         self.upgrades = Upgrades(
-            bridge.handle_upgrade,
+            listener.websocket.handle_upgrade,
             gate=gate,
             handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
             access_log=access.logger,  # aiohttp calls the hook as each response ends
@@ -119,10 +119,8 @@ class HttpServer:
             max_headers=limits.max_headers,
             keepalive_timeout=limits.keepalive_timeout_s,
         )
-        self.shared = Shared(
-            limits=limits, gate=gate, start=bridge.start, finished=access.exchange_finished,
-            upgrade=self.upgrades.hand_over,
-        )  # fmt: skip
+        self.shared = Shared(limits=limits, gate=gate, requests=listener.requests, access=access,
+                             upgrades=self.upgrades)  # fmt: skip
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
@@ -149,10 +147,10 @@ class HttpServer:
         self.shared.stopping = True
         for conn in list(self.shared.connections):
             conn.stop()
-        if not await _unless_forced(self._bridge.wait_idle(timeout_s), force):
+        if not await _unless_forced(self._listener.requests.wait_idle(timeout_s), force):
             self.close_all()
             return
-        websocket = self._bridge.websocket
+        websocket = self._listener.websocket
         if websocket.open_count:
             log.info("closing %d WebSockets (1001)", websocket.open_count)
         websocket.going_away()
