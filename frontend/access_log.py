@@ -2,7 +2,7 @@
 
 Theory of operation. A request ends in one of two places, and both feed the
 same ``AccessLog``: the front end's own connections (``connection.py``) call
-``exchange_finished`` after each answered request (``exchange.Exchange``);
+``request_ended`` after each answered request (``response.ResponseWriter``);
 aiohttp, which still serves WebSocket upgrades (``upgrade.py``), calls its
 access logger after each response it finished writing, with the request, the
 response and the seconds since the request's head was parsed (``hook_class``
@@ -18,7 +18,7 @@ Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 (so a proxy's id carries through), anything else is replaced by 16 random hex
 digits. The bridges put it in REQUEST's / WS_CONNECT's ``ext`` map (the app
 server tags its log lines with it), in the response header ``x-request-id``,
-and on the exchange (``Exchange.rid``; ``REQUEST_ID`` on an aiohttp request) for
+and on the writer (``ResponseWriter.rid``; ``REQUEST_ID`` on an aiohttp request) for
 this log; they also note the worker the request was sent to (``WORKER``, a
 ``WorkerRecord``) and, when trusted proxy headers named the client, that
 client (``CLIENT``: what the scope's ``client`` says, logged instead of the
@@ -46,7 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 
 if TYPE_CHECKING:
-    from .exchange import Exchange
+    from .response import ResponseWriter
     from .metrics import Metrics
     from .pool import WorkerRecord
 
@@ -102,7 +102,7 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp = ""
 
-    def exchange_finished(self, ex: Exchange) -> None:
+    def request_ended(self, ex: ResponseWriter) -> None:
         """A request answered on one of our connections."""
         duration_s = perf_counter() - ex.started
         payload = ex.payload

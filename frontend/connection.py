@@ -2,17 +2,18 @@
 
 Theory of operation. ``data_received`` feeds the parser; each parsed request
 (aiohttp's ``RawRequestMessage`` + body ``StreamReader``) joins a FIFO, and
-one ``exchange.Exchange`` at a time is handed to the bridge (``Shared.start``),
-so pipelined requests are answered in order. When the bridge finishes it,
-the connection logs it (``Shared.finished``) and starts the next one, or
-closes (no keep-alive, a body left unread, shutdown). No aiohttp web object
-is built per request; the bridge writes responses straight to the transport.
+one at a time goes to the request path (``HttpRequests.start``) with its
+``response.ResponseWriter``, so pipelined requests are answered in order.
+When its response is done (``response_done``) the connection logs it
+(``AccessLog.request_ended``) and starts the next one, or closes (no
+keep-alive, a body left unread, shutdown). No aiohttp web object is built per
+request; the writer writes responses straight to the transport.
 Flow control comes from ``aiohttp.base_protocol.BaseProtocol``: a body
 ``StreamReader`` over its limit pauses the parser and the socket, a full
 socket buffer pauses writers (``drain``). At most ``MAX_QUEUED`` requests
 wait parsed; then the socket is paused until half of them are answered.
 
-* WebSocket upgrades go to aiohttp (``Shared.upgrade``; upgrade.py): when
+* WebSocket upgrades go to aiohttp (``Upgrades.hand_over``; upgrade.py): when
   the upgrade request's turn comes, its head is rebuilt from the parsed
   message, and with the bytes that followed it handed to an aiohttp
   ``RequestHandler`` that takes over the transport.
@@ -27,9 +28,7 @@ wait parsed; then the socket is paused until half of them are answered.
   ``503`` + ``Retry-After`` + ``connection: close`` for their first request (as
   uvicorn), so a client learns why instead of seeing a reset. They do not count
   against the limit themselves.
-* Parse errors: ``414`` for a request line over ``--limit-max-line-size``,
-  ``431`` for a header field over ``--limit-max-header-size`` or more than
-  ``--limit-max-headers`` fields, ``400`` for the rest (smuggling attempts
+* Parse errors (parse_errors.py: 414, 431, 400; smuggling attempts
   included: CL+TE, duplicate or bad Content-Length, obs-fold, bad chunk
   sizes); always ``connection: close``, a short body that echoes nothing, and
   one log line, in order after the requests before it (and an access-log
@@ -52,32 +51,33 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs
 from aiohttp._http_parser import HttpRequestParser
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http import HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.tcp_helpers import tcp_keepalive
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import http1
 from .config import HttpLimits
-from .exchange import Exchange
+from .parse_errors import ParseError, error, status_of
+from .request_head import addresses
+from .response import ResponseWriter
+
+if TYPE_CHECKING:
+    from .access_log import AccessLog
+    from .http_requests import HttpRequests
+    from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 20\r\n\r\n408 Request Timeout\n"
-)
 RETRY_AFTER_S = 1  # for a connection refused by --limit-concurrency
 MAX_QUEUED = 32  # parsed requests waiting their turn (aiohttp's MAX_MSG_QUEUE_SIZE)
 MAX_UPGRADE_TAIL = 2**16  # bytes after an upgrade request held until it is handed over
@@ -116,9 +116,9 @@ class Shared:
 
     limits: HttpLimits
     gate: Gate
-    start: Callable[[Exchange], None]  # the bridge takes a request: it calls Exchange.finish later
-    finished: Callable[[Exchange], None]  # access log + metrics, once per answered request
-    upgrade: Callable[[Any, bytes, bool], None]  # (transport, request bytes, admitted): to aiohttp
+    requests: HttpRequests  # takes each request in turn; its writer's finish() comes back here
+    access: AccessLog  # access log + metrics, once per answered request
+    upgrades: Upgrades  # WebSocket upgrades: aiohttp takes the transport
     connections: set[Connection] = field(default_factory=set)
     stopping: bool = False
     retiring: bool = False  # a successor serves the port: every response says connection: close
@@ -128,15 +128,6 @@ class Shared:
 _UNPARSED = RawRequestMessage(
     "-", "-", HttpVersion11, CIMultiDictProxy(CIMultiDict()), (), True, None, False, False, URL("/")
 )
-
-
-class _ParseError:
-    """A queued parse error: answered in its turn, after the requests before it."""
-
-    __slots__ = ("status",)
-
-    def __init__(self, status: int) -> None:
-        self.status = status
 
 
 class Connection(BaseProtocol):
@@ -158,7 +149,7 @@ class Connection(BaseProtocol):
         super().__init__(loop, parser)
         self._shared = shared
         self._queue: deque[tuple[Any, Any]] = deque()
-        self._current: Exchange | None = None
+        self._current: ResponseWriter | None = None
         self._admitted = False
         self._failed = False  # the parser hit an error: nothing more is read
         self._stopping = False
@@ -203,11 +194,7 @@ class Connection(BaseProtocol):
             if payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof():
                 payload.set_exception(ConnectionResetError("client went away"))
         if current is not None and not current.done:
-            current.done = True
-            if current.task is not None:
-                current.task.cancel()  # the bridge sends DISCONNECT
-            elif current.on_lost is not None:
-                current.on_lost(current)
+            current.lost()  # the worker hears DISCONNECT
 
     def eof_received(self) -> bool:
         return False  # the client's EOF closes the connection (as aiohttp's handler did)
@@ -217,14 +204,15 @@ class Connection(BaseProtocol):
         """(client, server) of the TCP connection: asked once per connection (each is a syscall)."""
         pair = self._addresses
         if pair is None:
-            transport = self.transport
-            if transport is None:
+            if self.transport is None:
                 return None, None
-            pair = self._addresses = (
-                _address(transport.get_extra_info("peername")),
-                _address(transport.get_extra_info("sockname")),
-            )
+            pair = self._addresses = addresses(self.transport)
         return pair
+
+    @property
+    def paused(self) -> bool:
+        """The transport's buffer is over its high-water mark: a writer should ``drain``."""
+        return self._paused
 
     def stop(self) -> None:
         """Shutdown: close when idle, at once if idle now; queued requests are not started."""
@@ -317,26 +305,18 @@ class Connection(BaseProtocol):
             # reader, which would wait for the rest forever. Its request fails (400 + RESET).
             last.set_exception(exc)
             return
-        status = self._status_of(exc)
+        status = status_of(exc, self._line_len, self._shared.limits.max_line_bytes)
         detail = (exc.message or type(exc).__name__).splitlines()[0][:120]
         log.info("bad request from %s: %d %s", _peer(self.transport), status, detail)
-        self._queue.append((_ParseError(status), None))
+        self._queue.append((ParseError(status), None))
         if self._current is None:
             self._next()
-
-    def _status_of(self, exc: HttpProcessingError) -> int:
-        if isinstance(exc, LineTooLong):
-            line = self._line_len
-            return 414 if line is None or line > self._shared.limits.max_line_bytes else 431
-        if isinstance(exc, BadHttpMessage) and "Too many headers" in (exc.message or ""):
-            return 431
-        return 400
 
     # ------------------------------------------------------------ requests in turn
 
     def _next(self) -> None:
         """Start queued requests while none is in progress (re-entry safe: a request the bridge
-        finishes synchronously comes back here through ``exchange_done``)."""
+        finishes synchronously comes back here through ``response_done``)."""
         if self._in_next:
             return
         self._in_next = True
@@ -355,33 +335,33 @@ class Connection(BaseProtocol):
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
                         self._resume_reading_for_buffer()
-                if type(message) is _ParseError:
-                    self._refuse(Exchange(self, _UNPARSED, EMPTY_PAYLOAD), http1.error(message.status))
+                if type(message) is ParseError:
+                    self._refuse(ResponseWriter(self, _UNPARSED, EMPTY_PAYLOAD), error(message.status))
                     return
-                exchange = Exchange(self, message, payload)
+                writer = ResponseWriter(self, message, payload)
                 if self._retiring:
-                    exchange.keep_alive = False  # its response says connection: close
+                    writer.keep_alive = False  # its response says connection: close
                 if not self._admitted:  # over --limit-concurrency
-                    self._refuse(exchange, http1.error(503, message.version, retry_after_s=RETRY_AFTER_S))
+                    self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
-                self._current = exchange
+                self._current = writer
                 if self._upgrading and not self._queue and _is_websocket(message):
-                    self._hand_over(exchange)
+                    self._hand_over(writer)
                     return
-                self._shared.start(exchange)
+                self._shared.requests.start(writer)
         finally:
             self._in_next = False
         if self._current is None and not self._queue and self.transport is not None:
             self._idle()
 
-    def exchange_done(self, exchange: Exchange) -> None:
-        """The bridge finished ``exchange`` (``Exchange.finish``)."""
-        if self._current is not exchange:
+    def response_done(self, writer: ResponseWriter) -> None:
+        """``writer``'s response is complete or abandoned (``ResponseWriter.finish``)."""
+        if self._current is not writer:
             return
         self._current = None
-        if exchange.status:
-            self._shared.finished(exchange)
-        payload = exchange.payload
+        if writer.status:
+            self._shared.access.request_ended(writer)
+        payload = writer.payload
         if payload is not EMPTY_PAYLOAD and not payload.is_eof():
             # A body left unread (an early answer, 413...): closing now, with its bytes unread in
             # our socket, would send the client a reset that can destroy the response before it
@@ -391,7 +371,7 @@ class Connection(BaseProtocol):
             self._loop.create_task(self._drop_body(payload))
             return
         transport = self.transport
-        if not exchange.keep_alive or self._stopping or transport is None or transport.is_closing():
+        if not writer.keep_alive or self._stopping or transport is None or transport.is_closing():
             self._close()  # (a client that went away: its queued requests are not started)
             return
         if self._upgrading and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
@@ -420,11 +400,11 @@ class Connection(BaseProtocol):
             self._lingering = None
         self._close()
 
-    def _refuse(self, exchange: Exchange, response: bytes) -> None:
+    def _refuse(self, writer: ResponseWriter, response: bytes) -> None:
         """Our own answer to a request no worker sees: counted and logged like any, then close."""
-        exchange.status = int(response[9:12])
-        exchange.bytes_out = len(response)
-        self._shared.finished(exchange)
+        writer.status = int(response[9:12])
+        writer.bytes_out = len(response)
+        self._shared.access.request_ended(writer)
         self._answer_and_close(response)
 
     def _answer_and_close(self, response: bytes) -> None:
@@ -434,11 +414,11 @@ class Connection(BaseProtocol):
             transport.write(response)
         self._close()
 
-    def _hand_over(self, exchange: Exchange) -> None:
+    def _hand_over(self, writer: ResponseWriter) -> None:
         """A WebSocket upgrade: aiohttp's handler takes the transport, and the request again."""
-        message = exchange.message
-        if exchange.payload is not EMPTY_PAYLOAD:  # a body we already consumed: cannot be replayed
-            self._answer_and_close(http1.error(400, message.version))
+        message = writer.message
+        if writer.payload is not EMPTY_PAYLOAD:  # a body we already consumed: cannot be replayed
+            self._answer_and_close(error(400, message.version))
             return
         transport = self.transport
         data = _request_head(message) + self._upgrade_tail
@@ -451,7 +431,7 @@ class Connection(BaseProtocol):
             self._buffer_paused = self._reading_paused = False
             self._resume_transport_reading()
         self.transport = None  # ours no more: connection_lost goes to the new protocol
-        self._shared.upgrade(transport, data, admitted)
+        self._shared.upgrades.hand_over(transport, data, admitted)
 
     # ------------------------------------------------------------ timers
 
@@ -491,7 +471,7 @@ class Connection(BaseProtocol):
             self._shared.limits.header_timeout_s, _peer(transport),
         )  # fmt: skip
         self._failed = True
-        self._answer_and_close(TIMEOUT_RESPONSE)
+        self._answer_and_close(error(408))
 
 
 def _is_websocket(message: Any) -> bool:
@@ -512,12 +492,6 @@ def _request_head(message: Any) -> bytes:
     lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
     lines.append(b"\r\n")
     return b"".join(lines)
-
-
-def _address(value: Any) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    return None
 
 
 def _peer(transport: Any) -> str:

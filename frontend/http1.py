@@ -14,7 +14,7 @@ what the front end adds is what aiohttp's ``StreamResponse`` added before
   ends at close (HTTP/1.0). HEAD keeps the worker's ``Content-Length`` and
   sends no body; 1xx/204/304 send neither. ``BadHead`` for a control
   character in a field or a bad ``Content-Length`` (the bridge answers 502).
-* ``error``: the front end's own short responses (400, 408, 413, 502...).
+(The front end's own short responses: parse_errors.error.)
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
 _ID, _TYPE, _DATE, _SERVER = 1, 2, 4, 8
 _DEFAULTED = {b"x-request-id": _ID, b"content-type": _TYPE, b"date": _DATE, b"server": _SERVER}
 _SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
+
+
+def server_line() -> bytes:
+    return _SERVER_LINE
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
-_ERROR_BODIES: dict[int, bytes] = {}
 LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -62,7 +65,7 @@ _date_second = -1
 _date_line = b""
 
 
-def _date() -> bytes:
+def date_line() -> bytes:
     """The Date line, formatted once a second (as uvicorn and aiohttp do)."""
     global _date_second, _date_line
     now = int(time())
@@ -74,7 +77,7 @@ def _date() -> bytes:
 def _add_date_server(out: list[bytes], seen: int) -> None:
     """Date and Server, unless the worker sent them."""
     if not seen & _DATE:
-        out.append(_date())
+        out.append(date_line())
     if not seen & _SERVER:
         out.append(_SERVER_LINE)
 
@@ -236,36 +239,3 @@ def last_chunk(trailer_fields: list[tuple[bytes, bytes]]) -> bytes:
         b"%s: %s\r\n" % (n, v) for n, v in trailer_fields if n and _CONTROL.search(n + v) is None
     )
     return b"0\r\n" + block + b"\r\n"
-
-
-def error(
-    status: int,
-    version: Any = HttpVersion11,
-    rid: str | None = None,
-    *,
-    keep_alive: bool = False,
-    retry_after_s: float | None = None,
-) -> bytes:
-    """One of our own short text responses: ``connection: close`` unless ``keep_alive``
-    (said explicitly to HTTP/1.0 too: a smuggler must read it), a body that echoes nothing."""
-    body = _ERROR_BODIES.get(status)
-    if body is None:
-        body = _ERROR_BODIES[status] = f"{status} {HTTPStatus(status).phrase}\n".encode()
-    if version != HttpVersion10 and version != HttpVersion11:
-        version = HttpVersion11
-    out = [
-        status_line(version, status),
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
-    ]
-    if retry_after_s is not None:
-        out.append(b"Retry-After: %d\r\n" % max(1, round(retry_after_s)))
-    if rid is not None:
-        out.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    out.append(_date() + _SERVER_LINE)
-    if keep_alive:
-        out.append(_connection_line(version, True))
-    else:
-        out.append(b"Connection: close\r\n")
-    out.append(b"\r\n")
-    out.append(body)
-    return b"".join(out)

@@ -49,14 +49,14 @@ from typing import Any
 
 import zmq
 
-from .access_log import AccessLog, hook_class
+from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
-from .http_bridge import HttpBridge
 from .listen import open_listener
 from .retire import FrontendLifecycle, FrontendPhase
+from .services import Services
 from .tls import server_context
 from .upgrade import Upgrades
 
@@ -99,10 +99,9 @@ async def serve(
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
         dispatcher.start()
-        bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = bridge.access
-        admin = Admin(config.admin, dispatcher, bridge.metrics)
-        http = HttpServer(config, bridge, access)
+        services = Services(config, dispatcher, ssl_context=ssl_context)
+        admin = Admin(config.admin, dispatcher, services.metrics)
+        http = HttpServer(config, services)
         listener = None
         try:
             listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
@@ -150,13 +149,14 @@ class HttpServer:
     it short); then WebSockets close with 1001, given what is left of the budget (at least
     ``WS_CLOSE_MIN_S`` for the closing handshakes); whatever is left is closed."""
 
-    def __init__(self, config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> None:
+    def __init__(self, config: FrontendConfig, services: Services) -> None:
         limits = config.http
         gate = Gate(limits.max_connections)
-        self._bridge = bridge
+        access = services.access
+        self._services = services
         self._limits = limits
         self.upgrades = Upgrades(
-            bridge.handle_upgrade,
+            services.websocket.handle_upgrade,
             gate=gate,
             handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
             access_log=access.logger,  # aiohttp calls the hook as each response ends
@@ -166,10 +166,8 @@ class HttpServer:
             max_headers=limits.max_headers,
             keepalive_timeout=limits.keepalive_timeout_s,
         )
-        self.shared = Shared(
-            limits=limits, gate=gate, start=bridge.start, finished=access.exchange_finished,
-            upgrade=self.upgrades.hand_over,
-        )  # fmt: skip
+        self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
+                             upgrades=self.upgrades)  # fmt: skip
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None, backlog: int) -> None:
@@ -196,10 +194,10 @@ class HttpServer:
         self.shared.stopping = True
         for conn in list(self.shared.connections):
             conn.stop()
-        if not await _unless_forced(self._bridge.wait_idle(timeout_s), force):
+        if not await _unless_forced(self._services.requests.wait_idle(timeout_s), force):
             self.close_all()
             return
-        websocket = self._bridge.websocket
+        websocket = self._services.websocket
         if websocket.open_count:
             log.info("closing %d WebSockets (1001)", websocket.open_count)
         websocket.going_away()
@@ -218,7 +216,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         self.stop_listening()
-        shared, websocket = self.shared, self._bridge.websocket
+        shared, websocket = self.shared, self._services.websocket
         shared.retiring = True
         for conn in list(shared.connections):
             conn.retire()

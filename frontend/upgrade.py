@@ -5,7 +5,7 @@ implementation (handshake, permessage-deflate, pings, fragments) is kept, so
 when an upgrade request's turn comes the connection gives its transport to an
 aiohttp ``RequestHandler`` created as ``web.Server.__call__`` does, and feeds
 it the request head (rebuilt from the parsed message) plus whatever followed
-it. aiohttp then runs ``HttpBridge.handle_upgrade`` (ws_bridge) for it, and
+it. aiohttp then runs ``WsBridge.handle_upgrade`` (ws_bridge) for it, and
 the connection ends with the WebSocket (every answer to an upgrade closes
 it). The ``--limit-concurrency`` slot moves with the transport.
 """

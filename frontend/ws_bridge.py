@@ -1,7 +1,8 @@
 """aiohttp WebSocket <-> wire WebSocket stream (PROTOCOL §5 "WebSocket stream", §6.2, §7).
 
-Theory of operation. ``HttpBridge.handle_upgrade`` passes an upgrade request (GET,
-HTTP/1.1, ``Upgrade: websocket``) here with the REQUEST head fields. We check
+Theory of operation. aiohttp runs ``handle_upgrade`` for a connection handed
+over with an upgrade request (GET, HTTP/1.1, ``Upgrade: websocket``; upgrade.py);
+its head is built as an HTTP request's (request_head.py). We check
 the handshake is well-formed (else 400, before any worker is bothered), take
 a WebSocket slot (HELLO.ws_capacity, its own wait queue; 503 as for HTTP) and
 send WS_CONNECT. The worker's first answer decides what the client gets:
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -56,10 +58,12 @@ from wire import events as ev
 from wire.events import ResetCode
 from wire.flow import cost
 
-from .access_log import REQUEST_ID, WORKER, AccessLog
+from .access_log import CLIENT, REQUEST_ID, STARTED, WORKER, AccessLog, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .responses import describe_failure, error_response, str_headers
+from .parse_errors import error_response
+from .request_head import RequestHeads, addresses
+from .responses import describe_failure, str_headers
 from .slots import NoCapacity
 from .ws_stream import ABNORMAL, WsLocal, WsPhase, WsStream
 
@@ -102,8 +106,11 @@ class _NoOverlapWarning(logging.Filter):
 
 
 class WsBridge:
-    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher, access: AccessLog) -> None:
+    def __init__(
+        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, access: AccessLog
+    ) -> None:
         self._settings = config.websocket
+        self._heads = heads
         self._access = access
         self._dispatcher = dispatcher
         self._queue_timeout_s = config.queue.timeout_s
@@ -131,7 +138,28 @@ class WsBridge:
         for stream in list(self._streams):
             stream.going_away(restart)
 
-    async def handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
+    async def handle_upgrade(self, request: web.BaseRequest) -> Any:
+        """aiohttp's handler for a connection handed over with a WebSocket upgrade (upgrade.py)."""
+        request[STARTED] = perf_counter()
+        rid = request[REQUEST_ID] = request_id(request.headers)
+        if not self.wants(request):  # (connection.py hands over upgrades only)
+            resp = error_response(400, close=True)
+        else:
+            transport = request.transport
+            client, server = addresses(transport)
+            head, proxied = self._heads.build(
+                request.method, request.raw_path, request.version, request.headers, request.raw_headers,
+                client, server,
+            )  # fmt: skip
+            if proxied is not None:
+                request[CLIENT] = proxied[0]
+            resp = await self._handle(request, head, self._heads.ext(rid, self._heads.tls_of(transport)))
+        if not resp.prepared:  # our own error responses
+            resp.headers["X-Request-ID"] = rid
+            resp.force_close()
+        return resp
+
+    async def _handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
         if not web.WebSocketResponse().can_prepare(request):
             return error_response(400, close=True)
         if self._closing:
