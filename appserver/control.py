@@ -24,6 +24,7 @@ from collections.abc import Collection, Iterable
 
 RELOAD_SIGNAL = signal.SIGHUP
 RETIRE_SIGNAL = signal.SIGUSR1  # supervisor -> a replaced worker: drain, lingering while sessions are left
+FRONTEND_ROLL_SIGNAL = signal.SIGUSR2  # -> zasgi run: replace its front ends one at a time (fleet.py)
 EXIT_BOOT, EXIT_APP_LOAD = 3, 4
 RESTART_BACKOFF_MAX_S = 10.0
 
@@ -181,11 +182,12 @@ def running_pid(path: str) -> int:
         os.close(fd)
 
 
-def send_reload(path: str) -> int:
-    """SIGHUP the supervisor named by ``path`` (a rolling restart); return its pid."""
+def send_reload(path: str, signum: int = RELOAD_SIGNAL) -> int:
+    """SIGHUP the supervisor named by ``path`` (a rolling restart; ``FRONTEND_ROLL_SIGNAL``: roll
+    its front ends instead); return its pid."""
     pid = running_pid(path)
     try:
-        os.kill(pid, RELOAD_SIGNAL)
+        os.kill(pid, signum)
     except ProcessLookupError:
         raise PidFileError(f"stale pid file {path}: pid {pid} is not running") from None
     except PermissionError:

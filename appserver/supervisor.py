@@ -44,6 +44,9 @@ leave moves to ``draining`` and stays supervised until it exits::
 * At boot, a worker that exits with EXIT_APP_LOAD or EXIT_BOOT before it was
   ever ready stops the whole pool with that code: restarting would only
   repeat the failure.
+* ``zasgi run``'s front ends are a ``fleet.Fleet``: N processes on one port,
+  started before the workers, stopped before them; SIGUSR2 rolls them one at
+  a time (fleet.py), reported by the same loop.
 """
 
 from __future__ import annotations
@@ -64,9 +67,11 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .config import PoolConfig, WorkerConfig
+from .fleet import Fleet, FleetError
 from .control import (
     EXIT_APP_LOAD,
     EXIT_BOOT,
+    FRONTEND_ROLL_SIGNAL,
     RETIRE_SIGNAL,
     RollPlan,
     describe_exit,
@@ -82,7 +87,7 @@ DRAIN_MARGIN_S = 10.0  # beyond the graceful timeout: lifespan shutdown, WebSock
 POLL_BUSY_S, POLL_IDLE_S = 0.1, 0.5  # loop wake-up while something is starting / otherwise
 _MP = multiprocessing.get_context("spawn")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+_CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, FRONTEND_ROLL_SIGNAL)
 
 
 def _worker_entry(config: WorkerConfig, ready: Any, served: Any) -> None:
@@ -166,6 +171,7 @@ class Supervisor:
     frontend_argv: Sequence[str] | None = None
     frontend_env: Mapping[str, str] | None = None  # the front end's environment; None: ours
     frontend_fds: tuple[int, ...] = ()  # inherited by the front end (its --fd listener)
+    fleet: Fleet | None = None  # zasgi run's front ends (instead of frontend_argv's single one)
     reload: ReloadConfig | None = None  # --reload: roll when these files change
     state: PoolState = PoolState.STARTING
     slots: list[Slot] = field(default_factory=list)
@@ -252,6 +258,16 @@ class Supervisor:
                 break
         return data.decode(errors="replace").strip()
 
+    def start_fleet(self) -> list[str]:
+        """Start every front end of the fleet; their ready lines. Raises SupervisorError."""
+        assert self.fleet is not None
+        try:
+            procs = self.fleet.start(stopping=lambda: self._stop_signal is not None)
+        except FleetError as exc:
+            raise SupervisorError(str(exc), EXIT_BOOT) from None
+        return [f"zasgi-ready frontend {p.url} " + " ".join(f"{k}={v}" for k, v in p.facts.items())
+                for p in procs]  # fmt: skip
+
     # ------------------------------------------------------------ boot
 
     def start_workers(self) -> None:
@@ -294,6 +310,11 @@ class Supervisor:
                 if self.frontend is not None and self.frontend.poll() is not None:
                     log.error("front end exited with code %s", self.frontend.returncode)
                     return self.stop() or EXIT_ERROR
+                if self.fleet is not None:
+                    lost = self.fleet.step(self._serving_pids(), time.monotonic())
+                    if lost is not None:
+                        log.error("%s exited with code %s", lost.label, lost.popen.returncode)
+                        return self.stop() or EXIT_ERROR
                 self.step()
         except Exception:  # a supervisor bug: still stop the children in order, never leave them
             log.critical("supervisor failed; stopping everything", exc_info=True)
@@ -314,7 +335,12 @@ class Supervisor:
     def _poll_interval(self) -> float:
         settled = all(s.current is not None and s.successor is None and s.current.phase is Phase.SERVING
                       for s in self.slots)  # fmt: skip
-        return POLL_IDLE_S if settled and self.roll is None and not self._requests else POLL_BUSY_S
+        rolling = self.fleet is not None and (self.fleet.roll is not None or bool(self.fleet.plan))
+        return POLL_IDLE_S if settled and self.roll is None and not rolling and not self._requests else POLL_BUSY_S
+
+    def _serving_pids(self) -> set[int]:
+        """The workers a new front end waits for: every current one that is serving."""
+        return {s.current.pid for s in self.slots if s.current is not None and s.current.phase is Phase.SERVING}
 
     def _handle_requests(self) -> None:
         while self._requests:
@@ -325,6 +351,8 @@ class Supervisor:
                 self.add_worker()
             elif signum == signal.SIGTTOU:
                 self.remove_worker()
+            elif signum == FRONTEND_ROLL_SIGNAL:
+                self.roll_frontends()
 
     # ------------------------------------------------------------ current processes
 
@@ -511,6 +539,14 @@ class Supervisor:
         log.error("reload failed: %s; keeping the %d running worker%s",
                   reason, running, "" if running == 1 else "s")  # fmt: skip
 
+    def roll_frontends(self) -> None:
+        """SIGUSR2: replace the front ends one at a time, new one first (fleet.py)."""
+        if self.fleet is None:
+            log.warning("SIGUSR2 ignored: %s", "no front end to roll here" if self.frontend is None
+                        else "this front end was not started as a fleet")  # fmt: skip
+            return
+        log.info(self.fleet.request_roll())
+
     # ------------------------------------------------------------ scaling
 
     def add_worker(self) -> None:
@@ -561,11 +597,15 @@ class Supervisor:
 
     def _wait_events(self, timeout_s: float) -> None:
         handles: list[Any] = [p.process.sentinel for p in self._procs() if p.exitcode() is None]
+        if self.fleet is not None:
+            handles += self.fleet.handles()  # a report (workers joined) or an exit (EOF)
         if self._signal_r >= 0:
             handles.append(self._signal_r)
         for handle in wait(handles, timeout=timeout_s):
             if handle == self._signal_r:
                 os.read(self._signal_r, 512)
+            elif self.fleet is not None:
+                self.fleet.read_reports()
 
     # ------------------------------------------------------------ stopping
 
@@ -602,6 +642,8 @@ class Supervisor:
     def _stop_frontend(self, grace: float) -> bool:
         """Stop the front end (graceful unless forced); return whether the stop is forced."""
         force = self._stop_signal == -1
+        if self.fleet is not None:
+            return self.fleet.stop(grace, lambda: self._stop_signal == -1)
         frontend = self.frontend
         if frontend is None or frontend.poll() is not None:
             return force

@@ -94,8 +94,13 @@ class _Entry(NamedTuple):
 class AccessLog:
     """What happens when a request ends: metrics always, a log line when enabled."""
 
-    def __init__(self, metrics: Metrics, *, enabled: bool = True, log_format: str = "text") -> None:
+    def __init__(
+        self, metrics: Metrics, *, enabled: bool = True, log_format: str = "text", frontend: str = ""
+    ) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
+        # Several front ends on one host (one log stream under `zasgi run --frontends N`): say which.
+        self._frontend = frontend
+        self._fe_field = f" fe={_safe(frontend)}" if frontend else ""
         self.metrics = metrics
         self.enabled = enabled and self.logger.isEnabledFor(logging.INFO)
         self._line = self._json if log_format == "json" else self._combined
@@ -150,14 +155,14 @@ class AccessLog:
         return (
             f'{e.client or "-"} - - [{self._now()}] "{_safe(line)}" {e.status} {e.bytes_out} '
             f'"{_safe(headers.get("Referer", "-"))}" "{_safe(headers.get("User-Agent", "-"))}" '
-            f"rid={e.rid or '-'} worker={e.worker or '-'} dur={e.duration_s:.6f}"
+            f"rid={e.rid or '-'} worker={e.worker or '-'} dur={e.duration_s:.6f}{self._fe_field}"
         )
 
-    @staticmethod
-    def _json(e: _Entry) -> str:
+    def _json(self, e: _Entry) -> str:
         headers = e.headers
         return json.dumps(
             {
+                **({"frontend": self._frontend} if self._frontend else {}),
                 "time": time.time(),
                 "client": e.client,
                 "method": e.method,

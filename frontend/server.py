@@ -49,6 +49,8 @@ from typing import Any
 
 import zmq
 
+from wire.states import WorkerState
+
 from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
@@ -64,6 +66,7 @@ log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
 RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
+REPORT_POLL_S = 0.1  # how often the READY workers are compared with the last report
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
 
@@ -78,12 +81,17 @@ async def serve(
     reuse_port: bool = False,
     frontend_id: str = "",
     lifecycle: FrontendLifecycle | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
     """Run the front end until ``shutdown`` is set, or SIGTERM/SIGINT (main thread only);
     or until ``retire`` is set, or SIGUSR1: a successor serves the port (retire.py).
 
     ``sock``: a bound socket to listen on (inherited; see above) instead of binding
-    ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends.
+    ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends (the
+    admin endpoint too, so a successor can take over its port). ``frontend_id``: our name in
+    logs, access-log lines (``fe=``), /workers and WELCOME. ``report``: called after the ready
+    line with ``zasgi-workers PID...`` whenever the set of READY workers changes (a supervisor
+    rolling front ends waits until every worker joined the new one).
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -99,8 +107,8 @@ async def serve(
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
         dispatcher.start()
-        services = Services(config, dispatcher, ssl_context=ssl_context)
-        admin = Admin(config.admin, dispatcher, services.metrics)
+        services = Services(config, dispatcher, ssl_context=ssl_context, frontend_id=frontend_id)
+        admin = Admin(config.admin, dispatcher, services.metrics, reuse_port=reuse_port)
         http = HttpServer(config, services)
         listener = None
         try:
@@ -115,7 +123,10 @@ async def serve(
                 if ready is not None:
                     line = f"zasgi-ready frontend {url} backend={dispatcher.endpoint}"
                     ready(f"{line} admin={admin_url}" if admin_url else line)
+                reporter = asyncio.ensure_future(_report_workers(dispatcher, report)) if report else None
                 await _first(shutdown, retire)
+                if reporter is not None:
+                    reporter.cancel()
                 admin.shutting_down()  # /readyz: 503 while we drain
                 if not shutdown.is_set():
                     phase.to(FrontendPhase.RETIRING)
@@ -254,6 +265,17 @@ class HttpServer:
         for conn in list(self.shared.connections):
             conn.force_close()
         self.upgrades.close_all()
+
+
+async def _report_workers(dispatcher: Dispatcher, report: Callable[[str], None]) -> None:
+    """``report("zasgi-workers PID...")`` each time the READY workers change (polled: off the hot path)."""
+    last: list[int] | None = None
+    while True:
+        pids = sorted(r.pid for r in dispatcher.pool if r.state is WorkerState.READY)
+        if pids != last:
+            last = pids
+            report("zasgi-workers " + " ".join(map(str, pids)))
+        await asyncio.sleep(REPORT_POLL_S)
 
 
 async def _first(*events: asyncio.Event, timeout_s: float | None = None) -> None:

@@ -23,11 +23,18 @@ class Services:
     __slots__ = ("requests", "websocket", "metrics", "access")
 
     def __init__(
-        self, config: FrontendConfig, dispatcher: Dispatcher, *, ssl_context: ssl.SSLContext | None = None
+        self,
+        config: FrontendConfig,
+        dispatcher: Dispatcher,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        frontend_id: str = "",
     ) -> None:
         heads = RequestHeads(config, ssl_context)
         websocket: WsBridge | None = None  # (the gauge below reads it once it exists)
         self.metrics = Metrics(dispatcher, websockets_open=lambda: websocket.open_count if websocket else 0)
-        self.access = AccessLog(self.metrics, enabled=config.access_log, log_format=config.log_format)
+        self.access = AccessLog(
+            self.metrics, enabled=config.access_log, log_format=config.log_format, frontend=frontend_id
+        )
         self.requests = HttpRequests(config, dispatcher, heads, self.metrics)
         self.websocket = websocket = WsBridge(config, dispatcher, heads, self.access)
