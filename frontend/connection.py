@@ -43,6 +43,20 @@ wait parsed; then the socket is paused until half of them are answered.
 * Retirement (``retire``; retire.py: a successor front end serves the port):
   nothing closes early. The next response says ``connection: close`` and the
   connection closes after it; an idle one closes at its keep-alive timeout.
+  (A flag, ``_retiring``, not a phase: the connection keeps READING as usual.)
+
+What the connection does with the bytes it reads is one phase (``ConnPhase``,
+``TRANSITIONS``, written only by ``_to``):
+
+    READING ──> UPGRADING ──> HANDED_OVER     (aiohttp has the transport)
+       │  <──────┘ │                          (the upgrade answered as plain HTTP)
+       ├──> STOPPING (shutdown: the current request's body only, then close)
+       ├──> LINGERING (an unread body dropped, then close)
+       ├──> FAILED (a parse error or 408: nothing more is read; answer, close)
+       └──> CLOSED (from every phase: the transport is gone)
+
+Within READING, idle / reading a head / busy follow from ``_current``,
+``_queue`` and the head timer. ``_in_next`` is a re-entry guard, not a phase.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from enum import Enum
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +97,33 @@ RETRY_AFTER_S = 1  # for a connection refused by --limit-concurrency
 MAX_QUEUED = 32  # parsed requests waiting their turn (aiohttp's MAX_MSG_QUEUE_SIZE)
 MAX_UPGRADE_TAIL = 2**16  # bytes after an upgrade request held until it is handed over
 LINGER_S = 10.0  # a body left unread is read and dropped this long before closing (aiohttp's)
+
+
+class ConnPhase(Enum):
+    READING = "reading"  # parsing requests, serving them in turn
+    UPGRADING = "upgrading"  # the parser switched protocols: what follows is held for aiohttp
+    STOPPING = "stopping"  # shutdown: the current request's body is read, nothing new; then close
+    LINGERING = "lingering"  # a body the app left unread is read and dropped, then close
+    FAILED = "failed"  # the parser hit an error (or the head timed out): nothing more is read
+    HANDED_OVER = "handed over"  # the transport went to aiohttp (a WebSocket upgrade)
+    CLOSED = "closed"
+
+
+_ENDING = frozenset({ConnPhase.LINGERING, ConnPhase.FAILED, ConnPhase.CLOSED})
+TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
+    ConnPhase.READING: frozenset({ConnPhase.UPGRADING, ConnPhase.STOPPING}) | _ENDING,
+    ConnPhase.UPGRADING: frozenset({ConnPhase.READING, ConnPhase.STOPPING, ConnPhase.HANDED_OVER}) | _ENDING,
+    ConnPhase.STOPPING: _ENDING,
+    ConnPhase.LINGERING: frozenset({ConnPhase.FAILED, ConnPhase.CLOSED}),
+    ConnPhase.FAILED: frozenset({ConnPhase.CLOSED}),
+    ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
+    ConnPhase.CLOSED: frozenset(),
+}
+_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase  # (hot path)
+
+
+class IllegalTransition(RuntimeError):
+    pass
 
 
 @dataclass
@@ -132,9 +174,9 @@ _UNPARSED = RawRequestMessage(
 
 class Connection(BaseProtocol):
     __slots__ = (
-        "_shared", "_queue", "_current", "_admitted", "_failed", "_stopping", "_in_next",
+        "_shared", "_queue", "_current", "_phase", "_gate", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_upgrading", "_addresses", "_lingering", "_retiring", "tls",
+        "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -150,9 +192,8 @@ class Connection(BaseProtocol):
         self._shared = shared
         self._queue: deque[tuple[Any, Any]] = deque()
         self._current: ResponseWriter | None = None
-        self._admitted = False
-        self._failed = False  # the parser hit an error: nothing more is read
-        self._stopping = False
+        self._phase = _READING
+        self._gate: Gate | None = None  # the --limit-concurrency gate whose slot we hold
         self._retiring = False  # answer what comes with connection: close; idle: the keep-alive timeout
         self._in_next = False
         self._keepalive_s = limits.keepalive_timeout_s
@@ -161,10 +202,9 @@ class Connection(BaseProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # of the head in progress, until its request line ended
         self._line_len: int | None = None  # that request line's length, once known
-        self._upgrading = False  # the parser switched protocols after the last queued request
-        self._upgrade_tail = b""
+        self._upgrade_tail = b""  # (UPGRADING) the bytes after the upgrade request
         self._addresses: tuple[Any, Any] | None = None
-        self._lingering: Any = None  # the unread body being dropped before the close
+        self._lingering: Any = None  # (LINGERING) the unread body being dropped before the close
         self.tls: Any = None  # the bridge's per-connection cache of the TLS extension
 
     # ------------------------------------------------------------ lifecycle
@@ -172,17 +212,20 @@ class Connection(BaseProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # TCP_NODELAY
         tcp_keepalive(transport)  # type: ignore[arg-type]
-        self._admitted = self._shared.gate.admit()
+        if self._shared.gate.admit():
+            self._gate = self._shared.gate
         self._shared.connections.add(self)
-        self._stopping = self._shared.stopping  # accepted as shutdown began: closed at once
+        if self._shared.stopping:  # accepted as shutdown began: closed at once
+            self._to(_STOPPING)
         self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
         self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._shared.connections.discard(self)
-        if self._admitted:
-            self._admitted = False
-            self._shared.gate.release()
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
+        self._to(_CLOSED)
         self._cancel_timers()
         super().connection_lost(exc)  # transport None; a writer waiting in drain() gets ConnectionError
         current, self._current = self._current, None
@@ -214,9 +257,19 @@ class Connection(BaseProtocol):
         """The transport's buffer is over its high-water mark: a writer should ``drain``."""
         return self._paused
 
+    @property
+    def phase(self) -> ConnPhase:
+        return self._phase
+
+    def _to(self, phase: ConnPhase) -> None:
+        if phase is not self._phase and phase not in TRANSITIONS[self._phase]:
+            raise IllegalTransition(f"connection: {self._phase.name} -> {phase.name}")
+        self._phase = phase
+
     def stop(self) -> None:
         """Shutdown: close when idle, at once if idle now; queued requests are not started."""
-        self._stopping = True
+        if self._phase is _READING or self._phase is _UPGRADING:  # (the others close anyway)
+            self._to(_STOPPING)
         self._queue.clear()
         current = self._current
         if current is None:
@@ -255,21 +308,19 @@ class Connection(BaseProtocol):
     # ------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
-        if self._failed or self.transport is None:
-            return
-        if self._upgrading:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
-            self._upgrade_tail += data
-            if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
-                self._pause_reading_for_buffer()
+        phase = self._phase
+        if phase is not _READING:
+            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
+                self._upgrade_tail += data
+                if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
+                    self._pause_reading_for_buffer()
+                return
+            if not self._body_arriving():  # (STOPPING, LINGERING: only a body still arriving is read)
+                return
+        if self.transport is None:
             return
         timing = self._head_timer is not None
-        starting = (
-            bool(data)
-            and not timing
-            and self._current is None
-            and not self._queue
-            and self._lingering is None
-        )
+        starting = bool(data) and not timing and self._current is None and not self._queue and phase is _READING
         if starting:
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
@@ -283,8 +334,8 @@ class Connection(BaseProtocol):
             self._disarm()
             self._parse_error(exc)
             return
-        if upgraded:
-            self._upgrading = True
+        if upgraded and phase is _READING:  # (else the connection closes after this request)
+            self._to(_UPGRADING)
             self._upgrade_tail = tail
         if messages:
             if self._head_timer is not None:
@@ -297,8 +348,18 @@ class Connection(BaseProtocol):
         elif starting and self._current is None:
             self._arm()  # a partial head: the clock runs from its first byte
 
+    def _body_arriving(self) -> bool:
+        """STOPPING or LINGERING: a body still arriving (the current request's, or the one dropped)?"""
+        if self._phase is _LINGERING:
+            payload = self._lingering
+        elif self._phase is _STOPPING and self._current is not None:
+            payload = self._current.payload
+        else:
+            return False
+        return payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
+
     def _parse_error(self, exc: HttpProcessingError) -> None:
-        self._failed = True  # llhttp stays in its error state: nothing more can be parsed
+        self._to(_FAILED)  # llhttp stays in its error state: nothing more can be parsed
         last = self._queue[-1][1] if self._queue else (self._current.payload if self._current else None)
         if last is not None and last is not EMPTY_PAYLOAD and not last.is_eof():
             # A bad chunk of a body still arriving: llhttp reports it here, not to the body's
@@ -325,13 +386,13 @@ class Connection(BaseProtocol):
                 self._current is None
                 and self._queue
                 and self.transport is not None
-                and self._lingering is None
+                and self._phase is not _LINGERING
             ):
                 message, payload = self._queue.popleft()
                 parser = self._parser
                 if parser is not None:
                     parser.message_consumed()
-                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and not self._upgrading:
+                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and self._phase is not _UPGRADING:
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
                         self._resume_reading_for_buffer()
@@ -341,11 +402,11 @@ class Connection(BaseProtocol):
                 writer = ResponseWriter(self, message, payload)
                 if self._retiring:
                     writer.keep_alive = False  # its response says connection: close
-                if not self._admitted:  # over --limit-concurrency
+                if self._gate is None:  # over --limit-concurrency
                     self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
                 self._current = writer
-                if self._upgrading and not self._queue and _is_websocket(message):
+                if self._phase is _UPGRADING and not self._queue and _is_websocket(message):
                     self._hand_over(writer)
                     return
                 self._shared.requests.start(writer)
@@ -367,15 +428,19 @@ class Connection(BaseProtocol):
             # our socket, would send the client a reset that can destroy the response before it
             # reads it. Read and drop the rest for a while first, as aiohttp did; then close.
             self._queue.clear()
+            if self._phase is _FAILED:  # a bad body: the parser reads no more of it
+                self._close()
+                return
+            self._to(_LINGERING)
             self._lingering = payload
             self._loop.create_task(self._drop_body(payload))
             return
         transport = self.transport
-        if not writer.keep_alive or self._stopping or transport is None or transport.is_closing():
+        if not writer.keep_alive or self._phase is _STOPPING or transport is None or transport.is_closing():
             self._close()  # (a client that went away: its queued requests are not started)
             return
-        if self._upgrading and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
-            self._upgrading = False
+        if self._phase is _UPGRADING and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
+            self._to(_READING)
             parser = self._parser
             if parser is not None:
                 parser.set_upgraded(False)
@@ -426,7 +491,8 @@ class Connection(BaseProtocol):
         self._current = None
         self._cancel_timers()
         self._shared.connections.discard(self)
-        admitted, self._admitted = self._admitted, False  # the gate slot goes with the transport
+        admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
+        self._to(_HANDED_OVER)
         if self._buffer_paused or self._reading_paused:
             self._buffer_paused = self._reading_paused = False
             self._resume_transport_reading()
@@ -436,7 +502,7 @@ class Connection(BaseProtocol):
     # ------------------------------------------------------------ timers
 
     def _idle(self) -> None:
-        if self._stopping:
+        if self._phase is _STOPPING:
             self._close()
             return
         self._idle_since = self._loop.time()
@@ -470,7 +536,7 @@ class Connection(BaseProtocol):
             "request head not received within %.1fs from %s: 408",
             self._shared.limits.header_timeout_s, _peer(transport),
         )  # fmt: skip
-        self._failed = True
+        self._to(_FAILED)
         self._answer_and_close(error(408))
 
 

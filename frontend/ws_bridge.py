@@ -192,7 +192,7 @@ class WsBridge:
             if kind is ev.Response:
                 return await self._deny(request, stream, item)
             if kind is ev.WsClose:
-                stream.phase = WsPhase.DONE
+                stream.done()
                 return error_response(403, close=True)
             if item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
                 stream.close(GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART)
@@ -211,7 +211,7 @@ class WsBridge:
 
     async def _deny(self, request: web.BaseRequest, stream: WsStream, start: ev.Response) -> Any:
         """The denial response (``websocket.http.response``): plain HTTP, then the connection closes."""
-        stream.phase = WsPhase.DENYING
+        stream.denying()
         try:
             resp = web.StreamResponse(status=start.status, headers=str_headers(start.headers))
             resp.force_close()
@@ -224,13 +224,13 @@ class WsBridge:
             return error_response(502, close=True)
         except ConnectionError:  # the client left first: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d's denial response", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
         try:
             await self._deny_body(request, stream, resp, start)
         except ConnectionError:  # as above, mid-body: the response is cut short anyway
             log.debug("client went away during WebSocket stream %d's denial response", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
         return resp
 
     @staticmethod
@@ -249,13 +249,13 @@ class WsBridge:
                 log.warning(
                     "stream %d: denial response cut short (%s)", stream.stream_id, describe_failure(item)
                 )
-                stream.phase = WsPhase.FAILED
+                stream.fail()
                 if request.transport is not None:
                     request.transport.abort()
                 return
             body, more = item.body, item.more_body
         await resp.write_eof()
-        stream.phase = WsPhase.DONE
+        stream.done()
 
     # ------------------------------------------------------------- session
 
@@ -270,10 +270,9 @@ class WsBridge:
             return error_response(502, close=True)
         except ConnectionError:  # the client left before its 101: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d opened", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
-        if stream.phase is WsPhase.CONNECTING:  # (already HANDING_OFF if the worker handed it off at once)
-            stream.phase = WsPhase.OPEN
+        stream.opened()
         pump = asyncio.get_running_loop().create_task(_pump(ws, stream, self._settings.max_message_bytes))
         try:
             await _to_client(ws, stream, self._resume)
@@ -341,7 +340,7 @@ async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -
                     continue
                 if not isinstance(why, WsLocal):
                     log.warning("WebSocket handoff failed (%s); closing the client with 1012", why)
-                    stream.phase = WsPhase.DONE
+                    stream.done()
                     await _close_client(ws, SERVICE_RESTART, "")
                     return
                 item = why
@@ -353,7 +352,7 @@ async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -
             else:
                 await ws.send_bytes(item.data)
         except ConnectionError:
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             stream.close(ABNORMAL)
             return
         stream.consumed(cost(item))
@@ -363,7 +362,7 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
     kind = type(item)
     code, reason = SERVER_ERROR, ""
     if item is WsLocal.CLIENT_CLOSED:  # the pump told the worker; aiohttp answered the client
-        stream.phase = WsPhase.DONE
+        stream.done()
         return
     if kind is ev.WsClose:
         code, reason = item.code, item.reason
@@ -378,7 +377,10 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
         log.warning(
             "WebSocket stream %d ended by the worker side: %s", stream.stream_id, describe_failure(item)
         )
-    stream.phase = WsPhase.DONE if code != SERVER_ERROR else WsPhase.FAILED
+    if code == SERVER_ERROR:
+        stream.fail()
+    else:
+        stream.done()
     await _close_client(ws, code, reason)
 
 
@@ -426,7 +428,7 @@ def _close_of(msg: Any) -> tuple[int, str]:
 
 
 def _failure(stream: WsStream, item: Any) -> web.StreamResponse:
-    stream.phase = WsPhase.FAILED
+    stream.fail()
     log.warning(
         "WebSocket stream %d failed before the handshake: %s", stream.stream_id, describe_failure(item)
     )
