@@ -111,6 +111,10 @@ def _worker_options(func: Any) -> Any:
         click.option("--max-lingering", default=None, type=click.IntRange(0), envvar="ZASGI_MAX_LINGERING",
                      help="Replaced workers lingering for their sessions at once; past it the oldest close "
                           "theirs (1012) [default: 4 x --workers]."),
+        click.option("--warn-blocked-loop", "warn_blocked_loop", default=0.5, show_default=True,
+                     type=click.FloatRange(0), envvar="ZASGI_WARN_BLOCKED_LOOP",
+                     help="Seconds a worker's event loop may be blocked (a synchronous call in async code) "
+                          "before one warning names the request and the blocking line; 0: never."),
         click.option("--resolve-interval", "resolve_interval", default=5.0, show_default=True,
                      type=click.FloatRange(0, min_open=True), envvar="ZASGI_RESOLVE_INTERVAL",
                      help="Seconds between DNS look-ups of --connect names (front ends join and leave)."),
@@ -161,6 +165,7 @@ def _worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerCon
             adaptive_target_s=opts["adaptive_target"],
             graceful_timeout_s=opts["graceful_timeout"],
             stream_drain_timeout_s=opts["stream_drain_timeout"],
+            warn_blocked_loop_s=opts["warn_blocked_loop"],
             resolve_interval_s=opts["resolve_interval"],
             factory=opts["factory"],
             lifespan=opts["lifespan"],
