@@ -26,7 +26,9 @@ to the front of ``_held``, the pump goes on reading the client into ``_held``
 (bounded by the old window), and ``resume`` opens a new stream on another
 worker with WS_RESUME, then sends ``_held`` in order within the new window.
 A resume that never reached an app (RESET REFUSED; lost unsent, or to a
-worker that said BYE) is retried the same way, at most ``MAX_REPLAYS`` times.
+worker that said BYE) is retried the same way, at most ``MAX_REPLAYS`` times;
+so is one whose worker was lost before it sent anything but credit
+(``_retryable``, Rule 22a: every message since the resume is kept for it).
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class WsStream:
         "stream_id", "worker", "phase", "replays", "resumes", "tracker", "window", "recv", "acquiring",
         "_dispatcher", "_connect", "_delivered", "_inbox", "_waiter", "_window_waiter",
         "_keep", "_unacked", "_credited", "_held", "_held_bytes", "_hold_limit", "_subprotocol", "_state",
+        "_retryable",
     )  # fmt: skip
 
     def __init__(self, dispatcher: Dispatcher, *, connect: tuple[Any, ...]) -> None:
@@ -105,6 +108,7 @@ class WsStream:
         self._hold_limit = 0  # stop reading the client while more than this is held
         self._subprotocol: str | None = None  # the accepted one, for WS_RESUME
         self._state: Any = None  # the app's handoff state, for WS_RESUME
+        self._retryable = False  # a resumed session the client saw nothing of yet: a lost worker retries it
 
     # ------------------------------------------------------ handler side
 
@@ -125,6 +129,7 @@ class WsStream:
         self.tracker = WsTracker(resumed=True)
         self._attach(worker)
         self.resumes += 1
+        self._retryable = True
         self.phase = WsPhase.OPEN
         connect = ev.WsConnect(self.stream_id, *self._connect)
         self._dispatcher.post(ev.WsResume(self.stream_id, connect, self._subprotocol, self._state), worker)
@@ -290,6 +295,8 @@ class WsStream:
             self._send_held()
             self._wake_window()
             return
+        if self._retryable:  # the new app answered: the client may see it, the old state is stale
+            self._release()
         try:
             state = self.tracker.feed(event)
             n = cost(event)  # WS_MESSAGE: len + 32; a denial's RESPONSE/BODY: the body
@@ -314,10 +321,10 @@ class WsStream:
     def on_worker_lost(self) -> None:
         worker = self.worker
         draining = worker is not None and worker.previous in _LEAVING
-        if worker is not None and 0 < self.resumes <= MAX_REPLAYS and not self._delivered:
-            if self.stream_id in worker.unsent or worker.said_bye:  # WS_RESUME never reached an app
+        if worker is not None and self._retryable:
+            if self.resumes <= MAX_REPLAYS:  # Rule 22a: resume again from the state still held
                 self._hand_off(self._state)  # the handler resumes it elsewhere
-            draining = True  # otherwise: lost before the resume showed it worked, 1012
+            draining = True  # retries spent: 1012, standard clients reconnect
         self._detach()
         self._push(WsLocal.WORKER_LOST_DRAINING if draining else WsLocal.WORKER_LOST)
 
@@ -328,10 +335,20 @@ class WsStream:
         unacked = self._unacked
         assert unacked is not None
         self._credited += n
+        if self._retryable:  # kept whole for a retry, until one window more was consumed
+            if self._credited <= self._hold_limit:
+                return
+            self._retryable = False
         while unacked and len(unacked[0][1]) + WS_MESSAGE_OVERHEAD_BYTES <= self._credited:
             self._credited -= len(unacked.popleft()[1]) + WS_MESSAGE_OVERHEAD_BYTES
         if not unacked:
             self._unacked, self._credited = None, 0
+
+    def _release(self) -> None:
+        """The resumed session can no longer be retried: drop what only a retry needed."""
+        self._retryable = False
+        if self._unacked:
+            self._acked(0)
 
     def _hand_off(self, state: Any) -> None:
         """The session leaves its worker: what it never consumed goes back in front of the held ones."""
