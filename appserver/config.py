@@ -50,6 +50,9 @@ class WorkerConfig:
     # and started responses are left, until they end or this long after the drain began (then
     # 1012); 0: they are closed when the graceful timeout ends.
     stream_drain_timeout_s: float = 3600.0
+    # The pulse thread (pulse.py) logs one warning, with the request and the stack, when the event
+    # loop has not run for this long; 0: never.
+    warn_blocked_loop_s: float = 0.5
     reconnect_max_s: float = 5.0  # cap of the reconnect back-off (Rule 10)
     resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S  # re-resolve names in ``connect`` (discovery.py)
     factory: bool = False  # ``app`` names a zero-argument callable returning the app
@@ -70,6 +73,7 @@ class WorkerConfig:
         _require_int(self.window_bytes, "window_bytes", minimum=1)
         _require_number(self.graceful_timeout_s, "graceful_timeout_s", positive=False)
         _require_number(self.stream_drain_timeout_s, "stream_drain_timeout_s", positive=False)
+        _require_number(self.warn_blocked_loop_s, "warn_blocked_loop_s", positive=False)
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")

@@ -25,10 +25,14 @@ from collections.abc import Collection, Iterable
 RELOAD_SIGNAL = signal.SIGHUP
 RETIRE_SIGNAL = signal.SIGUSR1  # supervisor -> a replaced worker: drain, lingering while sessions are left
 FRONTEND_ROLL_SIGNAL = signal.SIGUSR2  # -> zasgi run: replace its front ends one at a time (fleet.py)
-EXIT_BOOT, EXIT_APP_LOAD = 3, 4
+EXIT_BOOT, EXIT_APP_LOAD, EXIT_EVICTED = 3, 4, 5  # (5: pulse.EXIT_EVICTED)
 RESTART_BACKOFF_MAX_S = 10.0
 
-_EXIT_MEANING = {EXIT_BOOT: "boot error", EXIT_APP_LOAD: "app could not be loaded"}
+_EXIT_MEANING = {
+    EXIT_BOOT: "boot error",
+    EXIT_APP_LOAD: "app could not be loaded",
+    EXIT_EVICTED: "evicted by a front end: its event loop stayed blocked past --timeout-worker-blocked",
+}
 
 
 # ---------------------------------------------------------------- wording and numbers

@@ -6,6 +6,8 @@
       FrontendConnection x N        REFUSE            -> one line, exit 3
         (discovery.FrontendSet: one per --connect address; names re-resolved,
          front ends joined and retired while running)
+        (pulse.Pulse: a thread of its own sends PULSE to each front end, so a
+         blocked loop looks busy, not dead; EVICT from one -> exit 5 at once)
       all WELCOMEd                  -> READY, ready()
       SIGTERM / SIGINT / parent gone-> DRAINING: DRAIN everywhere, in-flight
                                        streams get graceful_timeout_s, then
@@ -59,6 +61,8 @@ from .lifecycle import Lifecycle, WorkerPhase
 from .lifespan import Lifespan, LifespanFailure
 from .limiter import LimiterSettings
 from .loader import AppLoadError, load_app
+from .loopclock import LoopClock
+from .pulse import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._no_linger = asyncio.Event()
         self._force = asyncio.Event()
+        self._pulse_stop: Callable[[], Any] = lambda: None  # set while the pulse thread runs
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -204,6 +209,7 @@ class Worker:
         try:
             return await self._serve(_count_http(app, self._served), lifespan, ctx)
         finally:
+            self._pulse_stop()  # its sockets close before ctx.term()
             for connection in self.connections:
                 connection.close()
             ctx.term()  # every socket is closed; waits only for a BYE in flight (bounded linger)
@@ -232,6 +238,13 @@ class Worker:
             retire_timeout_s=self.config.graceful_timeout_s,
         )  # fmt: skip
         self.connections = frontends.connections  # live: discovery adds and retires front ends
+        clock = LoopClock()
+        clock.start()
+        # Liveness from a thread of its own: a blocked loop looks busy to the front ends, not dead.
+        pulse = Pulse(ctx, clock, self.connections, worker_id=self.worker_id,
+                      warn_s=self.config.warn_blocked_loop_s, curve=self.config.curve)  # fmt: skip
+        pulse.start()
+        self._pulse_stop = lambda: (pulse.stop(), clock.stop())
         frontends.start()
         try:
             if await _first(frontends.ready(), self._stop.wait(), frontends.refused.wait()) == 0:

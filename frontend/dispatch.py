@@ -16,6 +16,13 @@ one future its handler awaits.
   and a monitor on the ROUTER sees that at once: the event names no worker,
   so every worker is probed with a HEARTBEAT (``ProbePlan``), and the one whose
   pipe is gone fails the send (ROUTER_MANDATORY) -> unreachable.
+* Busy is not lost (Rule 9a, feature "pulse"): a worker's pulse thread sends
+  PULSE from a connection of its own (a peer with no handshake, named in the
+  PULSE by the worker's routing id), whatever its event loop does. A PULSE
+  keeps the worker alive; one saying its loop has been stalled for half a
+  heartbeat interval makes it BUSY (no new streams, its own go on and are
+  never replayed) until one says the loop runs again. Each ended stall is
+  observed in ``loop_blocked`` (zasgi_worker_loop_blocked_seconds).
 * A lost worker (silence, BYE, unreachable, undecodable input, re-HELLO) has
   each of its streams told ``on_worker_lost``; the stream decides to replay or
   fail (PROTOCOL §9). Before that the record is marked with what is known
@@ -54,8 +61,10 @@ from wire import curve
 from wire import events as ev
 from wire.channel import Channel, SocketMonitor, configure_router
 from wire.codec import Limits
+from wire.states import WorkerState
 
 from .config import FrontendConfig
+from .metrics import BLOCKED_BUCKETS_S, Buckets
 from .pool import Pool, ProbePlan, WorkerRecord
 from .slots import SlotQueue
 
@@ -88,7 +97,7 @@ class Dispatcher:
         self.endpoint = config.backend.endpoint  # the bound one after start()
         self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
         self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
-        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger"}
+        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger", "pulse"}
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
@@ -113,6 +122,7 @@ class Dispatcher:
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._auth: curve.WorkerAuthenticator | None = None  # ZAP, with CurveZMQ only
+        self.loop_blocked = Buckets(BLOCKED_BUCKETS_S)  # workers' event-loop stalls, from PULSE
 
     # ------------------------------------------------------------ lifecycle
 
@@ -220,6 +230,9 @@ class Dispatcher:
                 if type(event) is ev.Hello:
                     record = self._handshake(peer, event)
                     continue
+                if type(event) is ev.Pulse:  # from a worker's pulse connection: no handshake of its own
+                    self._pulse(peer, event)
+                    continue
                 self._post_peer(ev.UnknownPeer(), peer)  # Rule 8; dedup'd below
                 break
             if event.stream_id:
@@ -250,6 +263,9 @@ class Dispatcher:
             return record
         if kind is ev.Limit:
             self._limit(record, event.limit)
+            return record
+        if kind is ev.Pulse:
+            self._pulse(record.peer, event)
             return record
         if kind is ev.Drain:
             log.info("worker %s is draining", record.worker_id)
@@ -326,6 +342,28 @@ class Dispatcher:
             log.debug("worker %s: LIMIT %d over its capacity %d", record.worker_id, limit, record.capacity)
         if self.pool.set_limit(record, limit) and self.slots.waiters:
             self.slots.wake()
+
+    def _pulse(self, peer: bytes, pulse: ev.Pulse) -> None:
+        """PULSE (Rule 9a): the worker it names lives; busy while its loop is stalled."""
+        record = self.pool.get(pulse.peer)
+        if record is None or "pulse" not in record.features:
+            log.debug("PULSE for %r, no worker that agreed to 'pulse'; ignored", pulse.peer)
+            return
+        assert self._loop is not None
+        record.pulse_peer = peer
+        stalled_s = pulse.stalled_ms / 1000
+        if stalled_s:
+            record.stall = (pulse.request_id, pulse.method, pulse.path)
+        if pulse.blocked_ms:
+            self.loop_blocked.observe(pulse.blocked_ms / 1000)
+        if self.pool.pulse(record, stalled_s, self.config.heartbeat.interval_s / 2, self._loop.time()):
+            if record.state is WorkerState.BUSY:
+                log.warning("worker %s is busy: its event loop has not run for %.1fs (%s); no new requests "
+                            "until it runs again, its %d stream(s) wait", record.worker_id, stalled_s,
+                            describe_stall(record.stall), record.in_flight + record.ws_in_flight)  # fmt: skip
+            else:
+                log.info("worker %s runs again after %.1fs blocked", record.worker_id, pulse.blocked_ms / 1e3)
+            self._workers_changed()
 
     def _workers_changed(self) -> None:
         assert self._loop is not None
@@ -404,6 +442,11 @@ class Dispatcher:
             if record.peer not in sent:
                 self.post(ev.Heartbeat(), record)
         self._schedule_tick()
+
+
+def describe_stall(stall: tuple[str, str, str]) -> str:
+    rid, method, path = stall
+    return f"request {rid or '-'} {method} {path}" if method else "no request on it"
 
 
 def _make_private_dir(path: str) -> None:

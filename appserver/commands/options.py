@@ -92,6 +92,10 @@ def worker_params() -> list[click.Parameter]:
                           "theirs (1012) [default: 4 x --workers]."),
         log_level_option(),
         sched_batch_option(),
+        click.Option(["--warn-blocked-loop", "warn_blocked_loop"], default=0.5, show_default=True,
+                     type=click.FloatRange(0), envvar="ZASGI_WARN_BLOCKED_LOOP",
+                     help="Seconds a worker's event loop may be blocked (a synchronous call in async code) "
+                          "before one warning names the request and the blocking line; 0: never."),
         click.Option(["--max-requests", "--limit-max-requests"], default=0, show_default=True,
                      type=click.IntRange(0), envvar="ZASGI_MAX_REQUESTS",
                      help="Replace a worker (new one first) after this many HTTP requests; 0 = never."),
@@ -131,6 +135,7 @@ def worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerConf
             adaptive_target_s=opts["adaptive_target"],
             graceful_timeout_s=opts["graceful_timeout"],
             stream_drain_timeout_s=opts["stream_drain_timeout"],
+            warn_blocked_loop_s=opts["warn_blocked_loop"],
             factory=opts["factory"],
             lifespan=opts["lifespan"],
             interface=opts["interface"],
