@@ -25,9 +25,12 @@ one future its handler awaits.
   observed in ``loop_blocked`` (zasgi_worker_loop_blocked_seconds).
 * A lost worker (silence, BYE, unreachable, undecodable input, re-HELLO) has
   each of its streams told ``on_worker_lost``; the stream decides to replay or
-  fail (PROTOCOL §9). Before that the record is marked with what is known
-  about delivery: events still queued for it are dropped, and the streams
-  whose opening event was among them (or in a send that failed) never left.
+  fail (PROTOCOL §9; once at most, replay.py). Before that the record is
+  marked with what is known about delivery: events still queued for it are
+  dropped, and the streams whose opening event was among them (or in a send
+  that failed) never left. The replays that follow leave spread over a
+  quarter second (``replay.ReplaySpread``), so a poison request among them
+  takes few others down with the next worker it kills.
 * Capacity: ``acquire`` takes a slot on the least loaded READY worker, or
   waits in a queue that sheds by delay (slots.py, codel.py); ``close_stream``
   frees the slot and hands it to the next waiter. A worker's HTTP slots are
@@ -66,6 +69,7 @@ from wire.states import WorkerState
 from .config import FrontendConfig
 from .metrics import BLOCKED_BUCKETS_S, Buckets
 from .pool import Pool, ProbePlan, WorkerRecord
+from .replay import ReplaySpread
 from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
@@ -123,6 +127,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._auth: curve.WorkerAuthenticator | None = None  # ZAP, with CurveZMQ only
         self.loop_blocked = Buckets(BLOCKED_BUCKETS_S)  # workers' event-loop stalls, from PULSE
+        self._spread = ReplaySpread()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -193,7 +198,12 @@ class Dispatcher:
     # ------------------------------------------------------- slots and streams
 
     async def acquire(self, *, websocket: bool = False, replay: bool = False) -> WorkerRecord:
-        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``); a replay goes first."""
+        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``); a replay goes first, paced
+        after a loss (``replay.ReplaySpread``)."""
+        if replay and self._loop is not None:
+            delay = self._spread.delay(self._loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
         return await (self.ws_slots if websocket else self.slots).acquire(first=replay)
 
     def try_acquire(self) -> WorkerRecord | None:
@@ -387,6 +397,8 @@ class Dispatcher:
         record.unsent = frozenset(e.stream_id for e in unsent if type(e) in _OPENING)
         victims = [s for s in self._streams.values() if s.worker is record]
         log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))
+        if self._loop is not None:
+            self._spread.lost(self._loop.time(), len(victims))
         for stream in victims:
             stream.on_worker_lost()
         if not self._closing:

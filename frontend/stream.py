@@ -25,11 +25,14 @@ idempotent method, or proof the app never got it -- its REQUEST never left
 this process, or the worker said BYE (it runs nothing more) before showing
 the stream had reached the app (Rule 20). A worker killed mid-request shows
 nothing either way, so a POST it had been sent gets 502, never a second run.
+And once only (replay.py): a request lost with a second worker is 502, and
+logged as a likely poison request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -40,13 +43,16 @@ from wire.events import ResetCode
 from wire.flow import ReceiveWindow, cost
 from wire.states import RequestHalf, RequestTracker, ResponseHalf, ResponseTracker
 
+from .replay import may_replay, poison_message
 from .upload import BodyTooLarge, NoBody, Upload
 
 if TYPE_CHECKING:
     from .http_requests import HttpRequests
     from .pool import WorkerRecord
 
-MAX_REPLAYS = 2  # a request that kills every worker it touches must not kill them all
+log = logging.getLogger(__name__)
+
+MAX_REPLAYS = 2  # refused (never delivered) twice: give up; a lost worker's: once (replay.may_replay)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -89,7 +95,7 @@ class HttpStream:
     websocket = False  # holds an HTTP slot (dispatch.Stream)
     __slots__ = (
         "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
-        "undelivered", "writer", "_requests", "_first", "_dispatcher", "_head", "_ext", "_idempotent",
+        "undelivered", "lost_on", "writer", "_requests", "_first", "_dispatcher", "_head", "_ext", "_idempotent",
         "_inbox", "_waiter", "_pump",
     )  # fmt: skip
 
@@ -106,6 +112,7 @@ class HttpStream:
         self.phase = _QUEUED
         self.replays = 0
         self.undelivered = False  # set when the worker is lost: its app never saw this attempt
+        self.lost_on: tuple[str, ...] = ()  # the workers lost with this request on them (replay.py)
         self.upload = upload
         if upload.has_body:
             upload.send = self._send_body
@@ -190,6 +197,8 @@ class HttpStream:
         if self.phase is not _DISPATCHED or self.replays >= MAX_REPLAYS:
             return False
         if item is Local.WORKER_LOST:
+            if not may_replay(len(self.lost_on)):
+                return False
             held = self.upload.replayable or self.upload.whole is not None
             return held and (self._idempotent or self.undelivered)
         return type(item) is ev.Reset and item.code == ResetCode.REFUSED and self.upload.replayable
@@ -294,6 +303,12 @@ class HttpStream:
         record = self.worker
         if record is not None:
             self.undelivered = self.stream_id in record.unsent or (record.said_bye and self.upload.replayable)
+            if not self.undelivered:  # it may have run there (a REQUEST that never left proves nothing)
+                self.lost_on += (record.worker_id,)
+                if not may_replay(len(self.lost_on)) and self.phase is _DISPATCHED:
+                    path = self._head[3].decode("utf-8", "replace")
+                    rid = str(self._ext.get("request_id", "-"))
+                    log.warning(poison_message(self._head[0], path, rid, self.lost_on))
         self._detach()
         if self.phase not in (_DONE, _FAILED):
             self._push(Local.WORKER_LOST)
