@@ -228,6 +228,9 @@ FRONTEND_OPTIONS: list[click.Option] = [
         help="Seconds above --queue-target before the queue sheds [2]."),
     _fe("--heartbeat-ms", type=click.IntRange(1)),
     _fe("--liveness", type=click.IntRange(1), help="Silent heartbeats before a worker is gone [3]."),
+    _fe("--timeout-worker-blocked", type=click.FloatRange(0),
+        help="Seconds a worker's event loop may stay blocked before its requests get 504 and it is "
+             "replaced; 0: never [0]."),
     _fe("--window-bytes", type=click.IntRange(1), help="Response window per stream [2 MiB]."),
     _fe("--max-payload-bytes", type=click.IntRange(1)),
     _fe("--limit-max-line-size", type=click.IntRange(1), help="Request line bytes [16 KiB]."),

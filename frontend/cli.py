@@ -117,6 +117,11 @@ def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
 )
 @_opt("--heartbeat-ms", type=int, default=1000, show_default=True)
 @_opt("--liveness", type=int, default=3, show_default=True, help="Silent heartbeats before a worker is gone.")
+@_opt(
+    "--timeout-worker-blocked", type=click.FloatRange(0), default=0.0, show_default=True,
+    help="Seconds a worker's event loop may stay blocked (a synchronous call in async code) before its "
+    "requests get 504 and it is replaced; 0: never, the front end waits for it.",
+)  # fmt: skip
 @_opt("--window-bytes", type=int, default=2 * 1024 * 1024, show_default=True,
       help="Response window per stream: what one response may have in flight from its worker.")
 @_opt("--max-payload-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
@@ -238,7 +243,10 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 target_s=options.get("queue_target", 0.25) or None,
                 interval_s=options.get("queue_interval") or 2.0,
             ),
-            heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
+            heartbeat=cfg.Heartbeat(
+                interval_ms=options["heartbeat_ms"], liveness=options["liveness"],
+                blocked_timeout_s=options["timeout_worker_blocked"] or None,
+            ),  # fmt: skip
             websocket=cfg.WebSocket(
                 max_message_bytes=options["ws_max_size"],
                 ping_interval_s=options["ws_ping_interval"],

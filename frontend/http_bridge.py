@@ -68,6 +68,7 @@ _DONE, _FAILED, _RESPONDING = Phase.DONE, Phase.FAILED, Phase.RESPONDING  # (str
 _VERSIONS = {HttpVersion11: "1.1", HttpVersion10: "1.0"}
 _FAILURE_STATUS = {
     Local.WORKER_LOST: 502,
+    Local.WORKER_BLOCKED: 504,  # its worker was evicted, blocked past --timeout-worker-blocked
     Local.VIOLATION: 502,
     Local.BODY_TOO_LARGE: 413,
     Local.BAD_BODY: 400,
