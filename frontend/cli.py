@@ -90,7 +90,10 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 target_s=options["queue_target"] or None,
                 interval_s=options["queue_interval"],
             ),
-            heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
+            heartbeat=cfg.Heartbeat(
+                interval_ms=options["heartbeat_ms"], liveness=options["liveness"],
+                blocked_timeout_s=options["timeout_worker_blocked"] or None,
+            ),  # fmt: skip
             websocket=cfg.WebSocket(
                 max_message_bytes=options["ws_max_size"],
                 ping_interval_s=options["ws_ping_interval"],

@@ -164,11 +164,16 @@ class Queue:
 class Heartbeat:
     interval_ms: int = _d("heartbeat_ms")
     liveness: int = _d("liveness")  # silent intervals before a worker is gone (zguide: 3..5)
+    # A worker whose event loop stays blocked this long (its PULSE says so, Rule 9a) is evicted: its
+    # streams get 504 and it is told to exit (EVICT); None: never, it is waited for.
+    blocked_timeout_s: float | None = _d("timeout_worker_blocked") or None
 
     def __post_init__(self) -> None:
         _positive("heartbeat interval_ms", self.interval_ms)
         if self.liveness < 2:  # 1 would declare a peer dead on ordinary jitter
             raise ValueError(f"liveness must be >= 2, got {self.liveness}")
+        if self.blocked_timeout_s is not None:
+            _positive("timeout_worker_blocked", self.blocked_timeout_s)
 
     @property
     def interval_s(self) -> float:

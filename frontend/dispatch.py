@@ -22,7 +22,11 @@ one future its handler awaits.
   keeps the worker alive; one saying its loop has been stalled for half a
   heartbeat interval makes it BUSY (no new streams, its own go on and are
   never replayed) until one says the loop runs again. Each ended stall is
-  observed in ``loop_blocked`` (zasgi_worker_loop_blocked_seconds).
+  observed in ``loop_blocked`` (zasgi_worker_loop_blocked_seconds). Blocked
+  past ``heartbeat.blocked_timeout_s`` (--timeout-worker-blocked; off by
+  default), it is evicted by the tick (Rule 9b): EVICT to its pulse
+  connection (it exits, its supervisor starts another), and it is lost with
+  ``evicted`` set, so its streams answer 504 and none is replayed.
 * A lost worker (silence, BYE, unreachable, undecodable input, re-HELLO) has
   each of its streams told ``on_worker_lost``; the stream decides to replay or
   fail (PROTOCOL §9; once at most, replay.py). Before that the record is
@@ -404,6 +408,20 @@ class Dispatcher:
         if not self._closing:
             self._workers_changed()
 
+    def _evict(self, record: WorkerRecord, now: float) -> None:
+        """Rule 9b: blocked past --timeout-worker-blocked: its streams get 504, it is told to exit."""
+        blocked_s = now - (record.blocked_since or now)
+        log.error("worker %s (pid %d): event loop blocked for %.1fs by %s (--timeout-worker-blocked %gs): "
+                  "its %d stream(s) get 504; evicting it, its supervisor starts a new one", record.worker_id,
+                  record.pid, blocked_s, describe_stall(record.stall), self.config.heartbeat.blocked_timeout_s,
+                  record.in_flight + record.ws_in_flight)  # fmt: skip
+        record.evicted = True
+        self.loop_blocked.observe(blocked_s)
+        if record.pulse_peer is not None and self._channel is not None:
+            self._post_peer(ev.Evict(0, f"event loop blocked for {blocked_s:.1f}s"), record.pulse_peer)
+            self._channel.flush()
+        self._lose(record, f"blocked for {blocked_s:.1f}s, evicted")
+
     def _post_peer(self, event: Any, peer: bytes) -> None:
         if self._channel is not None:
             self._channel.post(event, peer)
@@ -447,8 +465,13 @@ class Dispatcher:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        for record in self.pool.expire(self._loop.time()):
+        now = self._loop.time()
+        for record in self.pool.expire(now):
             self._lose(record, f"silent for {self.pool.dead_after_s:.1f}s")
+        limit_s = self.config.heartbeat.blocked_timeout_s
+        if limit_s is not None:
+            for record in self.pool.blocked_past(now, limit_s):
+                self._evict(record, now)
         sent, self._sent_to = self._sent_to, set()
         for record in self.pool:
             if record.peer not in sent:

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 _FAILURE_STATUS = {
     Local.WORKER_LOST: 502,
+    Local.WORKER_BLOCKED: 504,  # its worker was evicted, blocked past --timeout-worker-blocked
     Local.VIOLATION: 502,
     Local.BODY_TOO_LARGE: 413,
     Local.BAD_BODY: 400,

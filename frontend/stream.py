@@ -86,6 +86,7 @@ class Local(Enum):
     """Inbox markers for failures found on this side of the wire."""
 
     WORKER_LOST = "worker lost"
+    WORKER_BLOCKED = "worker blocked past --timeout-worker-blocked"  # evicted (Rule 9b): 504, no replay
     VIOLATION = "protocol violation"
     BODY_TOO_LARGE = "request body too large"
     BAD_BODY = "unreadable request body"
@@ -311,7 +312,16 @@ class HttpStream:
                     log.warning(poison_message(self._head[0], path, rid, self.lost_on))
         self._detach()
         if self.phase not in (_DONE, _FAILED):
-            self._push(Local.WORKER_LOST)
+            self._push(Local.WORKER_BLOCKED if self._blocked_by(record) else Local.WORKER_LOST)
+
+    def _blocked_by(self, record: WorkerRecord | None) -> bool:
+        """Whether its worker was evicted (Rule 9b) with this request blocking its loop: 504, no replay.
+        The others on it were waiting behind it, and are lost as with any lost worker (replayed once).
+        With the blocking request unknown, every one of them."""
+        if record is None or not record.evicted or self.undelivered:
+            return False
+        blocking = record.stall[0]
+        return not blocking or blocking == self._ext.get("request_id")
 
     # ------------------------------------------------------------ helpers
 

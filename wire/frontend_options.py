@@ -169,6 +169,9 @@ OPTIONS: tuple[Option, ...] = (
     # ---- the backend link's timing and sizes
     Option(("--heartbeat-ms",), 1000, int, "Milliseconds between heartbeats to and from each worker."),
     Option(("--liveness",), 3, int, "Silent heartbeats before a worker is gone."),
+    Option(("--timeout-worker-blocked",), 0.0, click.FloatRange(0),
+           "Seconds a worker's event loop may stay blocked (a synchronous call in async code) before its "
+           "requests get 504 and it is replaced; 0: never, the front end waits for it."),
     Option(("--window-bytes",), 2 * MIB, int,
            "Response window per stream: what one response may have in flight from its worker."),
     Option(("--max-payload-bytes",), 64 * MIB, int,

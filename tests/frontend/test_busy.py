@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from frontend import config as cfg
 from wire import events as ev
 
 pytestmark = pytest.mark.timeout(30)
@@ -30,7 +31,7 @@ async def pulse_for(worker: Any, pulser: Any, seconds: float, *, every_s: float 
     loop = asyncio.get_running_loop()
     start = loop.time()
     while (elapsed := loop.time() - start) < seconds:
-        stalled_ms = kw.get("stalled_ms", 600 + int(elapsed * 1000))
+        stalled_ms = kw.get("stalled_ms", 300 + int(elapsed * 1000))
         pulser.send(ev.Pulse(0, routing_id(worker), stalled_ms, 0, "r-1", "GET", "/block"))
         await asyncio.sleep(every_s)
 
@@ -104,3 +105,42 @@ async def test_pulse_without_feature_or_for_nobody_is_ignored(start_frontend: An
         await pulse_for(w, pulser, 0.6)  # not agreed: it does not keep the worker
         assert (await pending).status_code in (502, 503)  # lost (the replay found no worker)
     assert not [e for e in pulser.received if type(e) is not ev.Heartbeat]
+
+
+async def test_worker_blocked_past_the_limit_is_evicted_and_its_request_gets_504(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend(heartbeat=cfg.Heartbeat(interval_ms=100, liveness=3, blocked_timeout_s=0.6))
+    w = await worker_for(fe, features=FEATURES)
+    async with httpx.AsyncClient(timeout=10) as client:
+        loop = asyncio.get_running_loop()
+        pending = asyncio.ensure_future(client.get(fe.url + "/block", headers={"x-request-id": "r-1"}))
+        await w.request()
+        behind = asyncio.ensure_future(client.get(fe.url + "/queued-behind-it"))
+        await w.request()
+        w.go_silent()
+        pulser = await worker_for(fe, hello=False)
+        other = await worker_for(fe, features=FEATURES)
+        started = loop.time()
+        beats = asyncio.ensure_future(pulse_for(w, pulser, 3.0))  # r-1 GET /block is on its loop
+        response = await pending
+        took = loop.time() - started
+        evict = await pulser.expect(ev.Evict, timeout=2)
+        beats.cancel()
+        replayed = await other.request()  # the request that waited behind the blocking one
+        other.respond(replayed.stream_id, 200)
+        assert replayed.raw_path == b"/queued-behind-it" and (await behind).status_code == 200
+    assert response.status_code == 504
+    assert 0.2 < took < 2.5  # 0.6 s of stall, less the 0.3 s it had when the first PULSE came
+    assert "blocked for" in evict.reason
+    assert not [e for e in other.received if type(e) is ev.Request]  # the blocking one: not replayed
+
+
+async def test_no_eviction_by_default(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    assert fe.config.heartbeat.blocked_timeout_s is None
+    w = await worker_for(fe, features=FEATURES)
+    pulser = await worker_for(fe, hello=False)
+    w.go_silent()
+    await pulse_for(w, pulser, 1.0, stalled_ms=5000)
+    assert not [e for e in pulser.received if type(e) is ev.Evict]

@@ -106,3 +106,21 @@ def test_request_that_kills_its_worker_runs_twice_at_most(tmp_path: Path) -> Non
     # Innocent GETs replayed onto the second worker it killed could fail with it (their second loss);
     # the replays are spread so that they rarely do. None did in any run so far.
     assert len(failures) <= 2 and ok > 0
+
+
+def test_worker_blocked_past_the_limit_is_replaced(tmp_path: Path) -> None:
+    """A handler blocking 40 s under --timeout-worker-blocked 10 (-w2): 504 at ~10 s, the worker exits
+    with code 5 and a new one takes its place, every other GET 200."""
+    server = start_run(tmp_path, "--timeout-worker-blocked", "10", workers=2, app=APP)
+    try:
+        status, took, failures, ok = asyncio.run(_with_get_load(server.url, "/block?s=40", after_s=3.0))
+        log = server.procs[0].log()
+    finally:
+        stop(server)
+    print(f"request blocking 40 s: {status} after {took:.1f}s; other GETs: {ok} ok, {len(failures)} failed")
+    assert status == 504, log[-6000:]
+    assert 9.5 < took < 30
+    assert re.search(r"worker \d+ \(pid \d+\) died: exited with code 5 \(evicted", log), log[-6000:]
+    assert re.search(r"evicting it", log) and re.search(r"evicted by a front end", log)
+    assert len(re.findall(r"worker \d+ started", log)) >= 3  # two at boot, one replacement
+    assert failures == [] and ok > 0
