@@ -2,8 +2,10 @@
 
 The worker's header bytes go out as they came (validated, never decoded);
 what the front end adds is what aiohttp's ``StreamResponse`` added before
-(``X-Request-ID``, ``Content-Length`` or chunking, a default ``Content-Type``,
-``Date``, ``Server``, ``Connection``), so clients see the same heads.
+(``X-Request-ID``, ``Content-Length`` or chunking, ``Date``, ``Server``, ``Connection``)
+and the operator's ``--header`` fields, each only when the worker did not send that field
+(``configure``, once at start-up). No ``Content-Type`` is made up: HTTP/1.1 framing does not
+need one, and a response without one is the app's to send (as uvicorn).
 
 * ``whole_head``: the hot path, a response whose body is all in hand. It
   declines (None) anything unusual; ``head`` then decides.
@@ -25,16 +27,20 @@ from http import HTTPStatus
 from time import time
 from typing import Any
 
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion10, HttpVersion11
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a field (HTAB is fine)
 # Other control characters than CR and LF; those two are counted (whole_head): one CRLF per line.
 _CONTROL_NOT_CRLF = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-# The fields we add when the worker did not: name -> its bit in a "seen" mask.
-_ID, _TYPE, _DATE, _SERVER = 1, 2, 4, 8
-_DEFAULTED = {b"x-request-id": _ID, b"content-type": _TYPE, b"date": _DATE, b"server": _SERVER}
-_SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
+# The fields we add when the worker did not: name -> its bit in a "seen" mask (configure adds
+# the --header names, a bit each).
+_ID, _DATE, _SERVER = 1, 4, 8
+_DEFAULTED = {b"x-request-id": _ID, b"date": _DATE, b"server": _SERVER}
+SERVER_NAME = "zasgi"  # no version: it tells a scanner nothing
+_SERVER_LINE = b"Server: zasgi\r\n"  # b"": --no-server-header
+_DATE_ON = True  # --no-date-header: False
+_EXTRA: tuple[tuple[int, bytes], ...] = ()  # --header fields: (bit, line)
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
 _ERROR_BODIES: dict[int, bytes] = {}
 LAST_CHUNK = b"0\r\n\r\n"
@@ -71,12 +77,32 @@ def _date() -> bytes:
     return _date_line
 
 
+def configure(*, server: str | None, date: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """The fields every response gets unless the worker sent them: ``Server`` (None: none),
+    ``Date`` (on or off), and extra ones; called once, before the first request."""
+    global _SERVER_LINE, _DATE_ON, _EXTRA
+    _SERVER_LINE = b"Server: %s\r\n" % server.encode("latin-1") if server else b""
+    _DATE_ON = date
+    for name in [n for n in _DEFAULTED if n not in (b"x-request-id", b"date", b"server")]:
+        del _DEFAULTED[name]
+    lines = []
+    for i, (name, value) in enumerate(extra):
+        bit = 16 << i
+        _DEFAULTED[name.lower().encode("latin-1")] = bit
+        lines.append((bit, b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))))
+    _EXTRA = tuple(lines)
+    _FIELDS_CACHE.clear()  # its seen-masks were computed with the old names
+
+
 def _add_date_server(out: list[bytes], seen: int) -> None:
-    """Date and Server, unless the worker sent them."""
-    if not seen & _DATE:
+    """Date, Server and the --header fields, unless the worker sent them."""
+    if _DATE_ON and not seen & _DATE:
         out.append(_date())
     if not seen & _SERVER:
         out.append(_SERVER_LINE)
+    for bit, line in _EXTRA:
+        if not seen & bit:
+            out.append(line)
 
 
 def _connection_line(version: Any, keep_alive: bool) -> bytes:
@@ -146,8 +172,6 @@ def whole_head(
         out.append(b"Content-Length: %d\r\n" % len(body))
     elif length != b"%d" % len(body):
         return None
-    if not seen & _TYPE and body:
-        out.append(b"Content-Type: application/octet-stream\r\n")
     _add_date_server(out, seen)
     out.append(_connection_line(version, keep_alive) + b"\r\n")
     return b"".join(out)
@@ -215,8 +239,6 @@ def head(
             lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False  # HTTP/1.0: the body ends when the connection does
-        if not seen & _TYPE and length != 0:
-            lines.append(b"Content-Type: application/octet-stream\r\n")
     if not seen & _ID:
         lines.append(b"X-Request-ID: %s\r\n" % rid.encode())
     _add_date_server(lines, seen)
@@ -258,7 +280,7 @@ def error(
         out.append(b"Retry-After: %d\r\n" % max(1, round(retry_after_s)))
     if rid is not None:
         out.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    out.append(_date() + _SERVER_LINE)
+    _add_date_server(out, 0)
     if keep_alive:
         out.append(_connection_line(version, True))
     else:

@@ -27,8 +27,10 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp.web_response as aiohttp_response
 import zmq
 
+from . import http1
 from .access_log import AccessLog, hook_class
 from .admin import Admin
 from .config import FrontendConfig
@@ -61,6 +63,7 @@ async def serve(
     shutdown = shutdown if shutdown is not None else asyncio.Event()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
+    _configure_headers(config)
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx)
     try:
@@ -208,3 +211,12 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+
+
+def _configure_headers(config: FrontendConfig) -> None:
+    """The fields our HTTP/1 responses add (http1), and the Server field of aiohttp's (WebSocket
+    handshakes): aiohttp's module global, or it names itself and its version."""
+    headers = config.headers
+    http1.configure(server=http1.SERVER_NAME if headers.server else None, date=headers.date,
+                    extra=headers.extra)  # fmt: skip
+    aiohttp_response.SERVER_SOFTWARE = http1.SERVER_NAME
