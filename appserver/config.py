@@ -59,6 +59,8 @@ class WorkerConfig:
     lifespan: str = LifespanMode.AUTO
     interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one object per line (wire/logsetup.py)
+    log_config: str | None = None  # a logging.config file instead (wire/logsetup.py)
     curve: ClientKeys | None = None  # CurveZMQ: our key pair + the front end's public key (wire/curve.py)
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class WorkerConfig:
         _require(self.lifespan in modes, "lifespan", f"must be one of {', '.join(modes)}")
         # Store the enum (a str subclass, picklable) so comparisons are by member.
         object.__setattr__(self, "lifespan", LifespanMode(self.lifespan))
+        _require(self.log_format in ("text", "json"), "log_format", "must be text or json")
         level = self.log_level.lower() if isinstance(self.log_level, str) else None
         _require(level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         object.__setattr__(self, "log_level", level)

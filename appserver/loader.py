@@ -5,7 +5,8 @@ line fit to show the operator (the worker exits with code 4, no traceback):
 a malformed spec, a module that does not exist, a missing attribute, a
 non-callable. An exception raised *while importing* the user's module (their
 bug, not a typo in the spec) is reported with that exception's own message;
-the original exception stays attached as ``__cause__`` for debug logging.
+the original exception stays attached as ``__cause__``, and ``app_traceback`` gives the
+app's part of its traceback (the frames in the user's files) for the log at any level.
 
 The app's *interface* is then settled and the app wrapped, so the rest of
 the server speaks ASGI 3 only:
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
@@ -203,3 +206,24 @@ def _describe(exc: BaseException) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# Frames from these are the machinery of the import, not the app's.
+_NOT_THE_APP = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(importlib.__file__), "<frozen ")
+
+
+def app_traceback(error: AppLoadError) -> str:
+    """Where the app failed: the frames of its traceback outside importlib and zasgi, then the
+    exception; "" when there is none (a syntax error names its file and line already)."""
+    cause = error.__cause__
+    if cause is None or isinstance(cause, SyntaxError):
+        return ""
+    frames = [
+        frame for frame in traceback.extract_tb(cause.__traceback__)
+        if not frame.filename.startswith(_NOT_THE_APP)
+    ]  # fmt: skip
+    if not frames:
+        return ""
+    return "Traceback (the app's part):\n" + "".join(traceback.format_list(frames)) + "".join(
+        traceback.format_exception_only(type(cause), cause)
+    )

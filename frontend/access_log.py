@@ -45,6 +45,8 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 
+from wire import logsetup
+
 if TYPE_CHECKING:
     from .response import ResponseWriter
     from .metrics import Metrics
@@ -223,29 +225,15 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------- setup (CLI only)
 
 
-class JsonFormatter(logging.Formatter):
-    """Every other log record as one JSON object per line (``--log-format json``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"), default=str)
+JsonFormatter = logsetup.JsonFormatter  # (one format for every zasgi process: wire/logsetup.py)
 
 
-def configure(level: str, log_format: str) -> None:
-    """The front end's logging: records to stderr (text or JSON), access lines to stdout."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+def configure(level: str, log_format: str, log_config: str | None = None) -> None:
+    """The front end's logging: records to stderr (text or JSON), access lines to stdout; or the
+    operator's --log-config, which then owns the access logger too. Raises LogConfigError."""
+    logsetup.configure(level, log_format, TEXT_FORMAT, log_config=log_config)
+    if log_config is not None:
+        return
     access = logging.getLogger(ACCESS_LOGGER)
     access_handler = logging.StreamHandler(sys.stdout)
     access_handler.setFormatter(logging.Formatter("%(message)s"))  # the line is formatted already

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from wire import frontend_options as fo
@@ -213,6 +215,36 @@ class Admin:
             raise ValueError(f"admin port must be 0..65535, got {self.port}")
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Headers:
+    """Fields every response gets unless the app sent them (http1.configure)."""
+
+    server: bool = _d("server_header")  # "Server: zasgi"
+    date: bool = _d("date_header")
+    extra: tuple[tuple[str, str], ...] = ()  # --header NAME:VALUE
+
+    @staticmethod
+    def parse(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """``NAME:VALUE`` strings -> pairs; ValueError naming the bad one."""
+        pairs = []
+        for item in items:
+            name, sep, value = item.partition(":")
+            if not sep or not _TOKEN.fullmatch(name.strip()):
+                raise ValueError(f"--header {item!r} must look like NAME:VALUE (e.g. 'X-Frame-Options: DENY')")
+            pairs.append((name.strip(), value.strip()))
+        return tuple(pairs)
+
+    def __post_init__(self) -> None:
+        for name, value in self.extra:
+            if not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0") or not value.isascii():
+                raise ValueError(f"--header {name}: not a field name, or a value with a control character")
+            if name.lower() in ("content-length", "transfer-encoding", "connection"):
+                raise ValueError(f"--header {name}: framing is the front end's")
+
+
 LOG_FORMATS = fo.LOG_FORMATS
 
 
@@ -234,6 +266,7 @@ class FrontendConfig:
     proxy: Proxy = field(default_factory=Proxy)
     shutdown_timeout_s: float = _d("shutdown_timeout")  # in-flight requests get this long on SIGTERM
     admin: Admin | None = None  # None: no admin endpoint (the CLI turns one on by default)
+    headers: Headers = field(default_factory=Headers)
     access_log: bool = _d("access_log")  # one line per request on "zasgi.access", if INFO is enabled
     log_format: str = _d("log_format")  # access log: "text" (combined) or "json" (one object per line)
 

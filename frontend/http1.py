@@ -2,8 +2,10 @@
 
 The worker's header bytes go out as they came (validated, never decoded);
 what the front end adds is what aiohttp's ``StreamResponse`` added before
-(``X-Request-ID``, ``Content-Length`` or chunking, a default ``Content-Type``,
-``Date``, ``Server``, ``Connection``), so clients see the same heads.
+(``X-Request-ID``, ``Content-Length`` or chunking, ``Date``, ``Server``, ``Connection``)
+and the operator's ``--header`` fields, each only when the worker did not send that field
+(``configure``, once at start-up). No ``Content-Type`` is made up: HTTP/1.1 framing does not
+need one, and a response without one is the app's to send (as uvicorn).
 
 * ``whole_head``: the hot path, a response whose body is all in hand. It
   declines (None) anything unusual; ``head`` then decides.
@@ -25,20 +27,20 @@ from http import HTTPStatus
 from time import time
 from typing import Any
 
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion10, HttpVersion11
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a field (HTAB is fine)
 # Other control characters than CR and LF; those two are counted (whole_head): one CRLF per line.
 _CONTROL_NOT_CRLF = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-# The fields we add when the worker did not: name -> its bit in a "seen" mask.
-_ID, _TYPE, _DATE, _SERVER = 1, 2, 4, 8
-_DEFAULTED = {b"x-request-id": _ID, b"content-type": _TYPE, b"date": _DATE, b"server": _SERVER}
-_SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
-
-
-def server_line() -> bytes:
-    return _SERVER_LINE
+# The fields we add when the worker did not: name -> its bit in a "seen" mask (configure adds
+# the --header names, a bit each).
+_ID, _DATE, _SERVER = 1, 4, 8
+_DEFAULTED = {b"x-request-id": _ID, b"date": _DATE, b"server": _SERVER}
+SERVER_NAME = "zasgi"  # no version: it tells a scanner nothing
+_SERVER_LINE = b"Server: zasgi\r\n"  # b"": --no-server-header
+_DATE_ON = True  # --no-date-header: False
+_EXTRA: tuple[tuple[int, bytes], ...] = ()  # --header fields: (bit, line)
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -74,12 +76,32 @@ def date_line() -> bytes:
     return _date_line
 
 
-def _add_date_server(out: list[bytes], seen: int) -> None:
-    """Date and Server, unless the worker sent them."""
-    if not seen & _DATE:
+def configure(*, server: str | None, date: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """The fields every response gets unless the worker sent them: ``Server`` (None: none),
+    ``Date`` (on or off), and extra ones; called once, before the first request."""
+    global _SERVER_LINE, _DATE_ON, _EXTRA
+    _SERVER_LINE = b"Server: %s\r\n" % server.encode("latin-1") if server else b""
+    _DATE_ON = date
+    for name in [n for n in _DEFAULTED if n not in (b"x-request-id", b"date", b"server")]:
+        del _DEFAULTED[name]
+    lines = []
+    for i, (name, value) in enumerate(extra):
+        bit = 16 << i
+        _DEFAULTED[name.lower().encode("latin-1")] = bit
+        lines.append((bit, b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))))
+    _EXTRA = tuple(lines)
+    _FIELDS_CACHE.clear()  # its seen-masks were computed with the old names
+
+
+def add_defaults(out: list[bytes], seen: int) -> None:
+    """Date, Server and the --header fields, unless the worker sent them."""
+    if _DATE_ON and not seen & _DATE:
         out.append(date_line())
     if not seen & _SERVER:
         out.append(_SERVER_LINE)
+    for bit, line in _EXTRA:
+        if not seen & bit:
+            out.append(line)
 
 
 def _connection_line(version: Any, keep_alive: bool) -> bytes:
@@ -149,9 +171,7 @@ def whole_head(
         out.append(b"Content-Length: %d\r\n" % len(body))
     elif length != b"%d" % len(body):
         return None
-    if not seen & _TYPE and body:
-        out.append(b"Content-Type: application/octet-stream\r\n")
-    _add_date_server(out, seen)
+    add_defaults(out, seen)
     out.append(_connection_line(version, keep_alive) + b"\r\n")
     return b"".join(out)
 
@@ -221,11 +241,9 @@ def head(
             lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False  # HTTP/1.0: the body ends when the connection does
-        if not seen & _TYPE and length != 0:
-            lines.append(b"Content-Type: application/octet-stream\r\n")
     if not seen & _ID:
         lines.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    _add_date_server(lines, seen)
+    add_defaults(lines, seen)
     lines.append(_connection_line(version, keep_alive))
     data = status_line(version, status) + b"".join(lines) + b"\r\n"
     return Head(data, chunked, empty, keep_alive, trailers and chunked, None if empty else length)

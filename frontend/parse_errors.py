@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
-from .http1 import date_line, server_line, status_line
+from .http1 import add_defaults, status_line
 
 _BODIES: dict[int, bytes] = {}
 
@@ -59,7 +59,7 @@ def error(
         out.append(b"Retry-After: %d\r\n" % _retry_after(retry_after_s))
     if rid is not None:
         out.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    out.append(date_line() + server_line())
+    add_defaults(out, 0)  # Date, Server, --header fields, as configured
     if not keep_alive:
         out.append(b"Connection: close\r\n")
     elif version == HttpVersion10:

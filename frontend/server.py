@@ -47,10 +47,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp.web_response as aiohttp_response
 import zmq
 
 from wire.states import WorkerState
 
+from . import http1
 from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
@@ -103,6 +105,7 @@ async def serve(
     phase = lifecycle if lifecycle is not None else FrontendLifecycle()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
+    _configure_headers(config)
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
@@ -324,3 +327,12 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Even
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT, RETIRE_SIGNAL):
             loop.remove_signal_handler(sig)
+
+
+def _configure_headers(config: FrontendConfig) -> None:
+    """The fields our HTTP/1 responses add (http1), and the Server field of aiohttp's (WebSocket
+    handshakes): aiohttp's module global, or it names itself and its version."""
+    headers = config.headers
+    http1.configure(server=http1.SERVER_NAME if headers.server else None, date=headers.date,
+                    extra=headers.extra)  # fmt: skip
+    aiohttp_response.SERVER_SOFTWARE = http1.SERVER_NAME

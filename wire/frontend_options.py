@@ -65,6 +65,8 @@ class Option:
     def argv(self, value: Any) -> list[str]:
         """``value`` spelled on a command line that this option parses (for passing it on)."""
         first, _, negative = self.decls[0].partition("/")
+        if self.extra.get("multiple"):
+            return [word for item in value for word in (first, str(item))]
         if self.is_flag or negative:
             return [first] if value else [negative] if negative else []
         return [first, format(value, "o") if isinstance(self.type, OctalMode) else str(value)]
@@ -119,6 +121,16 @@ class OctalMode(click.ParamType):
         return mode
 
 
+class HeaderField(click.ParamType):
+    """``NAME:VALUE``; in the environment one per line (a value has spaces)."""
+
+    name = "NAME:VALUE"
+    envvar_list_splitter = "\n"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value).strip()
+
+
 # Plain int/float where frontend/config.py validates (its messages name the setting);
 # ranges only where nothing else checks.
 _Int = click.IntRange
@@ -148,8 +160,17 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--log-level",), "info", click.Choice(LOG_LEVELS, case_sensitive=False),
            "Least severe log level shown.", run=Run.WORKER),
     Option(("--log-format",), "text", click.Choice(LOG_FORMATS),
-           "text: access log in combined format; json: every log line (access included) as JSON."),
+           "text: access log in combined format; json: every log line (access included, tracebacks "
+           "as a field) as one JSON object.", run=Run.WORKER),
+    Option(("--log-config",), None, click.Path(exists=True, dir_okay=False),
+           "A logging configuration file (dictConfig as .json or .yaml, else INI fileConfig) instead of "
+           "--log-format; zasgi's loggers: zasgi.access, frontend.*, appserver.*, zasgi.*.", run=Run.WORKER),
     Option(("--access-log/--no-access-log",), True, help="One line per request."),
+    # ---- response fields the front end adds (each only when the app did not send it)
+    Option(("--server-header/--no-server-header",), True, help="Send 'Server: zasgi' (no version)."),
+    Option(("--date-header/--no-date-header",), True, help="Send a Date field."),
+    Option(("--header",), None, HeaderField(), help="Add this field to every response, as NAME:VALUE (repeatable; "
+           "env: one per line).", shown_default="none", extra={"multiple": True}),
     # ---- admin endpoint
     Option(("--admin/--no-admin",), True, help="Serve /healthz /readyz /metrics /workers."),
     Option(("--admin-host",), "127.0.0.1", help="Admin endpoint address."),

@@ -29,7 +29,8 @@ from . import options, process
               help="CurveZMQ: the front end's public .key file.")  # fmt: skip
 def command(app: str, connect: tuple[str, ...], **opts: Any) -> None:
     """Run N app-server workers for APP, connected to every --connect front end."""
-    process.setup_logging(opts["log_level"])
+    process.setup_logging(opts["log_level"], opts["log_format"], opts["log_config"])
+    options.load_env_file(opts.pop("env_file"))
     curve_keys = _curve_keys(opts.pop("curve_secret_key"), opts.pop("curve_server_key"))
     config = dataclasses.replace(options.worker_config(app, connect, **opts), curve=curve_keys)
     reload = options.reload_config(opts)

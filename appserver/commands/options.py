@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ def worker_params() -> list[click.Parameter]:
     return [
         config_option(),
         click.Argument(["app"], envvar="ZASGI_APP", callback=_check_app),
+        click.Option(["--env-file"], default=None, envvar="ZASGI_ENV_FILE", show_envvar=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Load environment variables for the app from this .env file (python-dotenv); "
+                          "variables already set win."),
         click.Option(["-w", "--workers"], default=1, show_default=True, type=click.IntRange(1, 512),
                      envvar="ZASGI_WORKERS", help="Worker processes."),
         click.Option(["--app-dir"], default=".", show_default=True, envvar="ZASGI_APP_DIR",
@@ -91,6 +96,8 @@ def worker_params() -> list[click.Parameter]:
                      help="Replaced workers lingering for their sessions at once; past it the oldest close "
                           "theirs (1012) [default: 4 x --workers]."),
         log_level_option(),
+        fo.BY_NAME["log_format"].click_option(),
+        fo.BY_NAME["log_config"].click_option(),
         sched_batch_option(),
         click.Option(["--warn-blocked-loop", "warn_blocked_loop"], default=0.5, show_default=True,
                      type=click.FloatRange(0), envvar="ZASGI_WARN_BLOCKED_LOOP",
@@ -140,6 +147,8 @@ def worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerConf
             lifespan=opts["lifespan"],
             interface=opts["interface"],
             log_level=opts["log_level"],
+            log_format=opts["log_format"],
+            log_config=opts["log_config"],
             **({"resolve_interval_s": opts["resolve_interval"]} if "resolve_interval" in opts else {}),
         )
     except ValueError as exc:
@@ -202,3 +211,19 @@ def schemas() -> dict[str, configfile.Schema]:
         "appserver": configfile.Schema(appserver.command.params),
         "frontend": configfile.Schema(frontend.command.params),
     }
+
+
+def load_env_file(path: str | None) -> None:
+    """The ``--env-file`` variables into our environment (the workers inherit it), as uvicorn does:
+    after the options are read, so it configures the app, not zasgi; set variables win."""
+    if path is None:
+        return
+    from dotenv import dotenv_values  # only when asked for
+
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--env-file {path}: {exc}") from None
+    for name, value in values.items():
+        if value is not None:
+            os.environ.setdefault(name, value)

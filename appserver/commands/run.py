@@ -33,7 +33,8 @@ _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default
 )
 def command(app: str, host: str, port: int, root_path: str, backend: str | None, **opts: Any) -> None:
     """Serve APP ('module:attribute') with one front end and N workers on this machine."""
-    process.setup_logging(opts["log_level"])
+    process.setup_logging(opts["log_level"], opts["log_format"], opts["log_config"])
+    options.load_env_file(opts.pop("env_file"))
     private = None
     if backend is None:
         private = _private_socket()
@@ -42,6 +43,8 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     config = options.worker_config(app, (backend,), **opts)
     frontend_argv = ["--host", host, "--port", str(port), "--backend", backend, "--root-path", root_path,
                      "--log-level", opts["log_level"], "--shutdown-timeout", str(opts["graceful_timeout"]),
+                     "--log-format", opts["log_format"],
+                     *(["--log-config", opts["log_config"]] if opts["log_config"] else []),
                      *options.frontend_args(opts, fo.Run.FORWARD)]  # fmt: skip
     reload = options.reload_config(opts)
     pool = options.pool_config(opts)

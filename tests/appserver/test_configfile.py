@@ -27,7 +27,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return 0
 
     monkeypatch.setattr(process, "supervise", fake_supervise)
-    monkeypatch.setattr(process, "setup_logging", lambda level: None)
+    monkeypatch.setattr(process, "setup_logging", lambda *args: None)
     for name in list(os.environ):
         if name.startswith("ZASGI_"):
             monkeypatch.delenv(name)
