@@ -58,6 +58,7 @@ class WorkerConfig:
     factory: bool = False  # ``app`` names a zero-argument callable returning the app
     lifespan: str = LifespanMode.AUTO
     interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
+    wsgi_threads: int = 10  # a WSGI app's thread pool per worker (wsgi.py); requests it runs at once
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object per line (wire/logsetup.py)
     log_config: str | None = None  # a logging.config file instead (wire/logsetup.py)
@@ -79,6 +80,7 @@ class WorkerConfig:
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
+        _require_int(self.wsgi_threads, "wsgi_threads", minimum=1)
         interfaces = ("auto", "asgi3", "asgi2", "wsgi")
         _require(self.interface in interfaces, "interface", f"must be one of {', '.join(interfaces)}")
         modes = tuple(m.value for m in LifespanMode)
@@ -117,6 +119,7 @@ class PoolConfig:
     worker_start_timeout_s: float = 60.0  # a replacement not ready by then has failed
     max_lingering: int = 4  # replaced workers lingering at once (oldest closed first); 0 = none lingers
     pid_file: str | None = None  # written at start, removed at exit; `zasgi reload` reads it
+    max_worker_rss_mib: int = 0  # replace a worker whose resident memory passes this; 0 = never
     # SCHED_BATCH for the supervisor, set before it starts any child: they inherit it (sched.py)
     sched_batch: bool = True
 
@@ -127,6 +130,7 @@ class PoolConfig:
         _require_int(self.max_surge, "max_surge", minimum=1)
         _require_number(self.worker_start_timeout_s, "worker_start_timeout_s", positive=True)
         _require_int(self.max_lingering, "max_lingering", minimum=0)
+        _require_int(self.max_worker_rss_mib, "max_worker_rss", minimum=0)
         _require(isinstance(self.sched_batch, bool), "sched_batch", "must be a boolean")
         ok = self.pid_file is None or (isinstance(self.pid_file, str) and self.pid_file != "")
         _require(ok, "pid_file", "must be a path or None")

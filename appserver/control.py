@@ -17,10 +17,15 @@ starting workers; ``supervisor.py`` does the process work.
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import random
 import signal
 from collections.abc import Collection, Iterable
+from typing import Any
+
+log = logging.getLogger("zasgi.supervisor")
 
 RELOAD_SIGNAL = signal.SIGHUP
 RETIRE_SIGNAL = signal.SIGUSR1  # supervisor -> a replaced worker: drain, lingering while sessions are left
@@ -158,6 +163,53 @@ class PidFile:
             pass
         os.close(self._fd)  # releases the lock
         self._fd = -1
+
+
+def rss_mib(pid: int) -> float | None:
+    """A process's resident memory in MiB (Linux /proc), None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+# ---------------------------------------------------------------- reload outcomes
+# The supervisor writes each rolling restart's outcome next to its pid file (PIDFILE.reload, JSON:
+# seq, ok, reason); `zasgi reload --wait` sends SIGHUP and waits for a seq past the one it saw.
+
+
+def reload_result_path(pid_file: str) -> str:
+    return pid_file + ".reload"
+
+
+def write_reload_result(pid_file: str, seq: int, ok: bool, reason: str) -> None:
+    """Replace the outcome file at once (a reader never sees half of it); failures only logged."""
+    path = reload_result_path(pid_file)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"pid": os.getpid(), "seq": seq, "ok": ok, "reason": reason}, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the reload outcome to %s: %s", path, exc.strerror)
+
+
+def read_reload_result(pid_file: str) -> dict[str, Any] | None:
+    try:
+        with open(reload_result_path(pid_file)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_reload_result(pid_file: str) -> None:
+    try:
+        os.unlink(reload_result_path(pid_file))
+    except OSError:
+        pass
 
 
 def _read_pid_text(fd: int) -> int | None:

@@ -52,7 +52,12 @@ class AppLoadError(Exception):
 
 
 def load_app(
-    spec: str, *, app_dir: str | None = None, factory: bool = False, interface: str = Interface.AUTO
+    spec: str,
+    *,
+    app_dir: str | None = None,
+    factory: bool = False,
+    interface: str = Interface.AUTO,
+    wsgi_threads: int | None = None,  # None: wsgi.DEFAULT_THREADS
 ) -> ASGIApp:
     """Import ``spec`` and return it as an ASGI 3 app.
 
@@ -67,7 +72,7 @@ def load_app(
         raise AppLoadError(f"{spec!r} is not callable")
     if factory:
         obj = _call_factory(obj, spec)
-    return _adapt(obj, spec, Interface(interface))
+    return _adapt(obj, spec, Interface(interface), wsgi_threads)
 
 
 def detect_interface(app: Any) -> Interface:
@@ -84,7 +89,7 @@ def detect_interface(app: Any) -> Interface:
     return Interface.ASGI2
 
 
-def _adapt(app: Any, spec: str, interface: Interface) -> ASGIApp:
+def _adapt(app: Any, spec: str, interface: Interface, wsgi_threads: int | None = None) -> ASGIApp:
     if interface is Interface.AUTO:
         interface = detect_interface(app)
     else:
@@ -92,9 +97,9 @@ def _adapt(app: Any, spec: str, interface: Interface) -> ASGIApp:
     if interface is Interface.ASGI2:
         return ASGI2Adapter(app)
     if interface is Interface.WSGI:
-        from .wsgi import WSGIAdapter  # a2wsgi and its thread pool only for WSGI apps
+        from .wsgi import DEFAULT_THREADS, WSGIAdapter  # a2wsgi and its thread pool only for WSGI apps
 
-        return WSGIAdapter(app)
+        return WSGIAdapter(app, threads=wsgi_threads or DEFAULT_THREADS)
     return app  # type: ignore[no-any-return]
 
 

@@ -77,6 +77,8 @@ from .control import (
     describe_exit,
     request_limit,
     restart_delay,
+    rss_mib,
+    write_reload_result,
 )
 from .reload import ReloadConfig, Reloader, no_bytecode_for_workers
 
@@ -85,6 +87,7 @@ log = logging.getLogger("zasgi.supervisor")
 EXIT_OK, EXIT_ERROR = 0, 1
 DRAIN_MARGIN_S = 10.0  # beyond the graceful timeout: lifespan shutdown, WebSocket close grace, BYE
 POLL_BUSY_S, POLL_IDLE_S = 0.1, 0.5  # loop wake-up while something is starting / otherwise
+RSS_CHECK_S = 5.0  # --max-worker-rss: how often each serving worker's resident memory is read
 _MP = multiprocessing.get_context("spawn")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, FRONTEND_ROLL_SIGNAL)
@@ -117,6 +120,7 @@ class Why(Enum):
 
     RELOAD = "reload"
     RECYCLE = "max-requests"
+    MEMORY = "max-worker-rss"
 
 
 @dataclass(eq=False)
@@ -181,6 +185,9 @@ class Supervisor:
     rng: random.Random = field(default_factory=random.Random)
     _roll_started: float = 0.0
     generation: int = 0  # rolling restarts so far
+    reload_outcomes: int = 0  # rolls ended (complete or failed), the seq of PIDFILE.reload
+    memory_replacements: int = 0  # workers replaced for --max-worker-rss
+    _rss_check_at: float = 0.0
     _signal_r: int = -1
     _signal_w: int = -1
     _reloader: Reloader | None = None
@@ -329,6 +336,10 @@ class Supervisor:
             self._check_current(slot, now)
             self._check_successor(slot, now)
             self._check_recycle(slot, now)
+        if self.pool.max_worker_rss_mib and now >= self._rss_check_at:
+            self._rss_check_at = now + RSS_CHECK_S
+            for slot in list(self.slots):
+                self._check_memory(slot, now)
         self._check_draining(now)
         self._advance_roll(now)
 
@@ -494,6 +505,25 @@ class Supervisor:
         log.info("%s served %d requests (limit %d); starting its replacement", proc.label, served, proc.limit)
         slot.successor = self._spawn(slot.index, Why.RECYCLE)
 
+    # ------------------------------------------------------------ --max-worker-rss
+
+    def _check_memory(self, slot: Slot, now: float) -> None:
+        """A serving worker over the limit is replaced as --max-requests does it: new one first,
+        then the old one drains (no request lost), at most ``max_surge`` at once."""
+        proc, limit = slot.current, self.pool.max_worker_rss_mib
+        if proc is None or proc.phase is not Phase.SERVING or slot.successor is not None or now < slot.retry_at:
+            return
+        rss = rss_mib(proc.pid)
+        if rss is None or rss <= limit:
+            return
+        replacing = sum(s.successor is not None and s.successor.why is Why.MEMORY for s in self.slots)
+        if replacing >= self.pool.max_surge:
+            return  # the next check sees it again
+        self.memory_replacements += 1
+        log.warning("%s uses %.0f MiB, over --max-worker-rss %d MiB; starting its replacement "
+                    "(%d replaced for memory so far)", proc.label, rss, limit, self.memory_replacements)  # fmt: skip
+        slot.successor = self._spawn(slot.index, Why.MEMORY)
+
     # ------------------------------------------------------------ rolling restart
 
     def request_reload(self) -> None:
@@ -519,6 +549,7 @@ class Supervisor:
             took = now - self._roll_started
             log.info("reload complete: %d worker(s) replaced in %.1fs", roll.replaced, took)
             self.roll = None
+            self._reload_outcome(True, f"{roll.replaced} worker(s) replaced in {took:.1f}s")
 
     def _reload_failed(self, reason: str) -> None:
         """A new worker failed: stop the roll, drop its new workers still starting, keep the old ones.
@@ -538,6 +569,13 @@ class Supervisor:
         running = sum(slot.current is not None for slot in self.slots)
         log.error("reload failed: %s; keeping the %d running worker%s",
                   reason, running, "" if running == 1 else "s")  # fmt: skip
+        self._reload_outcome(False, reason)
+
+    def _reload_outcome(self, ok: bool, reason: str) -> None:
+        """For `zasgi reload --wait`: the outcome next to the pid file (control.py)."""
+        self.reload_outcomes += 1
+        if self.pool.pid_file:
+            write_reload_result(self.pool.pid_file, self.reload_outcomes, ok, reason)
 
     def roll_frontends(self) -> None:
         """SIGUSR2: replace the front ends one at a time, new one first (fleet.py)."""

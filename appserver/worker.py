@@ -193,6 +193,7 @@ class Worker:
                 app_dir=self.config.app_dir,
                 factory=self.config.factory,
                 interface=self.config.interface,
+                wsgi_threads=self.config.wsgi_threads,
             )
         except AppLoadError as exc:
             where = app_traceback(exc).rstrip()  # the app's frames, at every level: the fix is there

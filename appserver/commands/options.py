@@ -72,6 +72,9 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--interface"], type=click.Choice(["auto", "asgi3", "asgi2", "wsgi"]), default="auto",
                      show_default=True, envvar="ZASGI_INTERFACE",
                      help="How to call APP; wsgi runs it in a thread pool (a2wsgi)."),
+        click.Option(["--wsgi-threads"], default=WorkerConfig.wsgi_threads, show_default=True,
+                     type=click.IntRange(1, 1024), envvar="ZASGI_WSGI_THREADS", show_envvar=True,
+                     help="Threads per worker running a WSGI app: the requests it runs at once."),
         click.Option(["--capacity"], default=4096, show_default=True, type=click.IntRange(1),
                      envvar="ZASGI_CAPACITY",
                      help="Concurrent HTTP requests per worker, at most: the adaptive limit's ceiling "
@@ -109,6 +112,10 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--max-requests-jitter"], default=0, show_default=True, type=click.IntRange(0),
                      envvar="ZASGI_MAX_REQUESTS_JITTER",
                      help="Add random(0..J) to each worker's --max-requests."),
+        click.Option(["--max-worker-rss"], default=0, show_default=True, type=click.IntRange(0),
+                     envvar="ZASGI_MAX_WORKER_RSS", show_envvar=True, metavar="MIB",
+                     help="Replace a worker (new one first, no request lost) whose resident memory passes "
+                          "this many MiB, checked every 5 s; 0 = never."),
         click.Option(["--max-surge"], default=1, show_default=True, type=click.IntRange(1),
                      envvar="ZASGI_MAX_SURGE",
                      help="Workers replaced at once by a reload (SIGHUP) or --max-requests."),
@@ -146,6 +153,7 @@ def worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerConf
             factory=opts["factory"],
             lifespan=opts["lifespan"],
             interface=opts["interface"],
+            wsgi_threads=opts["wsgi_threads"],
             log_level=opts["log_level"],
             log_format=opts["log_format"],
             log_config=opts["log_config"],
@@ -178,6 +186,7 @@ def pool_config(opts: dict[str, Any]) -> PoolConfig:
             max_lingering=4 * opts["workers"] if opts["max_lingering"] is None else opts["max_lingering"],
             pid_file=opts["pid_file"],
             sched_batch=opts["sched_batch"],
+            max_worker_rss_mib=opts["max_worker_rss"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

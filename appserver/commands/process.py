@@ -11,7 +11,7 @@ import click
 from wire import logsetup
 
 from .. import sched
-from ..control import PidFile, PidFileError
+from ..control import PidFile, PidFileError, remove_reload_result
 from ..supervisor import EXIT_APP_LOAD, EXIT_BOOT, Supervisor, SupervisorError
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
@@ -61,9 +61,12 @@ def supervise(supervisor: Supervisor, *, banner: Banner) -> int:
         say(f"zasgi: {exc}", err=True)
         return EXIT_BOOT
     try:
+        if pid_file is not None:
+            remove_reload_result(pid_file.path)  # a former run's outcomes are not ours
         return _start_and_run(supervisor, banner=banner)
     finally:
         if pid_file is not None:
+            remove_reload_result(pid_file.path)
             pid_file.release()
 
 

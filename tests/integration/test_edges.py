@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers.processes import Proc, zasgi
+from tests.helpers.processes import REPO, Proc, zasgi
 
 from .conftest import READY_RUN
 
@@ -143,6 +147,76 @@ def test_bad_log_config_is_one_line_naming_the_file(tmp_path: Path, name: str, t
     assert proc.wait_exit(60) == 2
     log = proc.log().strip()
     assert f"--log-config {path}" in log and needle in log and "Traceback" not in log, log
+
+
+def test_reload_waits_for_the_outcome_and_fails_with_its_reason(tmp_path: Path) -> None:
+    """`zasgi reload` used to exit 0 when the reload failed; now it waits and says why."""
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    module = app_dir / "relapp.py"
+    module.write_text((REPO / "tests" / "apps" / "envecho.py").read_text())
+    good = module.read_text()
+    pid_file = tmp_path / "zasgi.pid"
+    proc, url = _run(tmp_path, "--app-dir", str(app_dir), "--pid-file", str(pid_file), app="relapp:app")
+    try:
+        module.write_text(good + "\n1 / 0\n")  # the new code cannot be imported
+        done = subprocess.run(zasgi("reload", "--pid-file", str(pid_file)), capture_output=True, text=True,
+                              timeout=120, cwd=REPO)  # fmt: skip
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        assert done.stderr.startswith(f"zasgi reload: reload failed (pid {proc.pid}): new worker exited with code 4")
+        assert "the old workers keep serving" in done.stderr
+        assert httpx.get(url + "/X", timeout=30).status_code == 200  # and they do
+        module.write_text(good)
+        done = subprocess.run(zasgi("reload", "--pid-file", str(pid_file)), capture_output=True, text=True,
+                              timeout=120, cwd=REPO)  # fmt: skip
+        assert done.returncode == 0 and "reload complete" in done.stdout, (done.stdout, done.stderr)
+        done = subprocess.run(zasgi("reload", "--no-wait", "--pid-file", str(pid_file)), capture_output=True,
+                              text=True, timeout=120, cwd=REPO)  # fmt: skip
+        assert done.returncode == 0 and f"SIGHUP sent to pid {proc.pid}" in done.stdout
+    finally:
+        proc.kill_tree()
+
+
+def test_wsgi_threads_bound_the_requests_a_worker_runs(tmp_path: Path) -> None:
+    proc, url = _run(tmp_path, "--interface", "wsgi", "--wsgi-threads", "3", app="tests.apps.wsgi_busy:app")
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: httpx.get(url + "/", timeout=60).status_code, range(8)))
+        assert codes == [200] * 8
+        assert httpx.get(url + "/max", timeout=30).text == "3"
+    finally:
+        proc.kill_tree()
+
+
+def test_a_worker_over_max_worker_rss_is_replaced_losing_no_request(tmp_path: Path) -> None:
+    proc, url = _run(tmp_path, "--max-worker-rss", "150", app="tests.apps.memhog:app")
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                codes.append(client.get(url + "/").status_code)
+
+    try:
+        first = httpx.get(url + "/", timeout=30).text
+        loader = threading.Thread(target=load)
+        loader.start()
+        try:
+            assert httpx.get(url + "/grow", timeout=60).text == first  # now ~240 MiB resident
+            proc.wait_for(rf"worker 0 \(pid {first}\) uses \d+ MiB, over --max-worker-rss 150 MiB; "
+                          r"starting its replacement \(1 replaced for memory so far\)", 60)  # fmt: skip
+            proc.wait_for(rf"worker 0 \(pid \d+\) ready \(max-worker-rss\); pid {first} drains", 60)
+            deadline = time.monotonic() + 30
+            while httpx.get(url + "/", timeout=30).text == first and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert httpx.get(url + "/", timeout=30).text != first
+        finally:
+            stop.set()
+            loader.join(60)
+        assert codes and set(codes) == {200}, codes  # nothing lost during the replacement
+    finally:
+        proc.kill_tree()
 
 
 def _bad_app(tmp_path: Path) -> Path:
