@@ -1,4 +1,5 @@
-"""The front end's lifecycles as tables: connection (ConnPhase), HTTP stream (Phase), WebSocket (WsPhase).
+"""The front end's lifecycles as tables: connection (ConnPhase), HTTP stream (Phase), WebSocket (WsPhase),
+the front end itself (FrontendPhase, retire.py).
 
 Each table covers every phase, every phase is reachable from the first, every phase but the
 terminal ones can still end, illegal moves raise and leave the phase alone, and only the owning
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from frontend import connection, stream, ws_stream
+from frontend import connection, retire, stream, ws_stream
 
 FRONTEND = Path(connection.__file__).parent
 TABLES = [
@@ -22,6 +23,8 @@ TABLES = [
     (stream.Phase, stream.TRANSITIONS, stream.Phase.QUEUED, {stream.Phase.FAILED}, "stream.py", r"\.phase = "),
     (ws_stream.WsPhase, ws_stream.TRANSITIONS, ws_stream.WsPhase.QUEUED,
      {ws_stream.WsPhase.DONE, ws_stream.WsPhase.FAILED}, "ws_stream.py", r"\.phase = "),
+    (retire.FrontendPhase, retire.TRANSITIONS, retire.FrontendPhase.SERVING, {retire.FrontendPhase.STOPPED},
+     "retire.py", r"\._phase = "),
 ]  # fmt: skip
 IDS = [t[0].__name__ for t in TABLES]
 
