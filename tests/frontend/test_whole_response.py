@@ -14,7 +14,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
 from aiohttp.test_utils import make_mocked_request
 
-from frontend import http1
+from frontend import http1, parse_errors
 from frontend.access_log import REQUEST_ID
 from frontend.responses import str_headers
 from wire import events as ev
@@ -179,7 +179,7 @@ def test_server_date_and_extra_fields_are_configurable(configured: Any) -> None:
         whole = http1.whole_head(HttpVersion11, 200, headers, b"x", RID, True)
         general = http1.head(HttpVersion11, "GET", 200, headers, RID, keep_alive=True, whole_length=1,
                              trailers=False)  # fmt: skip
-        for data in (whole, general.data, http1.error(503)):
+        for data in (whole, general.data, parse_errors.error(503)):
             assert data is not None
             lower = data.lower()
             assert b"\r\nserver:" not in lower and b"\r\ndate:" not in lower
