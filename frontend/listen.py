@@ -79,7 +79,9 @@ def _tcp(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {_host_port(host, port)}: --host {host!r}: {exc.strerror}") from None
+        raise ListenError(
+            f"cannot listen on {_host_port(host, port)}: --host {host!r}: {exc.strerror}"
+        ) from None
     family, kind, proto, _, addr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -132,7 +134,11 @@ def _from_fd(fd: int) -> socket.socket:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         raise ListenError(f"cannot listen on fd {fd}: {exc.strerror or exc}") from None
-    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+    if sock.type != socket.SOCK_STREAM or sock.family not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+        socket.AF_UNIX,
+    ):
         sock.detach()
         raise ListenError(f"cannot listen on fd {fd}: not a TCP or Unix stream socket")
     sock.setblocking(False)

@@ -169,8 +169,9 @@ OPTIONS: tuple[Option, ...] = (
     # ---- response fields the front end adds (each only when the app did not send it)
     Option(("--server-header/--no-server-header",), True, help="Send 'Server: zasgi' (no version)."),
     Option(("--date-header/--no-date-header",), True, help="Send a Date field."),
-    Option(("--header",), None, HeaderField(), help="Add this field to every response, as NAME:VALUE (repeatable; "
-           "env: one per line).", shown_default="none", extra={"multiple": True}),
+    Option(("--header",), None, HeaderField(),
+           help="Add this field to every response, as NAME:VALUE (repeatable; env: one per line).",
+           shown_default="none", extra={"multiple": True}),
     # ---- admin endpoint
     Option(("--admin/--no-admin",), True, help="Serve /healthz /readyz /metrics /workers."),
     Option(("--admin-host",), "127.0.0.1", help="Admin endpoint address."),

@@ -44,7 +44,11 @@ PRIVATE_NAMES = [
     ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, exchange.py: the parsed request head"),
     ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_bridge.py"),
     ("aiohttp.http", "HttpVersion11", "frontend/http1.py, http_bridge.py, ws_bridge.py"),
-    ("aiohttp.web_response", "SERVER_SOFTWARE", "frontend/server.py: the Server field of WebSocket handshakes"),
+    (
+        "aiohttp.web_response",
+        "SERVER_SOFTWARE",
+        "frontend/server.py: the Server field of WebSocket handshakes",
+    ),
     ("aiohttp.http", "WebSocketError", "frontend/ws_bridge.py: close codes of a failed WebSocket read"),
     ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),

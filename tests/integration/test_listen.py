@@ -25,10 +25,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 def _frontend(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "frontend", "--backend", f"ipc://{tempfile.mkdtemp(prefix='zl-')}/b.sock",
-         "--admin-port", "0", *args],
-        capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "frontend",
+            "--backend",
+            f"ipc://{tempfile.mkdtemp(prefix='zl-')}/b.sock",
+            "--admin-port",
+            "0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -88,7 +100,9 @@ def test_a_stale_unix_socket_file_is_replaced_a_live_one_is_not(tmp_path: Path) 
         fe.wait_for(READY_FRONTEND.replace("http://", "http\\+unix://"), 60)
         done = _frontend("--uds", path)  # a second front end on the same, live, socket
         assert done.returncode == 3
-        assert _one_line(done) == f"frontend: error: cannot listen on unix socket {path}: Address already in use"
+        assert (
+            _one_line(done) == f"frontend: error: cannot listen on unix socket {path}: Address already in use"
+        )
     finally:
         fe.kill_tree()
 
@@ -99,10 +113,24 @@ def test_an_inherited_fd(tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     with open(tmp_path / "fe.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "frontend", "--fd", str(sock.fileno()), "--admin-port", "0",
-             "--backend", f"ipc://{tmp_path}/b.sock", "--backlog", "7"],
-            pass_fds=(sock.fileno(),), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "frontend",
+                "--fd",
+                str(sock.fileno()),
+                "--admin-port",
+                "0",
+                "--backend",
+                f"ipc://{tmp_path}/b.sock",
+                "--backlog",
+                "7",
+            ],
+            pass_fds=(sock.fileno(),),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     sock.close()
     try:
         _wait_line(tmp_path / "fe.log", rf"zasgi-ready frontend http://127\.0\.0\.1:{port} ")
@@ -121,11 +149,18 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     # As systemd does it: the socket at fd 3, LISTEN_PID the front end's own pid (exec keeps it).
     argv = [sys.executable, "-m", "frontend", "--admin-port", "0", "--backend", f"ipc://{tmp_path}/b.sock"]
-    script = (f"import os; os.dup2({sock.fileno()}, 3); "
-              f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execv({argv[0]!r}, {argv!r})")
+    script = (
+        f"import os; os.dup2({sock.fileno()}, 3); "
+        f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execv({argv[0]!r}, {argv!r})"
+    )
     with open(tmp_path / "fe.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", script], pass_fds=(sock.fileno(),), stdout=log,
-                                stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            pass_fds=(sock.fileno(),),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     sock.close()
     try:
         _wait_line(tmp_path / "fe.log", rf"zasgi-ready frontend http://127\.0\.0\.1:{port} ")
