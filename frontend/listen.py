@@ -48,16 +48,33 @@ class Listener:
 
 
 def open_listener(
-    host: str, port: int, *, uds: str | None = None, uds_mode: int | None = None, fd: int | None = None
+    host: str,
+    port: int,
+    *,
+    uds: str | None = None,
+    uds_mode: int | None = None,
+    fd: int | None = None,
+    reuse_port: bool = False,
 ) -> Listener:
-    """A bound, non-blocking stream socket. Raises ListenError."""
+    """A bound, non-blocking stream socket. Raises ListenError.
+
+    ``reuse_port``: bind host:port with SO_REUSEPORT, beside other front ends (server.py says
+    what that does not guarantee)."""
     if fd is None and uds is None:
         fd = systemd_fd()
     if fd is not None:
         return Listener(sock=_from_fd(fd), where=f"fd {fd}")
     if uds is not None:
         return _unix(uds, uds_mode)
-    return Listener(sock=_tcp(host, port), where=_host_port(host, port))
+    return Listener(sock=_tcp(host, port, reuse_port), where=_host_port(host, port))
+
+
+def inherited(sock: socket.socket) -> Listener:
+    """A bound socket from our parent, to listen on (create_server calls listen again: harmless)."""
+    if sock.type != socket.SOCK_STREAM or not sock.getsockname():
+        raise ListenError(f"inherited socket {sock.fileno()} is not a bound stream socket")
+    sock.setblocking(False)
+    return Listener(sock=sock, where=f"inherited socket {sock.fileno()}")
 
 
 def systemd_fd() -> int | None:
@@ -75,7 +92,7 @@ def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _tcp(host: str, port: int) -> socket.socket:
+def _tcp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -86,6 +103,8 @@ def _tcp(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # several front ends on one port, the kernel spreading connections (Linux)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
