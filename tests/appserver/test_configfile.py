@@ -139,6 +139,7 @@ def test_default_when_nothing_given(started: list[Any]) -> None:
         ("[frontend]\nqueue-size = 'x'\n", "queue-size: 'x' is not a valid integer"),
         ("[run]\nuds-mode = '999'\n", "uds-mode: '999' is not an octal file mode"),
         ("log-format = 'xml'\n", "log-format: 'xml' is not one of 'text', 'json'"),
+        ("[frontend]\nliveness = 1\n", "liveness: 1 is not in the range x>=2"),
     ],
 )
 def test_bad_file_is_one_line_exit_2(tmp_path: Path, started: list[Any], text: str, message: str) -> None:
