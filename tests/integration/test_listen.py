@@ -4,6 +4,7 @@ file removed at exit, a crashed run's at the next start."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -194,3 +195,16 @@ def _wait_line(path: Path, pattern: str, timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{pattern!r} not in {path}:\n{path.read_text(errors='replace')[-4000:]}")
+
+
+def test_a_bind_error_under_json_logs_is_a_json_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = Proc("run", zasgi("run", "tests.apps.probe:app", "--port", str(port), "--log-format", "json"),
+                    tmp_path)  # fmt: skip
+        assert proc.wait_exit(60) == 3
+    records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]  # every line is JSON
+    wanted = f"frontend: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert any(r["message"] == wanted and r["level"] == "error" for r in records), records
