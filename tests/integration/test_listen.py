@@ -208,3 +208,30 @@ def test_a_bind_error_under_json_logs_is_a_json_line(tmp_path: Path) -> None:
     records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]  # every line is JSON
     wanted = f"frontend: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     assert any(r["message"] == wanted and r["level"] == "error" for r in records), records
+
+
+def test_run_on_an_inherited_fd(tmp_path: Path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    argv = zasgi("run", "examples.hello:app", "--fd", str(sock.fileno()), "--admin-port", "0")
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=(sock.fileno(),),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    sock.close()
+    try:
+        _wait_line(tmp_path / "run.log", rf"zasgi running on http://127\.0\.0\.1:{port} ")
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+    finally:
+        proc.terminate()  # the supervisor stops its front end and workers
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
