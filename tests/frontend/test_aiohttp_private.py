@@ -49,6 +49,11 @@ PRIVATE_NAMES = [
         "SERVER_SOFTWARE",
         "frontend/server.py: the Server field of WebSocket handshakes",
     ),
+    (
+        "aiohttp.web_request",
+        "BaseRequest._prepare_hook",
+        "frontend/upgrade.py: response fields of handshakes",
+    ),
     ("aiohttp.http", "WebSocketError", "frontend/ws_bridge.py: close codes of a failed WebSocket read"),
     ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),

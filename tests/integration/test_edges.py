@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -299,3 +300,27 @@ def _bad_app(tmp_path: Path) -> Path:
     """)
     )
     return app_dir
+
+
+def test_websocket_handshakes_follow_the_same_field_policy(tmp_path: Path) -> None:
+    from websockets.sync.client import connect
+
+    def handshake(url: str) -> Any:
+        with connect(url.replace("http://", "ws://") + "/ws/echo", open_timeout=30) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=30) == "hi"
+            return ws.response.headers
+
+    proc, url = _run(tmp_path, app="tests.apps.probe:app")
+    try:
+        headers = handshake(url)
+        assert headers["Server"] == "zasgi" and "Date" in headers  # not Python/aiohttp versions
+    finally:
+        proc.kill_tree()
+    proc, url = _run(tmp_path, "--no-server-header", "--no-date-header", "--header", "X-Frame-Options: DENY",
+                     app="tests.apps.probe:app", name="run2")  # fmt: skip
+    try:
+        headers = handshake(url)
+        assert "Server" not in headers and "Date" not in headers and headers["X-Frame-Options"] == "DENY"
+    finally:
+        proc.kill_tree()
