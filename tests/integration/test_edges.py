@@ -324,3 +324,23 @@ def test_websocket_handshakes_follow_the_same_field_policy(tmp_path: Path) -> No
         assert "Server" not in headers and "Date" not in headers and headers["X-Frame-Options"] == "DENY"
     finally:
         proc.kill_tree()
+
+
+def test_under_reload_a_broken_import_shows_where(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    module = app_dir / "relapp.py"
+    good = (REPO / "tests" / "apps" / "envecho.py").read_text()
+    module.write_text(good)
+    proc, url = _run(tmp_path, "--app-dir", str(app_dir), "--reload", app="relapp:app")
+    try:
+        lines = good.count("\n")
+        module.write_text(good + "\n\ndef boom():\n    return {}['missing']\n\n\nboom()\n")
+        proc.wait_for(r"reload failed: new worker exited with code 4", 60)
+        log = proc.log()
+        assert re.search(rf'File ".*relapp\.py", line {lines + 7}, in <module>\n +boom\(\)', log), log
+        assert re.search(rf'File ".*relapp\.py", line {lines + 4}, in boom', log), log
+        assert "KeyError: 'missing'" in log
+        assert httpx.get(url + "/X", timeout=30).status_code == 200  # the old workers serve on
+    finally:
+        proc.kill_tree()
