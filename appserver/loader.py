@@ -229,6 +229,8 @@ def app_traceback(error: AppLoadError) -> str:
     ]  # fmt: skip
     if not frames:
         return ""
-    return "Traceback (the app's part):\n" + "".join(traceback.format_list(frames)) + "".join(
-        traceback.format_exception_only(type(cause), cause)
+    return (
+        "Traceback (the app's part):\n"
+        + "".join(traceback.format_list(frames))
+        + "".join(traceback.format_exception_only(type(cause), cause))
     )

@@ -511,7 +511,12 @@ class Supervisor:
         """A serving worker over the limit is replaced as --max-requests does it: new one first,
         then the old one drains (no request lost), at most ``max_surge`` at once."""
         proc, limit = slot.current, self.pool.max_worker_rss_mib
-        if proc is None or proc.phase is not Phase.SERVING or slot.successor is not None or now < slot.retry_at:
+        if (
+            proc is None
+            or proc.phase is not Phase.SERVING
+            or slot.successor is not None
+            or now < slot.retry_at
+        ):
             return
         rss = rss_mib(proc.pid)
         if rss is None or rss <= limit:
@@ -521,7 +526,8 @@ class Supervisor:
             return  # the next check sees it again
         self.memory_replacements += 1
         log.warning("%s uses %.0f MiB, over --max-worker-rss %d MiB; starting its replacement "
-                    "(%d replaced for memory so far)", proc.label, rss, limit, self.memory_replacements)  # fmt: skip
+                    "(%d replaced for memory so far)",
+                    proc.label, rss, limit, self.memory_replacements)  # fmt: skip
         slot.successor = self._spawn(slot.index, Why.MEMORY)
 
     # ------------------------------------------------------------ rolling restart

@@ -51,7 +51,6 @@ import zmq
 
 from wire import logsetup
 
-
 from . import logctx
 from .admission import Admission
 from .config import WorkerConfig

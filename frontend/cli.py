@@ -23,7 +23,6 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -50,6 +49,8 @@ def _params() -> list[click.Parameter]:
 )
 def command(**options: Any) -> None:
     """The zasgi front end: HTTP in, wire events to app-server workers over ZeroMQ."""
+    global _json_errors
+    _json_errors = options["log_format"] == "json" and options["log_config"] is None
     config = build_config(options)
     for name in ("ready_fd", "parent_fd"):
         fd = options[name]
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=argv, prog_name="python -m frontend", standalone_mode=False)
     except click.ClickException as exc:
-        click.echo(f"frontend: error: {exc.format_message()}", err=True)
+        _error(exc.format_message())
         sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -216,11 +217,20 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(EXIT_RUNTIME)
     except ListenError as exc:  # names the address; a boot error
-        click.echo(f"frontend: error: {exc}", err=True)
+        _error(str(exc))
         sys.exit(exc.exit_code)
     except Exception as exc:  # bind failures and the like: one line, not a traceback
-        click.echo(f"frontend: error: {_describe(exc)}", err=True)
+        _error(_describe(exc))
         sys.exit(EXIT_RUNTIME)
+
+
+def _error(message: str) -> None:
+    """The one line a failed start ends with; a JSON record once --log-format json was read."""
+    line = f"frontend: error: {message}"
+    click.echo(logsetup.json_line(line, level="error", logger="frontend") if _json_errors else line, err=True)
+
+
+_json_errors = False  # set once the options are read: --log-format json
 
 
 def _describe(exc: BaseException) -> str:

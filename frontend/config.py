@@ -12,12 +12,11 @@ import ipaddress
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from wire import frontend_options as fo
-from wire.frontend_options import KIB, MIB
 
 if TYPE_CHECKING:
     from wire.curve import ServerKeys
@@ -233,7 +232,9 @@ class Headers:
         for item in items:
             name, sep, value = item.partition(":")
             if not sep or not _TOKEN.fullmatch(name.strip()):
-                raise ValueError(f"--header {item!r} must look like NAME:VALUE (e.g. 'X-Frame-Options: DENY')")
+                raise ValueError(
+                    f"--header {item!r} must look like NAME:VALUE (e.g. 'X-Frame-Options: DENY')"
+                )
             pairs.append((name.strip(), value.strip()))
         return tuple(pairs)
 

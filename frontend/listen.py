@@ -54,19 +54,12 @@ def open_listener(
     uds: str | None = None,
     uds_mode: int | None = None,
     fd: int | None = None,
-    inherited: socket.socket | None = None,
     reuse_port: bool = False,
 ) -> Listener:
     """A bound, non-blocking stream socket. Raises ListenError.
 
-    ``inherited``: a bound socket from ``zasgi run`` (which binds the port once for all
-    its front ends); ``reuse_port``: bind host:port with SO_REUSEPORT beside other front ends.
-    """
-    if inherited is not None:
-        if inherited.type != socket.SOCK_STREAM or not inherited.getsockname():
-            raise ListenError(f"cannot listen on inherited socket {inherited.fileno()}: not a bound stream socket")
-        inherited.setblocking(False)
-        return Listener(sock=inherited, where=f"inherited socket {inherited.fileno()}")
+    ``reuse_port``: bind host:port with SO_REUSEPORT, beside other front ends (server.py says
+    what that does not guarantee)."""
     if fd is None and uds is None:
         fd = systemd_fd()
     if fd is not None:
@@ -74,6 +67,14 @@ def open_listener(
     if uds is not None:
         return _unix(uds, uds_mode)
     return Listener(sock=_tcp(host, port, reuse_port), where=_host_port(host, port))
+
+
+def inherited(sock: socket.socket) -> Listener:
+    """A bound socket from our parent, to listen on (create_server calls listen again: harmless)."""
+    if sock.type != socket.SOCK_STREAM or not sock.getsockname():
+        raise ListenError(f"inherited socket {sock.fileno()} is not a bound stream socket")
+    sock.setblocking(False)
+    return Listener(sock=sock, where=f"inherited socket {sock.fileno()}")
 
 
 def systemd_fd() -> int | None:
@@ -95,7 +96,9 @@ def _tcp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {_host_port(host, port)}: --host {host!r}: {exc.strerror}") from None
+        raise ListenError(
+            f"cannot listen on {_host_port(host, port)}: --host {host!r}: {exc.strerror}"
+        ) from None
     family, kind, proto, _, addr = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -150,7 +153,11 @@ def _from_fd(fd: int) -> socket.socket:
         sock = socket.socket(fileno=fd)
     except OSError as exc:
         raise ListenError(f"cannot listen on fd {fd}: {exc.strerror or exc}") from None
-    if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+    if sock.type != socket.SOCK_STREAM or sock.family not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+        socket.AF_UNIX,
+    ):
         sock.detach()
         raise ListenError(f"cannot listen on fd {fd}: not a TCP or Unix stream socket")
     sock.setblocking(False)

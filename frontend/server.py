@@ -58,7 +58,7 @@ from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
-from .listen import open_listener
+from .listen import inherited, open_listener
 from .retire import FrontendLifecycle, FrontendPhase
 from .services import Services
 from .tls import server_context
@@ -115,8 +115,11 @@ async def serve(
         http = HttpServer(config, services)
         listener = None
         try:
-            listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
-                                     fd=config.fd, inherited=sock, reuse_port=reuse_port)  # fmt: skip
+            if sock is not None:
+                listener = inherited(sock)
+            else:
+                listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
+                                         fd=config.fd, reuse_port=reuse_port)  # fmt: skip
             await http.start(listener.sock, ssl_context, config.backlog)
             url = listener.url("https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)

@@ -131,9 +131,10 @@ class HeaderField(click.ParamType):
         return str(value).strip()
 
 
-# Plain int/float where frontend/config.py validates (its messages name the setting);
-# ranges only where nothing else checks.
+# Bounds here too (frontend/config.py checks them again for callers without a command line): a
+# value out of range is refused by click naming the option, or by the TOML loader naming the file.
 _Int = click.IntRange
+_Float = click.FloatRange
 
 OPTIONS: tuple[Option, ...] = (
     # ---- where it listens
@@ -169,44 +170,45 @@ OPTIONS: tuple[Option, ...] = (
     # ---- response fields the front end adds (each only when the app did not send it)
     Option(("--server-header/--no-server-header",), True, help="Send 'Server: zasgi' (no version)."),
     Option(("--date-header/--no-date-header",), True, help="Send a Date field."),
-    Option(("--header",), None, HeaderField(), help="Add this field to every response, as NAME:VALUE (repeatable; "
-           "env: one per line).", shown_default="none", extra={"multiple": True}),
+    Option(("--header",), None, HeaderField(),
+           help="Add this field to every response, as NAME:VALUE (repeatable; env: one per line).",
+           shown_default="none", extra={"multiple": True}),
     # ---- admin endpoint
     Option(("--admin/--no-admin",), True, help="Serve /healthz /readyz /metrics /workers."),
     Option(("--admin-host",), "127.0.0.1", help="Admin endpoint address."),
     Option(("--admin-port",), None, _Int(0, 65535), "Admin endpoint port; 0: any free port.",
            shown_default="9000; any free port with --port 0"),
     # ---- waiting for a worker (frontend/codel.py says how the three times interact)
-    Option(("--queue-size",), None, int, "Requests that may wait for a worker; more get 503 at once.",
+    Option(("--queue-size",), None, _Int(0), "Requests that may wait for a worker; more get 503 at once.",
            shown_default="no bound but connections"),
-    Option(("--queue-timeout",), 10.0, float,
+    Option(("--queue-timeout",), 10.0, _Float(0, min_open=True),
            "Seconds a request waits for a worker before 503, at most."),
-    Option(("--queue-target",), 0.25, float,
+    Option(("--queue-target",), 0.25, _Float(0),
            "Queueing delay target (CoDel): past it the queue serves newest first, and standing above it "
            "for --queue-interval it refuses (503) every request waiting longer. "
            "0: off (FIFO, --queue-timeout)."),
-    Option(("--queue-interval",), 2.0, float,
+    Option(("--queue-interval",), 2.0, _Float(0, min_open=True),
            "Seconds the queue may stay above --queue-target (a burst draining) before it sheds."),
     # ---- the backend link's timing and sizes
-    Option(("--heartbeat-ms",), 1000, int, "Milliseconds between heartbeats to and from each worker."),
-    Option(("--liveness",), 3, int, "Silent heartbeats before a worker is gone."),
-    Option(("--timeout-worker-blocked",), 0.0, click.FloatRange(0),
+    Option(("--heartbeat-ms",), 1000, _Int(1), "Milliseconds between heartbeats to and from each worker."),
+    Option(("--liveness",), 3, _Int(2), "Silent heartbeats before a worker is gone."),
+    Option(("--timeout-worker-blocked",), 0.0, _Float(0),
            "Seconds a worker's event loop may stay blocked (a synchronous call in async code) before its "
            "requests get 504 and it is replaced; 0: never, the front end waits for it."),
-    Option(("--window-bytes",), 2 * MIB, int,
+    Option(("--window-bytes",), 2 * MIB, _Int(1),
            "Response window per stream: what one response may have in flight from its worker."),
-    Option(("--max-payload-bytes",), 64 * MIB, int,
+    Option(("--max-payload-bytes",), 64 * MIB, _Int(1),
            "Largest payload a worker may send in one event; a bigger one ends that worker's link."),
     # ---- HTTP limits
-    Option(("--limit-max-line-size",), 16 * KIB, int, "Request line bytes."),
-    Option(("--limit-max-header-size",), 16 * KIB, int, "Bytes per header field."),
-    Option(("--limit-max-headers",), 100, int, "Header fields per request."),
-    Option(("--limit-max-body-size",), None, int, "Request body bytes.", shown_default="unlimited"),
-    Option(("--timeout-keep-alive",), 5.0, float, "Idle keep-alive seconds."),
-    Option(("--timeout-request-header",), 10.0, float,
+    Option(("--limit-max-line-size",), 16 * KIB, _Int(1), "Request line bytes."),
+    Option(("--limit-max-header-size",), 16 * KIB, _Int(1), "Bytes per header field."),
+    Option(("--limit-max-headers",), 100, _Int(1), "Header fields per request."),
+    Option(("--limit-max-body-size",), None, _Int(0), "Request body bytes.", shown_default="unlimited"),
+    Option(("--timeout-keep-alive",), 5.0, _Float(0, min_open=True), "Idle keep-alive seconds."),
+    Option(("--timeout-request-header",), 10.0, _Float(0, min_open=True),
            "Seconds a request's head (and a TLS handshake) may take to arrive (slowloris); "
            "then 408 and close."),
-    Option(("--limit-concurrency",), None, int,
+    Option(("--limit-concurrency",), None, _Int(1),
            "Client connections served at once; beyond it each gets 503 + Retry-After.",
            shown_default="no limit"),
     # ---- TLS
@@ -223,19 +225,19 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--forwarded-allow-ips",), "127.0.0.1",
            help="Comma-separated proxy addresses or networks whose proxy headers are trusted; '*' for all."),
     # ---- WebSocket
-    Option(("--ws-max-size",), 16 * MIB, int,
+    Option(("--ws-max-size",), 16 * MIB, _Int(1),
            "Largest WebSocket message (bytes); a bigger one closes the connection with 1009."),
-    Option(("--ws-ping-interval",), 20.0, float, "WebSocket ping seconds; 0: off."),
-    Option(("--ws-ping-timeout",), 20.0, float,
+    Option(("--ws-ping-interval",), 20.0, _Float(0), "WebSocket ping seconds; 0: off."),
+    Option(("--ws-ping-timeout",), 20.0, _Float(0, min_open=True),
            "Seconds without a pong before a WebSocket is dropped."),
     Option(("--ws-per-message-deflate/--no-ws-per-message-deflate",), True,
            help="Offer permessage-deflate compression to WebSocket clients."),
     # ---- process
-    Option(("--shutdown-timeout", "--timeout-graceful-shutdown"), 30.0, float,
+    Option(("--shutdown-timeout", "--timeout-graceful-shutdown"), 30.0, _Float(0, min_open=True),
            "Seconds in-flight requests get on SIGTERM.", run=Run.WORKER),
-    Option(("--ready-fd",), None, int, "Also write the ready line to this fd, then close it.",
+    Option(("--ready-fd",), None, _Int(0), "Also write the ready line to this fd, then close it.",
            run=Run.INTERNAL),
-    Option(("--parent-fd",), None, int, "Shut down when this fd becomes readable (parent died).",
+    Option(("--parent-fd",), None, _Int(0), "Shut down when this fd becomes readable (parent died).",
            run=Run.INTERNAL),
 )  # fmt: skip
 

@@ -51,7 +51,12 @@ def json_line(message: str, *, level: str = "info", logger: str = "zasgi") -> st
 
 
 def configure(
-    level: str, log_format: str, text_format: str, *, log_config: str | None = None, stream: TextIO | None = None
+    level: str,
+    log_format: str,
+    text_format: str,
+    *,
+    log_config: str | None = None,
+    stream: TextIO | None = None,
 ) -> logging.Handler | None:
     """The root logger: the operator's ``log_config``, or one handler on ``stream`` (stderr) in
     ``log_format``; returns that handler (None with a log config). Raises LogConfigError."""

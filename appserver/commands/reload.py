@@ -19,11 +19,21 @@ POLL_S = 0.1
 
 
 @click.command("reload")
-@click.option("--pid-file", default=None, envvar="ZASGI_PID_FILE", type=click.Path(dir_okay=False),
-              show_envvar=True, help="The pid file given to `zasgi run` / `zasgi appserver`.")
-@click.option("--wait/--no-wait", default=True, show_default=True,
-              help="Wait for the outcome: exit 0 once every worker is replaced, 1 with the reason if "
-                   "the reload failed (the old workers keep serving).")
+@click.option(
+    "--pid-file",
+    default=None,
+    envvar="ZASGI_PID_FILE",
+    type=click.Path(dir_okay=False),
+    show_envvar=True,
+    help="The pid file given to `zasgi run` / `zasgi appserver`.",
+)
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the outcome: exit 0 once every worker is replaced, 1 with the reason if "
+    "the reload failed (the old workers keep serving).",
+)
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds --wait waits for the outcome.")  # fmt: skip
 def command(pid_file: str | None, wait: bool, timeout: float) -> None:

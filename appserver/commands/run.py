@@ -7,6 +7,7 @@ as given; --log-level and --timeout-graceful-shutdown are the workers' too.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
@@ -28,9 +29,7 @@ _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default
         for opt in fo.where(fo.Run.OWN)]  # fmt: skip
 
 
-@click.command(
-    "run", params=[*options.worker_params(), *_OWN, *options.frontend_params(fo.Run.FORWARD)]
-)
+@click.command("run", params=[*options.worker_params(), *_OWN, *options.frontend_params(fo.Run.FORWARD)])
 def command(app: str, host: str, port: int, root_path: str, backend: str | None, **opts: Any) -> None:
     """Serve APP ('module:attribute') with one front end and N workers on this machine."""
     process.setup_logging(opts["log_level"], opts["log_format"], opts["log_config"])
@@ -39,6 +38,7 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     if backend is None:
         private = _private_socket()
         backend = f"ipc://{private}"
+    _check_backend(backend, opts["insecure"])
     fds = _listen_fds(opts)
     config = options.worker_config(app, (backend,), **opts)
     frontend_argv = ["--host", host, "--port", str(port), "--backend", backend, "--root-path", root_path,
@@ -49,7 +49,11 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     reload = options.reload_config(opts)
     pool = options.pool_config(opts)
     supervisor = Supervisor(
-        config=config, pool=pool, frontend_argv=frontend_argv, frontend_env=_frontend_env(), reload=reload,
+        config=config,
+        pool=pool,
+        frontend_argv=frontend_argv,
+        frontend_env=_frontend_env(),
+        reload=reload,
         frontend_fds=fds,
     )
     workers = opts["workers"]
@@ -91,6 +95,25 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's: alive
         return True
     return True
+
+
+def _check_backend(backend: str, insecure: bool | None) -> None:
+    """run's workers hold no CurveZMQ keys (they are its own children): a backend others can reach
+    is unencrypted, so it must be asked for, with the remedy run has (not the split's keys)."""
+    scheme, _, rest = backend.partition("://")
+    host = rest.rpartition(":")[0].strip("[]")
+    if scheme != "tcp" or insecure or host == "localhost":
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise click.UsageError(
+        f"--backend {backend} is not a loopback address, and zasgi run's workers use no CurveZMQ keys: "
+        "leave --backend out (a private ipc:// socket), use tcp://127.0.0.1:PORT, or pass --insecure "
+        "to expose it unencrypted (for encryption, run `zasgi frontend` and `zasgi appserver` with keys)"
+    )
 
 
 def _listen_fds(opts: dict[str, Any]) -> tuple[int, ...]:

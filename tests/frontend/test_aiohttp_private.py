@@ -44,7 +44,16 @@ PRIVATE_NAMES = [
     ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, response.py: the parsed request head"),
     ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_requests.py, parse_errors.py"),
     ("aiohttp.http", "HttpVersion11", "frontend/http1.py, http_requests.py, response.py, parse_errors.py, ws_bridge.py"),
-    ("aiohttp.web_response", "SERVER_SOFTWARE", "frontend/server.py: the Server field of WebSocket handshakes"),
+    (
+        "aiohttp.web_response",
+        "SERVER_SOFTWARE",
+        "frontend/server.py: the Server field of WebSocket handshakes",
+    ),
+    (
+        "aiohttp.web_request",
+        "BaseRequest._prepare_hook",
+        "frontend/upgrade.py: response fields of handshakes",
+    ),
     ("aiohttp.http", "WebSocketError", "frontend/ws_bridge.py: close codes of a failed WebSocket read"),
     ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),

@@ -161,7 +161,9 @@ def test_general_head_framing() -> None:
 def test_no_content_type_is_made_up() -> None:
     """A response without Content-Type gets none (before: application/octet-stream)."""
     whole = http1.whole_head(HttpVersion11, 200, [], b"abc", RID, True)
-    general = http1.head(HttpVersion11, "GET", 200, [], RID, keep_alive=True, whole_length=None, trailers=False)
+    general = http1.head(
+        HttpVersion11, "GET", 200, [], RID, keep_alive=True, whole_length=None, trailers=False
+    )
     for data in (whole, general.data):
         assert data is not None and b"content-type" not in data.lower()
     assert b"\r\nServer: zasgi\r\n" in whole  # and no aiohttp/Python versions

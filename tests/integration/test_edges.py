@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -42,8 +43,16 @@ def test_response_fields_default_and_configured(tmp_path: Path) -> None:
         assert "date" in resp.headers
     finally:
         proc.kill_tree()
-    proc, url = _run(tmp_path, "--no-server-header", "--no-date-header", "--header", "X-Frame-Options: DENY",
-                     "--header", "X-Two:2", name="run2")  # fmt: skip
+    proc, url = _run(
+        tmp_path,
+        "--no-server-header",
+        "--no-date-header",
+        "--header",
+        "X-Frame-Options: DENY",
+        "--header",
+        "X-Two:2",
+        name="run2",
+    )
     try:
         resp = httpx.get(url + "/NOTHING", timeout=30)
         assert "server" not in resp.headers and "date" not in resp.headers
@@ -61,8 +70,12 @@ def test_bad_header_option_is_one_line(tmp_path: Path) -> None:
 def test_env_file_reaches_the_app_and_set_variables_win(tmp_path: Path) -> None:
     env_file = tmp_path / "app.env"
     env_file.write_text('GREETING="hello from .env"\nZASGI_EDGE_SET=from-file\n')
-    proc = Proc("run", zasgi("run", ENV_APP, "--port", "0", "--admin-port", "0", "--env-file", str(env_file)),
-                tmp_path, env={"ZASGI_EDGE_SET": "from-env"})  # fmt: skip
+    proc = Proc(
+        "run",
+        zasgi("run", ENV_APP, "--port", "0", "--admin-port", "0", "--env-file", str(env_file)),
+        tmp_path,
+        env={"ZASGI_EDGE_SET": "from-env"},
+    )
     try:
         url = proc.wait_for(READY_RUN, 60).group(1)
         assert httpx.get(url + "/GREETING", timeout=30).text == "hello from .env"
@@ -74,7 +87,9 @@ def test_env_file_reaches_the_app_and_set_variables_win(tmp_path: Path) -> None:
 
 
 def test_json_logs_on_every_stream(tmp_path: Path) -> None:
-    proc = Proc("run", zasgi("run", ENV_APP, "--port", "0", "--admin-port", "0", "--log-format", "json"), tmp_path)
+    proc = Proc(
+        "run", zasgi("run", ENV_APP, "--port", "0", "--admin-port", "0", "--log-format", "json"), tmp_path
+    )
     try:
         first = proc.wait_for(r'"message":"zasgi running on (http://[^ ]+) ', 60)
         assert httpx.get(first.group(1) + "/X", timeout=30).status_code == 200
@@ -95,18 +110,37 @@ def test_json_logs_on_every_stream(tmp_path: Path) -> None:
 
 def test_json_log_of_an_import_error_has_the_traceback_as_a_field(tmp_path: Path) -> None:
     app_dir = _bad_app(tmp_path)
-    proc = Proc("run", zasgi("run", "badmod:app", "--app-dir", str(app_dir), "--port", "0", "--admin-port", "0",
-                             "--log-format", "json"), tmp_path)  # fmt: skip
+    proc = Proc(
+        "run",
+        zasgi(
+            "run",
+            "badmod:app",
+            "--app-dir",
+            str(app_dir),
+            "--port",
+            "0",
+            "--admin-port",
+            "0",
+            "--log-format",
+            "json",
+        ),
+        tmp_path,
+    )
     assert proc.wait_exit(60) == 4
     (record,) = [json.loads(line) for line in proc.log().splitlines() if "cannot load app" in line]
-    assert record["message"] == "cannot load app: error importing 'badmod': ZeroDivisionError: division by zero"
+    assert (
+        record["message"] == "cannot load app: error importing 'badmod': ZeroDivisionError: division by zero"
+    )
     assert 'badmod.py", line 4, in boom' in record["exc"]
 
 
 def test_import_error_shows_where_at_the_default_level(tmp_path: Path) -> None:
     app_dir = _bad_app(tmp_path)
-    proc = Proc("run", zasgi("run", "badmod:app", "--app-dir", str(app_dir), "--port", "0", "--admin-port", "0"),
-                tmp_path)  # fmt: skip
+    proc = Proc(
+        "run",
+        zasgi("run", "badmod:app", "--app-dir", str(app_dir), "--port", "0", "--admin-port", "0"),
+        tmp_path,
+    )
     assert proc.wait_exit(60) == 4
     log = proc.log()
     assert re.search(r'File ".*badmod\.py", line 6, in <module>\n +boom\(\)', log), log
@@ -117,14 +151,24 @@ def test_import_error_shows_where_at_the_default_level(tmp_path: Path) -> None:
 def test_log_config_file_takes_every_process(tmp_path: Path) -> None:
     out = tmp_path / "all.log"
     config = tmp_path / "logging.json"
-    config.write_text(json.dumps({
-        "version": 1, "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": "%(name)s|%(message)s"}},
-        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(out), "formatter": "plain"}},
-        "root": {"level": "INFO", "handlers": ["file"]},
-    }))  # fmt: skip
-    proc = Proc("run", zasgi("run", ENV_APP, "--port", "0", "--admin-port", "0", "--log-config", str(config)),
-                tmp_path)  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "formatters": {"plain": {"format": "%(name)s|%(message)s"}},
+                "handlers": {
+                    "file": {"class": "logging.FileHandler", "filename": str(out), "formatter": "plain"}
+                },
+                "root": {"level": "INFO", "handlers": ["file"]},
+            }
+        )
+    )
+    proc = Proc(
+        "run",
+        zasgi("run", ENV_APP, "--port", "0", "--admin-port", "0", "--log-config", str(config)),
+        tmp_path,
+    )
     try:
         url = proc.wait_for(READY_RUN, 60).group(1)
         assert httpx.get(url + "/X", timeout=30).status_code == 200
@@ -140,7 +184,9 @@ def test_log_config_file_takes_every_process(tmp_path: Path) -> None:
     ("name", "text", "needle"),
     [("bad.json", "{", "Expecting property name"), ("bad.ini", "[loggers]\nkeys=root\n", "formatters")],
 )
-def test_bad_log_config_is_one_line_naming_the_file(tmp_path: Path, name: str, text: str, needle: str) -> None:
+def test_bad_log_config_is_one_line_naming_the_file(
+    tmp_path: Path, name: str, text: str, needle: str
+) -> None:
     path = tmp_path / name
     path.write_text(text)
     proc = Proc("run", zasgi("run", ENV_APP, "--log-config", str(path)), tmp_path)
@@ -160,18 +206,35 @@ def test_reload_waits_for_the_outcome_and_fails_with_its_reason(tmp_path: Path) 
     proc, url = _run(tmp_path, "--app-dir", str(app_dir), "--pid-file", str(pid_file), app="relapp:app")
     try:
         module.write_text(good + "\n1 / 0\n")  # the new code cannot be imported
-        done = subprocess.run(zasgi("reload", "--pid-file", str(pid_file)), capture_output=True, text=True,
-                              timeout=120, cwd=REPO)  # fmt: skip
+        done = subprocess.run(
+            zasgi("reload", "--pid-file", str(pid_file)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         assert done.returncode == 1, (done.stdout, done.stderr)
-        assert done.stderr.startswith(f"zasgi reload: reload failed (pid {proc.pid}): new worker exited with code 4")
+        assert done.stderr.startswith(
+            f"zasgi reload: reload failed (pid {proc.pid}): new worker exited with code 4"
+        )
         assert "the old workers keep serving" in done.stderr
         assert httpx.get(url + "/X", timeout=30).status_code == 200  # and they do
         module.write_text(good)
-        done = subprocess.run(zasgi("reload", "--pid-file", str(pid_file)), capture_output=True, text=True,
-                              timeout=120, cwd=REPO)  # fmt: skip
+        done = subprocess.run(
+            zasgi("reload", "--pid-file", str(pid_file)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         assert done.returncode == 0 and "reload complete" in done.stdout, (done.stdout, done.stderr)
-        done = subprocess.run(zasgi("reload", "--no-wait", "--pid-file", str(pid_file)), capture_output=True,
-                              text=True, timeout=120, cwd=REPO)  # fmt: skip
+        done = subprocess.run(
+            zasgi("reload", "--no-wait", "--pid-file", str(pid_file)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         assert done.returncode == 0 and f"SIGHUP sent to pid {proc.pid}" in done.stdout
     finally:
         proc.kill_tree()
@@ -204,8 +267,11 @@ def test_a_worker_over_max_worker_rss_is_replaced_losing_no_request(tmp_path: Pa
         loader.start()
         try:
             assert httpx.get(url + "/grow", timeout=60).text == first  # now ~240 MiB resident
-            proc.wait_for(rf"worker 0 \(pid {first}\) uses \d+ MiB, over --max-worker-rss 150 MiB; "
-                          r"starting its replacement \(1 replaced for memory so far\)", 60)  # fmt: skip
+            proc.wait_for(
+                rf"worker 0 \(pid {first}\) uses \d+ MiB, over --max-worker-rss 150 MiB; "
+                r"starting its replacement \(1 replaced for memory so far\)",
+                60,
+            )
             proc.wait_for(rf"worker 0 \(pid \d+\) ready \(max-worker-rss\); pid {first} drains", 60)
             deadline = time.monotonic() + 30
             while httpx.get(url + "/", timeout=30).text == first and time.monotonic() < deadline:
@@ -222,7 +288,8 @@ def test_a_worker_over_max_worker_rss_is_replaced_losing_no_request(tmp_path: Pa
 def _bad_app(tmp_path: Path) -> Path:
     app_dir = tmp_path / "app"
     app_dir.mkdir()
-    (app_dir / "badmod.py").write_text(textwrap.dedent("""\
+    (app_dir / "badmod.py").write_text(
+        textwrap.dedent("""\
         x = 1
 
         def boom():
@@ -230,5 +297,50 @@ def _bad_app(tmp_path: Path) -> Path:
 
         boom()
         app = None
-    """))
+    """)
+    )
     return app_dir
+
+
+def test_websocket_handshakes_follow_the_same_field_policy(tmp_path: Path) -> None:
+    from websockets.sync.client import connect
+
+    def handshake(url: str) -> Any:
+        with connect(url.replace("http://", "ws://") + "/ws/echo", open_timeout=30) as ws:
+            ws.send("hi")
+            assert ws.recv(timeout=30) == "hi"
+            return ws.response.headers
+
+    proc, url = _run(tmp_path, app="tests.apps.probe:app")
+    try:
+        headers = handshake(url)
+        assert headers["Server"] == "zasgi" and "Date" in headers  # not Python/aiohttp versions
+    finally:
+        proc.kill_tree()
+    proc, url = _run(tmp_path, "--no-server-header", "--no-date-header", "--header", "X-Frame-Options: DENY",
+                     app="tests.apps.probe:app", name="run2")  # fmt: skip
+    try:
+        headers = handshake(url)
+        assert "Server" not in headers and "Date" not in headers and headers["X-Frame-Options"] == "DENY"
+    finally:
+        proc.kill_tree()
+
+
+def test_under_reload_a_broken_import_shows_where(tmp_path: Path) -> None:
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    module = app_dir / "relapp.py"
+    good = (REPO / "tests" / "apps" / "envecho.py").read_text()
+    module.write_text(good)
+    proc, url = _run(tmp_path, "--app-dir", str(app_dir), "--reload", app="relapp:app")
+    try:
+        lines = good.count("\n")
+        module.write_text(good + "\n\ndef boom():\n    return {}['missing']\n\n\nboom()\n")
+        proc.wait_for(r"reload failed: new worker exited with code 4", 60)
+        log = proc.log()
+        assert re.search(rf'File ".*relapp\.py", line {lines + 7}, in <module>\n +boom\(\)', log), log
+        assert re.search(rf'File ".*relapp\.py", line {lines + 4}, in boom', log), log
+        assert "KeyError: 'missing'" in log
+        assert httpx.get(url + "/X", timeout=30).status_code == 200  # the old workers serve on
+    finally:
+        proc.kill_tree()

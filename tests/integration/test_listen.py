@@ -4,6 +4,7 @@ file removed at exit, a crashed run's at the next start."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -25,10 +26,22 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 def _frontend(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "frontend", "--backend", f"ipc://{tempfile.mkdtemp(prefix='zl-')}/b.sock",
-         "--admin-port", "0", *args],
-        capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, **(env or {})},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "frontend",
+            "--backend",
+            f"ipc://{tempfile.mkdtemp(prefix='zl-')}/b.sock",
+            "--admin-port",
+            "0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_line(done: subprocess.CompletedProcess[str]) -> str:
@@ -88,7 +101,9 @@ def test_a_stale_unix_socket_file_is_replaced_a_live_one_is_not(tmp_path: Path) 
         fe.wait_for(READY_FRONTEND.replace("http://", "http\\+unix://"), 60)
         done = _frontend("--uds", path)  # a second front end on the same, live, socket
         assert done.returncode == 3
-        assert _one_line(done) == f"frontend: error: cannot listen on unix socket {path}: Address already in use"
+        assert (
+            _one_line(done) == f"frontend: error: cannot listen on unix socket {path}: Address already in use"
+        )
     finally:
         fe.kill_tree()
 
@@ -99,10 +114,24 @@ def test_an_inherited_fd(tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     with open(tmp_path / "fe.log", "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "frontend", "--fd", str(sock.fileno()), "--admin-port", "0",
-             "--backend", f"ipc://{tmp_path}/b.sock", "--backlog", "7"],
-            pass_fds=(sock.fileno(),), stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "frontend",
+                "--fd",
+                str(sock.fileno()),
+                "--admin-port",
+                "0",
+                "--backend",
+                f"ipc://{tmp_path}/b.sock",
+                "--backlog",
+                "7",
+            ],
+            pass_fds=(sock.fileno(),),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     sock.close()
     try:
         _wait_line(tmp_path / "fe.log", rf"zasgi-ready frontend http://127\.0\.0\.1:{port} ")
@@ -121,11 +150,18 @@ def test_systemd_socket_activation(tmp_path: Path) -> None:
     port = sock.getsockname()[1]
     # As systemd does it: the socket at fd 3, LISTEN_PID the front end's own pid (exec keeps it).
     argv = [sys.executable, "-m", "frontend", "--admin-port", "0", "--backend", f"ipc://{tmp_path}/b.sock"]
-    script = (f"import os; os.dup2({sock.fileno()}, 3); "
-              f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execv({argv[0]!r}, {argv!r})")
+    script = (
+        f"import os; os.dup2({sock.fileno()}, 3); "
+        f"os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); os.execv({argv[0]!r}, {argv!r})"
+    )
     with open(tmp_path / "fe.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", script], pass_fds=(sock.fileno(),), stdout=log,
-                                stderr=subprocess.STDOUT, cwd=REPO)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            pass_fds=(sock.fileno(),),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
     sock.close()
     try:
         _wait_line(tmp_path / "fe.log", rf"zasgi-ready frontend http://127\.0\.0\.1:{port} ")
@@ -159,3 +195,43 @@ def _wait_line(path: Path, pattern: str, timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"{pattern!r} not in {path}:\n{path.read_text(errors='replace')[-4000:]}")
+
+
+def test_a_bind_error_under_json_logs_is_a_json_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = Proc("run", zasgi("run", "tests.apps.probe:app", "--port", str(port), "--log-format", "json"),
+                    tmp_path)  # fmt: skip
+        assert proc.wait_exit(60) == 3
+    records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]  # every line is JSON
+    wanted = f"frontend: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert any(r["message"] == wanted and r["level"] == "error" for r in records), records
+
+
+def test_run_on_an_inherited_fd(tmp_path: Path) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    argv = zasgi("run", "examples.hello:app", "--fd", str(sock.fileno()), "--admin-port", "0")
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            pass_fds=(sock.fileno(),),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    sock.close()
+    try:
+        _wait_line(tmp_path / "run.log", rf"zasgi running on http://127\.0\.0\.1:{port} ")
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+    finally:
+        proc.terminate()  # the supervisor stops its front end and workers
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
