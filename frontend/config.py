@@ -165,8 +165,8 @@ class Queue:
 class Heartbeat:
     interval_ms: int = _d("heartbeat_ms")
     liveness: int = _d("liveness")  # silent intervals before a worker is gone (zguide: 3..5)
-    # A worker whose event loop stays blocked this long (its PULSE says so, Rule 9a) is evicted: its
-    # streams get 504 and it is told to exit (EVICT); None: never, it is waited for.
+    # A worker whose event loop stays blocked this long (its PULSE says so, Rule 9b) is evicted: its
+    # blocking request gets 504 and it is told to exit (EVICT); None: never, it is waited for.
     blocked_timeout_s: float | None = _d("timeout_worker_blocked") or None
 
     def __post_init__(self) -> None:

@@ -194,7 +194,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--liveness",), 3, _Int(2), "Silent heartbeats before a worker is gone."),
     Option(("--timeout-worker-blocked",), 0.0, _Float(0),
            "Seconds a worker's event loop may stay blocked (a synchronous call in async code) before its "
-           "requests get 504 and it is replaced; 0: never, the front end waits for it."),
+           "blocking request gets 504 and the worker is replaced; 0: never, the front end waits for it."),
     Option(("--window-bytes",), 2 * MIB, _Int(1),
            "Response window per stream: what one response may have in flight from its worker."),
     Option(("--max-payload-bytes",), 64 * MIB, _Int(1),

@@ -98,6 +98,10 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--max-lingering"], default=None, type=click.IntRange(0), envvar="ZASGI_MAX_LINGERING",
                      help="Replaced workers lingering for their sessions at once; past it the oldest close "
                           "theirs (1012) [default: 4 x --workers]."),
+        click.Option(["--warn-blocked-loop"], default=0.5, show_default=True, type=click.FloatRange(0),
+                     envvar="ZASGI_WARN_BLOCKED_LOOP",
+                     help="Seconds a worker's event loop may be blocked (a synchronous call in async code) "
+                          "before one warning names the request and the blocking line; 0: never."),
         log_level_option(),
         fo.BY_NAME["log_format"].click_option(),
         fo.BY_NAME["log_config"].click_option(),
