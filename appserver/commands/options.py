@@ -106,10 +106,6 @@ def worker_params() -> list[click.Parameter]:
         fo.BY_NAME["log_format"].click_option(),
         fo.BY_NAME["log_config"].click_option(),
         sched_batch_option(),
-        click.Option(["--warn-blocked-loop", "warn_blocked_loop"], default=0.5, show_default=True,
-                     type=click.FloatRange(0), envvar="ZASGI_WARN_BLOCKED_LOOP",
-                     help="Seconds a worker's event loop may be blocked (a synchronous call in async code) "
-                          "before one warning names the request and the blocking line; 0: never."),
         click.Option(["--max-requests", "--limit-max-requests"], default=0, show_default=True,
                      type=click.IntRange(0), envvar="ZASGI_MAX_REQUESTS",
                      help="Replace a worker (new one first) after this many HTTP requests; 0 = never."),
