@@ -115,7 +115,7 @@ TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
     ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
     ConnPhase.CLOSED: frozenset(),
 }
-_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase  # (hot path)
+_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase  # (hot-path rule 1: tests/benchmarks/README.md)
 
 
 class IllegalTransition(RuntimeError):
@@ -171,7 +171,7 @@ class Connection(BaseProtocol):
     __slots__ = (
         "_shared", "_queue", "_current", "_phase", "_gate", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_addresses", "_lingering", "tls",
+        "_upgrade_tail", "_addresses", "_lingering", "tls", "paused",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -199,7 +199,8 @@ class Connection(BaseProtocol):
         self._upgrade_tail = b""  # (UPGRADING) the bytes after the upgrade request
         self._addresses: tuple[Any, Any] | None = None
         self._lingering: Any = None  # (LINGERING) the unread body being dropped before the close
-        self.tls: Any = None  # the bridge's per-connection cache of the TLS extension
+        self.tls: Any = None  # the request path's per-connection cache of the TLS extension
+        self.paused = False  # (pause_writing) a writer should ``drain`` before the next request
 
     # ------------------------------------------------------------ lifecycle
 
@@ -245,10 +246,13 @@ class Connection(BaseProtocol):
             pair = self._addresses = addresses(self.transport)
         return pair
 
-    @property
-    def paused(self) -> bool:
-        """The transport's buffer is over its high-water mark: a writer should ``drain``."""
-        return self._paused
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused = True  # the transport's buffer is over its high-water mark: writers ``drain``
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
 
     @property
     def phase(self) -> ConnPhase:
