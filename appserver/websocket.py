@@ -51,9 +51,7 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-
-from wire import ProtocolViolation, ReceiveWindow, ResetCode, WsState, WsTracker, cost
-from wire import codec
+from wire import ProtocolViolation, ReceiveWindow, ResetCode, WsState, WsTracker, codec, cost
 from wire import events as ev
 from wire.scope import HANDOFF_EXTENSION, websocket_scope
 

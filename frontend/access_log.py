@@ -46,9 +46,9 @@ from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 
 if TYPE_CHECKING:
-    from .response import ResponseWriter
     from .metrics import Metrics
     from .pool import WorkerRecord
+    from .response import ResponseWriter
 
 ACCESS_LOGGER = "zasgi.access"
 _Key: Any = getattr(web, "RequestKey", lambda name, kind: name)  # typed keys from aiohttp 3.12 on

@@ -61,8 +61,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from enum import Enum
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs
@@ -115,7 +115,8 @@ TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
     ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
     ConnPhase.CLOSED: frozenset(),
 }
-_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase  # (hot-path rule 1: tests/benchmarks/README.md)
+# (hot-path rule 1: tests/benchmarks/README.md)
+_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase
 
 
 class IllegalTransition(RuntimeError):
@@ -298,7 +299,7 @@ class Connection(BaseProtocol):
     def data_received(self, data: bytes) -> None:
         phase = self._phase
         if phase is not _READING:
-            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
+            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, in the upgrade's turn
                 self._upgrade_tail += data
                 if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
                     self._pause_reading_for_buffer()
@@ -308,7 +309,9 @@ class Connection(BaseProtocol):
         if self.transport is None:
             return
         timing = self._head_timer is not None
-        starting = bool(data) and not timing and self._current is None and not self._queue and phase is _READING
+        starting = (
+            bool(data) and not timing and self._current is None and not self._queue and phase is _READING
+        )
         if starting:
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
@@ -380,7 +383,8 @@ class Connection(BaseProtocol):
                 parser = self._parser
                 if parser is not None:
                     parser.message_consumed()
-                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and self._phase is not _UPGRADING:
+                unpaused = self._phase is not _UPGRADING
+                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and unpaused:
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
                         self._resume_reading_for_buffer()

@@ -51,6 +51,8 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class Phase(Enum):
+    moves: tuple[Phase, ...]  # where it may go: TRANSITIONS as a tuple (hot-path rule 7), set below
+
     QUEUED = "queued"  # waiting for a worker slot
     DISPATCHED = "dispatched"  # REQUEST sent, nothing written to the client yet
     RESPONDING = "responding"  # the status line went to the client
@@ -72,7 +74,7 @@ class IllegalTransition(RuntimeError):
 
 
 for _phase, _moves in TRANSITIONS.items():  # the table as tuples on the members (hot-path rule 7)
-    _phase.moves = tuple(_moves)  # type: ignore[attr-defined]
+    _phase.moves = tuple(_moves)
 _QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase  # (hot-path rule 1: tests/benchmarks/README.md)
 _RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
 _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED

@@ -48,8 +48,9 @@ def _server(config: FrontendConfig, dispatcher: Dispatcher) -> HttpServer:
     try:
         from frontend.listener import Listener
     except ImportError:  # a checkout before issue 15
-        from frontend.access_log import AccessLog
         from frontend.http_bridge import HttpBridge  # type: ignore[import-not-found]
+
+        from frontend.access_log import AccessLog
 
         bridge = HttpBridge(config, dispatcher)
         return HttpServer(config, bridge, AccessLog(bridge.metrics, enabled=False))  # type: ignore[call-arg]

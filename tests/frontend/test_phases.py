@@ -19,7 +19,8 @@ FRONTEND = Path(connection.__file__).parent
 TABLES = [
     (connection.ConnPhase, connection.TRANSITIONS, connection.ConnPhase.READING,
      {connection.ConnPhase.CLOSED}, "connection.py", r"\._phase = "),
-    (stream.Phase, stream.TRANSITIONS, stream.Phase.QUEUED, {stream.Phase.FAILED}, "stream.py", r"\.phase = "),
+    (stream.Phase, stream.TRANSITIONS, stream.Phase.QUEUED, {stream.Phase.FAILED}, "stream.py",
+     r"\.phase = "),
     (ws_stream.WsPhase, ws_stream.TRANSITIONS, ws_stream.WsPhase.QUEUED,
      {ws_stream.WsPhase.DONE, ws_stream.WsPhase.FAILED}, "ws_stream.py", r"\.phase = "),
 ]  # fmt: skip
@@ -28,7 +29,12 @@ IDS = [t[0].__name__ for t in TABLES]
 
 @pytest.mark.parametrize(("phases", "table", "first", "terminal", "owner", "write"), TABLES, ids=IDS)
 def test_table_is_complete_and_every_phase_reachable(
-    phases: type[Enum], table: dict[Any, frozenset[Any]], first: Any, terminal: set[Any], owner: str, write: str
+    phases: type[Enum],
+    table: dict[Any, frozenset[Any]],
+    first: Any,
+    terminal: set[Any],
+    owner: str,
+    write: str,
 ) -> None:
     assert set(table) == set(phases)
     seen, todo = {first}, [first]
