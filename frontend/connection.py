@@ -59,13 +59,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import hdrs
 from aiohttp._http_parser import HttpRequestParser
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
@@ -78,9 +76,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import HttpLimits
+from .gate import Gate
 from .parse_errors import ParseError, error, status_of
 from .request_head import addresses
 from .response import ResponseWriter
+from .upgrade import is_websocket, request_bytes
 
 if TYPE_CHECKING:
     from .access_log import AccessLog
@@ -121,32 +121,6 @@ _READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = Co
 
 class IllegalTransition(RuntimeError):
     pass
-
-
-@dataclass
-class Gate:
-    """Connections admitted under ``--limit-concurrency`` (None: no limit)."""
-
-    limit: int | None
-    open: int = 0
-    refused: int = 0  # since the last log line: a flood of connections logs once a second
-    _logged_at: float = 0.0
-
-    def admit(self) -> bool:
-        if self.limit is not None and self.open >= self.limit:
-            self.refused += 1
-            now = time.monotonic()
-            if now - self._logged_at >= 1.0:
-                log.warning(
-                    "over --limit-concurrency %d: %d connection(s) answered 503", self.limit, self.refused
-                )
-                self._logged_at, self.refused = now, 0
-            return False
-        self.open += 1
-        return True
-
-    def release(self) -> None:
-        self.open -= 1
 
 
 @dataclass(eq=False)
@@ -396,7 +370,7 @@ class Connection(BaseProtocol):
                     self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
                 self._current = writer
-                if self._phase is _UPGRADING and not self._queue and _is_websocket(message):
+                if self._phase is _UPGRADING and not self._queue and is_websocket(message):
                     self._hand_over(writer)
                     return
                 self._shared.requests.start(writer)
@@ -476,7 +450,7 @@ class Connection(BaseProtocol):
             self._answer_and_close(error(400, message.version))
             return
         transport = self.transport
-        data = _request_head(message) + self._upgrade_tail
+        data = request_bytes(message) + self._upgrade_tail
         self._upgrade_tail = b""
         self._current = None
         self._cancel_timers()
@@ -528,26 +502,6 @@ class Connection(BaseProtocol):
         )  # fmt: skip
         self._to(_FAILED)
         self._answer_and_close(error(408))
-
-
-def _is_websocket(message: Any) -> bool:
-    return (
-        message.method == "GET"
-        and message.version >= (1, 1)
-        and message.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
-    )
-
-
-def _request_head(message: Any) -> bytes:
-    """The request's head as the client sent it (raw target, raw header bytes), for aiohttp to parse."""
-    version = message.version
-    lines = [
-        b"%s %s HTTP/%d.%d\r\n"
-        % (message.method.encode(), message.path.encode("utf-8", "surrogateescape"), version[0], version[1])
-    ]
-    lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
-    lines.append(b"\r\n")
-    return b"".join(lines)
 
 
 def _peer(transport: Any) -> str:

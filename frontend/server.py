@@ -32,8 +32,9 @@ import zmq
 from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
-from .connection import Connection, Gate, Shared
+from .connection import Connection, Shared
 from .dispatch import Dispatcher
+from .gate import Gate
 from .listener import Listener
 from .tls import server_context
 from .upgrade import Upgrades

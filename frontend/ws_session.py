@@ -40,7 +40,7 @@ from .config import WebSocket as WebSocketSettings
 from .responses import describe_failure, str_headers
 from .ws_stream import ABNORMAL, WsLocal, WsPhase, WsStream
 
-log = logging.getLogger("frontend.ws_bridge")  # (the session's lines under the bridge's name, as before)
+log = logging.getLogger(__name__)
 
 CLOSE_TIMEOUT_S = 5.0  # how long a close waits for the client's close frame
 GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RESTART = (

@@ -50,9 +50,9 @@ PRIVATE_NAMES = [
     ),
     ("aiohttp.http", "SERVER_SOFTWARE", "frontend/http1.py: the Server header"),
     ("aiohttp.http", "WebSocketError", "frontend/ws_session.py: close codes of a failed WebSocket read"),
-    ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
+    ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/parse_errors.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
-    ("aiohttp.http_exceptions", "LineTooLong", "frontend/connection.py: 414/431"),
+    ("aiohttp.http_exceptions", "LineTooLong", "frontend/parse_errors.py: 414/431"),
     ("aiohttp.log", "ws_logger", "frontend/ws_bridge.py: a filter for a per-connection warning"),
     (
         "aiohttp.streams",
