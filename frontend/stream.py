@@ -51,8 +51,6 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class Phase(Enum):
-    moves: tuple[Phase, ...]  # where it may go: TRANSITIONS as a tuple (hot-path rule 7), set below
-
     QUEUED = "queued"  # waiting for a worker slot
     DISPATCHED = "dispatched"  # REQUEST sent, nothing written to the client yet
     RESPONDING = "responding"  # the status line went to the client
@@ -73,8 +71,6 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-for _phase, _moves in TRANSITIONS.items():  # the table as tuples on the members (hot-path rule 7)
-    _phase.moves = tuple(_moves)
 _QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase  # (hot-path rule 1: tests/benchmarks/README.md)
 _RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
 _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
@@ -133,6 +129,9 @@ class HttpStream:
         """Open the stream on ``worker`` (which holds a slot for it) and send REQUEST. ``first``: the
         request path awaits the first worker event (or ``Local`` marker) without a task: it goes to
         ``HttpRequests.first_event``, from the dispatcher's callback; the rest queue."""
+        phase = self.phase
+        if phase is not _QUEUED and phase is not _DISPATCHED:  # TRANSITIONS, inline (hot-path rule 7)
+            self._illegal(_DISPATCHED)
         dispatcher = self._dispatcher
         upload = self.upload
         self.worker = worker
@@ -144,8 +143,6 @@ class HttpStream:
         body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
         request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
         self.request_half = RequestTracker(request)
-        if _DISPATCHED not in self.phase.moves:  # (the checked move, inline: the hot path)
-            self._illegal(_DISPATCHED)
         self.phase = _DISPATCHED
         self._first = first
         dispatcher.post(request, worker)
@@ -163,7 +160,8 @@ class HttpStream:
 
     def done(self) -> None:
         """The whole response went to the client."""
-        if _DONE not in self.phase.moves:  # (the checked move, inline: the hot path)
+        phase = self.phase
+        if phase is not _DISPATCHED and phase is not _RESPONDING:  # TRANSITIONS, inline (hot-path rule 7)
             self._illegal(_DONE)
         self.phase = _DONE
 
@@ -173,7 +171,7 @@ class HttpStream:
             self._to(_FAILED)
 
     def _to(self, phase: Phase) -> None:
-        if phase not in self.phase.moves:
+        if phase not in TRANSITIONS[self.phase]:
             self._illegal(phase)
         self.phase = phase
 

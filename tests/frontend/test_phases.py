@@ -103,3 +103,22 @@ def test_connection_moves() -> None:
     assert c.phase is connection.ConnPhase.FAILED
     c._to(connection.ConnPhase.CLOSED)
     assert c.phase is connection.ConnPhase.CLOSED
+
+
+@pytest.mark.parametrize("phase", list(stream.Phase))
+def test_the_inline_checked_moves_agree_with_the_table(phase: stream.Phase) -> None:
+    """dispatch() and done() check their move without the table (hot-path rule 7): the same answer."""
+    for move, target in ((stream.HttpStream.dispatch, stream.Phase.DISPATCHED),
+                         (stream.HttpStream.done, stream.Phase.DONE)):  # fmt: skip
+        s = object.__new__(stream.HttpStream)
+        s.stream_id, s.phase = 1, phase
+        args = (None, False) if move is stream.HttpStream.dispatch else ()
+        legal = target in stream.TRANSITIONS[phase]
+        try:
+            move(s, *args)  # type: ignore[operator]
+        except stream.IllegalTransition:
+            assert not legal, (phase, target)
+        except AttributeError:  # past the check: the rest needs a real stream
+            assert legal, (phase, target)
+        else:
+            assert legal and s.phase is target, (phase, target)
