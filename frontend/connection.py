@@ -40,6 +40,9 @@ wait parsed; then the socket is paused until half of them are answered.
   unread bytes would reset it, possibly before the client read the answer).
 * Shutdown (``stop``): an idle connection closes at once; a busy one after
   its current response (queued pipelined requests are dropped, as aiohttp).
+* Retirement (``retire``; retire.py: a successor front end serves the port):
+  nothing closes early. The next response says ``connection: close`` and the
+  connection closes after it; an idle one closes at its keep-alive timeout.
 
 What the connection does with the bytes it reads is one phase (``ConnPhase``,
 ``TRANSITIONS``, written only by ``_to``):
@@ -52,7 +55,8 @@ What the connection does with the bytes it reads is one phase (``ConnPhase``,
        └──> CLOSED (from every phase: the transport is gone)
 
 Within READING, idle / reading a head / busy follow from ``_current``,
-``_queue`` and the head timer. ``_in_next`` is a re-entry guard, not a phase.
+``_queue`` and the head timer; ``_retiring`` (retire.py) is a mode of READING
+and STOPPING (each response closes after it). ``_in_next`` is a re-entry guard.
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ class Shared:
     upgrades: Upgrades  # WebSocket upgrades: aiohttp takes the transport
     connections: set[Connection] = field(default_factory=set)
     stopping: bool = False
+    retiring: bool = False  # a successor serves the port: every response says connection: close
 
 
 # What the access log shows for a request the parser refused (aiohttp's server logged its own).
@@ -146,7 +151,7 @@ class Connection(BaseProtocol):
     __slots__ = (
         "_shared", "_queue", "_current", "_phase", "_gate", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_addresses", "_lingering", "tls", "paused",
+        "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls", "paused",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -164,6 +169,7 @@ class Connection(BaseProtocol):
         self._current: ResponseWriter | None = None
         self._phase = _READING
         self._gate: Gate | None = None  # the --limit-concurrency gate whose slot we hold
+        self._retiring = False  # answer what comes with connection: close; idle: the keep-alive timeout
         self._in_next = False
         self._keepalive_s = limits.keepalive_timeout_s
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -187,6 +193,7 @@ class Connection(BaseProtocol):
         self._shared.connections.add(self)
         if self._shared.stopping:  # accepted as shutdown began: closed at once
             self._to(_STOPPING)
+        self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
         self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -248,6 +255,15 @@ class Connection(BaseProtocol):
             self._close()
         elif current.status == 0:
             current.keep_alive = False  # its response will say connection: close
+
+    def retire(self) -> None:
+        """A successor serves the port: the next response says connection: close (the current one
+        too if not started); an idle connection stays until its keep-alive timeout, because closing
+        it now would race the request the client may be sending on it."""
+        self._retiring = True
+        current = self._current
+        if current is not None and current.status == 0:
+            current.keep_alive = False
 
     def force_close(self) -> None:
         self._close()
@@ -366,6 +382,8 @@ class Connection(BaseProtocol):
                     self._refuse(ResponseWriter(self, _UNPARSED, EMPTY_PAYLOAD), error(message.status))
                     return
                 writer = ResponseWriter(self, message, payload)
+                if self._retiring:
+                    writer.keep_alive = False  # its response says connection: close
                 if self._gate is None:  # over --limit-concurrency
                     self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return

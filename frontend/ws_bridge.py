@@ -25,7 +25,8 @@ queue timeout) and ``WsStream.resume``s the session there, while the pump goes
 on reading the client into the stream's held messages (bounded). No worker in
 time, or a refused resume retried out: the client is closed with 1012.
 
-On front-end shutdown ``going_away`` closes both sides with 1001.
+On front-end shutdown ``going_away`` closes both sides with 1001; a retired front
+end's (a successor serves the port, retire.py) with 1012 at the end of its grace.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from .parse_errors import error_response
 from .request_head import RequestHeads, addresses
 from .responses import describe_failure, str_headers
 from .slots import NoCapacity
-from .ws_session import GOING_AWAY, client_socket, run
+from .ws_session import GOING_AWAY, SERVICE_RESTART, client_socket, run
 from .ws_stream import WsLocal, WsStream
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,12 @@ class WsBridge:
     def open_count(self) -> int:
         return len(self._streams)
 
-    def going_away(self) -> None:
-        """Front-end shutdown: close every WebSocket with 1001 and refuse new ones."""
+    def going_away(self, restart: bool = False) -> None:
+        """Front-end shutdown: close every WebSocket with 1001 and refuse new ones; ``restart``
+        (a retired front end, retire.py): with 1012, so clients reconnect to its successor."""
         self._closing = True
         for stream in list(self._streams):
-            stream.going_away()
+            stream.going_away(restart)
 
     async def handle_upgrade(self, request: web.BaseRequest) -> Any:
         """aiohttp's handler for a connection handed over with a WebSocket upgrade (upgrade.py)."""
@@ -150,8 +152,8 @@ class WsBridge:
             if kind is ev.WsClose:
                 stream.done()
                 return error_response(403, close=True)
-            if item is WsLocal.GOING_AWAY:
-                stream.close(GOING_AWAY)
+            if item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
+                stream.close(GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART)
                 return error_response(503, retry_after_s=1, close=True)
             if not stream.can_replay(item):
                 return _failure(stream, item)

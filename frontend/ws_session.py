@@ -19,7 +19,8 @@ client, transport error or ping timeout WS_CLOSE(1006); an oversize message
 closes the client with 1009 and tells the worker 1009. The worker's WS_CLOSE
 closes the client with that code; RESET, a lost worker or an illegal event
 closes it with 1011 (1012 if the worker was draining, or a handoff found no
-worker). On front-end shutdown the client gets 1001.
+worker). On front-end shutdown the client gets 1001 (1012 from a retired front
+end, retire.py).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RE
 )  # fmt: skip
 _NOT_IN_A_CLOSE_FRAME = frozenset({1004, 1005, 1006, 1015})  # RFC 6455 §7.4.1: reserved
 _MAX_REASON_BYTES = 123  # a control frame's payload is 125 bytes: the code takes 2
-_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY)  # what ends a handed-off session for good
+# what ends a handed-off session for good
+_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY, WsLocal.RESTARTING)
 # The handshake is ours to write: the worker's headers may not override it.
 _HANDSHAKE_HEADERS = frozenset(
     {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol"}
@@ -142,9 +144,9 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
         return
     if kind is ev.WsClose:
         code, reason = item.code, item.reason
-    elif item is WsLocal.GOING_AWAY:
-        code = GOING_AWAY
-        stream.close(GOING_AWAY)
+    elif item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
+        code = GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART
+        stream.close(code)
     elif kind is ev.WsHandoff or item is WsLocal.WORKER_LOST_DRAINING:  # no "handoff" agreed
         code = SERVICE_RESTART
     elif kind is ev.Reset and item.code == ResetCode.REFUSED:  # resumes refused more than MAX_REPLAYS times
