@@ -43,13 +43,13 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 
+from wire import logsetup
 
 from . import logctx
 from .admission import Admission
@@ -60,7 +60,7 @@ from .discovery import FrontendSet
 from .lifecycle import Lifecycle, WorkerPhase
 from .lifespan import Lifespan, LifespanFailure
 from .limiter import LimiterSettings
-from .loader import AppLoadError, load_app
+from .loader import AppLoadError, app_traceback, load_app
 from .loopclock import LoopClock
 from .pulse import Pulse
 
@@ -72,10 +72,11 @@ LINGER_POLL_S = 1.0  # a lingering one, whether a front end's sessions all ended
 LOG_FORMAT = logctx.FORMAT  # "[REQUEST-ID] " before a message logged for a request
 
 
-def configure_logging(level: str) -> None:
-    """Plain stderr logging, for a spawned child whose parent's setup did not carry over."""
+def configure_logging(level: str, log_format: str = "text", log_config: str | None = None) -> None:
+    """Stderr logging (text or JSON) or the operator's --log-config, for a spawned child whose
+    parent's setup did not carry over."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+        logsetup.configure(level, log_format, LOG_FORMAT, log_config=log_config)
         logctx.install()
 
 
@@ -95,7 +96,7 @@ def run_worker(
     ``served``: a shared counter (``multiprocessing.RawValue``) of finished HTTP
     requests, read by the supervisor for --max-requests; None counts nothing.
     """
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format, config.log_config)
     try:
         import uvloop
 
@@ -191,9 +192,12 @@ class Worker:
                 app_dir=self.config.app_dir,
                 factory=self.config.factory,
                 interface=self.config.interface,
+                wsgi_threads=self.config.wsgi_threads,
             )
         except AppLoadError as exc:
-            log.error("cannot load app: %s", exc)
+            where = app_traceback(exc).rstrip()  # the app's frames, at every level: the fix is there
+            tail = "\n" + where if where and self.config.log_format != "json" else ""  # json: a field
+            log.error("cannot load app: %s%s", exc, tail, extra={"traceback": where})
             log.debug("app load failure", exc_info=exc.__cause__)
             return EXIT_APP_LOAD
         lifespan = Lifespan(app, mode=self.config.lifespan, state=self.state)  # type: ignore[arg-type]

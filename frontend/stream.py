@@ -6,11 +6,13 @@ events are validated against ``wire.states`` trackers on arrival and put in a
 small inbox (a deque); the request's handler task awaits ``next()``, which
 parks on one future only when the inbox is empty. Local failures travel the
 same way as ``Local`` markers, so the handler alone decides what the client
-sees (http_bridge): replay, an error status, or an aborted connection.
+sees (http_requests): replay, an error status, or an aborted connection.
 
 Two views of the same stream, each an explicit state:
-* ``phase`` (``Phase``): what the *client* has seen. QUEUED -> DISPATCHED ->
-  RESPONDING -> DONE | FAILED.
+* ``phase`` (``Phase``, ``TRANSITIONS``): what the *client* has seen.
+  QUEUED -> DISPATCHED -> RESPONDING -> DONE | FAILED; written only here, by
+  ``dispatch``/``responding``/``done``/``fail`` (the request path and the
+  response writer call them), each move checked against the table.
 * the wire: ``request_half``/``response`` trackers, plus ``worker``, which is
   None when the stream is closed on the wire (or not yet open). A stream whose
   client is done but whose worker is still answering (after DISCONNECT) stays
@@ -32,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from .replay import may_replay, poison_message
 from .upload import BodyTooLarge, NoBody, Upload
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher
+    from .http_requests import HttpRequests
     from .pool import WorkerRecord
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,20 @@ class Phase(Enum):
     FAILED = "failed"
 
 
-# Enum members as module globals for the hot path: in 3.11 EnumType defines __getattr__, which
-# makes every ``Phase.DONE`` a Python-level attribute lookup (~0.07 µs; a global: ~0.01).
-_QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.DISPATCHED, Phase.FAILED}),
+    Phase.DISPATCHED: frozenset({Phase.DISPATCHED, Phase.RESPONDING, Phase.DONE, Phase.FAILED}),  # (a replay)
+    Phase.RESPONDING: frozenset({Phase.DONE, Phase.FAILED}),
+    Phase.DONE: frozenset({Phase.FAILED}),  # a bug of ours after the response: the stream still ends
+    Phase.FAILED: frozenset({Phase.FAILED}),  # failures race (client gone, worker lost): the first wins
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+_QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase  # (hot path: see tests/benchmarks/README.md)
 _RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
 _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
 
@@ -84,16 +96,17 @@ class HttpStream:
     websocket = False  # holds an HTTP slot (dispatch.Stream)
     __slots__ = (
         "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
-        "undelivered", "lost_on", "on_first", "exchange", "_dispatcher", "_head", "_ext", "_idempotent", "_inbox",
-        "_waiter", "_pump",
+        "undelivered", "lost_on", "writer", "_requests", "_first", "_dispatcher", "_head", "_ext", "_idempotent",
+        "_inbox", "_waiter", "_pump",
     )  # fmt: skip
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        requests: HttpRequests,
         head: tuple[Any, ...],  # REQUEST's fields from method to server, in wire order
         ext: dict[str, Any],
         upload: Upload | NoBody,
+        writer: Any,  # where its response goes (response.ResponseWriter)
     ) -> None:
         self.stream_id = 0
         self.worker: WorkerRecord | None = None
@@ -107,18 +120,16 @@ class HttpStream:
         self.request_half: RequestTracker | None = None
         self.response = ResponseTracker()
         self.recv: ReceiveWindow | None = None
-        self._dispatcher = dispatcher
+        self.writer = writer
+        self._requests = requests
+        self._first = False  # ``first_event``: the request path awaits the first event without a task
+        self._dispatcher = requests.dispatcher
         self._head = head
         self._ext = ext
         self._idempotent = head[0] in IDEMPOTENT
         self._inbox: deque[Any] | None = None  # made by the first ``queue`` (the task path only)
         self._waiter: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
-        # Set by a handler with no task waiting (http_bridge): the first worker event or Local
-        # marker goes to ``on_first(stream, item)``, from the dispatcher's callback, instead of
-        # the inbox; ``exchange`` is that handler's request (unset by ``finish``).
-        self.on_first: Callable[[HttpStream, Any], None] | None = None
-        self.exchange: Any = None
 
     # ------------------------------------------------------ handler side
 
@@ -135,10 +146,38 @@ class HttpStream:
         body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
         request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
         self.request_half = RequestTracker(request)
-        self.phase = _DISPATCHED
+        self._to(_DISPATCHED)
         dispatcher.post(request, worker)
         if more:  # (the rest of the body, as the window allows)
             upload.flush()
+
+    def first_event(self) -> None:
+        """The request path awaits the first worker event (or ``Local`` marker) without a task:
+        it goes to ``HttpRequests.first_event``, from the dispatcher's callback; the rest queue."""
+        self._first = True
+
+    def cancel(self) -> None:
+        """The client went away while the request path awaited the first event (no task to cancel)."""
+        self._first = False
+        self._requests.lost(self)
+
+    def responding(self) -> None:
+        """The status line went to the client."""
+        self._to(_RESPONDING)
+
+    def done(self) -> None:
+        """The whole response went to the client."""
+        self._to(_DONE)
+
+    def fail(self) -> None:
+        """The client will get no (more) response: gone, refused, or cut short."""
+        if self.phase is not _FAILED:
+            self._to(_FAILED)
+
+    def _to(self, phase: Phase) -> None:
+        if phase not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"stream {self.stream_id}: {self.phase.name} -> {phase.name}")
+        self.phase = phase
 
     def start_pump(self, write_continue: Any) -> None:
         if self.upload.needs_pump and self._pump is None:
@@ -182,11 +221,6 @@ class HttpStream:
             self._dispatcher.post(ev.Reset(self.stream_id, code, reason), self.worker)
             self._detach()
 
-    def client_gone(self) -> None:
-        """The client went away (not an error): DISCONNECT, then linger or close."""
-        self.phase = _FAILED
-        self.finish()
-
     def finish(self) -> None:
         """The handler is done with the stream; close it on the wire once the worker is."""
         if self._pump is not None:
@@ -200,8 +234,9 @@ class HttpStream:
             # collector's next pass (measured: GC 4.8 -> 0.6 µs per request).
             upload.send = _no_send
         if self.phase is not _DONE and self.phase is not _FAILED:
-            self.phase = _FAILED
-        self.on_first = self.exchange = None
+            self._to(_FAILED)
+        self._first = False
+        self.writer = None
         if self.worker is None:
             return
         half = self.request_half
@@ -326,10 +361,9 @@ class HttpStream:
                 self.upload.hold()
 
     def _push(self, item: Any) -> None:
-        on_first = self.on_first
-        if on_first is not None:
-            self.on_first = None  # only the first: the rest queue for whoever takes over
-            on_first(self, item)
+        if self._first:
+            self._first = False  # only the first: the rest queue for whoever takes over
+            self._requests.first_event(self, item)
             return
         self.queue(item)
 

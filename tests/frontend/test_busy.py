@@ -80,16 +80,23 @@ async def test_busy_worker_is_ready_again_when_its_loop_runs(
     fe = await start_frontend()
     w = await worker_for(fe, features=FEATURES)
     pulser = await worker_for(fe, hello=False)
-    pulser.send(ev.Pulse(0, routing_id(w), 900, 0, "", "", ""))
-    await logged(caplog, f"worker {w.worker_id} is busy")
-    async with httpx.AsyncClient(timeout=10) as client:
-        pending = asyncio.ensure_future(client.get(fe.url + "/"))
-        with pytest.raises(TimeoutError):
-            await w.request(timeout=0.3)  # busy: the request waits in the queue
-        pulser.send(ev.Pulse(0, routing_id(w), 0, 950, "", "", ""))
-        req = await w.request()
-        w.respond(req.stream_id, 200)
-        assert (await pending).status_code == 200
+    # Pulses keep coming all along, as a real worker's pulse thread sends them; the first one travels a
+    # fresh connection of its own, so nothing is asked of the worker before the front end saw it busy.
+    beats = asyncio.ensure_future(pulse_for(w, pulser, 30, stalled_ms=900))
+    try:
+        await logged(caplog, f"worker {w.worker_id} is busy")
+        async with httpx.AsyncClient(timeout=10) as client:
+            pending = asyncio.ensure_future(client.get(fe.url + "/"))
+            with pytest.raises(TimeoutError):
+                await w.request(timeout=0.3)  # busy: the request waits in the queue
+            beats.cancel()
+            pulser.send(ev.Pulse(0, routing_id(w), 0, 950, "", "", ""))  # it runs again
+            beats = asyncio.ensure_future(pulse_for(w, pulser, 30, stalled_ms=0))
+            req = await w.request()
+            w.respond(req.stream_id, 200)
+            assert (await pending).status_code == 200
+    finally:
+        beats.cancel()
 
 
 async def test_pulse_stopping_too_is_lost(
