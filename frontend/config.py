@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from wire.curve import ServerKeys
 
+    from .h2_session import H2Limits
+
 KIB = 1024
 MIB = 1024 * KIB
 
@@ -226,6 +228,7 @@ class FrontendConfig:
     access_log: bool = True  # one line per request on the "zasgi.access" logger, if INFO is enabled
     log_format: str = "text"  # access log: "text" (combined) or "json" (one object per line)
     sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
+    http2: H2Limits | None = field(default_factory=lambda: _http2_defaults())  # None: HTTP/1.1 only
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -235,6 +238,12 @@ class FrontendConfig:
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         _positive("shutdown_timeout_s", self.shutdown_timeout_s)
+
+
+def _http2_defaults() -> H2Limits:
+    from .h2_session import H2Limits  # (h2 is imported only by a front end that serves it)
+
+    return H2Limits()
 
 
 def runtime_dir() -> str:

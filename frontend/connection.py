@@ -116,8 +116,12 @@ class Shared:
     start: Callable[[Exchange], None]  # the bridge takes a request: it calls Exchange.finish later
     finished: Callable[[Exchange], None]  # access log + metrics, once per answered request
     upgrade: Callable[[Any, bytes, bool], None]  # (transport, request bytes, admitted): to aiohttp
-    connections: set[Connection] = field(default_factory=set)
+    connections: set[Any] = field(default_factory=set)  # (HTTP/2's too: h2_connection)
     stopping: bool = False
+    # HTTP/2 (h2_connection.H2Shared.take_over(transport, bytes read, admitted)); None: HTTP/1 only.
+    # ``alpn``: the listener is TLS and offers "h2", so connection_made asks what was chosen.
+    h2: Callable[[Any, bytes, bool], None] | None = None
+    alpn: bool = False
 
 
 # What the access log shows for a request the parser refused (aiohttp's server logged its own).
@@ -179,6 +183,11 @@ class Connection(BaseProtocol):
         self._admitted = self._shared.gate.admit()
         self._shared.connections.add(self)
         self._stopping = self._shared.stopping  # accepted as shutdown began: closed at once
+        if self._shared.alpn:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+                self._to_h2(b"")
+                return
         self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -268,6 +277,9 @@ class Connection(BaseProtocol):
             and self._lingering is None
         )
         if starting:
+            if data[:4] == b"PRI " and self._shared.h2 is not None:  # HTTP/2's preface: h2c
+                self._to_h2(data)
+                return
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
             newline = data.find(b"\n")
@@ -435,6 +447,17 @@ class Connection(BaseProtocol):
             self._resume_transport_reading()
         self.transport = None  # ours no more: connection_lost goes to the new protocol
         self._shared.upgrade(transport, data, admitted)
+
+    def _to_h2(self, data: bytes) -> None:
+        """HTTP/2 (ALPN h2, or the h2c preface): h2_connection takes the transport and ``data``."""
+        transport = self.transport
+        self._failed = True  # nothing more for us
+        self._cancel_timers()
+        self._shared.connections.discard(self)
+        admitted, self._admitted = self._admitted, False  # the gate slot goes with the transport
+        self.transport = None  # ours no more: connection_lost goes to the new protocol
+        assert self._shared.h2 is not None
+        self._shared.h2(transport, data, admitted)
 
     # ------------------------------------------------------------ timers
 

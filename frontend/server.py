@@ -34,8 +34,10 @@ from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
+from .h2_connection import H2Shared
 from .http_bridge import HttpBridge
-from .tls import server_context
+from .proxy import TrustedProxies
+from .tls import TlsInfo, server_context
 from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,8 @@ async def serve(
     shutdown = shutdown if shutdown is not None else asyncio.Event()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
+    if ssl_context is not None and config.http2 is not None:
+        ssl_context.set_alpn_protocols(["h2", "http/1.1"])
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx)
     try:
@@ -68,7 +72,7 @@ async def serve(
         bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
         access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format)
         admin = Admin(config.admin, dispatcher, bridge.metrics)
-        http = HttpServer(config, bridge, access)
+        http = HttpServer(config, bridge, access, ssl_context, dispatcher)
         try:
             sock = _listen(config.host, config.port)
             await http.start(sock, ssl_context)
@@ -103,7 +107,14 @@ class HttpServer:
     it short); then WebSockets close with 1001, given what is left of the budget (at least
     ``WS_CLOSE_MIN_S`` for the closing handshakes); whatever is left is closed."""
 
-    def __init__(self, config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> None:
+    def __init__(
+        self,
+        config: FrontendConfig,
+        bridge: HttpBridge,
+        access: AccessLog,
+        ssl_context: ssl.SSLContext | None = None,
+        dispatcher: Dispatcher | None = None,  # (HTTP/2's streams need it; None: HTTP/1 only)
+    ) -> None:
         limits = config.http
         gate = Gate(limits.max_connections)
         self._bridge = bridge
@@ -123,6 +134,10 @@ class HttpServer:
             limits=limits, gate=gate, start=bridge.start, finished=access.exchange_finished,
             upgrade=self.upgrades.hand_over,
         )  # fmt: skip
+        self.h2 = _h2_shared(config, dispatcher, bridge, access, self.shared, ssl_context)
+        if self.h2 is not None:
+            self.shared.h2 = self.h2.take_over
+            self.shared.alpn = ssl_context is not None
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
@@ -147,9 +162,12 @@ class HttpServer:
         deadline = loop.time() + timeout_s
         self.stop_listening()
         self.shared.stopping = True
+        if self.h2 is not None:
+            self.h2.stopping = True
         for conn in list(self.shared.connections):
-            conn.stop()
-        if not await _unless_forced(self._bridge.wait_idle(timeout_s), force):
+            conn.stop()  # (an HTTP/2 connection: GOAWAY, then close once its streams are done)
+        idle = [self._bridge.wait_idle(timeout_s)] + ([self.h2.wait_idle(timeout_s)] if self.h2 else [])
+        if not await _unless_forced(asyncio.gather(*idle), force):
             self.close_all()
             return
         websocket = self._bridge.websocket
@@ -168,6 +186,28 @@ class HttpServer:
         for conn in list(self.shared.connections):
             conn.force_close()
         self.upgrades.close_all()
+
+
+def _h2_shared(
+    config: FrontendConfig,
+    dispatcher: Dispatcher | None,
+    bridge: HttpBridge,
+    access: AccessLog,
+    shared: Shared,
+    ssl_context: Any,
+) -> H2Shared | None:
+    """HTTP/2's per-listener state (h2_connection), None when --no-http2."""
+    if config.http2 is None or dispatcher is None:
+        return None
+    return H2Shared(
+        limits=config.http2, dispatcher=dispatcher, metrics=bridge.metrics,
+        finished=access.exchange_finished, connections=shared.connections, gate=shared.gate,
+        scheme="https" if ssl_context is not None else "http", root_path=config.root_path,
+        max_body_bytes=config.http.max_body_bytes, queue_timeout_s=config.queue.timeout_s,
+        keepalive_s=config.http.keepalive_timeout_s,
+        proxies=TrustedProxies(config.proxy.trusted) if config.proxy.enabled else None,
+        tls=TlsInfo(config.tls, ssl_context) if ssl_context is not None else None,
+    )  # fmt: skip
 
 
 async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:
