@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 
 from frontend import config as cfg
-from frontend.stream import MAX_REPLAYS
 from wire import events as ev
+from frontend.stream import MAX_REPLAYS
 from wire.events import ResetCode
 
 from .ws_helpers import RECEIVE_TIMEOUT_S, WS_FEATURES, connect, receive, ws_setup, ws_url
