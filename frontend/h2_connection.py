@@ -116,6 +116,7 @@ class H2Protocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = loop.time()
         self._paused_since = 0.0
+        self._flush_soon = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -169,7 +170,7 @@ class H2Protocol(asyncio.Protocol):
     def _finish(self) -> None:
         """Nothing left to do: the final GOAWAY, then close once it is written."""
         self.session.close()
-        self.flush()
+        self.write_now()
         if self.transport is not None:
             self.transport.close()
 
@@ -249,13 +250,22 @@ class H2Protocol(asyncio.Protocol):
             log.debug("HTTP/2 connection from %s ended: %s %s", _peer(self), name, ended.reason)
         else:
             log.warning("HTTP/2 connection from %s cut: GOAWAY %s (%s)", _peer(self), name, ended.reason)
-        self.flush()
+        self.write_now()
         if self.transport is not None:
             self.transport.close()  # after the GOAWAY is written
 
     # ------------------------------------------------------------ writing
 
     def flush(self) -> None:
+        """Write what the session has, once per loop iteration: the frames of every stream that
+        answered meanwhile leave in one write (a write per response cost ~30% of the front end
+        under h2load -m32)."""
+        if not self._flush_soon:
+            self._flush_soon = True
+            self._loop.call_soon(self.write_now)
+
+    def write_now(self) -> None:
+        self._flush_soon = False
         data = self.session.data_to_send()
         transport = self.transport
         if data and transport is not None and not transport.is_closing():

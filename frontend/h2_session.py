@@ -119,7 +119,12 @@ SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
 class H2Session:
     def __init__(self, limits: H2Limits | None = None) -> None:
         self.limits = limits = limits or H2Limits()
-        config = H2Configuration(client_side=False, header_encoding=None)
+        # Outbound headers are checked and lower-cased by clean_fields (one pass): h2's own outbound
+        # validation would walk them again per field. Inbound validation stays on: that is the client.
+        config = H2Configuration(
+            client_side=False, header_encoding=None,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+        )  # fmt: skip
         self._conn = conn = H2Connection(config)
         conn.local_settings = Settings(
             client=False,
