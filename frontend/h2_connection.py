@@ -35,6 +35,7 @@ from h2.errors import ErrorCodes
 
 from .connection import Gate
 from .h2_exchange import H2Exchange
+from .h2_metrics import H2Counts
 from .h2_session import (
     BodyReceived,
     ConnectionEnded,
@@ -77,6 +78,7 @@ class H2Shared:
     keepalive_s: float
     proxies: TrustedProxies | None = None
     tls: TlsInfo | None = None
+    counts: H2Counts = field(default_factory=H2Counts)  # (server.py registers it with /metrics)
     stopping: bool = False
     active: int = 0  # streams in flight on all HTTP/2 connections
     _idle: asyncio.Future[None] | None = field(default=None, repr=False)
@@ -126,6 +128,9 @@ class H2Protocol(asyncio.Protocol):
         self._admitted = admitted
         transport.set_protocol(self)
         self.shared.connections.add(self)
+        counts = self.shared.counts
+        counts.connections += 1
+        counts.connections_open += 1
         self.session.start()
         self._timer = self._loop.call_later(TICK_S, self._tick)
         if self.shared.stopping:
@@ -141,6 +146,7 @@ class H2Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
+        self.shared.counts.connections_open -= 1
         self.shared.connections.discard(self)
         if self._admitted:
             self._admitted = False
@@ -241,6 +247,7 @@ class H2Protocol(asyncio.Protocol):
             self.session.goaway()
             return
         ex = H2Exchange(self, opened)
+        self.shared.counts.streams += 1
         self._exchanges[opened.stream_id] = new[opened.stream_id] = ex
         self.shared.active += 1
 
@@ -250,6 +257,7 @@ class H2Protocol(asyncio.Protocol):
             log.debug("HTTP/2 connection from %s ended: %s %s", _peer(self), name, ended.reason)
         else:
             log.warning("HTTP/2 connection from %s cut: GOAWAY %s (%s)", _peer(self), name, ended.reason)
+            self.shared.counts.cut(name)
         self.write_now()
         if self.transport is not None:
             self.transport.close()  # after the GOAWAY is written

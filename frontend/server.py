@@ -199,7 +199,7 @@ def _h2_shared(
     """HTTP/2's per-listener state (h2_connection), None when --no-http2."""
     if config.http2 is None or dispatcher is None:
         return None
-    return H2Shared(
+    h2 = H2Shared(
         limits=config.http2, dispatcher=dispatcher, metrics=bridge.metrics,
         finished=access.exchange_finished, connections=shared.connections, gate=shared.gate,
         scheme="https" if ssl_context is not None else "http", root_path=config.root_path,
@@ -208,6 +208,8 @@ def _h2_shared(
         proxies=TrustedProxies(config.proxy.trusted) if config.proxy.enabled else None,
         tls=TlsInfo(config.tls, ssl_context) if ssl_context is not None else None,
     )  # fmt: skip
+    bridge.metrics.registry.register(h2.counts)
+    return h2
 
 
 async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:

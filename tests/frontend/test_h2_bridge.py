@@ -360,3 +360,35 @@ async def test_header_list_over_the_limit_cuts_the_connection(start_frontend: An
     assert _goaway(raw) == ErrorCodes.ENHANCE_YOUR_CALM
     raw.close()
     await _served(fe, w)
+
+
+async def test_metrics_count_http2_connections_streams_and_cuts(start_frontend: Any, worker_for: Any) -> None:
+    import socket
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from frontend import config as cfg
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        admin_port = s.getsockname()[1]
+    fe = await start_frontend(admin=cfg.Admin(port=admin_port))
+    w = await worker_for(fe)
+    await _served(fe, w)  # one connection, one stream
+    raw = await RawH2.open(fe.port)
+    for _ in range(300):
+        raw.conn.reset_stream(raw.request("/r"), ErrorCodes.CANCEL)
+    await raw.flush()
+    await raw.until(lambda events: _goaway(raw) is not None)
+    raw.close()
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{admin_port}/metrics")).text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("zasgi_http2_connections_total", ())] == 2
+    assert samples[("zasgi_http2_streams_total", ())] >= 1
+    assert samples[("zasgi_http2_goaway_total", (("code", "ENHANCE_YOUR_CALM"),))] == 1
+    assert samples[("zasgi_http_requests_total", (("status", "200"),))] >= 1
