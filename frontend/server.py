@@ -25,6 +25,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import zmq
@@ -199,8 +200,11 @@ def _h2_shared(
     """HTTP/2's per-listener state (h2_connection), None when --no-http2."""
     if config.http2 is None or dispatcher is None:
         return None
+    # One field / fields per request: the HTTP/1 limits (--limit-max-header-size, --limit-max-headers).
+    http = config.http
+    limits = replace(config.http2, max_field_bytes=http.max_field_bytes, max_headers=http.max_headers)
     h2 = H2Shared(
-        limits=config.http2, dispatcher=dispatcher, metrics=bridge.metrics,
+        limits=limits, dispatcher=dispatcher, metrics=bridge.metrics,
         finished=access.exchange_finished, connections=shared.connections, gate=shared.gate,
         scheme="https" if ssl_context is not None else "http", root_path=config.root_path,
         max_body_bytes=config.http.max_body_bytes, queue_timeout_s=config.queue.timeout_s,
