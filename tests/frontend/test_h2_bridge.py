@@ -392,3 +392,46 @@ async def test_metrics_count_http2_connections_streams_and_cuts(start_frontend: 
     assert samples[("zasgi_http2_streams_total", ())] >= 1
     assert samples[("zasgi_http2_goaway_total", (("code", "ENHANCE_YOUR_CALM"),))] == 1
     assert samples[("zasgi_http_requests_total", (("status", "200"),))] >= 1
+
+
+async def test_zero_window_client_is_reset_after_the_stall_timeout(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    from h2.settings import SettingCodes
+
+    from frontend.h2_session import H2Limits
+
+    fe = await start_frontend(http2=H2Limits(stall_timeout_s=1.0))
+    w = await worker_for(fe)
+    raw = await RawH2.open(fe.port)
+    raw.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 0})  # slowloris for HTTP/2: never reads
+    sid = raw.request("/big")
+    await raw.flush()
+    req = await w.request()
+    w.respond(req.stream_id, 200, (), b"x" * 1000, more_body=True)
+    disconnect = await w.expect(ev.Disconnect, timeout=10)  # the worker learns: that stream is over
+    assert disconnect.stream_id == req.stream_id
+    raw.conn.acknowledge_received_data = lambda *a: None  # (keep the window shut while reading)
+    await raw.until(lambda events: raw.of(h2e.StreamReset, sid))
+    assert raw.of(h2e.StreamReset, sid)[0].error_code == ErrorCodes.CANCEL
+    raw.close()
+    await _served(fe, w)
+
+
+async def test_stream_flood_beyond_the_queue_gets_503s(start_frontend: Any, worker_for: Any) -> None:
+    from frontend import config as cfg
+
+    fe = await start_frontend(queue=cfg.Queue(size=5, timeout_s=5.0))
+    w = await worker_for(fe, capacity=2)
+    raw = await RawH2.open(fe.port)
+    sids = [raw.request(f"/{i}") for i in range(60)]
+    await raw.flush()
+    await raw.until(lambda events: len(raw.of(h2e.ResponseReceived)) >= 60 - 7)  # 2 served + 5 queued
+    statuses = [dict(e.headers)[b":status"] for e in raw.of(h2e.ResponseReceived)]
+    assert statuses.count(b"503") >= 60 - 7
+    for _ in range(7):  # the admitted ones are still answered
+        req = await w.request()
+        w.respond(req.stream_id, 200, (), b"ok")
+    await raw.until(lambda events: len(raw.of(h2e.StreamEnded)) == 60)
+    assert len({e.stream_id for e in raw.of(h2e.StreamEnded)}) == len(sids)
+    raw.close()
