@@ -435,3 +435,45 @@ async def test_stream_flood_beyond_the_queue_gets_503s(start_frontend: Any, work
     await raw.until(lambda events: len(raw.of(h2e.StreamEnded)) == 60)
     assert len({e.stream_id for e in raw.of(h2e.StreamEnded)}) == len(sids)
     raw.close()
+
+
+def _flood(kind: str, raw: RawH2) -> bytes:
+    from hpack import Encoder
+    from hyperframe.frame import ContinuationFrame, DataFrame, HeadersFrame, PriorityFrame, SettingsFrame
+
+    block = Encoder().encode([(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/")])
+    if kind == "settings":
+        frames: list[Any] = [SettingsFrame(0, settings={4: 65535}) for _ in range(2000)]
+    elif kind == "continuation":  # CVE-2024-27316: a header block that never ends
+        frames = [HeadersFrame(1, block)] + [ContinuationFrame(1, b"") for _ in range(1000)]
+    elif kind == "empty-data":  # CVE-2019-9518
+        frames = [HeadersFrame(1, block, flags=["END_HEADERS"])] + [DataFrame(1, b"") for _ in range(1000)]
+    elif kind == "priority":  # CVE-2019-9513 family
+        frames = [PriorityFrame(1, depends_on=3, stream_weight=16) for _ in range(5000)]
+    else:  # too many streams: past SETTINGS_MAX_CONCURRENT_STREAMS (100)
+        frames = [HeadersFrame(2 * i + 1, block, flags=["END_HEADERS"]) for i in range(150)]
+    return b"".join(f.serialize() for f in frames)
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("settings", ErrorCodes.ENHANCE_YOUR_CALM),
+        ("continuation", ErrorCodes.PROTOCOL_ERROR),
+        ("empty-data", ErrorCodes.ENHANCE_YOUR_CALM),
+        ("priority", ErrorCodes.ENHANCE_YOUR_CALM),
+        ("streams", ErrorCodes.PROTOCOL_ERROR),
+    ],
+)
+async def test_floods_cut_that_connection_only(
+    start_frontend: Any, worker_for: Any, kind: str, code: int
+) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe, capacity=200)
+    raw = await RawH2.open(fe.port)
+    await raw.until(lambda events: raw.of(h2e.RemoteSettingsChanged))  # our SETTINGS first (and ACKed)
+    raw.send_raw(_flood(kind, raw))
+    await raw.until(lambda events: _goaway(raw) is not None)
+    assert _goaway(raw) == code
+    raw.close()
+    await _served(fe, w)
