@@ -41,6 +41,9 @@ wait parsed; then the socket is paused until half of them are answered.
   unread bytes would reset it, possibly before the client read the answer).
 * Shutdown (``stop``): an idle connection closes at once; a busy one after
   its current response (queued pipelined requests are dropped, as aiohttp).
+* Retirement (``retire``; retire.py: a successor front end serves the port):
+  nothing closes early. The next response says ``connection: close`` and the
+  connection closes after it; an idle one closes at its keep-alive timeout.
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ class Shared:
     upgrade: Callable[[Any, bytes, bool], None]  # (transport, request bytes, admitted): to aiohttp
     connections: set[Any] = field(default_factory=set)  # (HTTP/2's too: h2_connection)
     stopping: bool = False
+    retiring: bool = False  # a successor serves the port: every response says connection: close
     # HTTP/2 (h2_connection.H2Shared.take_over(transport, bytes read, admitted)); None: HTTP/1 only.
     # ``alpn``: the listener is TLS and offers "h2", so connection_made asks what was chosen.
     h2: Callable[[Any, bytes, bool], None] | None = None
@@ -143,7 +147,7 @@ class Connection(BaseProtocol):
     __slots__ = (
         "_shared", "_queue", "_current", "_admitted", "_failed", "_stopping", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_upgrading", "_addresses", "_lingering", "tls",
+        "_upgrade_tail", "_upgrading", "_addresses", "_lingering", "_retiring", "tls",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -162,6 +166,7 @@ class Connection(BaseProtocol):
         self._admitted = False
         self._failed = False  # the parser hit an error: nothing more is read
         self._stopping = False
+        self._retiring = False  # answer what comes with connection: close; idle: the keep-alive timeout
         self._in_next = False
         self._keepalive_s = limits.keepalive_timeout_s
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -183,6 +188,7 @@ class Connection(BaseProtocol):
         self._admitted = self._shared.gate.admit()
         self._shared.connections.add(self)
         self._stopping = self._shared.stopping  # accepted as shutdown began: closed at once
+        self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
         if self._shared.alpn:
             sslobj = transport.get_extra_info("ssl_object")
             if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
@@ -238,6 +244,15 @@ class Connection(BaseProtocol):
             self._close()
         elif current.status == 0:
             current.keep_alive = False  # its response will say connection: close
+
+    def retire(self) -> None:
+        """A successor serves the port: the next response says connection: close (the current one
+        too if not started); an idle connection stays until its keep-alive timeout, because closing
+        it now would race the request the client may be sending on it."""
+        self._retiring = True
+        current = self._current
+        if current is not None and current.status == 0:
+            current.keep_alive = False
 
     def force_close(self) -> None:
         self._close()
@@ -356,6 +371,8 @@ class Connection(BaseProtocol):
                     self._refuse(Exchange(self, _UNPARSED, EMPTY_PAYLOAD), http1.error(message.status))
                     return
                 exchange = Exchange(self, message, payload)
+                if self._retiring:
+                    exchange.keep_alive = False  # its response says connection: close
                 if not self._admitted:  # over --limit-concurrency
                     self._refuse(exchange, http1.error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return

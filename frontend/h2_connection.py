@@ -19,8 +19,10 @@ stream here. A timer each ``TICK_S`` resets streams stalled on the client's
 window (``H2Limits.stall_timeout_s``), aborts a connection whose socket stayed
 full as long, and closes one idle past the keep-alive timeout (GOAWAY first).
 
-Shutdown (``stop``): GOAWAY with the last stream id; streams in flight finish,
-later ones are refused; the connection closes when the last one is done.
+Shutdown (``stop``) and retirement (``retire``: a successor front end serves the
+port): GOAWAY with the last stream id; streams in flight finish, later ones are
+refused (REFUSED_STREAM: clients retry them on a new connection); the
+connection closes when the last one is done.
 """
 
 from __future__ import annotations
@@ -168,6 +170,10 @@ class H2Protocol(asyncio.Protocol):
         self.flush()
         if self.session.finished:
             self._finish()
+
+    def retire(self) -> None:
+        """A successor front end serves the port: GOAWAY sends the client's next streams there."""
+        self.stop()
 
     def force_close(self) -> None:
         if self.transport is not None:

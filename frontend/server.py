@@ -8,6 +8,26 @@ keep-alive connections at once, let in-flight requests finish (up to
 with 1001 once in-flight HTTP is done, then say BYE to the workers and close
 the backend.
 
+Retirement (retire.py; SIGUSR1 or the ``retire`` event: a successor front end
+already accepts on our port) is the other way out: stop accepting, answer
+what is in flight, let keep-alive connections end after their next response
+(``connection: close``) or at their keep-alive timeout, keep streams and
+WebSockets up to the shutdown timeout, then close WebSockets with 1012.
+
+Why stopping to accept loses nothing queued. The listening socket may be
+*inherited* (``sock``: ``zasgi run`` binds the port once and gives every front
+end of a slot, old and new, a copy of the same socket). Stopping closes only
+our copy: the socket, and the connections waiting in its accept queue, stay
+with the successor, which is already accepting from it. Closing a listener
+that is the last holder of its socket would reset everything in its accept
+queue, and with SO_REUSEPORT the kernel keeps hashing new connections to a
+listener until the moment it closes, so "accept what is queued, then close"
+always leaves a window (gunicorn's resets on worker recycling). Handing the
+socket over (as HAProxy's seamless reload does with SCM_RIGHTS) closes that
+window; inheriting it from the parent is the same hand-over without a
+protocol. A front end that binds its own socket (``reuse_port``, the split
+deployment) gets no such guarantee: keep the socket in systemd or a parent.
+
 The admin endpoint (admin.py, its own port) starts after the HTTP listener
 and before the ready line (which then ends with ``admin=URL``); once shutdown
 begins its /readyz says 503, and it stops last. The access-log hook
@@ -38,11 +58,14 @@ from .dispatch import Dispatcher
 from .h2_connection import H2Shared
 from .http_bridge import HttpBridge
 from .proxy import TrustedProxies
+from .retire import FrontendLifecycle, FrontendPhase
 from .tls import TlsInfo, server_context
 from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
 
+RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
+RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
 LISTEN_BACKLOG = 2048  # uvicorn's default; bursts of connects must not be refused
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
@@ -52,9 +75,18 @@ async def serve(
     *,
     ready: Callable[[str], None] | None = None,
     shutdown: asyncio.Event | None = None,
+    retire: asyncio.Event | None = None,
     zmq_context: zmq.Context[Any] | None = None,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    frontend_id: str = "",
+    lifecycle: FrontendLifecycle | None = None,
 ) -> None:
-    """Run the front end until ``shutdown`` is set, or SIGTERM/SIGINT (main thread only).
+    """Run the front end until ``shutdown`` is set, or SIGTERM/SIGINT (main thread only);
+    or until ``retire`` is set, or SIGUSR1: a successor serves the port (retire.py).
+
+    ``sock``: a bound socket to listen on (inherited; see above) instead of binding
+    ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends.
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -62,33 +94,42 @@ async def serve(
         tls.TlsError: the certificate, key or CA file cannot be used.
     """
     shutdown = shutdown if shutdown is not None else asyncio.Event()
+    retire = retire if retire is not None else asyncio.Event()
+    phase = lifecycle if lifecycle is not None else FrontendLifecycle()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
     if ssl_context is not None and config.http2 is not None:
         ssl_context.set_alpn_protocols(["h2", "http/1.1"])
     ctx = zmq_context if zmq_context is not None else zmq.Context()
-    dispatcher = Dispatcher(config, ctx)
+    dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
         dispatcher.start()
         bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format)
+        access = bridge.access
         admin = Admin(config.admin, dispatcher, bridge.metrics)
         http = HttpServer(config, bridge, access, ssl_context, dispatcher)
         try:
-            sock = _listen(config.host, config.port)
+            sock = _listen(config.host, config.port, reuse_port) if sock is None else _inherited(sock)
             await http.start(sock, ssl_context)
             url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             admin.http_url = url
             admin_url = await admin.start()  # the ready line's last field; None: off
-            with _signals(shutdown, force):  # before the ready line: a signal right after it is ours
+            with _signals(shutdown, force, retire):  # before the ready line: a signal right after it is ours
                 if ready is not None:
                     line = f"zasgi-ready frontend {url} backend={dispatcher.endpoint}"
                     ready(f"{line} admin={admin_url}" if admin_url else line)
-                await shutdown.wait()
-                log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
+                await _first(shutdown, retire)
                 admin.shutting_down()  # /readyz: 503 while we drain
-                await http.shutdown(config.shutdown_timeout_s, force)
+                if not shutdown.is_set():
+                    phase.to(FrontendPhase.RETIRING)
+                    log.info("retiring (a successor serves %s): %d connections, %d open streams",
+                             url, len(http.shared.connections), dispatcher.streams_open)  # fmt: skip
+                    await http.retire(config.shutdown_timeout_s, shutdown, force, phase)
+                else:
+                    phase.to(FrontendPhase.STOPPING)
+                    log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
+                    await http.shutdown(config.shutdown_timeout_s, force)
         finally:
             http.stop_listening()  # no-op after a drain; closes the listener on errors
             http.close_all()
@@ -97,6 +138,8 @@ async def serve(
         await dispatcher.aclose()
         if zmq_context is None:
             ctx.term()
+        if phase.phase is not FrontendPhase.STOPPED:
+            phase.to(FrontendPhase.STOPPED)
 
 
 class HttpServer:
@@ -179,6 +222,49 @@ class HttpServer:
         await _unless_forced(self.upgrades.shutdown(budget), force)
         self.close_all()
 
+    async def retire(
+        self, grace_s: float, shutdown: asyncio.Event, force: asyncio.Event, phase: FrontendLifecycle
+    ) -> None:
+        """A successor serves the port (retire.py): stop accepting (our copy of the socket only),
+        then wait up to ``grace_s`` for every connection to end by itself: each closes after its
+        next response (``connection: close``) or at its keep-alive timeout. What is left then is
+        closed: WebSockets with 1012. A shutdown meanwhile (SIGTERM) closes idle connections now
+        and WebSockets with 1001, within what is left of the grace."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.stop_listening()
+        shared, websocket = self.shared, self._bridge.websocket
+        shared.retiring = True
+        if self.h2 is not None:
+            self.h2.stopping = True  # (HTTP/2 connections accepted from now on: GOAWAY at once)
+        for conn in list(shared.connections):
+            conn.retire()  # (an HTTP/2 connection: GOAWAY, then close once its streams are done)
+        while shared.connections or websocket.open_count or self.upgrades.connections:
+            if force.is_set() or loop.time() >= deadline:
+                break
+            if shutdown.is_set() and not shared.stopping:
+                phase.to(FrontendPhase.STOPPING)
+                log.info("shutting down while retiring: closing idle connections")
+                shared.stopping = True
+                for conn in list(shared.connections):
+                    conn.stop()
+            await _first(shutdown, force, timeout_s=min(RETIRE_POLL_S, max(deadline - loop.time(), 0)))
+        if force.is_set():
+            log.warning("second signal: closing open connections now")
+            self.close_all()
+            return
+        if shared.connections:
+            log.warning("%d connections still open after %.1fs; closing them", len(shared.connections), grace_s)
+        for conn in list(shared.connections):
+            conn.force_close()
+        restart = not shared.stopping
+        if websocket.open_count:
+            log.info("closing %d WebSockets (%d)", websocket.open_count, 1012 if restart else 1001)
+        websocket.going_away(restart)
+        budget = max(deadline - loop.time(), WS_CLOSE_MIN_S)
+        await _unless_forced(self.upgrades.shutdown(budget), force)
+        self.close_all()
+
     def stop_listening(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -216,6 +302,16 @@ def _h2_shared(
     return h2
 
 
+async def _first(*events: asyncio.Event, timeout_s: float | None = None) -> None:
+    """Until one of ``events`` is set (or ``timeout_s`` passed)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
 async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:
     """Run ``coro`` unless ``force`` is set first (then cancel it): whether it completed."""
     task = asyncio.ensure_future(coro)
@@ -233,8 +329,9 @@ async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:
 
 
 @contextlib.contextmanager
-def _signals(shutdown: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT: graceful shutdown; a second one: stop waiting for in-flight requests."""
+def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT: graceful shutdown; a second one: stop waiting for in-flight requests.
+    SIGUSR1: retire (a successor serves the port)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -245,20 +342,23 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(RETIRE_SIGNAL, retire.set)
     try:
         yield
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, RETIRE_SIGNAL):
             loop.remove_signal_handler(sig)
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     family, kind, proto, _, addr = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:  # several front ends on one port, the kernel spreading connections (Linux)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(addr)
@@ -266,6 +366,14 @@ def _listen(host: str, port: int) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+    return sock
+
+
+def _inherited(sock: socket.socket) -> socket.socket:
+    """A bound socket from our parent, to listen on (create_server calls listen again: harmless)."""
+    if sock.type != socket.SOCK_STREAM or not sock.getsockname():
+        raise OSError(f"inherited socket {sock.fileno()} is not a bound TCP socket")
+    sock.setblocking(False)
     return sock
 
 

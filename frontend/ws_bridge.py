@@ -38,7 +38,8 @@ client, transport error or ping timeout WS_CLOSE(1006); an oversize message
 closes the client with 1009 and tells the worker 1009. The worker's WS_CLOSE
 closes the client with that code; RESET, a lost worker or an illegal event
 closes it with 1011 (1012 if the worker was draining). On front-end shutdown
-``going_away`` closes both sides with 1001.
+``going_away`` closes both sides with 1001; a retired front end's (a
+successor serves the port, retire.py) with 1012 at the end of its grace.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from wire import events as ev
 from wire.events import ResetCode
 from wire.flow import cost
 
-from .access_log import REQUEST_ID, WORKER
+from .access_log import REQUEST_ID, WORKER, AccessLog
 from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .responses import describe_failure, error_response, str_headers
@@ -70,7 +71,7 @@ GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RE
 )  # fmt: skip
 _NOT_IN_A_CLOSE_FRAME = frozenset({1004, 1005, 1006, 1015})  # RFC 6455 §7.4.1: reserved
 _MAX_REASON_BYTES = 123  # a control frame's payload is 125 bytes: the code takes 2
-_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY)  # what ends a handed-off session for good
+_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY, WsLocal.RESTARTING)  # what ends a handed-off session for good
 # The handshake is ours to write: the worker's headers may not override it.
 _HANDSHAKE_HEADERS = frozenset(
     {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol"}
@@ -101,8 +102,9 @@ class _NoOverlapWarning(logging.Filter):
 
 
 class WsBridge:
-    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher, access: AccessLog) -> None:
         self._settings = config.websocket
+        self._access = access
         self._dispatcher = dispatcher
         self._queue_timeout_s = config.queue.timeout_s
         self._streams: set[WsStream] = set()  # handlers running, for shutdown
@@ -122,11 +124,12 @@ class WsBridge:
     def open_count(self) -> int:
         return len(self._streams)
 
-    def going_away(self) -> None:
-        """Front-end shutdown: close every WebSocket with 1001 and refuse new ones."""
+    def going_away(self, restart: bool = False) -> None:
+        """Front-end shutdown: close every WebSocket with 1001 and refuse new ones; ``restart``
+        (a retired front end, retire.py): with 1012, so clients reconnect to its successor."""
         self._closing = True
         for stream in list(self._streams):
-            stream.going_away()
+            stream.going_away(restart)
 
     async def handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
         if not web.WebSocketResponse().can_prepare(request):
@@ -163,8 +166,8 @@ class WsBridge:
             if kind is ev.WsClose:
                 stream.phase = WsPhase.DONE
                 return error_response(403, close=True)
-            if item is WsLocal.GOING_AWAY:
-                stream.close(GOING_AWAY)
+            if item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
+                stream.close(GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART)
                 return error_response(503, retry_after_s=1, close=True)
             if not stream.can_replay(item):
                 return _failure(stream, item)
@@ -248,6 +251,9 @@ class WsBridge:
             await _to_client(ws, stream, self._resume)
         finally:
             pump.cancel()
+            # Logged here, not by aiohttp's hook: a client's close often ends the TCP connection
+            # before the handler returns, and aiohttp logs nothing for a cancelled handler.
+            self._access.session_ended(request, ws)
         return ws
 
     async def _resume(self, stream: WsStream) -> Any:
@@ -333,9 +339,9 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
         return
     if kind is ev.WsClose:
         code, reason = item.code, item.reason
-    elif item is WsLocal.GOING_AWAY:
-        code = GOING_AWAY
-        stream.close(GOING_AWAY)
+    elif item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
+        code = GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART
+        stream.close(code)
     elif kind is ev.WsHandoff or item is WsLocal.WORKER_LOST_DRAINING:  # no "handoff" agreed
         code = SERVICE_RESTART
     elif kind is ev.Reset and item.code == ResetCode.REFUSED:  # resumes refused more than MAX_REPLAYS times

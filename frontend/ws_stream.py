@@ -72,6 +72,7 @@ class WsLocal(Enum):
     VIOLATION = "protocol violation"
     CLIENT_CLOSED = "client closed"
     GOING_AWAY = "front end shutting down"
+    RESTARTING = "front end replaced"  # a retired front end's grace ended (retire.py): 1012
 
 
 class WsStream:
@@ -252,10 +253,11 @@ class WsStream:
         self._push(WsLocal.CLIENT_CLOSED)
         self._stop_acquiring()
 
-    def going_away(self) -> None:
-        """The front end shuts down: the handler closes both sides with 1001."""
+    def going_away(self, restart: bool = False) -> None:
+        """The front end shuts down: the handler closes both sides with 1001 (1012 if ``restart``:
+        a successor front end serves the port, the client should reconnect)."""
         if self.phase in (WsPhase.QUEUED, WsPhase.CONNECTING, WsPhase.OPEN, WsPhase.HANDING_OFF):
-            self._push(WsLocal.GOING_AWAY)
+            self._push(WsLocal.RESTARTING if restart else WsLocal.GOING_AWAY)
             self._stop_acquiring()
 
     def _stop_acquiring(self) -> None:
