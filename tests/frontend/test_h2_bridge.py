@@ -477,3 +477,44 @@ async def test_floods_cut_that_connection_only(
     assert _goaway(raw) == code
     raw.close()
     await _served(fe, w)
+
+
+async def test_worker_lost_mid_stream_resets_that_stream_only(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w1 = await worker_for(fe, capacity=1)
+    raw = await RawH2.open(fe.port)
+    first = raw.request("/first")
+    await raw.flush()
+    req1 = await w1.request()
+    w1.respond(req1.stream_id, 200, (), b"part", more_body=True)
+    await raw.until(lambda events: raw.of(h2e.DataReceived, first))
+    w2 = await worker_for(fe, capacity=1)
+    second = raw.request("/second")
+    await raw.flush()
+    req2 = await w2.request()
+    w1.close()  # the worker process died mid-response
+    await raw.until(lambda events: raw.of(h2e.StreamReset, first))
+    assert raw.of(h2e.StreamReset, first)[0].error_code == ErrorCodes.INTERNAL_ERROR
+    w2.respond(req2.stream_id, 200, (), b"still here")
+    await raw.until(lambda events: raw.of(h2e.StreamEnded, second))
+    assert b"".join(e.data for e in raw.of(h2e.DataReceived, second)) == b"still here"
+    raw.close()
+
+
+async def test_get_replayed_on_another_worker_when_its_worker_dies(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend()
+    w1 = await worker_for(fe, capacity=1)
+    raw = await RawH2.open(fe.port)
+    sid = raw.request("/again")
+    await raw.flush()
+    await w1.request()
+    w2 = await worker_for(fe, capacity=1)
+    w1.close()  # before any response: an idempotent request goes to another worker
+    req = await w2.request()
+    assert req.raw_path == b"/again"
+    w2.respond(req.stream_id, 200, (), b"replayed")
+    await raw.until(lambda events: raw.of(h2e.StreamEnded, sid))
+    assert b"".join(e.data for e in raw.of(h2e.DataReceived, sid)) == b"replayed"
+    raw.close()
