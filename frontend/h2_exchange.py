@@ -71,10 +71,6 @@ class Message(NamedTuple):
     headers: CIMultiDictProxy[str]
 
 
-async def _no_continue() -> None:
-    return None  # HTTP/2 asks no 100 Continue of the pump: the client sends as its window allows
-
-
 class H2Exchange:
     __slots__ = (
         "conn", "sid", "stream", "body", "task", "status", "bytes_out", "started", "rid", "worker",
@@ -144,7 +140,10 @@ class H2Exchange:
             try:
                 if max_body is not None and length.isdigit() and int(length) > max_body:
                     raise BodyTooLarge(length)
-                upload = Upload(content=self.body, expect_continue=False, max_body_bytes=max_body)
+                # Expect: 100-continue works as on HTTP/1: the 100 (an informational HEADERS) goes
+                # out when the app first reads the body, and the worker is told it was asked.
+                expect = self.message.headers.get("Expect", "").lower() == "100-continue"
+                upload = Upload(content=self.body, expect_continue=expect, max_body_bytes=max_body)
             except BodyTooLarge:
                 self._error(413)  # (the session stops the rest of the body: RST_STREAM NO_ERROR)
                 self.conn.exchange_done(self)
@@ -152,6 +151,13 @@ class H2Exchange:
         head = self._head(opened, self.message.headers)
         self.stream = HttpStream(shared.dispatcher, head, self._ext(), upload)
         self.task = asyncio.get_running_loop().create_task(self.run())
+
+    async def _continue(self) -> None:
+        try:
+            self.conn.session.inform(self.sid, 100, ())
+        except (Misuse, BadResponse):
+            return  # answered or reset meanwhile
+        self.conn.flush()
 
     def _read(self, n: int) -> None:
         self.conn.session.consumed(self.sid, n)
@@ -217,7 +223,7 @@ class H2Exchange:
     async def _answer(self) -> None:
         stream = self.stream
         if stream.upload.needs_pump:
-            stream.start_pump(_no_continue)
+            stream.start_pump(self._continue)
         while True:
             self.worker = stream.worker
             item = await stream.next()

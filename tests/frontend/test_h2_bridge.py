@@ -518,3 +518,28 @@ async def test_get_replayed_on_another_worker_when_its_worker_dies(
     await raw.until(lambda events: raw.of(h2e.StreamEnded, sid))
     assert b"".join(e.data for e in raw.of(h2e.DataReceived, sid)) == b"replayed"
     raw.close()
+
+
+async def test_expect_100_continue_is_sent_when_the_app_reads(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe)
+    raw = await RawH2.open(fe.port)
+    sid = raw.conn.get_next_available_stream_id()
+    headers = [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/up"),
+               ("expect", "100-continue")]  # fmt: skip
+    raw.conn.send_headers(sid, headers)
+    await raw.flush()
+    req = await w.request()
+    assert req.expect_continue and req.more_body and req.body == b""
+    await asyncio.sleep(0.2)
+    assert not raw.of(h2e.InformationalResponseReceived)  # not before the app reads
+    w.send(ev.Credit(req.stream_id, 65536))  # the app reads: its first credit
+    await raw.until(lambda events: raw.of(h2e.InformationalResponseReceived, sid))
+    assert dict(raw.of(h2e.InformationalResponseReceived, sid)[0].headers)[b":status"] == b"100"
+    raw.conn.send_data(sid, b"payload", end_stream=True)
+    await raw.flush()
+    body = await w.expect(ev.Body)
+    assert (body.body, body.more_body) == (b"payload", False)
+    w.respond(req.stream_id, 200, (), b"ok")
+    await raw.until(lambda events: raw.of(h2e.StreamEnded, sid))
+    raw.close()
