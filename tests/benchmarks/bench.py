@@ -16,7 +16,8 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
     ws        WebSocket echo, 100 connections, one message in flight each (a raw-socket client): msg/s
     h2        HTTP/2 with prior knowledge (h2c), h2load -c16 -m32 (16 connections, 32 streams in flight
               each), GET / -> "Hello, world!": req/s, p50/p99 (from h2load's per-request log), against
-              hypercorn (the pure-Python HTTP/2 anchor; uvicorn has no HTTP/2) with as many workers
+              hypercorn (the pure-Python HTTP/2 anchor; uvicorn has no HTTP/2) with as many workers,
+              and granian w1 (Rust) when it installs
     scaleout  an app that awaits 5 ms per request, wrk -c256, zasgi workers 1/2/4/8 at --capacity 8
               (plus workers 1 at the default capacity): req/s until the front end is the limit
     wire      the ZeroMQ hop alone (bench_wire.py): REQUEST -> RESPONSE round trips/s, 64 in flight
@@ -113,11 +114,9 @@ def ensure_tools(want_nginx: bool, want_h2: bool = False) -> bool:
         )
     if want_h2 and shutil.which("h2load") is None and not apt_install("nghttp2-client"):
         print("h2load not installable (Debian nghttp2-client): the h2 case is left out", file=sys.stderr)
-    try:
-        import hypercorn  # noqa: F401
-    except ImportError:
-        if want_h2:
-            subprocess.run([sys.executable, "-m", "pip", "install", "-q", "hypercorn"], check=False)
+    for module in ("hypercorn", "granian") if want_h2 else ():  # granian: a row only if it installs
+        if not _importable(module):
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", module], check=False)
     if want_nginx and nginx_path() is None and not apt_install("nginx-light") and not apt_install("nginx"):
         print("nginx not installable: the nginx -> uvicorn rows are left out", file=sys.stderr)
     return nginx_path() is not None
@@ -241,6 +240,18 @@ def hypercorn(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes
     return start
 
 
+def granian(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+    """granian (Rust HTTP/1.1 and HTTP/2, h2c with prior knowledge), ASGI, uvloop: the compiled anchor."""
+
+    def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "auto",
+                "--log-level", "warning", "--no-access-log", APP]  # fmt: skip
+        return [spawn(argv, log_dir / f"granian-w{workers}.log")]
+
+    return start
+
+
 NGINX_CONF = """
 {user}
 worker_processes auto;
@@ -309,6 +320,7 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         Server("uvicorn w2", main | {"scaleout"} | w2, uvicorn(2)),
         Server("hypercorn w1", {"h2"}, hypercorn(1)),
         Server("hypercorn w2", {"h2"}, hypercorn(2)),
+        *([Server("granian w1", {"h2"}, granian(1))] if _importable("granian") else []),
         Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
         Server("protocol bare", {"hello"}, protocol_bare),  # the floor of a protocol-level front end
     ]
@@ -317,6 +329,14 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
     for w in (1, 2) if quick else (1, 2, 4, 8):
         out.append(Server(f"zasgi w{w} cap8", {"scaleout"}, zasgi(w, 8)))
     return [s for s in out if s.cases & selected]
+
+
+def _importable(module: str) -> bool:
+    import importlib
+    import importlib.util
+
+    importlib.invalidate_caches()  # (it may have been pip-installed a moment ago)
+    return importlib.util.find_spec(module) is not None
 
 
 def wait_ready(port: int, procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
