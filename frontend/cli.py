@@ -23,15 +23,16 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from wire import frontend_options as fo
+from wire import logsetup
 
 from . import access_log
 from . import config as cfg
+from .listen import ListenError
 from .server import serve
 
 EXIT_USAGE = 2
@@ -48,12 +49,14 @@ def _params() -> list[click.Parameter]:
 )
 def command(**options: Any) -> None:
     """The zasgi front end: HTTP in, wire events to app-server workers over ZeroMQ."""
+    global _json_errors
+    _json_errors = options["log_format"] == "json" and options["log_config"] is None
     config = build_config(options)
     for name in ("ready_fd", "parent_fd"):
         fd = options[name]
         if fd is not None:
             _check_fd(fd, "--" + name.replace("_", "-"))
-    _setup_logging(options["log_level"], options["log_format"])
+    _setup_logging(options["log_level"], options["log_format"], options["log_config"])
     _run(_main(config, ready_fd=options["ready_fd"], parent_fd=options["parent_fd"]))
 
 
@@ -63,6 +66,10 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             host=options["host"],
             port=options["port"],
             root_path=options["root_path"],
+            uds=options["uds"],
+            uds_mode=options["uds_mode"],
+            fd=options["fd"],
+            backlog=options["backlog"],
             backend=cfg.Backend(
                 endpoint=options["backend"] or cfg.default_backend(options["port"]),
                 insecure=options["insecure"],
@@ -85,7 +92,10 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 target_s=options["queue_target"] or None,
                 interval_s=options["queue_interval"],
             ),
-            heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
+            heartbeat=cfg.Heartbeat(
+                interval_ms=options["heartbeat_ms"], liveness=options["liveness"],
+                blocked_timeout_s=options["timeout_worker_blocked"] or None,
+            ),  # fmt: skip
             websocket=cfg.WebSocket(
                 max_message_bytes=options["ws_max_size"],
                 ping_interval_s=options["ws_ping_interval"],
@@ -103,6 +113,11 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             ),
             proxy=cfg.Proxy(enabled=options["proxy_headers"], trusted=options["forwarded_allow_ips"]),
             admin=_admin(options),
+            headers=cfg.Headers(
+                server=options["server_header"],
+                date=options["date_header"],
+                extra=cfg.Headers.parse(options["header"]),
+            ),
             access_log=options["access_log"],
             log_format=options["log_format"],
             http2=cfg.http2_limits(options["http2"], options["http2_max_concurrent_streams"]),
@@ -145,8 +160,11 @@ def _check_fd(fd: int, option: str) -> None:
         raise click.UsageError(f"{option} {fd}: {exc.strerror}") from None
 
 
-def _setup_logging(level: str, log_format: str = "text") -> None:
-    access_log.configure(level, log_format)
+def _setup_logging(level: str, log_format: str, log_config: str | None) -> None:
+    try:
+        access_log.configure(level, log_format, log_config)
+    except logsetup.LogConfigError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _run(coro: Any) -> None:
@@ -174,9 +192,10 @@ async def _main(config: cfg.FrontendConfig, *, ready_fd: int | None, parent_fd: 
         # What was built up to now lives as long as the process: out of the collector's sight,
         # a full collection no longer walks every imported module (~16 ms each, 10 per 80k requests).
         gc.freeze()
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-        if ready_fd is not None:
+        if ready_fd is None:  # a parent reads it from the fd: not a line for users to see
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+        else:
             try:
                 os.write(ready_fd, (line + "\n").encode())
             finally:
@@ -190,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=argv, prog_name="python -m frontend", standalone_mode=False)
     except click.ClickException as exc:
-        click.echo(f"frontend: error: {exc.format_message()}", err=True)
+        _error(exc.format_message())
         sys.exit(EXIT_USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -198,9 +217,21 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_RUNTIME)
     except KeyboardInterrupt:
         sys.exit(EXIT_RUNTIME)
+    except ListenError as exc:  # names the address; a boot error
+        _error(str(exc))
+        sys.exit(exc.exit_code)
     except Exception as exc:  # bind failures and the like: one line, not a traceback
-        click.echo(f"frontend: error: {_describe(exc)}", err=True)
+        _error(_describe(exc))
         sys.exit(EXIT_RUNTIME)
+
+
+def _error(message: str) -> None:
+    """The one line a failed start ends with; a JSON record once --log-format json was read."""
+    line = f"frontend: error: {message}"
+    click.echo(logsetup.json_line(line, level="error", logger="frontend") if _json_errors else line, err=True)
+
+
+_json_errors = False  # set once the options are read: --log-format json
 
 
 def _describe(exc: BaseException) -> str:

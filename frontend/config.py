@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from wire import frontend_options as fo
-from wire.frontend_options import KIB, MIB
 
 if TYPE_CHECKING:
     from wire.curve import ServerKeys
@@ -166,11 +167,16 @@ class Queue:
 class Heartbeat:
     interval_ms: int = _d("heartbeat_ms")
     liveness: int = _d("liveness")  # silent intervals before a worker is gone (zguide: 3..5)
+    # A worker whose event loop stays blocked this long (its PULSE says so, Rule 9b) is evicted: its
+    # blocking request gets 504 and it is told to exit (EVICT); None: never, it is waited for.
+    blocked_timeout_s: float | None = _d("timeout_worker_blocked") or None
 
     def __post_init__(self) -> None:
         _positive("heartbeat interval_ms", self.interval_ms)
         if self.liveness < 2:  # 1 would declare a peer dead on ordinary jitter
             raise ValueError(f"liveness must be >= 2, got {self.liveness}")
+        if self.blocked_timeout_s is not None:
+            _positive("timeout_worker_blocked", self.blocked_timeout_s)
 
     @property
     def interval_s(self) -> float:
@@ -210,6 +216,38 @@ class Admin:
             raise ValueError(f"admin port must be 0..65535, got {self.port}")
 
 
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Headers:
+    """Fields every response gets unless the app sent them (http1.configure)."""
+
+    server: bool = _d("server_header")  # "Server: zasgi"
+    date: bool = _d("date_header")
+    extra: tuple[tuple[str, str], ...] = ()  # --header NAME:VALUE
+
+    @staticmethod
+    def parse(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """``NAME:VALUE`` strings -> pairs; ValueError naming the bad one."""
+        pairs = []
+        for item in items:
+            name, sep, value = item.partition(":")
+            if not sep or not _TOKEN.fullmatch(name.strip()):
+                raise ValueError(
+                    f"--header {item!r} must look like NAME:VALUE (e.g. 'X-Frame-Options: DENY')"
+                )
+            pairs.append((name.strip(), value.strip()))
+        return tuple(pairs)
+
+    def __post_init__(self) -> None:
+        for name, value in self.extra:
+            if not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0") or not value.isascii():
+                raise ValueError(f"--header {name}: not a field name, or a value with a control character")
+            if name.lower() in ("content-length", "transfer-encoding", "connection"):
+                raise ValueError(f"--header {name}: framing is the front end's")
+
+
 LOG_FORMATS = fo.LOG_FORMATS
 
 
@@ -218,6 +256,10 @@ class FrontendConfig:
     host: str = _d("host")
     port: int = _d("port")
     root_path: str = _d("root_path")
+    uds: str | None = _d("uds")  # listen on this Unix socket instead of host:port (listen.py)
+    uds_mode: int | None = _d("uds_mode")  # its file's permission bits; None: the umask's
+    fd: int | None = _d("fd")  # listen on this inherited socket (systemd: LISTEN_FDS, found by listen.py)
+    backlog: int = _d("backlog")  # pending connections the kernel holds before accept
     backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(_d("port"))))
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: Queue = field(default_factory=Queue)
@@ -227,6 +269,7 @@ class FrontendConfig:
     proxy: Proxy = field(default_factory=Proxy)
     shutdown_timeout_s: float = _d("shutdown_timeout")  # in-flight requests get this long on SIGTERM
     admin: Admin | None = None  # None: no admin endpoint (the CLI turns one on by default)
+    headers: Headers = field(default_factory=Headers)
     access_log: bool = _d("access_log")  # one line per request on "zasgi.access", if INFO is enabled
     log_format: str = _d("log_format")  # access log: "text" (combined) or "json" (one object per line)
     http2: H2Limits | None = field(default_factory=lambda: _http2_defaults())  # None: HTTP/1.1 only
@@ -239,6 +282,11 @@ class FrontendConfig:
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         _positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        _positive("backlog", self.backlog)
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("--uds and --fd name two listeners: give one")
+        if self.uds_mode is not None and not 0 <= self.uds_mode <= 0o7777:
+            raise ValueError(f"uds_mode must be permission bits like 0o660, got {oct(self.uds_mode)}")
 
 
 def http2_limits(enabled: bool, max_concurrent_streams: int) -> H2Limits | None:

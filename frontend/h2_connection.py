@@ -29,13 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
 
-from .connection import Gate
 from .h2_exchange import H2Exchange
 from .h2_metrics import H2Counts
 from .h2_session import (
@@ -51,10 +49,9 @@ from .h2_session import (
 )
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher
-    from .metrics import Metrics
-    from .proxy import TrustedProxies
-    from .tls import TlsInfo
+    from .access_log import AccessLog
+    from .connection import Gate
+    from .http_requests import HttpRequests
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +65,11 @@ class H2Shared:
     """What every HTTP/2 connection of one listener shares (server.py builds it)."""
 
     limits: H2Limits
-    dispatcher: Dispatcher
-    metrics: Metrics
-    finished: Callable[[Any], None]  # access log + metrics, once per answered stream
+    requests: HttpRequests  # the request path, HTTP/1's: each stream is one of its requests
+    access: AccessLog  # access log + metrics, once per answered stream
     connections: set[Any]  # the listener's (HTTP/1's too): shutdown stops them all
     gate: Gate
-    scheme: str
-    root_path: str
-    max_body_bytes: int | None
-    queue_timeout_s: float
     keepalive_s: float
-    proxies: TrustedProxies | None = None
-    tls: TlsInfo | None = None
     counts: H2Counts = field(default_factory=H2Counts)  # (server.py registers it with /metrics)
     stopping: bool = False
     active: int = 0  # streams in flight on all HTTP/2 connections
@@ -115,7 +105,7 @@ class H2Protocol(asyncio.Protocol):
         self._exchanges: dict[int, H2Exchange] = {}
         self._admitted = False
         self._addresses: tuple[Any, Any] | None = None
-        self._tls: Any = None
+        self.tls: Any = None  # the request path's per-connection cache of the TLS extension
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._idle_since = loop.time()
@@ -158,7 +148,7 @@ class H2Protocol(asyncio.Protocol):
             self._timer = None
         self.session.close(ErrorCodes.CANCEL, "connection lost")
         for ex in list(self._exchanges.values()):
-            ex.cancel()  # their tasks end through exchange_done
+            ex.lost()  # (their tasks end; exchange_done forgets them)
         for waiter in self._drain_waiters:
             if not waiter.done():
                 waiter.set_exception(ConnectionResetError("client went away"))
@@ -196,13 +186,6 @@ class H2Protocol(asyncio.Protocol):
                                _address(transport.get_extra_info("sockname")))  # fmt: skip
         return self._addresses
 
-    def tls_extension(self) -> Any:
-        if self.shared.tls is None:
-            return None
-        if self._tls is None:
-            self._tls = self.shared.tls.extension(self.transport)
-        return self._tls
-
     # ------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
@@ -233,14 +216,17 @@ class H2Protocol(asyncio.Protocol):
             elif kind is StreamCancelled:
                 ex = exchanges.get(event.stream_id)  # type: ignore[union-attr]
                 if ex is not None:
-                    if new.pop(ex.sid, None) is not None:  # opened and reset in one read
+                    if new.pop(ex.sid, None) is not None:  # opened and reset in one read: never started
                         self.exchange_done(ex)
                     else:
-                        ex.cancel()
+                        ex.lost()
             elif kind is ConnectionEnded:
                 ended = event  # type: ignore[assignment]
+        start = self.shared.requests.start
         for ex in new.values():
-            ex.start()  # after the read's body bytes are in: a small body goes in the REQUEST
+            # After the read's body bytes are in: a small body goes in the REQUEST. (An H2Exchange is
+            # a writer as response.ResponseWriter is: the same names, not the same class.)
+            start(ex)  # type: ignore[arg-type]
         if ended is not None:
             self._ended(ended)
 
@@ -312,7 +298,7 @@ class H2Protocol(asyncio.Protocol):
             return
         self.shared.stream_done()
         if ex.status:
-            self.shared.finished(ex)
+            self.shared.access.request_ended(ex)  # type: ignore[arg-type]
         if not self._exchanges:
             self._idle_since = self._loop.time()
         if self.session.finished and self.transport is not None:

@@ -48,25 +48,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
+import aiohttp.web_response as aiohttp_response
 import zmq
 
-from .access_log import AccessLog, hook_class
+from wire.states import WorkerState
+
+from . import http1
+from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
 from .h2_connection import H2Shared
-from .http_bridge import HttpBridge
-from .proxy import TrustedProxies
+from .listen import inherited, open_listener
 from .retire import FrontendLifecycle, FrontendPhase
-from .tls import TlsInfo, server_context
+from .services import Services
+from .tls import server_context
 from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
 RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
-LISTEN_BACKLOG = 2048  # uvicorn's default; bursts of connects must not be refused
+REPORT_POLL_S = 0.1  # how often the READY workers are compared with the last report
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
 
@@ -81,12 +85,17 @@ async def serve(
     reuse_port: bool = False,
     frontend_id: str = "",
     lifecycle: FrontendLifecycle | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
     """Run the front end until ``shutdown`` is set, or SIGTERM/SIGINT (main thread only);
     or until ``retire`` is set, or SIGUSR1: a successor serves the port (retire.py).
 
     ``sock``: a bound socket to listen on (inherited; see above) instead of binding
-    ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends.
+    ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends (the
+    admin endpoint too, so a successor can take over its port). ``frontend_id``: our name in
+    logs, access-log lines (``fe=``), /workers and WELCOME. ``report``: called after the ready
+    line with ``zasgi-workers PID...`` whenever the set of READY workers changes (a supervisor
+    rolling front ends waits until every worker joined the new one).
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -100,18 +109,23 @@ async def serve(
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
     if ssl_context is not None and config.http2 is not None:
         ssl_context.set_alpn_protocols(["h2", "http/1.1"])
+    _configure_headers(config)
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
         dispatcher.start()
-        bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = bridge.access
-        admin = Admin(config.admin, dispatcher, bridge.metrics)
-        http = HttpServer(config, bridge, access, ssl_context, dispatcher)
+        services = Services(config, dispatcher, ssl_context=ssl_context, frontend_id=frontend_id)
+        admin = Admin(config.admin, dispatcher, services.metrics, reuse_port=reuse_port)
+        http = HttpServer(config, services)
+        listener = None
         try:
-            sock = _listen(config.host, config.port, reuse_port) if sock is None else _inherited(sock)
-            await http.start(sock, ssl_context)
-            url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
+            if sock is not None:
+                listener = inherited(sock)
+            else:
+                listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
+                                         fd=config.fd, reuse_port=reuse_port)  # fmt: skip
+            await http.start(listener.sock, ssl_context, config.backlog)
+            url = listener.url("https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             admin.http_url = url
             admin_url = await admin.start()  # the ready line's last field; None: off
@@ -119,7 +133,10 @@ async def serve(
                 if ready is not None:
                     line = f"zasgi-ready frontend {url} backend={dispatcher.endpoint}"
                     ready(f"{line} admin={admin_url}" if admin_url else line)
+                reporter = asyncio.ensure_future(_report_workers(dispatcher, report)) if report else None
                 await _first(shutdown, retire)
+                if reporter is not None:
+                    reporter.cancel()
                 admin.shutting_down()  # /readyz: 503 while we drain
                 if not shutdown.is_set():
                     phase.to(FrontendPhase.RETIRING)
@@ -133,6 +150,8 @@ async def serve(
         finally:
             http.stop_listening()  # no-op after a drain; closes the listener on errors
             http.close_all()
+            if listener is not None:
+                listener.close()  # (a Unix socket's file goes too)
             await admin.stop()
     finally:
         await dispatcher.aclose()
@@ -151,20 +170,14 @@ class HttpServer:
     it short); then WebSockets close with 1001, given what is left of the budget (at least
     ``WS_CLOSE_MIN_S`` for the closing handshakes); whatever is left is closed."""
 
-    def __init__(
-        self,
-        config: FrontendConfig,
-        bridge: HttpBridge,
-        access: AccessLog,
-        ssl_context: ssl.SSLContext | None = None,
-        dispatcher: Dispatcher | None = None,  # (HTTP/2's streams need it; None: HTTP/1 only)
-    ) -> None:
+    def __init__(self, config: FrontendConfig, services: Services) -> None:
         limits = config.http
         gate = Gate(limits.max_connections)
-        self._bridge = bridge
+        access = services.access
+        self._services = services
         self._limits = limits
         self.upgrades = Upgrades(
-            bridge.handle_upgrade,
+            services.websocket.handle_upgrade,
             gate=gate,
             handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
             access_log=access.logger,  # aiohttp calls the hook as each response ends
@@ -174,17 +187,15 @@ class HttpServer:
             max_headers=limits.max_headers,
             keepalive_timeout=limits.keepalive_timeout_s,
         )
-        self.shared = Shared(
-            limits=limits, gate=gate, start=bridge.start, finished=access.exchange_finished,
-            upgrade=self.upgrades.hand_over,
-        )  # fmt: skip
-        self.h2 = _h2_shared(config, dispatcher, bridge, access, self.shared, ssl_context)
+        self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
+                             upgrades=self.upgrades)  # fmt: skip
+        self.h2 = _h2_shared(config, services, self.shared)
         if self.h2 is not None:
             self.shared.h2 = self.h2.take_over
-            self.shared.alpn = ssl_context is not None
+            self.shared.alpn = config.tls.enabled
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None, backlog: int) -> None:
         loop = asyncio.get_running_loop()
         shared = self.shared
 
@@ -192,12 +203,12 @@ class HttpServer:
             return Connection(shared, loop)
 
         if ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
-            self._server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+            self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
         else:
             # Bounded by --timeout-request-header too: the loop's default is 60 s, and our head
             # timer starts only once the handshake is done.
             self._server = await loop.create_server(
-                factory, sock=sock, backlog=LISTEN_BACKLOG,
+                factory, sock=sock, backlog=backlog,
                 ssl=ssl_context, ssl_handshake_timeout=self._limits.header_timeout_s,
             )  # fmt: skip
 
@@ -210,11 +221,13 @@ class HttpServer:
             self.h2.stopping = True
         for conn in list(self.shared.connections):
             conn.stop()  # (an HTTP/2 connection: GOAWAY, then close once its streams are done)
-        idle = [self._bridge.wait_idle(timeout_s)] + ([self.h2.wait_idle(timeout_s)] if self.h2 else [])
+        idle = [self._services.requests.wait_idle(timeout_s)]
+        if self.h2 is not None:
+            idle.append(self.h2.wait_idle(timeout_s))
         if not await _unless_forced(asyncio.gather(*idle), force):
             self.close_all()
             return
-        websocket = self._bridge.websocket
+        websocket = self._services.websocket
         if websocket.open_count:
             log.info("closing %d WebSockets (1001)", websocket.open_count)
         websocket.going_away()
@@ -233,7 +246,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
         self.stop_listening()
-        shared, websocket = self.shared, self._bridge.websocket
+        shared, websocket = self.shared, self._services.websocket
         shared.retiring = True
         if self.h2 is not None:
             self.h2.stopping = True  # (HTTP/2 connections accepted from now on: GOAWAY at once)
@@ -275,31 +288,30 @@ class HttpServer:
         self.upgrades.close_all()
 
 
-def _h2_shared(
-    config: FrontendConfig,
-    dispatcher: Dispatcher | None,
-    bridge: HttpBridge,
-    access: AccessLog,
-    shared: Shared,
-    ssl_context: Any,
-) -> H2Shared | None:
+def _h2_shared(config: FrontendConfig, services: Services, shared: Shared) -> H2Shared | None:
     """HTTP/2's per-listener state (h2_connection), None when --no-http2."""
-    if config.http2 is None or dispatcher is None:
+    if config.http2 is None:
         return None
     # One field / fields per request: the HTTP/1 limits (--limit-max-header-size, --limit-max-headers).
     http = config.http
     limits = replace(config.http2, max_field_bytes=http.max_field_bytes, max_headers=http.max_headers)
     h2 = H2Shared(
-        limits=limits, dispatcher=dispatcher, metrics=bridge.metrics,
-        finished=access.exchange_finished, connections=shared.connections, gate=shared.gate,
-        scheme="https" if ssl_context is not None else "http", root_path=config.root_path,
-        max_body_bytes=config.http.max_body_bytes, queue_timeout_s=config.queue.timeout_s,
-        keepalive_s=config.http.keepalive_timeout_s,
-        proxies=TrustedProxies(config.proxy.trusted) if config.proxy.enabled else None,
-        tls=TlsInfo(config.tls, ssl_context) if ssl_context is not None else None,
+        limits=limits, requests=services.requests, access=services.access,
+        connections=shared.connections, gate=shared.gate, keepalive_s=http.keepalive_timeout_s,
     )  # fmt: skip
-    bridge.metrics.registry.register(h2.counts)
+    services.metrics.registry.register(h2.counts)
     return h2
+
+
+async def _report_workers(dispatcher: Dispatcher, report: Callable[[str], None]) -> None:
+    """``report("zasgi-workers PID...")`` each time the READY workers change (polled: off the hot path)."""
+    last: list[int] | None = None
+    while True:
+        pids = sorted(r.pid for r in dispatcher.pool if r.state is WorkerState.READY)
+        if pids != last:
+            last = pids
+            report("zasgi-workers " + " ".join(map(str, pids)))
+        await asyncio.sleep(REPORT_POLL_S)
 
 
 async def _first(*events: asyncio.Event, timeout_s: float | None = None) -> None:
@@ -350,33 +362,10 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Even
             loop.remove_signal_handler(sig)
 
 
-def _listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:  # several front ends on one port, the kernel spreading connections (Linux)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _inherited(sock: socket.socket) -> socket.socket:
-    """A bound socket from our parent, to listen on (create_server calls listen again: harmless)."""
-    if sock.type != socket.SOCK_STREAM or not sock.getsockname():
-        raise OSError(f"inherited socket {sock.fileno()} is not a bound TCP socket")
-    sock.setblocking(False)
-    return sock
-
-
-def _url(sockname: Any, scheme: str) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+def _configure_headers(config: FrontendConfig) -> None:
+    """The fields our HTTP/1 responses add (http1), and the Server field of aiohttp's (WebSocket
+    handshakes): aiohttp's module global, or it names itself and its version."""
+    headers = config.headers
+    http1.configure(server=http1.SERVER_NAME if headers.server else None, date=headers.date,
+                    extra=headers.extra)  # fmt: skip
+    aiohttp_response.SERVER_SOFTWARE = http1.SERVER_NAME

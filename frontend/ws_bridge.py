@@ -1,7 +1,8 @@
 """aiohttp WebSocket <-> wire WebSocket stream (PROTOCOL §5 "WebSocket stream", §6.2, §7).
 
-Theory of operation. ``HttpBridge.handle_upgrade`` passes an upgrade request (GET,
-HTTP/1.1, ``Upgrade: websocket``) here with the REQUEST head fields. We check
+Theory of operation. aiohttp runs ``handle_upgrade`` for a connection handed
+over with an upgrade request (GET, HTTP/1.1, ``Upgrade: websocket``; upgrade.py);
+its head is built as an HTTP request's (request_head.py). We check
 the handshake is well-formed (else 400, before any worker is bothered), take
 a WebSocket slot (HELLO.ws_capacity, its own wait queue; 503 as for HTTP) and
 send WS_CONNECT. The worker's first answer decides what the client gets:
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -56,10 +58,12 @@ from wire import events as ev
 from wire.events import ResetCode
 from wire.flow import cost
 
-from .access_log import REQUEST_ID, WORKER, AccessLog
+from .access_log import CLIENT, REQUEST_ID, STARTED, WORKER, AccessLog, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .responses import describe_failure, error_response, str_headers
+from .parse_errors import error_response
+from .request_head import RequestHeads, addresses
+from .responses import describe_failure, str_headers
 from .slots import NoCapacity
 from .ws_stream import ABNORMAL, WsLocal, WsPhase, WsStream
 
@@ -102,8 +106,11 @@ class _NoOverlapWarning(logging.Filter):
 
 
 class WsBridge:
-    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher, access: AccessLog) -> None:
+    def __init__(
+        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, access: AccessLog
+    ) -> None:
         self._settings = config.websocket
+        self._heads = heads
         self._access = access
         self._dispatcher = dispatcher
         self._queue_timeout_s = config.queue.timeout_s
@@ -131,7 +138,28 @@ class WsBridge:
         for stream in list(self._streams):
             stream.going_away(restart)
 
-    async def handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
+    async def handle_upgrade(self, request: web.BaseRequest) -> Any:
+        """aiohttp's handler for a connection handed over with a WebSocket upgrade (upgrade.py)."""
+        request[STARTED] = perf_counter()
+        rid = request[REQUEST_ID] = request_id(request.headers)
+        if not self.wants(request):  # (connection.py hands over upgrades only)
+            resp = error_response(400, close=True)
+        else:
+            transport = request.transport
+            client, server = addresses(transport)
+            head, proxied = self._heads.build(
+                request.method, request.raw_path, request.version, request.headers, request.raw_headers,
+                client, server,
+            )  # fmt: skip
+            if proxied is not None:
+                request[CLIENT] = proxied[0]
+            resp = await self._handle(request, head, self._heads.ext(rid, self._heads.tls_of(transport)))
+        if not resp.prepared:  # our own error responses
+            resp.headers["X-Request-ID"] = rid
+            resp.force_close()
+        return resp
+
+    async def _handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
         if not web.WebSocketResponse().can_prepare(request):
             return error_response(400, close=True)
         if self._closing:
@@ -164,7 +192,7 @@ class WsBridge:
             if kind is ev.Response:
                 return await self._deny(request, stream, item)
             if kind is ev.WsClose:
-                stream.phase = WsPhase.DONE
+                stream.done()
                 return error_response(403, close=True)
             if item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
                 stream.close(GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART)
@@ -183,7 +211,7 @@ class WsBridge:
 
     async def _deny(self, request: web.BaseRequest, stream: WsStream, start: ev.Response) -> Any:
         """The denial response (``websocket.http.response``): plain HTTP, then the connection closes."""
-        stream.phase = WsPhase.DENYING
+        stream.denying()
         try:
             resp = web.StreamResponse(status=start.status, headers=str_headers(start.headers))
             resp.force_close()
@@ -196,13 +224,13 @@ class WsBridge:
             return error_response(502, close=True)
         except ConnectionError:  # the client left first: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d's denial response", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
         try:
             await self._deny_body(request, stream, resp, start)
         except ConnectionError:  # as above, mid-body: the response is cut short anyway
             log.debug("client went away during WebSocket stream %d's denial response", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
         return resp
 
     @staticmethod
@@ -221,13 +249,13 @@ class WsBridge:
                 log.warning(
                     "stream %d: denial response cut short (%s)", stream.stream_id, describe_failure(item)
                 )
-                stream.phase = WsPhase.FAILED
+                stream.fail()
                 if request.transport is not None:
                     request.transport.abort()
                 return
             body, more = item.body, item.more_body
         await resp.write_eof()
-        stream.phase = WsPhase.DONE
+        stream.done()
 
     # ------------------------------------------------------------- session
 
@@ -242,10 +270,9 @@ class WsBridge:
             return error_response(502, close=True)
         except ConnectionError:  # the client left before its 101: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d opened", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
-        if stream.phase is WsPhase.CONNECTING:  # (already HANDING_OFF if the worker handed it off at once)
-            stream.phase = WsPhase.OPEN
+        stream.opened()
         pump = asyncio.get_running_loop().create_task(_pump(ws, stream, self._settings.max_message_bytes))
         try:
             await _to_client(ws, stream, self._resume)
@@ -313,7 +340,7 @@ async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -
                     continue
                 if not isinstance(why, WsLocal):
                     log.warning("WebSocket handoff failed (%s); closing the client with 1012", why)
-                    stream.phase = WsPhase.DONE
+                    stream.done()
                     await _close_client(ws, SERVICE_RESTART, "")
                     return
                 item = why
@@ -325,7 +352,7 @@ async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -
             else:
                 await ws.send_bytes(item.data)
         except ConnectionError:
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             stream.close(ABNORMAL)
             return
         stream.consumed(cost(item))
@@ -335,7 +362,7 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
     kind = type(item)
     code, reason = SERVER_ERROR, ""
     if item is WsLocal.CLIENT_CLOSED:  # the pump told the worker; aiohttp answered the client
-        stream.phase = WsPhase.DONE
+        stream.done()
         return
     if kind is ev.WsClose:
         code, reason = item.code, item.reason
@@ -350,7 +377,10 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
         log.warning(
             "WebSocket stream %d ended by the worker side: %s", stream.stream_id, describe_failure(item)
         )
-    stream.phase = WsPhase.DONE if code != SERVER_ERROR else WsPhase.FAILED
+    if code == SERVER_ERROR:
+        stream.fail()
+    else:
+        stream.done()
     await _close_client(ws, code, reason)
 
 
@@ -398,7 +428,7 @@ def _close_of(msg: Any) -> tuple[int, str]:
 
 
 def _failure(stream: WsStream, item: Any) -> web.StreamResponse:
-    stream.phase = WsPhase.FAILED
+    stream.fail()
     log.warning(
         "WebSocket stream %d failed before the handshake: %s", stream.stream_id, describe_failure(item)
     )

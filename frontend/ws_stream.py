@@ -11,9 +11,11 @@ the client sees. The client-reading pump (ws_bridge) sends WS_MESSAGE through
 a CREDIT reopens it by resolving that one future.
 
 Two views of the same stream, each an explicit state:
-* ``phase`` (``WsPhase``): what the *client* has seen. QUEUED -> CONNECTING ->
-  OPEN | DENYING -> DONE, or FAILED; OPEN <-> HANDING_OFF while a handed-off
-  session is between two workers (the client still sees an open socket).
+* ``phase`` (``WsPhase``, ``TRANSITIONS``): what the *client* has seen.
+  QUEUED -> CONNECTING -> OPEN | DENYING -> DONE, or FAILED; OPEN <->
+  HANDING_OFF while a handed-off session is between two workers (the client
+  still sees an open socket). Written only here; ws_bridge calls ``opened``,
+  ``denying``, ``done``, ``fail``.
 * the wire: ``tracker`` (WsTracker) plus ``worker``, which is None once the
   stream is closed on the wire (WS_CLOSE either way, RESET, WS_HANDOFF, denial
   done) and its WebSocket slot is free.
@@ -62,6 +64,23 @@ class WsPhase(Enum):
     DENYING = "denying"  # the worker's denial response is being written
     DONE = "done"
     FAILED = "failed"
+
+
+_OVER = frozenset({WsPhase.DONE, WsPhase.FAILED})
+TRANSITIONS: dict[WsPhase, frozenset[WsPhase]] = {
+    WsPhase.QUEUED: frozenset({WsPhase.CONNECTING}) | _OVER,
+    WsPhase.CONNECTING: frozenset({WsPhase.CONNECTING, WsPhase.OPEN, WsPhase.HANDING_OFF, WsPhase.DENYING})
+    | _OVER,  # (CONNECTING again: a replay; HANDING_OFF: handed off before the 101 went out)
+    WsPhase.OPEN: frozenset({WsPhase.HANDING_OFF}) | _OVER,
+    WsPhase.HANDING_OFF: frozenset({WsPhase.OPEN}) | _OVER,
+    WsPhase.DENYING: _OVER,
+    WsPhase.DONE: frozenset(),
+    WsPhase.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
 
 
 class WsLocal(Enum):
@@ -119,7 +138,7 @@ class WsStream:
         self.stream_id = self._dispatcher.open_stream(self)
         self.tracker = WsTracker()
         self._attach(worker)
-        self.phase = WsPhase.CONNECTING
+        self._to(WsPhase.CONNECTING)
         self._dispatcher.post(ev.WsConnect(self.stream_id, *self._connect), worker)
 
     def resume(self, worker: WorkerRecord) -> None:
@@ -131,7 +150,7 @@ class WsStream:
         self._attach(worker)
         self.resumes += 1
         self._retryable = True
-        self.phase = WsPhase.OPEN
+        self._to(WsPhase.OPEN)
         connect = ev.WsConnect(self.stream_id, *self._connect)
         self._dispatcher.post(ev.WsResume(self.stream_id, connect, self._subprotocol, self._state), worker)
         self._send_held()
@@ -274,9 +293,32 @@ class WsStream:
 
     def finish(self) -> None:
         """The handler is done: a stream still open on the wire ends as a vanished client."""
-        if self.phase not in (WsPhase.DONE, WsPhase.FAILED):
-            self.phase = WsPhase.FAILED
+        self.fail()
         self.close(ABNORMAL)
+
+    def opened(self) -> None:
+        """The 101 went to the client (a session handed off at once stays HANDING_OFF)."""
+        if self.phase is WsPhase.CONNECTING:
+            self._to(WsPhase.OPEN)
+
+    def denying(self) -> None:
+        """The worker's denial response is being written."""
+        self._to(WsPhase.DENYING)
+
+    def done(self) -> None:
+        """The session (or its denial) ended as it should: closed, refused, handed back with 1012."""
+        if self.phase not in _OVER:  # (the first end wins)
+            self._to(WsPhase.DONE)
+
+    def fail(self) -> None:
+        """The session ended badly for the client (gone, cut short, an error from the worker side)."""
+        if self.phase not in _OVER:
+            self._to(WsPhase.FAILED)
+
+    def _to(self, phase: WsPhase) -> None:
+        if phase not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"WebSocket stream {self.stream_id}: {self.phase.name} -> {phase.name}")
+        self.phase = phase
 
     # --------------------------------------------------- dispatcher side
 
@@ -364,7 +406,7 @@ class WsStream:
             if self._held:
                 unacked.extend(self._held)
             self._held = unacked
-        self.phase = WsPhase.HANDING_OFF
+        self._to(WsPhase.HANDING_OFF)
 
     def _detach(self) -> None:
         if self.worker is not None:

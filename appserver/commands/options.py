@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,10 @@ def worker_params() -> list[click.Parameter]:
     return [
         config_option(),
         click.Argument(["app"], envvar="ZASGI_APP", callback=_check_app),
+        click.Option(["--env-file"], default=None, envvar="ZASGI_ENV_FILE", show_envvar=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="Load environment variables for the app from this .env file (python-dotenv); "
+                          "variables already set win."),
         click.Option(["-w", "--workers"], default=1, show_default=True, type=click.IntRange(1, 512),
                      envvar="ZASGI_WORKERS", help="Worker processes."),
         click.Option(["--app-dir"], default=".", show_default=True, envvar="ZASGI_APP_DIR",
@@ -67,6 +72,9 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--interface"], type=click.Choice(["auto", "asgi3", "asgi2", "wsgi"]), default="auto",
                      show_default=True, envvar="ZASGI_INTERFACE",
                      help="How to call APP; wsgi runs it in a thread pool (a2wsgi)."),
+        click.Option(["--wsgi-threads"], default=WorkerConfig.wsgi_threads, show_default=True,
+                     type=click.IntRange(1, 1024), envvar="ZASGI_WSGI_THREADS", show_envvar=True,
+                     help="Threads per worker running a WSGI app: the requests it runs at once."),
         click.Option(["--capacity"], default=4096, show_default=True, type=click.IntRange(1),
                      envvar="ZASGI_CAPACITY",
                      help="Concurrent HTTP requests per worker, at most: the adaptive limit's ceiling "
@@ -90,7 +98,13 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--max-lingering"], default=None, type=click.IntRange(0), envvar="ZASGI_MAX_LINGERING",
                      help="Replaced workers lingering for their sessions at once; past it the oldest close "
                           "theirs (1012) [default: 4 x --workers]."),
+        click.Option(["--warn-blocked-loop"], default=0.5, show_default=True, type=click.FloatRange(0),
+                     envvar="ZASGI_WARN_BLOCKED_LOOP",
+                     help="Seconds a worker's event loop may be blocked (a synchronous call in async code) "
+                          "before one warning names the request and the blocking line; 0: never."),
         log_level_option(),
+        fo.BY_NAME["log_format"].click_option(),
+        fo.BY_NAME["log_config"].click_option(),
         sched_batch_option(),
         click.Option(["--max-requests", "--limit-max-requests"], default=0, show_default=True,
                      type=click.IntRange(0), envvar="ZASGI_MAX_REQUESTS",
@@ -98,6 +112,10 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--max-requests-jitter"], default=0, show_default=True, type=click.IntRange(0),
                      envvar="ZASGI_MAX_REQUESTS_JITTER",
                      help="Add random(0..J) to each worker's --max-requests."),
+        click.Option(["--max-worker-rss"], default=0, show_default=True, type=click.IntRange(0),
+                     envvar="ZASGI_MAX_WORKER_RSS", show_envvar=True, metavar="MIB",
+                     help="Replace a worker (new one first, no request lost) whose resident memory passes "
+                          "this many MiB, checked every 5 s; 0 = never."),
         click.Option(["--max-surge"], default=1, show_default=True, type=click.IntRange(1),
                      envvar="ZASGI_MAX_SURGE",
                      help="Workers replaced at once by a reload (SIGHUP) or --max-requests."),
@@ -131,10 +149,14 @@ def worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerConf
             adaptive_target_s=opts["adaptive_target"],
             graceful_timeout_s=opts["graceful_timeout"],
             stream_drain_timeout_s=opts["stream_drain_timeout"],
+            warn_blocked_loop_s=opts["warn_blocked_loop"],
             factory=opts["factory"],
             lifespan=opts["lifespan"],
             interface=opts["interface"],
+            wsgi_threads=opts["wsgi_threads"],
             log_level=opts["log_level"],
+            log_format=opts["log_format"],
+            log_config=opts["log_config"],
             **({"resolve_interval_s": opts["resolve_interval"]} if "resolve_interval" in opts else {}),
         )
     except ValueError as exc:
@@ -164,6 +186,7 @@ def pool_config(opts: dict[str, Any]) -> PoolConfig:
             max_lingering=4 * opts["workers"] if opts["max_lingering"] is None else opts["max_lingering"],
             pid_file=opts["pid_file"],
             sched_batch=opts["sched_batch"],
+            max_worker_rss_mib=opts["max_worker_rss"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -183,16 +206,8 @@ def frontend_args(opts: dict[str, Any], *runs: fo.Run) -> list[str]:
     args: list[str] = []
     for opt in fo.where(*runs):
         value = opts.pop(opt.name, None)
-        if value is None:
-            continue
-        first, _, negative = opt.decls[0].partition("/")
-        if opt.is_flag or negative:
-            if value:
-                args.append(first)
-            elif negative:
-                args.append(negative)
-        else:
-            args += [first, str(value)]
+        if value is not None:
+            args += opt.argv(value)
     return args
 
 
@@ -205,3 +220,19 @@ def schemas() -> dict[str, configfile.Schema]:
         "appserver": configfile.Schema(appserver.command.params),
         "frontend": configfile.Schema(frontend.command.params),
     }
+
+
+def load_env_file(path: str | None) -> None:
+    """The ``--env-file`` variables into our environment (the workers inherit it), as uvicorn does:
+    after the options are read, so it configures the app, not zasgi; set variables win."""
+    if path is None:
+        return
+    from dotenv import dotenv_values  # only when asked for
+
+    try:
+        values = dotenv_values(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise click.UsageError(f"--env-file {path}: {exc}") from None
+    for name, value in values.items():
+        if value is not None:
+            os.environ.setdefault(name, value)

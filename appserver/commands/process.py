@@ -3,14 +3,15 @@ pid file, start the front end (run) and the workers, print the banner, run until
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Any
 
 import click
 
+from wire import logsetup
+
 from .. import sched
-from ..control import PidFile, PidFileError
+from ..control import PidFile, PidFileError, remove_reload_result
 from ..supervisor import EXIT_APP_LOAD, EXIT_BOOT, Supervisor, SupervisorError
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
@@ -18,8 +19,24 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s"
 Banner = Any  # (url, ready-line facts) -> text
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+def setup_logging(level: str, log_format: str = "text", log_config: str | None = None) -> None:
+    """The supervisor's logging: what its workers and front end do too (wire/logsetup.py)."""
+    global _json
+    _json = log_format == "json" and log_config is None
+    try:
+        logsetup.configure(level, log_format, LOG_FORMAT, log_config=log_config)
+    except logsetup.LogConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+_json = False  # --log-format json: the banner is a JSON line too
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """A line for the operator (banner, a boot error), as JSON under --log-format json."""
+    if _json:
+        text = logsetup.json_line(text, level="error" if err else "info")
+    click.echo(text, err=err)
 
 
 def ready_facts(line: str) -> tuple[str, dict[str, str]]:
@@ -41,12 +58,15 @@ def supervise(supervisor: Supervisor, *, banner: Banner) -> int:
         if pid_file is not None:
             pid_file.acquire()
     except PidFileError as exc:
-        click.echo(f"zasgi: {exc}", err=True)
+        say(f"zasgi: {exc}", err=True)
         return EXIT_BOOT
     try:
+        if pid_file is not None:
+            remove_reload_result(pid_file.path)  # a former run's outcomes are not ours
         return _start_and_run(supervisor, banner=banner)
     finally:
         if pid_file is not None:
+            remove_reload_result(pid_file.path)
             pid_file.release()
 
 
@@ -59,9 +79,9 @@ def _start_and_run(supervisor: Supervisor, *, banner: Banner) -> int:
         supervisor.wait_ready()
     except SupervisorError as exc:
         if exc.exit_code != EXIT_APP_LOAD:  # the worker already said why, in one line
-            click.echo(f"zasgi: {exc}", err=True)
+            say(f"zasgi: {exc}", err=True)
         supervisor.stop()
         return exc.exit_code
-    click.echo(banner(url, facts))
+    say(banner(url, facts))
     sys.stdout.flush()
     return supervisor.run()

@@ -58,11 +58,23 @@ def _lingering(workers: list[Any]) -> str:
 
 
 @click.command("status")
-@click.option("--admin", "admins", multiple=True, default=("http://127.0.0.1:9000",), show_default=True,
-              envvar="ZASGI_ADMIN_URL", metavar="URL",
-              help="A front end's admin endpoint (repeatable; env: space-separated).")
-@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0, min_open=True),
-              help="Seconds to wait for each front end.")
+@click.option(
+    "--admin",
+    "admins",
+    multiple=True,
+    default=("http://127.0.0.1:9000",),
+    show_default=True,
+    envvar="ZASGI_ADMIN_URL",
+    metavar="URL",
+    help="A front end's admin endpoint (repeatable; env: space-separated).",
+)
+@click.option(
+    "--timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0, min_open=True),
+    help="Seconds to wait for each front end.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the front ends' answers as JSON.")  # fmt: skip
 def command(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
     """The workers of each front end: id, host, pid, state, in-flight, limit, capacity, uptime, served."""
@@ -93,5 +105,3 @@ def command(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
         for line in _status_table(workers) if workers else ["(no workers)"]:
             click.echo("  " + line)
     sys.exit(1 if failed else 0)
-
-

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from appserver import cli, configfile
+from appserver import cli
 from appserver.commands import process
 
 
@@ -27,7 +27,7 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         return 0
 
     monkeypatch.setattr(process, "supervise", fake_supervise)
-    monkeypatch.setattr(process, "setup_logging", lambda level: None)
+    monkeypatch.setattr(process, "setup_logging", lambda *args: None)
     for name in list(os.environ):
         if name.startswith("ZASGI_"):
             monkeypatch.delenv(name)
@@ -135,6 +135,11 @@ def test_default_when_nothing_given(started: list[Any]) -> None:
         ("[run.ssl]\nkey = 1\n", "[run] ssl: a table where a value belongs"),
         ("workers = [1, 2]\n", "workers: one value expected, not a list"),
         ("workers = \n", "Invalid value (at line 1"),
+        ("workers = 'many'\n", "workers: 'many' is not a valid integer"),
+        ("[frontend]\nqueue-size = 'x'\n", "queue-size: 'x' is not a valid integer"),
+        ("[run]\nuds-mode = '999'\n", "uds-mode: '999' is not an octal file mode"),
+        ("log-format = 'xml'\n", "log-format: 'xml' is not one of 'text', 'json'"),
+        ("[frontend]\nliveness = 1\n", "liveness: 1 is not in the range x>=2"),
     ],
 )
 def test_bad_file_is_one_line_exit_2(tmp_path: Path, started: list[Any], text: str, message: str) -> None:

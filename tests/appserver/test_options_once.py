@@ -15,8 +15,11 @@ from wire import frontend_options as fo
 ROOT = Path(__file__).resolve().parents[2]
 # Same spelling, another thing: the worker's own key file, the URL `zasgi status` reads, the
 # workers' drain (its default is the table's).
-OTHER_MEANING = {("appserver.py", "--curve-secret-key"), ("status.py", "--admin"),
-                 ("options.py", "--timeout-graceful-shutdown")}  # fmt: skip
+OTHER_MEANING = {
+    ("appserver.py", "--curve-secret-key"),
+    ("status.py", "--admin"),
+    ("options.py", "--timeout-graceful-shutdown"),
+}
 
 
 def test_no_long_name_is_in_the_table_twice() -> None:
@@ -51,3 +54,43 @@ def test_config_defaults_are_the_table_defaults() -> None:
     assert config.shutdown_timeout_s == fo.default("shutdown_timeout")
     params = frontend_cli.command.make_context("frontend", []).params
     assert frontend_cli.build_config(params).queue == cfg.Queue()  # no other default on the way
+
+
+# ---------------------------------------------------------------- help (issue 21)
+
+
+def _help(*args: str) -> str:
+    from click.testing import CliRunner
+
+    from appserver.commands import main
+
+    result = CliRunner().invoke(main, [*args, "--help"], prog_name="zasgi", terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_frontend_help_is_zasgi_frontend_s_with_config_and_no_internals() -> None:
+    text = _help("frontend")
+    assert text.startswith("Usage: zasgi frontend [OPTIONS]") and "python -m frontend" not in text
+    assert "-c, --config FILE" in text
+    assert "--ready-fd" not in text and "--parent-fd" not in text
+    assert all(opt.help for opt in fo.OPTIONS)  # --heartbeat-ms and --max-payload-bytes had none
+    for name in ("heartbeat_ms", "max_payload_bytes"):
+        assert " ".join(fo.BY_NAME[name].help.split()[:3]) in " ".join(text.split())
+
+
+def test_run_help_lists_only_what_run_uses() -> None:
+    text = _help("run")
+    assert "--resolve-interval" not in text and "--ready-fd" not in text
+    assert "--resolve-interval" in _help("appserver")
+
+
+def test_run_with_an_exposed_backend_names_run_s_remedy() -> None:
+    from click.testing import CliRunner
+
+    from appserver.commands import main
+
+    result = CliRunner().invoke(main, ["run", "m:app", "--backend", "tcp://0.0.0.0:7000"], prog_name="zasgi")
+    assert result.exit_code == 2
+    assert "--insecure" in result.output and "zasgi frontend" in result.output
+    assert "pass --curve-secret-key" not in result.output

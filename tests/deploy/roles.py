@@ -22,7 +22,10 @@ from appserver.commands import options as appserver_options
 from frontend import cli as frontend_cli
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS: dict[str, click.Command] = {"frontend": frontend_cli.command, "appserver": appserver_command.command}
+COMMANDS: dict[str, click.Command] = {
+    "frontend": frontend_cli.command,
+    "appserver": appserver_command.command,
+}
 # The supervisor gives draining workers the graceful timeout plus this much before it kills them.
 SUPERVISOR_MARGIN_S = 5.0
 

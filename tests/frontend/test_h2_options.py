@@ -55,7 +55,7 @@ def test_zasgi_run_passes_them_on_from_a_config_file(tmp_path: Any, monkeypatch:
 
     seen: list[Any] = []
     monkeypatch.setattr(process, "supervise", lambda supervisor, *, banner: seen.append(supervisor) or 0)
-    monkeypatch.setattr(process, "setup_logging", lambda level: None)
+    monkeypatch.setattr(process, "setup_logging", lambda *args: None)
     path = tmp_path / "zasgi.toml"
     path.write_text("http2 = false\nhttp2-max-concurrent-streams = 50\n")
     result = CliRunner().invoke(zasgi_cli.main, ["run", "a:b", "-c", str(path)], catch_exceptions=False)

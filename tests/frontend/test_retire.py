@@ -5,6 +5,7 @@ or at their keep-alive timeout, and closes WebSockets with 1012 at the end of it
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -62,6 +63,7 @@ class Running:
     shutdown: asyncio.Event
     life: FrontendLifecycle
     task: asyncio.Task[None]
+    reports: list[str]
 
 
 @pytest.fixture
@@ -77,14 +79,15 @@ async def fleet(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[Any]
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[str] = loop.create_future()
         shutdown, retire, life = asyncio.Event(), asyncio.Event(), FrontendLifecycle(name)
+        reports: list[str] = []
         task = asyncio.ensure_future(
             serve(config, ready=ready.set_result, shutdown=shutdown, retire=retire, zmq_context=zmq_ctx,
-                  sock=sock.dup(), frontend_id=name, lifecycle=life)
+                  sock=sock.dup(), frontend_id=name, lifecycle=life, report=reports.append)
         )  # fmt: skip
         await asyncio.wait({task, ready}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             task.result()
-        fe = Running(sock.getsockname()[1], config.backend.endpoint, retire, shutdown, life, task)
+        fe = Running(sock.getsockname()[1], config.backend.endpoint, retire, shutdown, life, task, reports)
         running.append(fe)
         return fe
 
@@ -206,3 +209,17 @@ async def test_websocket_closed_1012_at_the_end_of_the_grace(fleet: Any, listene
         close = await w.expect(ev.WsClose)
         assert close.code == 1012
     await asyncio.wait_for(old.task, 10)
+
+
+async def test_ready_workers_are_reported_as_they_change(fleet: Any, listener: socket.socket) -> None:
+    fe = await fleet(listener, "fe")
+    await asyncio.sleep(0.3)
+    assert fe.reports == ["zasgi-workers "]
+    w = await fleet.worker(fe)
+    pid = os.getpid()  # a ScriptedWorker says HELLO with its process's pid
+    for _ in range(50):
+        if fe.reports[-1] == f"zasgi-workers {pid}":
+            break
+        await asyncio.sleep(0.1)
+    assert fe.reports[-1] == f"zasgi-workers {pid}"
+    w.close()
