@@ -8,12 +8,13 @@ at its first bytes). ``Upgrade: h2c`` is not offered: browsers never use it,
 and an HTTP/1.1 client that asks simply stays on HTTP/1.1.
 
 Theory of operation. ``data_received`` feeds the session and acts on its
-events: each ``StreamOpened`` becomes an ``h2_exchange.H2Exchange`` (one task,
-one wire stream), body bytes go to that exchange's reader, ``Sent`` bytes are
-credited to its worker, ``StreamCancelled`` cancels it (DISCONNECT), and
-``ConnectionEnded`` (a flood, a protocol error, the client's GOAWAY) closes
-the connection once the GOAWAY is written. Writes go straight to the
-transport; while it is full (``pause_writing``) no credit goes back to
+events: each ``StreamOpened`` becomes an ``h2_exchange.H2Exchange``, the
+writer of one request on ``http_requests.HttpRequests`` (started once the
+read's events are all in), body bytes go to that exchange's reader, ``Sent``
+bytes are credited to its worker, ``StreamCancelled`` is ``lost`` (DISCONNECT),
+and ``ConnectionEnded`` (a flood, a protocol error, the client's GOAWAY) closes
+the connection once the GOAWAY is written. Writes are coalesced: one
+``transport.write`` per loop iteration per connection; while the socket is full (``pause_writing``) no credit goes back to
 workers, so a client that does not read holds at most one worker window per
 stream here. A timer each ``TICK_S`` resets streams stalled on the client's
 window (``H2Limits.stall_timeout_s``), aborts a connection whose socket stayed
