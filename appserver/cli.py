@@ -33,7 +33,7 @@ from typing import Any
 
 import click
 
-from wire import curve
+from wire import compiled, curve
 from wire.curve import ClientKeys
 
 from . import configfile
@@ -388,7 +388,7 @@ def _start_and_run(supervisor: Supervisor, *, banner: Banner) -> int:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="zasgi")
+@click.version_option(package_name="zasgi", message=f"%(prog)s %(version)s ({compiled.describe()})")
 def main() -> None:
     """zasgi: an ASGI server split into an HTTP front end and app-server workers over ZeroMQ."""
 

@@ -29,6 +29,8 @@ from typing import Any
 
 import zmq
 
+from wire import compiled
+
 from .access_log import AccessLog, hook_class
 from .admin import Admin
 from .config import FrontendConfig
@@ -74,6 +76,7 @@ async def serve(
             await http.start(sock, ssl_context)
             url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
+            log.debug("hot path: %s", compiled.describe())
             admin.http_url = url
             admin_url = await admin.start()  # the ready line's last field; None: off
             with _signals(shutdown, force):  # before the ready line: a signal right after it is ours
