@@ -24,7 +24,14 @@ def _warn(message: str) -> None:
     print(f"zasgi build: {message}; installing pure Python", file=sys.stderr)
 
 
+# pip runs this file once per build step; the metadata steps need no extensions (and mypyc
+# takes a while: translate only when something is built).
+_METADATA_ONLY = {"egg_info", "dist_info", "sdist"}
+
+
 def _ext_modules() -> list:
+    if _METADATA_ONLY.intersection(sys.argv[1:2]):
+        return []
     if _compiled["pure_requested"]():
         _warn(f"{_compiled['PURE_ENV']} is set")
         return []

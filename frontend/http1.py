@@ -126,6 +126,7 @@ def whole_head(
     """The head of a whole-body response; None when ``head`` must decide (framing headers from
     the worker other than an exact Content-Length, a control character in a field)."""
     key = (version, status, headers)
+    known: tuple[bytes, int, bytes | None] | None
     try:
         known = _FIELDS_CACHE[key]
     except KeyError:

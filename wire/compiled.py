@@ -36,6 +36,15 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.codel",
     "frontend.pool",
     "frontend.slots",
+    "frontend.http1",
+    "frontend.upload",
+    "appserver.stream",
+    "appserver.response",
+    "appserver.cycle",
+    "appserver.routing",
+    "appserver.limiter",
+    "appserver.admission",
+    "appserver.connection",
 )
 
 PURE_ENV = "ZASGI_PURE"
