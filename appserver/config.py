@@ -50,13 +50,18 @@ class WorkerConfig:
     # and started responses are left, until they end or this long after the drain began (then
     # 1012); 0: they are closed when the graceful timeout ends.
     stream_drain_timeout_s: float = 3600.0
+    # The pulse thread (pulse.py) logs one warning, with the request and the stack, when the event
+    # loop has not run for this long; 0: never.
+    warn_blocked_loop_s: float = 0.5
     reconnect_max_s: float = 5.0  # cap of the reconnect back-off (Rule 10)
     resolve_interval_s: float = DEFAULT_RESOLVE_INTERVAL_S  # re-resolve names in ``connect`` (discovery.py)
     factory: bool = False  # ``app`` names a zero-argument callable returning the app
     lifespan: str = LifespanMode.AUTO
     interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
+    wsgi_threads: int = 10  # a WSGI app's thread pool per worker (wsgi.py); requests it runs at once
     log_level: str = "info"
-    sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
+    log_format: str = "text"  # or "json": one object per line (wire/logsetup.py)
+    log_config: str | None = None  # a logging.config file instead (wire/logsetup.py)
     curve: ClientKeys | None = None  # CurveZMQ: our key pair + the front end's public key (wire/curve.py)
 
     def __post_init__(self) -> None:
@@ -71,16 +76,18 @@ class WorkerConfig:
         _require_int(self.window_bytes, "window_bytes", minimum=1)
         _require_number(self.graceful_timeout_s, "graceful_timeout_s", positive=False)
         _require_number(self.stream_drain_timeout_s, "stream_drain_timeout_s", positive=False)
+        _require_number(self.warn_blocked_loop_s, "warn_blocked_loop_s", positive=False)
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
-        _require(isinstance(self.sched_batch, bool), "sched_batch", "must be a boolean")
+        _require_int(self.wsgi_threads, "wsgi_threads", minimum=1)
         interfaces = ("auto", "asgi3", "asgi2", "wsgi")
         _require(self.interface in interfaces, "interface", f"must be one of {', '.join(interfaces)}")
         modes = tuple(m.value for m in LifespanMode)
         _require(self.lifespan in modes, "lifespan", f"must be one of {', '.join(modes)}")
         # Store the enum (a str subclass, picklable) so comparisons are by member.
         object.__setattr__(self, "lifespan", LifespanMode(self.lifespan))
+        _require(self.log_format in ("text", "json"), "log_format", "must be text or json")
         level = self.log_level.lower() if isinstance(self.log_level, str) else None
         _require(level in LOG_LEVELS, "log_level", f"must be one of {', '.join(LOG_LEVELS)}")
         object.__setattr__(self, "log_level", level)
@@ -112,6 +119,9 @@ class PoolConfig:
     worker_start_timeout_s: float = 60.0  # a replacement not ready by then has failed
     max_lingering: int = 4  # replaced workers lingering at once (oldest closed first); 0 = none lingers
     pid_file: str | None = None  # written at start, removed at exit; `zasgi reload` reads it
+    max_worker_rss_mib: int = 0  # replace a worker whose resident memory passes this; 0 = never
+    # SCHED_BATCH for the supervisor, set before it starts any child: they inherit it (sched.py)
+    sched_batch: bool = True
 
     def __post_init__(self) -> None:
         _require_int(self.workers, "workers", minimum=1)
@@ -120,6 +130,8 @@ class PoolConfig:
         _require_int(self.max_surge, "max_surge", minimum=1)
         _require_number(self.worker_start_timeout_s, "worker_start_timeout_s", positive=True)
         _require_int(self.max_lingering, "max_lingering", minimum=0)
+        _require_int(self.max_worker_rss_mib, "max_worker_rss", minimum=0)
+        _require(isinstance(self.sched_batch, bool), "sched_batch", "must be a boolean")
         ok = self.pid_file is None or (isinstance(self.pid_file, str) and self.pid_file != "")
         _require(ok, "pid_file", "must be a path or None")
 

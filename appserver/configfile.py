@@ -117,7 +117,11 @@ def _check(path: str, data: dict[str, Any], schemas: Mapping[str, Schema]) -> No
 
 def _value(path: str, key: str, value: Any, param: click.Parameter) -> Any:
     if param.multiple or param.nargs == -1:
-        return value if isinstance(value, list) else [value]
-    if isinstance(value, list):
+        value = value if isinstance(value, list) else [value]
+    elif isinstance(value, list):
         raise ConfigError(f"config file {path}: {key}: one value expected, not a list")
+    try:  # checked here, so a bad value names the file it came from (click would not)
+        param.type_cast_value(click.Context(click.Command(key)), value)
+    except click.BadParameter as exc:
+        raise ConfigError(f"config file {path}: {key}: {exc.message}") from None
     return value

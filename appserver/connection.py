@@ -38,6 +38,9 @@ Theory of operation (PROTOCOL.md §4):
   (``admission``, admission.py); a feature is used only if WELCOME agrees
   (Rule 7). With "limit" agreed the front end opens nothing until it hears
   our limit: WELCOME sends it at once, and every change follows (§7.1).
+  With "pulse" agreed, ``pulse_target`` tells the worker's pulse thread
+  (pulse.py) to speak for this connection: PULSE from a socket of its own,
+  so a blocked loop looks busy, not dead (Rule 9a).
 * Drain, then maybe linger (worker.py decides): ``drain`` sends DRAIN;
   ``linger`` sends LINGER (feature "linger", Rule 11a) once only sessions are
   left; ``close`` says BYE. The connection stays DRAINING throughout: the
@@ -61,12 +64,13 @@ from wire.channel import Channel, SocketMonitor, configure_dealer
 from wire.curve import ClientKeys, apply_client
 
 from .admission import Admission
+from .pulse import PulseTarget
 from .routing import StreamRouter
 from .stream import StreamSettings
 
 log = logging.getLogger(__name__)
 
-WORKER_FEATURES = ("http", "trailers", "pathsend", "linger")
+WORKER_FEATURES = ("http", "trailers", "pathsend", "linger", "pulse")
 WS_FEATURES = ("websocket", "ws-denial", "handoff")  # announced only when ws_capacity > 0
 RECONNECT_MIN_S = 0.25  # first wait for WELCOME; doubles while the front end stays silent
 BYE_LINGER_MS = 1000  # BYE is the one message worth waiting for on close
@@ -146,6 +150,8 @@ class FrontendConnection:
         self._limit_agreed = False  # WELCOME agreed to feature "limit"
         self._reported = 0  # the last LIMIT sent on this handshake
         self._linger_agreed = False  # WELCOME agreed to feature "linger"
+        self._routing_id = b""  # this socket's, the front end's name for us
+        self._pulse: PulseTarget | None = None  # WELCOME agreed to feature "pulse" (pulse.py)
         self._streams = StreamRouter(app=app, post=self._emit_stream, endpoint=endpoint, capacity=capacity,
                                      ws_capacity=ws_capacity,
                                      completed=admission.completed if admission else None)  # fmt: skip
@@ -197,6 +203,15 @@ class FrontendConnection:
         await self._streams.cancel()
 
     @property
+    def pulse_target(self) -> PulseTarget | None:
+        """Where the pulse thread (pulse.py) speaks for this connection: welcomed with "pulse"."""
+        phase = self.phase
+        return self._pulse if phase is _READY or phase is _DRAINING else None
+
+    def cycle_of(self, task: Any) -> Any:
+        return self._streams.cycle_of(task)
+
+    @property
     def reports_limit(self) -> bool:
         """Welcomed with feature "limit" and taking streams (admission.Reporter)."""
         return self._limit_agreed and self.phase is _READY
@@ -228,7 +243,8 @@ class FrontendConnection:
         self._close_socket()
         self._counter += 1
         sock = self._ctx.socket(zmq.DEALER)
-        configure_dealer(sock, routing_id=f"{self.worker_id}/{self._counter}".encode())
+        self._routing_id = f"{self.worker_id}/{self._counter}".encode()
+        configure_dealer(sock, routing_id=self._routing_id)
         if self._curve is not None:
             apply_client(sock, self._curve)
         self._monitor = SocketMonitor(sock, _LINK_EVENTS, self._on_link_event)  # before connect: miss nothing
@@ -333,6 +349,9 @@ class FrontendConnection:
         )
         self._streams.welcomed(settings, websocket="websocket" in features)
         self._linger_agreed = "linger" in features
+        pulse = "pulse" in features
+        interval_s = max(welcome.heartbeat_ms, 1) / 1000
+        self._pulse = PulseTarget(self.endpoint, self._routing_id, interval_s) if pulse else None
         self.frontend_id = welcome.frontend_id
         self._tick_s = max(welcome.heartbeat_ms, 1) / 2000  # two ticks per interval
         self._liveness_ticks = 2 * max(welcome.liveness, 1)

@@ -17,17 +17,27 @@ starting workers; ``supervisor.py`` does the process work.
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import random
 import signal
 from collections.abc import Collection, Iterable
+from typing import Any
+
+log = logging.getLogger("zasgi.supervisor")
 
 RELOAD_SIGNAL = signal.SIGHUP
 RETIRE_SIGNAL = signal.SIGUSR1  # supervisor -> a replaced worker: drain, lingering while sessions are left
-EXIT_BOOT, EXIT_APP_LOAD = 3, 4
+FRONTEND_ROLL_SIGNAL = signal.SIGUSR2  # -> zasgi run: replace its front ends one at a time (fleet.py)
+EXIT_BOOT, EXIT_APP_LOAD, EXIT_EVICTED = 3, 4, 5  # (5: pulse.EXIT_EVICTED)
 RESTART_BACKOFF_MAX_S = 10.0
 
-_EXIT_MEANING = {EXIT_BOOT: "boot error", EXIT_APP_LOAD: "app could not be loaded"}
+_EXIT_MEANING = {
+    EXIT_BOOT: "boot error",
+    EXIT_APP_LOAD: "app could not be loaded",
+    EXIT_EVICTED: "evicted by a front end: its event loop stayed blocked past --timeout-worker-blocked",
+}
 
 
 # ---------------------------------------------------------------- wording and numbers
@@ -155,6 +165,53 @@ class PidFile:
         self._fd = -1
 
 
+def rss_mib(pid: int) -> float | None:
+    """A process's resident memory in MiB (Linux /proc), None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+
+# ---------------------------------------------------------------- reload outcomes
+# The supervisor writes each rolling restart's outcome next to its pid file (PIDFILE.reload, JSON:
+# seq, ok, reason); `zasgi reload --wait` sends SIGHUP and waits for a seq past the one it saw.
+
+
+def reload_result_path(pid_file: str) -> str:
+    return pid_file + ".reload"
+
+
+def write_reload_result(pid_file: str, seq: int, ok: bool, reason: str) -> None:
+    """Replace the outcome file at once (a reader never sees half of it); failures only logged."""
+    path = reload_result_path(pid_file)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"pid": os.getpid(), "seq": seq, "ok": ok, "reason": reason}, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the reload outcome to %s: %s", path, exc.strerror)
+
+
+def read_reload_result(pid_file: str) -> dict[str, Any] | None:
+    try:
+        with open(reload_result_path(pid_file)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def remove_reload_result(pid_file: str) -> None:
+    try:
+        os.unlink(reload_result_path(pid_file))
+    except OSError:
+        pass
+
+
 def _read_pid_text(fd: int) -> int | None:
     text = os.pread(fd, 64, 0).decode(errors="replace").strip()
     return int(text) if text.isdigit() and int(text) > 0 else None
@@ -181,11 +238,12 @@ def running_pid(path: str) -> int:
         os.close(fd)
 
 
-def send_reload(path: str) -> int:
-    """SIGHUP the supervisor named by ``path`` (a rolling restart); return its pid."""
+def send_reload(path: str, signum: int = RELOAD_SIGNAL) -> int:
+    """SIGHUP the supervisor named by ``path`` (a rolling restart; ``FRONTEND_ROLL_SIGNAL``: roll
+    its front ends instead); return its pid."""
     pid = running_pid(path)
     try:
-        os.kill(pid, RELOAD_SIGNAL)
+        os.kill(pid, signum)
     except ProcessLookupError:
         raise PidFileError(f"stale pid file {path}: pid {pid} is not running") from None
     except PermissionError:

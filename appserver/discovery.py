@@ -7,6 +7,10 @@
                                       every ``resolve_interval_s``: a new address joins
                                       (HELLO), a vanished one is retired (DRAIN, its
                                       in-flight streams finish, BYE, close)
+    file:///run/zasgi/fes    file     one per endpoint listed in the file (one a line),
+                                      re-read every ``FILE_POLL_S``: how ``zasgi run``
+                                      tells its workers about the front ends it starts
+                                      and retires (a front-end roll, supervisor.py)
 
 A scaled compose service or a headless Kubernetes Service resolves to one
 address per front end, so app servers find every front end through one name.
@@ -47,6 +51,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 DEFAULT_RESOLVE_INTERVAL_S = 5.0
+FILE_POLL_S = 0.2  # a file target is re-read this often: a front-end roll waits for every worker to join
 RETRY_UNRESOLVED_S = 1.0  # while no front end is known at all, look again sooner
 
 GetAddrInfo = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
@@ -57,11 +62,13 @@ GetAddrInfo = Callable[[str, int], Awaitable[list[tuple[Any, ...]]]]
 
 @dataclass(frozen=True)
 class Target:
-    """One ``--connect`` endpoint: ``host`` is the name to resolve, None for a static endpoint."""
+    """One ``--connect`` endpoint: ``host`` is the name to resolve, None for a static endpoint;
+    ``path``: a file listing endpoints (``file://PATH``)."""
 
     endpoint: str
     host: str | None = None
     port: int = 0
+    path: str | None = None
 
 
 def parse_endpoint(endpoint: str) -> Target:
@@ -69,6 +76,10 @@ def parse_endpoint(endpoint: str) -> Target:
     scheme, sep, rest = endpoint.partition("://")
     if not sep or not scheme:
         raise ValueError(f"{endpoint!r} is not a ZeroMQ endpoint like ipc:///path or tcp://host:port")
+    if scheme == "file":
+        if not rest.startswith("/"):
+            raise ValueError(f"{endpoint!r}: a file:// list needs an absolute path (file:///run/zasgi/fes)")
+        return Target(endpoint, path=rest)
     if scheme != "tcp" or ";" in rest:  # ipc, inproc, ...; or zmq's "source;destination" form: as given
         return Target(endpoint)
     host, colon, port_text = rest.rpartition(":")
@@ -133,6 +144,13 @@ async def resolve(
     resolved: dict[Target, tuple[str, ...]] = {}
     failed: dict[Target, str] = {}
     for target in targets:
+        if target.path is not None:
+            try:
+                resolved[target] = read_list(target.path)
+            except (OSError, ValueError) as exc:
+                failed[target] = str(exc)
+                resolved[target] = tuple(previous.get(target, ()))
+            continue
         if target.host is None:
             resolved[target] = (target.endpoint,)
             continue
@@ -144,6 +162,27 @@ async def resolve(
             failed[target] = _why(answer)
             resolved[target] = tuple(previous.get(target, ()))
     return resolved, failed
+
+
+def read_list(path: str) -> tuple[str, ...]:
+    """The endpoints a file lists (one a line; blank lines and ``#`` comments skipped), each a
+    static one (ipc://, or tcp:// with an IP address). Raises OSError, ValueError (one line)."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.split("#", 1)[0].strip() for line in f]
+    endpoints = tuple(line for line in lines if line)
+    for endpoint in endpoints:
+        target = parse_endpoint(endpoint)
+        if target.host is not None or target.path is not None:
+            raise ValueError(f"{path}: {endpoint!r}: list ipc:// or tcp://ADDRESS:PORT endpoints only")
+    return endpoints
+
+
+def write_list(path: str, endpoints: Sequence[str]) -> None:
+    """Replace the file at once (a reader sees the old list or the new one, never half of one)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("".join(f"{e}\n" for e in endpoints))
+    os.replace(tmp, path)
 
 
 def _why(answer: Any) -> str:
@@ -212,7 +251,7 @@ class FrontendSet:
 
     @property
     def dynamic(self) -> bool:
-        return any(t.host is not None for t in self._targets)
+        return any(t.host is not None or t.path is not None for t in self._targets)
 
     @property
     def active(self) -> list[Connection]:
@@ -275,7 +314,10 @@ class FrontendSet:
             if not self.dynamic:
                 return  # static endpoints: nothing will ever change
             known = bool(self._active)
-            await asyncio.sleep(self._interval_s if known else min(self._interval_s, RETRY_UNRESOLVED_S))
+            interval = self._interval_s if known else min(self._interval_s, RETRY_UNRESOLVED_S)
+            if any(t.path is not None for t in self._targets):
+                interval = min(interval, FILE_POLL_S)
+            await asyncio.sleep(interval)
 
     def _is_ready(self) -> bool:
         current = [c for c in self._initial if self._active.get(c.endpoint) is c] or self.active

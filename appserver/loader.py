@@ -5,7 +5,8 @@ line fit to show the operator (the worker exits with code 4, no traceback):
 a malformed spec, a module that does not exist, a missing attribute, a
 non-callable. An exception raised *while importing* the user's module (their
 bug, not a typo in the spec) is reported with that exception's own message;
-the original exception stays attached as ``__cause__`` for debug logging.
+the original exception stays attached as ``__cause__``, and ``app_traceback`` gives the
+app's part of its traceback (the frames in the user's files) for the log at any level.
 
 The app's *interface* is then settled and the app wrapped, so the rest of
 the server speaks ASGI 3 only:
@@ -29,7 +30,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
@@ -49,7 +52,12 @@ class AppLoadError(Exception):
 
 
 def load_app(
-    spec: str, *, app_dir: str | None = None, factory: bool = False, interface: str = Interface.AUTO
+    spec: str,
+    *,
+    app_dir: str | None = None,
+    factory: bool = False,
+    interface: str = Interface.AUTO,
+    wsgi_threads: int | None = None,  # None: wsgi.DEFAULT_THREADS
 ) -> ASGIApp:
     """Import ``spec`` and return it as an ASGI 3 app.
 
@@ -64,7 +72,7 @@ def load_app(
         raise AppLoadError(f"{spec!r} is not callable")
     if factory:
         obj = _call_factory(obj, spec)
-    return _adapt(obj, spec, Interface(interface))
+    return _adapt(obj, spec, Interface(interface), wsgi_threads)
 
 
 def detect_interface(app: Any) -> Interface:
@@ -81,7 +89,7 @@ def detect_interface(app: Any) -> Interface:
     return Interface.ASGI2
 
 
-def _adapt(app: Any, spec: str, interface: Interface) -> ASGIApp:
+def _adapt(app: Any, spec: str, interface: Interface, wsgi_threads: int | None = None) -> ASGIApp:
     if interface is Interface.AUTO:
         interface = detect_interface(app)
     else:
@@ -89,9 +97,9 @@ def _adapt(app: Any, spec: str, interface: Interface) -> ASGIApp:
     if interface is Interface.ASGI2:
         return ASGI2Adapter(app)
     if interface is Interface.WSGI:
-        from .wsgi import WSGIAdapter  # a2wsgi and its thread pool only for WSGI apps
+        from .wsgi import DEFAULT_THREADS, WSGIAdapter  # a2wsgi and its thread pool only for WSGI apps
 
-        return WSGIAdapter(app)
+        return WSGIAdapter(app, threads=wsgi_threads or DEFAULT_THREADS)
     return app  # type: ignore[no-any-return]
 
 
@@ -203,3 +211,26 @@ def _describe(exc: BaseException) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# Frames from these are the machinery of the import, not the app's.
+_NOT_THE_APP = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(importlib.__file__), "<frozen ")
+
+
+def app_traceback(error: AppLoadError) -> str:
+    """Where the app failed: the frames of its traceback outside importlib and zasgi, then the
+    exception; "" when there is none (a syntax error names its file and line already)."""
+    cause = error.__cause__
+    if cause is None or isinstance(cause, SyntaxError):
+        return ""
+    frames = [
+        frame for frame in traceback.extract_tb(cause.__traceback__)
+        if not frame.filename.startswith(_NOT_THE_APP)
+    ]  # fmt: skip
+    if not frames:
+        return ""
+    return (
+        "Traceback (the app's part):\n"
+        + "".join(traceback.format_list(frames))
+        + "".join(traceback.format_exception_only(type(cause), cause))
+    )

@@ -231,6 +231,13 @@ class StreamRouter:
                     opened_at = cycle.opened_at
                     completed(perf_counter() - opened_at if opened_at else None)
 
+    def cycle_of(self, task: Any) -> Any:
+        """The open stream whose app runs in ``task``, or None (read by the pulse thread: a snapshot)."""
+        for cycle in list(self._open.values()):
+            if cycle.task is task:
+                return cycle
+        return None
+
     def admission_counts(self) -> tuple[int, int]:
         """(HTTP streams open, of which bodies still arriving): a slow upload costs the app nothing
         while it waits in receive(), so admission counts it apart."""

@@ -44,6 +44,9 @@ leave moves to ``draining`` and stays supervised until it exits::
 * At boot, a worker that exits with EXIT_APP_LOAD or EXIT_BOOT before it was
   ever ready stops the whole pool with that code: restarting would only
   repeat the failure.
+* ``zasgi run``'s front ends are a ``fleet.Fleet``: N processes on one port,
+  started before the workers, stopped before them; SIGUSR2 rolls them one at
+  a time (fleet.py), reported by the same loop.
 """
 
 from __future__ import annotations
@@ -64,14 +67,18 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .config import PoolConfig, WorkerConfig
+from .fleet import Fleet, FleetError
 from .control import (
     EXIT_APP_LOAD,
     EXIT_BOOT,
+    FRONTEND_ROLL_SIGNAL,
     RETIRE_SIGNAL,
     RollPlan,
     describe_exit,
     request_limit,
     restart_delay,
+    rss_mib,
+    write_reload_result,
 )
 from .reload import ReloadConfig, Reloader, no_bytecode_for_workers
 
@@ -80,9 +87,10 @@ log = logging.getLogger("zasgi.supervisor")
 EXIT_OK, EXIT_ERROR = 0, 1
 DRAIN_MARGIN_S = 10.0  # beyond the graceful timeout: lifespan shutdown, WebSocket close grace, BYE
 POLL_BUSY_S, POLL_IDLE_S = 0.1, 0.5  # loop wake-up while something is starting / otherwise
+RSS_CHECK_S = 5.0  # --max-worker-rss: how often each serving worker's resident memory is read
 _MP = multiprocessing.get_context("spawn")
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-_CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
+_CONTROL_SIGNALS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, FRONTEND_ROLL_SIGNAL)
 
 
 def _worker_entry(config: WorkerConfig, ready: Any, served: Any) -> None:
@@ -112,6 +120,7 @@ class Why(Enum):
 
     RELOAD = "reload"
     RECYCLE = "max-requests"
+    MEMORY = "max-worker-rss"
 
 
 @dataclass(eq=False)
@@ -165,6 +174,8 @@ class Supervisor:
     pool: PoolConfig = field(default_factory=PoolConfig)
     frontend_argv: Sequence[str] | None = None
     frontend_env: Mapping[str, str] | None = None  # the front end's environment; None: ours
+    frontend_fds: tuple[int, ...] = ()  # inherited by the front end (its --fd listener)
+    fleet: Fleet | None = None  # zasgi run's front ends (instead of frontend_argv's single one)
     reload: ReloadConfig | None = None  # --reload: roll when these files change
     state: PoolState = PoolState.STARTING
     slots: list[Slot] = field(default_factory=list)
@@ -174,6 +185,9 @@ class Supervisor:
     rng: random.Random = field(default_factory=random.Random)
     _roll_started: float = 0.0
     generation: int = 0  # rolling restarts so far
+    reload_outcomes: int = 0  # rolls ended (complete or failed), the seq of PIDFILE.reload
+    memory_replacements: int = 0  # workers replaced for --max-worker-rss
+    _rss_check_at: float = 0.0
     _signal_r: int = -1
     _signal_w: int = -1
     _reloader: Reloader | None = None
@@ -221,8 +235,8 @@ class Supervisor:
         argv = [sys.executable, "-m", "frontend", *self.frontend_argv,
                 "--ready-fd", str(ready_w), "--parent-fd", str(parent_r)]  # fmt: skip
         self.frontend = subprocess.Popen(
-            argv, pass_fds=(ready_w, parent_r), stdout=sys.stderr, start_new_session=True,
-            env=self.frontend_env,
+            argv, pass_fds=(ready_w, parent_r, *self.frontend_fds), stdout=sys.stderr,
+            start_new_session=True, env=self.frontend_env,
         )  # fmt: skip
         os.close(ready_w)
         os.close(parent_r)
@@ -250,6 +264,16 @@ class Supervisor:
             elif self._stop_signal is not None:
                 break
         return data.decode(errors="replace").strip()
+
+    def start_fleet(self) -> list[str]:
+        """Start every front end of the fleet; their ready lines. Raises SupervisorError."""
+        assert self.fleet is not None
+        try:
+            procs = self.fleet.start(stopping=lambda: self._stop_signal is not None)
+        except FleetError as exc:
+            raise SupervisorError(str(exc), EXIT_BOOT) from None
+        return [f"zasgi-ready frontend {p.url} " + " ".join(f"{k}={v}" for k, v in p.facts.items())
+                for p in procs]  # fmt: skip
 
     # ------------------------------------------------------------ boot
 
@@ -293,6 +317,11 @@ class Supervisor:
                 if self.frontend is not None and self.frontend.poll() is not None:
                     log.error("front end exited with code %s", self.frontend.returncode)
                     return self.stop() or EXIT_ERROR
+                if self.fleet is not None:
+                    lost = self.fleet.step(self._serving_pids(), time.monotonic())
+                    if lost is not None:
+                        log.error("%s exited with code %s", lost.label, lost.popen.returncode)
+                        return self.stop() or EXIT_ERROR
                 self.step()
         except Exception:  # a supervisor bug: still stop the children in order, never leave them
             log.critical("supervisor failed; stopping everything", exc_info=True)
@@ -307,13 +336,22 @@ class Supervisor:
             self._check_current(slot, now)
             self._check_successor(slot, now)
             self._check_recycle(slot, now)
+        if self.pool.max_worker_rss_mib and now >= self._rss_check_at:
+            self._rss_check_at = now + RSS_CHECK_S
+            for slot in list(self.slots):
+                self._check_memory(slot, now)
         self._check_draining(now)
         self._advance_roll(now)
 
     def _poll_interval(self) -> float:
         settled = all(s.current is not None and s.successor is None and s.current.phase is Phase.SERVING
                       for s in self.slots)  # fmt: skip
-        return POLL_IDLE_S if settled and self.roll is None and not self._requests else POLL_BUSY_S
+        rolling = self.fleet is not None and (self.fleet.roll is not None or bool(self.fleet.plan))
+        return POLL_IDLE_S if settled and self.roll is None and not rolling and not self._requests else POLL_BUSY_S
+
+    def _serving_pids(self) -> set[int]:
+        """The workers a new front end waits for: every current one that is serving."""
+        return {s.current.pid for s in self.slots if s.current is not None and s.current.phase is Phase.SERVING}
 
     def _handle_requests(self) -> None:
         while self._requests:
@@ -324,6 +362,8 @@ class Supervisor:
                 self.add_worker()
             elif signum == signal.SIGTTOU:
                 self.remove_worker()
+            elif signum == FRONTEND_ROLL_SIGNAL:
+                self.roll_frontends()
 
     # ------------------------------------------------------------ current processes
 
@@ -465,6 +505,31 @@ class Supervisor:
         log.info("%s served %d requests (limit %d); starting its replacement", proc.label, served, proc.limit)
         slot.successor = self._spawn(slot.index, Why.RECYCLE)
 
+    # ------------------------------------------------------------ --max-worker-rss
+
+    def _check_memory(self, slot: Slot, now: float) -> None:
+        """A serving worker over the limit is replaced as --max-requests does it: new one first,
+        then the old one drains (no request lost), at most ``max_surge`` at once."""
+        proc, limit = slot.current, self.pool.max_worker_rss_mib
+        if (
+            proc is None
+            or proc.phase is not Phase.SERVING
+            or slot.successor is not None
+            or now < slot.retry_at
+        ):
+            return
+        rss = rss_mib(proc.pid)
+        if rss is None or rss <= limit:
+            return
+        replacing = sum(s.successor is not None and s.successor.why is Why.MEMORY for s in self.slots)
+        if replacing >= self.pool.max_surge:
+            return  # the next check sees it again
+        self.memory_replacements += 1
+        log.warning("%s uses %.0f MiB, over --max-worker-rss %d MiB; starting its replacement "
+                    "(%d replaced for memory so far)",
+                    proc.label, rss, limit, self.memory_replacements)  # fmt: skip
+        slot.successor = self._spawn(slot.index, Why.MEMORY)
+
     # ------------------------------------------------------------ rolling restart
 
     def request_reload(self) -> None:
@@ -490,6 +555,7 @@ class Supervisor:
             took = now - self._roll_started
             log.info("reload complete: %d worker(s) replaced in %.1fs", roll.replaced, took)
             self.roll = None
+            self._reload_outcome(True, f"{roll.replaced} worker(s) replaced in {took:.1f}s")
 
     def _reload_failed(self, reason: str) -> None:
         """A new worker failed: stop the roll, drop its new workers still starting, keep the old ones.
@@ -509,6 +575,21 @@ class Supervisor:
         running = sum(slot.current is not None for slot in self.slots)
         log.error("reload failed: %s; keeping the %d running worker%s",
                   reason, running, "" if running == 1 else "s")  # fmt: skip
+        self._reload_outcome(False, reason)
+
+    def _reload_outcome(self, ok: bool, reason: str) -> None:
+        """For `zasgi reload --wait`: the outcome next to the pid file (control.py)."""
+        self.reload_outcomes += 1
+        if self.pool.pid_file:
+            write_reload_result(self.pool.pid_file, self.reload_outcomes, ok, reason)
+
+    def roll_frontends(self) -> None:
+        """SIGUSR2: replace the front ends one at a time, new one first (fleet.py)."""
+        if self.fleet is None:
+            log.warning("SIGUSR2 ignored: %s", "no front end to roll here" if self.frontend is None
+                        else "this front end was not started as a fleet")  # fmt: skip
+            return
+        log.info(self.fleet.request_roll())
 
     # ------------------------------------------------------------ scaling
 
@@ -560,11 +641,15 @@ class Supervisor:
 
     def _wait_events(self, timeout_s: float) -> None:
         handles: list[Any] = [p.process.sentinel for p in self._procs() if p.exitcode() is None]
+        if self.fleet is not None:
+            handles += self.fleet.handles()  # a report (workers joined) or an exit (EOF)
         if self._signal_r >= 0:
             handles.append(self._signal_r)
         for handle in wait(handles, timeout=timeout_s):
             if handle == self._signal_r:
                 os.read(self._signal_r, 512)
+            elif self.fleet is not None:
+                self.fleet.read_reports()
 
     # ------------------------------------------------------------ stopping
 
@@ -601,6 +686,8 @@ class Supervisor:
     def _stop_frontend(self, grace: float) -> bool:
         """Stop the front end (graceful unless forced); return whether the stop is forced."""
         force = self._stop_signal == -1
+        if self.fleet is not None:
+            return self.fleet.stop(grace, lambda: self._stop_signal == -1)
         frontend = self.frontend
         if frontend is None or frontend.poll() is not None:
             return force

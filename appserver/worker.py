@@ -6,6 +6,8 @@
       FrontendConnection x N        REFUSE            -> one line, exit 3
         (discovery.FrontendSet: one per --connect address; names re-resolved,
          front ends joined and retired while running)
+        (pulse.Pulse: a thread of its own sends PULSE to each front end, so a
+         blocked loop looks busy, not dead; EVICT from one -> exit 5 at once)
       all WELCOMEd                  -> READY, ready()
       SIGTERM / SIGINT / parent gone-> DRAINING: DRAIN everywhere, in-flight
                                        streams get graceful_timeout_s, then
@@ -41,14 +43,13 @@ import os
 import secrets
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import zmq
 
-from wire import compiled, sched
+from wire import compiled, logsetup
 
 from . import logctx
 from .admission import Admission
@@ -59,7 +60,9 @@ from .discovery import FrontendSet
 from .lifecycle import Lifecycle, WorkerPhase
 from .lifespan import Lifespan, LifespanFailure
 from .limiter import LimiterSettings
-from .loader import AppLoadError, load_app
+from .loader import AppLoadError, app_traceback, load_app
+from .loopclock import LoopClock
+from .pulse import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +72,11 @@ LINGER_POLL_S = 1.0  # a lingering one, whether a front end's sessions all ended
 LOG_FORMAT = logctx.FORMAT  # "[REQUEST-ID] " before a message logged for a request
 
 
-def configure_logging(level: str) -> None:
-    """Plain stderr logging, for a spawned child whose parent's setup did not carry over."""
+def configure_logging(level: str, log_format: str = "text", log_config: str | None = None) -> None:
+    """Stderr logging (text or JSON) or the operator's --log-config, for a spawned child whose
+    parent's setup did not carry over."""
     if not logging.getLogger().handlers:
-        logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr)
+        logsetup.configure(level, log_format, LOG_FORMAT, log_config=log_config)
         logctx.install()
 
 
@@ -92,9 +96,7 @@ def run_worker(
     ``served``: a shared counter (``multiprocessing.RawValue``) of finished HTTP
     requests, read by the supervisor for --max-requests; None counts nothing.
     """
-    configure_logging(config.log_level)
-    if config.sched_batch:
-        sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
+    configure_logging(config.log_level, config.log_format, config.log_config)
     try:
         import uvloop
 
@@ -127,6 +129,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._no_linger = asyncio.Event()
         self._force = asyncio.Event()
+        self._pulse_stop: Callable[[], Any] = lambda: None  # set while the pulse thread runs
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -189,9 +192,12 @@ class Worker:
                 app_dir=self.config.app_dir,
                 factory=self.config.factory,
                 interface=self.config.interface,
+                wsgi_threads=self.config.wsgi_threads,
             )
         except AppLoadError as exc:
-            log.error("cannot load app: %s", exc)
+            where = app_traceback(exc).rstrip()  # the app's frames, at every level: the fix is there
+            tail = "\n" + where if where and self.config.log_format != "json" else ""  # json: a field
+            log.error("cannot load app: %s%s", exc, tail, extra={"traceback": where})
             log.debug("app load failure", exc_info=exc.__cause__)
             return EXIT_APP_LOAD
         lifespan = Lifespan(app, mode=self.config.lifespan, state=self.state)  # type: ignore[arg-type]
@@ -207,6 +213,7 @@ class Worker:
         try:
             return await self._serve(_count_http(app, self._served), lifespan, ctx)
         finally:
+            self._pulse_stop()  # its sockets close before ctx.term()
             for connection in self.connections:
                 connection.close()
             ctx.term()  # every socket is closed; waits only for a BYE in flight (bounded linger)
@@ -235,6 +242,13 @@ class Worker:
             retire_timeout_s=self.config.graceful_timeout_s,
         )  # fmt: skip
         self.connections = frontends.connections  # live: discovery adds and retires front ends
+        clock = LoopClock()
+        clock.start()
+        # Liveness from a thread of its own: a blocked loop looks busy to the front ends, not dead.
+        pulse = Pulse(ctx, clock, self.connections, worker_id=self.worker_id,
+                      warn_s=self.config.warn_blocked_loop_s, curve=self.config.curve)  # fmt: skip
+        pulse.start()
+        self._pulse_stop = lambda: (pulse.stop(), clock.stop())
         frontends.start()
         try:
             if await _first(frontends.ready(), self._stop.wait(), frontends.refused.wait()) == 0:

@@ -2,7 +2,7 @@
 
 Theory of operation. A request ends in one of two places, and both feed the
 same ``AccessLog``: the front end's own connections (``connection.py``) call
-``exchange_finished`` after each answered request (``exchange.Exchange``);
+``request_ended`` after each answered request (``response.ResponseWriter``);
 aiohttp, which still serves WebSocket upgrades (``upgrade.py``), calls its
 access logger after each response it finished writing, with the request, the
 response and the seconds since the request's head was parsed (``hook_class``
@@ -10,13 +10,15 @@ response and the seconds since the request's head was parsed (``hook_class``
 and, only when the access log is on and the ``zasgi.access`` logger is
 enabled for INFO (decided once, at start), format one line. A request whose
 client vanished before any response is not seen. A WebSocket is seen once,
-when its session ends, with status 101.
+when its session ends, with status 101, whoever closed it: ws_bridge calls
+``session_ended`` (aiohttp's hook skips sessions: it misses those whose
+handler the client's close cancelled).
 
 Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 (so a proxy's id carries through), anything else is replaced by 16 random hex
 digits. The bridges put it in REQUEST's / WS_CONNECT's ``ext`` map (the app
 server tags its log lines with it), in the response header ``x-request-id``,
-and on the exchange (``Exchange.rid``; ``REQUEST_ID`` on an aiohttp request) for
+and on the writer (``ResponseWriter.rid``; ``REQUEST_ID`` on an aiohttp request) for
 this log; they also note the worker the request was sent to (``WORKER``, a
 ``WorkerRecord``) and, when trusted proxy headers named the client, that
 client (``CLIENT``: what the scope's ``client`` says, logged instead of the
@@ -43,8 +45,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 
+from wire import logsetup
+
 if TYPE_CHECKING:
-    from .exchange import Exchange
+    from .response import ResponseWriter
     from .metrics import Metrics
     from .pool import WorkerRecord
 
@@ -92,15 +96,20 @@ class _Entry(NamedTuple):
 class AccessLog:
     """What happens when a request ends: metrics always, a log line when enabled."""
 
-    def __init__(self, metrics: Metrics, *, enabled: bool = True, log_format: str = "text") -> None:
+    def __init__(
+        self, metrics: Metrics, *, enabled: bool = True, log_format: str = "text", frontend: str = ""
+    ) -> None:
         self.logger = logging.getLogger(ACCESS_LOGGER)
+        # Several front ends on one host (one log stream under `zasgi run --frontends N`): say which.
+        self._frontend = frontend
+        self._fe_field = f" fe={_safe(frontend)}" if frontend else ""
         self.metrics = metrics
         self.enabled = enabled and self.logger.isEnabledFor(logging.INFO)
         self._line = self._json if log_format == "json" else self._combined
         self._stamp_second = -1
         self._stamp = ""
 
-    def exchange_finished(self, ex: Exchange) -> None:
+    def request_ended(self, ex: ResponseWriter) -> None:
         """A request answered on one of our connections."""
         duration_s = perf_counter() - ex.started
         payload = ex.payload
@@ -117,6 +126,10 @@ class AccessLog:
             entry = _Entry(message.method, message.path, message.version, message.headers, client,
                            ex.rid, worker, ex.status, bytes_in, ex.bytes_out, duration_s)  # fmt: skip
             self.logger.info(self._line(entry))
+
+    def session_ended(self, request: web.BaseRequest, ws: web.WebSocketResponse) -> None:
+        """A WebSocket session ended (ws_bridge), whichever side closed it."""
+        self.finished(request, ws, 0.0)
 
     def finished(self, request: web.BaseRequest, response: web.StreamResponse, duration_s: float) -> None:
         """A response aiohttp finished (a WebSocket session, or an answer to an upgrade request)."""
@@ -144,14 +157,14 @@ class AccessLog:
         return (
             f'{e.client or "-"} - - [{self._now()}] "{_safe(line)}" {e.status} {e.bytes_out} '
             f'"{_safe(headers.get("Referer", "-"))}" "{_safe(headers.get("User-Agent", "-"))}" '
-            f"rid={e.rid or '-'} worker={e.worker or '-'} dur={e.duration_s:.6f}"
+            f"rid={e.rid or '-'} worker={e.worker or '-'} dur={e.duration_s:.6f}{self._fe_field}"
         )
 
-    @staticmethod
-    def _json(e: _Entry) -> str:
+    def _json(self, e: _Entry) -> str:
         headers = e.headers
         return json.dumps(
             {
+                **({"frontend": self._frontend} if self._frontend else {}),
                 "time": time.time(),
                 "client": e.client,
                 "method": e.method,
@@ -184,6 +197,8 @@ def hook_class(access: AccessLog) -> type[AbstractAccessLogger]:
         __slots__ = ()
 
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if isinstance(response, web.WebSocketResponse):
+                return  # a session: logged as it ends (AccessLog.session_ended)
             try:
                 access.finished(request, response, time)
             except Exception:  # a bug here must not cost the connection
@@ -210,29 +225,15 @@ def _safe(text: str) -> str:
 # ---------------------------------------------------------------- setup (CLI only)
 
 
-class JsonFormatter(logging.Formatter):
-    """Every other log record as one JSON object per line (``--log-format json``)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": record.created,
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "pid": record.process,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, separators=(",", ":"), default=str)
+JsonFormatter = logsetup.JsonFormatter  # (one format for every zasgi process: wire/logsetup.py)
 
 
-def configure(level: str, log_format: str) -> None:
-    """The front end's logging: records to stderr (text or JSON), access lines to stdout."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level.upper())
+def configure(level: str, log_format: str, log_config: str | None = None) -> None:
+    """The front end's logging: records to stderr (text or JSON), access lines to stdout; or the
+    operator's --log-config, which then owns the access logger too. Raises LogConfigError."""
+    logsetup.configure(level, log_format, TEXT_FORMAT, log_config=log_config)
+    if log_config is not None:
+        return
     access = logging.getLogger(ACCESS_LOGGER)
     access_handler = logging.StreamHandler(sys.stdout)
     access_handler.setFormatter(logging.Formatter("%(message)s"))  # the line is formatted already

@@ -35,8 +35,11 @@ log = logging.getLogger(__name__)
 
 
 class Admin:
-    def __init__(self, config: AdminConfig | None, dispatcher: Dispatcher, metrics: Metrics) -> None:
+    def __init__(
+        self, config: AdminConfig | None, dispatcher: Dispatcher, metrics: Metrics, *, reuse_port: bool = False
+    ) -> None:
         self._config = config
+        self._reuse_port = reuse_port  # beside our predecessor on its port during a front-end roll
         self._dispatcher = dispatcher
         self._metrics = metrics
         self._runner: web.AppRunner | None = None
@@ -63,7 +66,9 @@ class Admin:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, config.host, config.port, reuse_address=True).start()
+            await web.TCPSite(
+                runner, config.host, config.port, reuse_address=True, reuse_port=self._reuse_port or None
+            ).start()
         except OSError as exc:
             await runner.cleanup()
             if config.required:

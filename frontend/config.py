@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from wire import frontend_options as fo
 
 if TYPE_CHECKING:
     from wire.curve import ServerKeys
 
-KIB = 1024
-MIB = 1024 * KIB
+_d = fo.default  # every option's default lives in wire/frontend_options.py, once
 
 
 def _positive(name: str, value: float) -> None:
@@ -30,13 +33,13 @@ def _positive(name: str, value: float) -> None:
 class HttpLimits:
     # aiohttp's default 8190 per field rejects an ordinary 8 KiB cookie; nginx
     # allows 4 x 8 KiB buffers, uvicorn (h11) 64 KiB per header block.
-    max_line_bytes: int = 16 * KIB
-    max_field_bytes: int = 16 * KIB
-    max_headers: int = 100
-    keepalive_timeout_s: float = 5.0
-    max_body_bytes: int | None = None  # None: unlimited (the worker's window bounds memory)
-    header_timeout_s: float = 10.0  # a request's head must arrive within this (slowloris): 408
-    max_connections: int | None = None  # --limit-concurrency; past it: 503. None: the fd limit
+    max_line_bytes: int = _d("limit_max_line_size")
+    max_field_bytes: int = _d("limit_max_header_size")
+    max_headers: int = _d("limit_max_headers")
+    keepalive_timeout_s: float = _d("timeout_keep_alive")
+    max_body_bytes: int | None = _d("limit_max_body_size")  # None: unlimited (the window bounds memory)
+    header_timeout_s: float = _d("timeout_request_header")  # a request's head must arrive within this: 408
+    max_connections: int | None = _d("limit_concurrency")  # past it: 503. None: the fd limit
 
     def __post_init__(self) -> None:
         _positive("max_line_bytes", self.max_line_bytes)
@@ -58,7 +61,7 @@ class Tls:
     keyfile: str | None = None  # None: the key is in certfile
     keyfile_password: str | None = None
     ca_certs: str | None = None  # CAs that client certificates must chain to
-    cert_reqs: int = 0  # ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)
+    cert_reqs: int = _d("ssl_cert_reqs")  # ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)
     ciphers: str | None = None  # OpenSSL cipher list; None: OpenSSL's defaults
 
     def __post_init__(self) -> None:
@@ -78,8 +81,8 @@ class Tls:
 class Proxy:
     """Proxy headers (frontend/proxy.py), honoured only from ``trusted`` peers (as uvicorn)."""
 
-    enabled: bool = True
-    trusted: str = "127.0.0.1"  # --forwarded-allow-ips: addresses, CIDRs, "*"
+    enabled: bool = _d("proxy_headers")
+    trusted: str = _d("forwarded_allow_ips")  # addresses, CIDRs, "*"
 
     def __post_init__(self) -> None:
         from .proxy import TrustedProxies  # pure parsing; raises ValueError naming the entry
@@ -98,8 +101,8 @@ class Backend:
     # processes takes ~0.6 ms here, so a 10 MiB download over one connection ran at
     # ~390 MB/s with 256 KiB, ~495 with 1 MiB, ~740 with 2 MiB, ~700-770 with 4 MiB (medians,
     # tests/benchmarks). The cost: a stream whose client reads slowly holds up to this much here.
-    window_bytes: int = 2 * MIB
-    max_payload_bytes: int = 64 * MIB  # largest payload accepted in one event
+    window_bytes: int = _d("window_bytes")
+    max_payload_bytes: int = _d("max_payload_bytes")  # largest payload accepted in one event
 
     def __post_init__(self) -> None:
         _positive("window_bytes", self.window_bytes)
@@ -137,14 +140,14 @@ class Queue:
 
     # Past it: 503 at once. None: no bound but the client connections (one waiter each): the
     # queue sheds by delay, and a count would refuse a burst the workers could serve in time.
-    size: int | None = None
-    timeout_s: float = 10.0  # the longest any request waits, then 503 + Retry-After
+    size: int | None = _d("queue_size")
+    timeout_s: float = _d("queue_timeout")  # the longest any request waits, then 503 + Retry-After
     # Older than this, the queue serves newest first; standing above it for interval_s, it
     # refuses (503 + Retry-After) every waiter older than target_s. None: FIFO, timeout only.
-    target_s: float | None = 0.25
+    target_s: float | None = _d("queue_target")
     # A queue above target this long, still taking requests as fast as it serves them, is an
     # overload, not a burst (10,000 clients at once took ~1.7 s on a loaded 2-core host).
-    interval_s: float = 2.0
+    interval_s: float = _d("queue_interval")
     no_worker_grace_s: float | None = 2.0  # no READY worker this long: 503 at once. None: wait
 
     def __post_init__(self) -> None:
@@ -160,13 +163,18 @@ class Queue:
 
 @dataclass(frozen=True, kw_only=True)
 class Heartbeat:
-    interval_ms: int = 1000
-    liveness: int = 3  # silent intervals before a worker is gone (zguide: 3..5)
+    interval_ms: int = _d("heartbeat_ms")
+    liveness: int = _d("liveness")  # silent intervals before a worker is gone (zguide: 3..5)
+    # A worker whose event loop stays blocked this long (its PULSE says so, Rule 9b) is evicted: its
+    # blocking request gets 504 and it is told to exit (EVICT); None: never, it is waited for.
+    blocked_timeout_s: float | None = _d("timeout_worker_blocked") or None
 
     def __post_init__(self) -> None:
         _positive("heartbeat interval_ms", self.interval_ms)
         if self.liveness < 2:  # 1 would declare a peer dead on ordinary jitter
             raise ValueError(f"liveness must be >= 2, got {self.liveness}")
+        if self.blocked_timeout_s is not None:
+            _positive("timeout_worker_blocked", self.blocked_timeout_s)
 
     @property
     def interval_s(self) -> float:
@@ -181,10 +189,10 @@ class Heartbeat:
 class WebSocket:
     """Client-facing WebSocket limits; defaults as uvicorn's (ws_max_size, ws_ping_*)."""
 
-    max_message_bytes: int = 16 * MIB  # a bigger message closes the client with 1009
-    ping_interval_s: float = 20.0  # 0: never ping
-    ping_timeout_s: float = 20.0  # no pong (or any data) this long after a ping: 1006
-    per_message_deflate: bool = True
+    max_message_bytes: int = _d("ws_max_size")  # a bigger message closes the client with 1009
+    ping_interval_s: float = _d("ws_ping_interval")  # 0: never ping
+    ping_timeout_s: float = _d("ws_ping_timeout")  # no pong (or any data) this long after a ping: 1006
+    per_message_deflate: bool = _d("ws_per_message_deflate")
 
     def __post_init__(self) -> None:
         _positive("ws max_message_bytes", self.max_message_bytes)
@@ -197,7 +205,7 @@ class WebSocket:
 class Admin:
     """The admin endpoint (/healthz, /readyz, /metrics, /workers) on a port of its own."""
 
-    host: str = "127.0.0.1"  # loopback: it tells the world about the workers
+    host: str = _d("admin_host")  # loopback: it tells the world about the workers
     port: int = 9000  # 0: any free port
     required: bool = True  # False (the port was defaulted): a busy port only turns it off, with a warning
 
@@ -206,26 +214,62 @@ class Admin:
             raise ValueError(f"admin port must be 0..65535, got {self.port}")
 
 
-LOG_FORMATS = ("text", "json")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 field name
+
+
+@dataclass(frozen=True, kw_only=True)
+class Headers:
+    """Fields every response gets unless the app sent them (http1.configure)."""
+
+    server: bool = _d("server_header")  # "Server: zasgi"
+    date: bool = _d("date_header")
+    extra: tuple[tuple[str, str], ...] = ()  # --header NAME:VALUE
+
+    @staticmethod
+    def parse(items: Sequence[str]) -> tuple[tuple[str, str], ...]:
+        """``NAME:VALUE`` strings -> pairs; ValueError naming the bad one."""
+        pairs = []
+        for item in items:
+            name, sep, value = item.partition(":")
+            if not sep or not _TOKEN.fullmatch(name.strip()):
+                raise ValueError(
+                    f"--header {item!r} must look like NAME:VALUE (e.g. 'X-Frame-Options: DENY')"
+                )
+            pairs.append((name.strip(), value.strip()))
+        return tuple(pairs)
+
+    def __post_init__(self) -> None:
+        for name, value in self.extra:
+            if not _TOKEN.fullmatch(name) or any(c in value for c in "\r\n\0") or not value.isascii():
+                raise ValueError(f"--header {name}: not a field name, or a value with a control character")
+            if name.lower() in ("content-length", "transfer-encoding", "connection"):
+                raise ValueError(f"--header {name}: framing is the front end's")
+
+
+LOG_FORMATS = fo.LOG_FORMATS
 
 
 @dataclass(frozen=True, kw_only=True)
 class FrontendConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    root_path: str = ""
-    backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(8000)))
+    host: str = _d("host")
+    port: int = _d("port")
+    root_path: str = _d("root_path")
+    uds: str | None = _d("uds")  # listen on this Unix socket instead of host:port (listen.py)
+    uds_mode: int | None = _d("uds_mode")  # its file's permission bits; None: the umask's
+    fd: int | None = _d("fd")  # listen on this inherited socket (systemd: LISTEN_FDS, found by listen.py)
+    backlog: int = _d("backlog")  # pending connections the kernel holds before accept
+    backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(_d("port"))))
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: Queue = field(default_factory=Queue)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     websocket: WebSocket = field(default_factory=WebSocket)
     tls: Tls = field(default_factory=Tls)
     proxy: Proxy = field(default_factory=Proxy)
-    shutdown_timeout_s: float = 30.0  # in-flight requests get this long on SIGTERM
+    shutdown_timeout_s: float = _d("shutdown_timeout")  # in-flight requests get this long on SIGTERM
     admin: Admin | None = None  # None: no admin endpoint (the CLI turns one on by default)
-    access_log: bool = True  # one line per request on the "zasgi.access" logger, if INFO is enabled
-    log_format: str = "text"  # access log: "text" (combined) or "json" (one object per line)
-    sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
+    headers: Headers = field(default_factory=Headers)
+    access_log: bool = _d("access_log")  # one line per request on "zasgi.access", if INFO is enabled
+    log_format: str = _d("log_format")  # access log: "text" (combined) or "json" (one object per line)
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -235,6 +279,11 @@ class FrontendConfig:
         if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
             raise ValueError(f"root_path must start with '/' and not end with one, got {self.root_path!r}")
         _positive("shutdown_timeout_s", self.shutdown_timeout_s)
+        _positive("backlog", self.backlog)
+        if self.uds is not None and self.fd is not None:
+            raise ValueError("--uds and --fd name two listeners: give one")
+        if self.uds_mode is not None and not 0 <= self.uds_mode <= 0o7777:
+            raise ValueError(f"uds_mode must be permission bits like 0o660, got {oct(self.uds_mode)}")
 
 
 def runtime_dir() -> str:

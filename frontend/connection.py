@@ -2,17 +2,18 @@
 
 Theory of operation. ``data_received`` feeds the parser; each parsed request
 (aiohttp's ``RawRequestMessage`` + body ``StreamReader``) joins a FIFO, and
-one ``exchange.Exchange`` at a time is handed to the bridge (``Shared.start``),
-so pipelined requests are answered in order. When the bridge finishes it,
-the connection logs it (``Shared.finished``) and starts the next one, or
-closes (no keep-alive, a body left unread, shutdown). No aiohttp web object
-is built per request; the bridge writes responses straight to the transport.
+one at a time goes to the request path (``HttpRequests.start``) with its
+``response.ResponseWriter``, so pipelined requests are answered in order.
+When its response is done (``response_done``) the connection logs it
+(``AccessLog.request_ended``) and starts the next one, or closes (no
+keep-alive, a body left unread, shutdown). No aiohttp web object is built per
+request; the writer writes responses straight to the transport.
 Flow control comes from ``aiohttp.base_protocol.BaseProtocol``: a body
 ``StreamReader`` over its limit pauses the parser and the socket, a full
 socket buffer pauses writers (``drain``). At most ``MAX_QUEUED`` requests
 wait parsed; then the socket is paused until half of them are answered.
 
-* WebSocket upgrades go to aiohttp (``Shared.upgrade``; upgrade.py): when
+* WebSocket upgrades go to aiohttp (``Upgrades.hand_over``; upgrade.py): when
   the upgrade request's turn comes, its head is rebuilt from the parsed
   message, and with the bytes that followed it handed to an aiohttp
   ``RequestHandler`` that takes over the transport.
@@ -27,9 +28,7 @@ wait parsed; then the socket is paused until half of them are answered.
   ``503`` + ``Retry-After`` + ``connection: close`` for their first request (as
   uvicorn), so a client learns why instead of seeing a reset. They do not count
   against the limit themselves.
-* Parse errors: ``414`` for a request line over ``--limit-max-line-size``,
-  ``431`` for a header field over ``--limit-max-header-size`` or more than
-  ``--limit-max-headers`` fields, ``400`` for the rest (smuggling attempts
+* Parse errors (parse_errors.py: 414, 431, 400; smuggling attempts
   included: CL+TE, duplicate or bad Content-Length, obs-fold, bad chunk
   sizes); always ``connection: close``, a short body that echoes nothing, and
   one log line, in order after the requests before it (and an access-log
@@ -41,6 +40,23 @@ wait parsed; then the socket is paused until half of them are answered.
   unread bytes would reset it, possibly before the client read the answer).
 * Shutdown (``stop``): an idle connection closes at once; a busy one after
   its current response (queued pipelined requests are dropped, as aiohttp).
+* Retirement (``retire``; retire.py: a successor front end serves the port):
+  nothing closes early. The next response says ``connection: close`` and the
+  connection closes after it; an idle one closes at its keep-alive timeout.
+  (A flag, ``_retiring``, not a phase: the connection keeps READING as usual.)
+
+What the connection does with the bytes it reads is one phase (``ConnPhase``,
+``TRANSITIONS``, written only by ``_to``):
+
+    READING ──> UPGRADING ──> HANDED_OVER     (aiohttp has the transport)
+       │  <──────┘ │                          (the upgrade answered as plain HTTP)
+       ├──> STOPPING (shutdown: the current request's body only, then close)
+       ├──> LINGERING (an unread body dropped, then close)
+       ├──> FAILED (a parse error or 408: nothing more is read; answer, close)
+       └──> CLOSED (from every phase: the transport is gone)
+
+Within READING, idle / reading a head / busy follow from ``_current``,
+``_queue`` and the head timer. ``_in_next`` is a re-entry guard, not a phase.
 """
 
 from __future__ import annotations
@@ -49,36 +65,65 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from enum import Enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs
 from aiohttp._http_parser import HttpRequestParser
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http import HttpVersion11, RawRequestMessage
-from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.tcp_helpers import tcp_keepalive
 from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from . import http1
 from .config import HttpLimits
-from .exchange import Exchange
+from .parse_errors import ParseError, error, status_of
+from .request_head import addresses
+from .response import ResponseWriter
+
+if TYPE_CHECKING:
+    from .access_log import AccessLog
+    from .http_requests import HttpRequests
+    from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_RESPONSE = (
-    b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 20\r\n\r\n408 Request Timeout\n"
-)
 RETRY_AFTER_S = 1  # for a connection refused by --limit-concurrency
 MAX_QUEUED = 32  # parsed requests waiting their turn (aiohttp's MAX_MSG_QUEUE_SIZE)
 MAX_UPGRADE_TAIL = 2**16  # bytes after an upgrade request held until it is handed over
 LINGER_S = 10.0  # a body left unread is read and dropped this long before closing (aiohttp's)
+
+
+class ConnPhase(Enum):
+    READING = "reading"  # parsing requests, serving them in turn
+    UPGRADING = "upgrading"  # the parser switched protocols: what follows is held for aiohttp
+    STOPPING = "stopping"  # shutdown: the current request's body is read, nothing new; then close
+    LINGERING = "lingering"  # a body the app left unread is read and dropped, then close
+    FAILED = "failed"  # the parser hit an error (or the head timed out): nothing more is read
+    HANDED_OVER = "handed over"  # the transport went to aiohttp (a WebSocket upgrade)
+    CLOSED = "closed"
+
+
+_ENDING = frozenset({ConnPhase.LINGERING, ConnPhase.FAILED, ConnPhase.CLOSED})
+TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
+    ConnPhase.READING: frozenset({ConnPhase.UPGRADING, ConnPhase.STOPPING}) | _ENDING,
+    ConnPhase.UPGRADING: frozenset({ConnPhase.READING, ConnPhase.STOPPING, ConnPhase.HANDED_OVER}) | _ENDING,
+    ConnPhase.STOPPING: _ENDING,
+    ConnPhase.LINGERING: frozenset({ConnPhase.FAILED, ConnPhase.CLOSED}),
+    ConnPhase.FAILED: frozenset({ConnPhase.CLOSED}),
+    ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
+    ConnPhase.CLOSED: frozenset(),
+}
+_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase  # (hot path)
+
+
+class IllegalTransition(RuntimeError):
+    pass
 
 
 @dataclass
@@ -113,11 +158,12 @@ class Shared:
 
     limits: HttpLimits
     gate: Gate
-    start: Callable[[Exchange], None]  # the bridge takes a request: it calls Exchange.finish later
-    finished: Callable[[Exchange], None]  # access log + metrics, once per answered request
-    upgrade: Callable[[Any, bytes, bool], None]  # (transport, request bytes, admitted): to aiohttp
+    requests: HttpRequests  # takes each request in turn; its writer's finish() comes back here
+    access: AccessLog  # access log + metrics, once per answered request
+    upgrades: Upgrades  # WebSocket upgrades: aiohttp takes the transport
     connections: set[Connection] = field(default_factory=set)
     stopping: bool = False
+    retiring: bool = False  # a successor serves the port: every response says connection: close
 
 
 # What the access log shows for a request the parser refused (aiohttp's server logged its own).
@@ -126,20 +172,11 @@ _UNPARSED = RawRequestMessage(
 )
 
 
-class _ParseError:
-    """A queued parse error: answered in its turn, after the requests before it."""
-
-    __slots__ = ("status",)
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
 class Connection(BaseProtocol):
     __slots__ = (
-        "_shared", "_queue", "_current", "_admitted", "_failed", "_stopping", "_in_next",
+        "_shared", "_queue", "_current", "_phase", "_gate", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_upgrading", "_addresses", "_lingering", "tls",
+        "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -154,10 +191,10 @@ class Connection(BaseProtocol):
         super().__init__(loop, parser)
         self._shared = shared
         self._queue: deque[tuple[Any, Any]] = deque()
-        self._current: Exchange | None = None
-        self._admitted = False
-        self._failed = False  # the parser hit an error: nothing more is read
-        self._stopping = False
+        self._current: ResponseWriter | None = None
+        self._phase = _READING
+        self._gate: Gate | None = None  # the --limit-concurrency gate whose slot we hold
+        self._retiring = False  # answer what comes with connection: close; idle: the keep-alive timeout
         self._in_next = False
         self._keepalive_s = limits.keepalive_timeout_s
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -165,10 +202,9 @@ class Connection(BaseProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # of the head in progress, until its request line ended
         self._line_len: int | None = None  # that request line's length, once known
-        self._upgrading = False  # the parser switched protocols after the last queued request
-        self._upgrade_tail = b""
+        self._upgrade_tail = b""  # (UPGRADING) the bytes after the upgrade request
         self._addresses: tuple[Any, Any] | None = None
-        self._lingering: Any = None  # the unread body being dropped before the close
+        self._lingering: Any = None  # (LINGERING) the unread body being dropped before the close
         self.tls: Any = None  # the bridge's per-connection cache of the TLS extension
 
     # ------------------------------------------------------------ lifecycle
@@ -176,16 +212,20 @@ class Connection(BaseProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # TCP_NODELAY
         tcp_keepalive(transport)  # type: ignore[arg-type]
-        self._admitted = self._shared.gate.admit()
+        if self._shared.gate.admit():
+            self._gate = self._shared.gate
         self._shared.connections.add(self)
-        self._stopping = self._shared.stopping  # accepted as shutdown began: closed at once
+        if self._shared.stopping:  # accepted as shutdown began: closed at once
+            self._to(_STOPPING)
+        self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
         self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._shared.connections.discard(self)
-        if self._admitted:
-            self._admitted = False
-            self._shared.gate.release()
+        if self._gate is not None:
+            self._gate.release()
+            self._gate = None
+        self._to(_CLOSED)
         self._cancel_timers()
         super().connection_lost(exc)  # transport None; a writer waiting in drain() gets ConnectionError
         current, self._current = self._current, None
@@ -197,11 +237,7 @@ class Connection(BaseProtocol):
             if payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof():
                 payload.set_exception(ConnectionResetError("client went away"))
         if current is not None and not current.done:
-            current.done = True
-            if current.task is not None:
-                current.task.cancel()  # the bridge sends DISCONNECT
-            elif current.on_lost is not None:
-                current.on_lost(current)
+            current.lost()  # the worker hears DISCONNECT
 
     def eof_received(self) -> bool:
         return False  # the client's EOF closes the connection (as aiohttp's handler did)
@@ -211,24 +247,44 @@ class Connection(BaseProtocol):
         """(client, server) of the TCP connection: asked once per connection (each is a syscall)."""
         pair = self._addresses
         if pair is None:
-            transport = self.transport
-            if transport is None:
+            if self.transport is None:
                 return None, None
-            pair = self._addresses = (
-                _address(transport.get_extra_info("peername")),
-                _address(transport.get_extra_info("sockname")),
-            )
+            pair = self._addresses = addresses(self.transport)
         return pair
+
+    @property
+    def paused(self) -> bool:
+        """The transport's buffer is over its high-water mark: a writer should ``drain``."""
+        return self._paused
+
+    @property
+    def phase(self) -> ConnPhase:
+        return self._phase
+
+    def _to(self, phase: ConnPhase) -> None:
+        if phase is not self._phase and phase not in TRANSITIONS[self._phase]:
+            raise IllegalTransition(f"connection: {self._phase.name} -> {phase.name}")
+        self._phase = phase
 
     def stop(self) -> None:
         """Shutdown: close when idle, at once if idle now; queued requests are not started."""
-        self._stopping = True
+        if self._phase is _READING or self._phase is _UPGRADING:  # (the others close anyway)
+            self._to(_STOPPING)
         self._queue.clear()
         current = self._current
         if current is None:
             self._close()
         elif current.status == 0:
             current.keep_alive = False  # its response will say connection: close
+
+    def retire(self) -> None:
+        """A successor serves the port: the next response says connection: close (the current one
+        too if not started); an idle connection stays until its keep-alive timeout, because closing
+        it now would race the request the client may be sending on it."""
+        self._retiring = True
+        current = self._current
+        if current is not None and current.status == 0:
+            current.keep_alive = False
 
     def force_close(self) -> None:
         self._close()
@@ -252,21 +308,19 @@ class Connection(BaseProtocol):
     # ------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
-        if self._failed or self.transport is None:
-            return
-        if self._upgrading:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
-            self._upgrade_tail += data
-            if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
-                self._pause_reading_for_buffer()
+        phase = self._phase
+        if phase is not _READING:
+            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
+                self._upgrade_tail += data
+                if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
+                    self._pause_reading_for_buffer()
+                return
+            if not self._body_arriving():  # (STOPPING, LINGERING: only a body still arriving is read)
+                return
+        if self.transport is None:
             return
         timing = self._head_timer is not None
-        starting = (
-            bool(data)
-            and not timing
-            and self._current is None
-            and not self._queue
-            and self._lingering is None
-        )
+        starting = bool(data) and not timing and self._current is None and not self._queue and phase is _READING
         if starting:
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
@@ -280,8 +334,8 @@ class Connection(BaseProtocol):
             self._disarm()
             self._parse_error(exc)
             return
-        if upgraded:
-            self._upgrading = True
+        if upgraded and phase is _READING:  # (else the connection closes after this request)
+            self._to(_UPGRADING)
             self._upgrade_tail = tail
         if messages:
             if self._head_timer is not None:
@@ -294,34 +348,36 @@ class Connection(BaseProtocol):
         elif starting and self._current is None:
             self._arm()  # a partial head: the clock runs from its first byte
 
+    def _body_arriving(self) -> bool:
+        """STOPPING or LINGERING: a body still arriving (the current request's, or the one dropped)?"""
+        if self._phase is _LINGERING:
+            payload = self._lingering
+        elif self._phase is _STOPPING and self._current is not None:
+            payload = self._current.payload
+        else:
+            return False
+        return payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
+
     def _parse_error(self, exc: HttpProcessingError) -> None:
-        self._failed = True  # llhttp stays in its error state: nothing more can be parsed
+        self._to(_FAILED)  # llhttp stays in its error state: nothing more can be parsed
         last = self._queue[-1][1] if self._queue else (self._current.payload if self._current else None)
         if last is not None and last is not EMPTY_PAYLOAD and not last.is_eof():
             # A bad chunk of a body still arriving: llhttp reports it here, not to the body's
             # reader, which would wait for the rest forever. Its request fails (400 + RESET).
             last.set_exception(exc)
             return
-        status = self._status_of(exc)
+        status = status_of(exc, self._line_len, self._shared.limits.max_line_bytes)
         detail = (exc.message or type(exc).__name__).splitlines()[0][:120]
         log.info("bad request from %s: %d %s", _peer(self.transport), status, detail)
-        self._queue.append((_ParseError(status), None))
+        self._queue.append((ParseError(status), None))
         if self._current is None:
             self._next()
-
-    def _status_of(self, exc: HttpProcessingError) -> int:
-        if isinstance(exc, LineTooLong):
-            line = self._line_len
-            return 414 if line is None or line > self._shared.limits.max_line_bytes else 431
-        if isinstance(exc, BadHttpMessage) and "Too many headers" in (exc.message or ""):
-            return 431
-        return 400
 
     # ------------------------------------------------------------ requests in turn
 
     def _next(self) -> None:
         """Start queued requests while none is in progress (re-entry safe: a request the bridge
-        finishes synchronously comes back here through ``exchange_done``)."""
+        finishes synchronously comes back here through ``response_done``)."""
         if self._in_next:
             return
         self._in_next = True
@@ -330,55 +386,61 @@ class Connection(BaseProtocol):
                 self._current is None
                 and self._queue
                 and self.transport is not None
-                and self._lingering is None
+                and self._phase is not _LINGERING
             ):
                 message, payload = self._queue.popleft()
                 parser = self._parser
                 if parser is not None:
                     parser.message_consumed()
-                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and not self._upgrading:
+                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and self._phase is not _UPGRADING:
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
                         self._resume_reading_for_buffer()
-                if type(message) is _ParseError:
-                    self._refuse(Exchange(self, _UNPARSED, EMPTY_PAYLOAD), http1.error(message.status))
+                if type(message) is ParseError:
+                    self._refuse(ResponseWriter(self, _UNPARSED, EMPTY_PAYLOAD), error(message.status))
                     return
-                exchange = Exchange(self, message, payload)
-                if not self._admitted:  # over --limit-concurrency
-                    self._refuse(exchange, http1.error(503, message.version, retry_after_s=RETRY_AFTER_S))
+                writer = ResponseWriter(self, message, payload)
+                if self._retiring:
+                    writer.keep_alive = False  # its response says connection: close
+                if self._gate is None:  # over --limit-concurrency
+                    self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
-                self._current = exchange
-                if self._upgrading and not self._queue and _is_websocket(message):
-                    self._hand_over(exchange)
+                self._current = writer
+                if self._phase is _UPGRADING and not self._queue and _is_websocket(message):
+                    self._hand_over(writer)
                     return
-                self._shared.start(exchange)
+                self._shared.requests.start(writer)
         finally:
             self._in_next = False
         if self._current is None and not self._queue and self.transport is not None:
             self._idle()
 
-    def exchange_done(self, exchange: Exchange) -> None:
-        """The bridge finished ``exchange`` (``Exchange.finish``)."""
-        if self._current is not exchange:
+    def response_done(self, writer: ResponseWriter) -> None:
+        """``writer``'s response is complete or abandoned (``ResponseWriter.finish``)."""
+        if self._current is not writer:
             return
         self._current = None
-        if exchange.status:
-            self._shared.finished(exchange)
-        payload = exchange.payload
+        if writer.status:
+            self._shared.access.request_ended(writer)
+        payload = writer.payload
         if payload is not EMPTY_PAYLOAD and not payload.is_eof():
             # A body left unread (an early answer, 413...): closing now, with its bytes unread in
             # our socket, would send the client a reset that can destroy the response before it
             # reads it. Read and drop the rest for a while first, as aiohttp did; then close.
             self._queue.clear()
+            if self._phase is _FAILED:  # a bad body: the parser reads no more of it
+                self._close()
+                return
+            self._to(_LINGERING)
             self._lingering = payload
             self._loop.create_task(self._drop_body(payload))
             return
         transport = self.transport
-        if not exchange.keep_alive or self._stopping or transport is None or transport.is_closing():
+        if not writer.keep_alive or self._phase is _STOPPING or transport is None or transport.is_closing():
             self._close()  # (a client that went away: its queued requests are not started)
             return
-        if self._upgrading and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
-            self._upgrading = False
+        if self._phase is _UPGRADING and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
+            self._to(_READING)
             parser = self._parser
             if parser is not None:
                 parser.set_upgraded(False)
@@ -403,11 +465,11 @@ class Connection(BaseProtocol):
             self._lingering = None
         self._close()
 
-    def _refuse(self, exchange: Exchange, response: bytes) -> None:
+    def _refuse(self, writer: ResponseWriter, response: bytes) -> None:
         """Our own answer to a request no worker sees: counted and logged like any, then close."""
-        exchange.status = int(response[9:12])
-        exchange.bytes_out = len(response)
-        self._shared.finished(exchange)
+        writer.status = int(response[9:12])
+        writer.bytes_out = len(response)
+        self._shared.access.request_ended(writer)
         self._answer_and_close(response)
 
     def _answer_and_close(self, response: bytes) -> None:
@@ -417,11 +479,11 @@ class Connection(BaseProtocol):
             transport.write(response)
         self._close()
 
-    def _hand_over(self, exchange: Exchange) -> None:
+    def _hand_over(self, writer: ResponseWriter) -> None:
         """A WebSocket upgrade: aiohttp's handler takes the transport, and the request again."""
-        message = exchange.message
-        if exchange.payload is not EMPTY_PAYLOAD:  # a body we already consumed: cannot be replayed
-            self._answer_and_close(http1.error(400, message.version))
+        message = writer.message
+        if writer.payload is not EMPTY_PAYLOAD:  # a body we already consumed: cannot be replayed
+            self._answer_and_close(error(400, message.version))
             return
         transport = self.transport
         data = _request_head(message) + self._upgrade_tail
@@ -429,17 +491,18 @@ class Connection(BaseProtocol):
         self._current = None
         self._cancel_timers()
         self._shared.connections.discard(self)
-        admitted, self._admitted = self._admitted, False  # the gate slot goes with the transport
+        admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
+        self._to(_HANDED_OVER)
         if self._buffer_paused or self._reading_paused:
             self._buffer_paused = self._reading_paused = False
             self._resume_transport_reading()
         self.transport = None  # ours no more: connection_lost goes to the new protocol
-        self._shared.upgrade(transport, data, admitted)
+        self._shared.upgrades.hand_over(transport, data, admitted)
 
     # ------------------------------------------------------------ timers
 
     def _idle(self) -> None:
-        if self._stopping:
+        if self._phase is _STOPPING:
             self._close()
             return
         self._idle_since = self._loop.time()
@@ -473,8 +536,8 @@ class Connection(BaseProtocol):
             "request head not received within %.1fs from %s: 408",
             self._shared.limits.header_timeout_s, _peer(transport),
         )  # fmt: skip
-        self._failed = True
-        self._answer_and_close(TIMEOUT_RESPONSE)
+        self._to(_FAILED)
+        self._answer_and_close(error(408))
 
 
 def _is_websocket(message: Any) -> bool:
@@ -495,12 +558,6 @@ def _request_head(message: Any) -> bytes:
     lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
     lines.append(b"\r\n")
     return b"".join(lines)
-
-
-def _address(value: Any) -> tuple[str, int] | None:
-    if isinstance(value, tuple) and len(value) >= 2:
-        return (str(value[0]), int(value[1]))
-    return None
 
 
 def _peer(transport: Any) -> str:

@@ -16,11 +16,25 @@ one future its handler awaits.
   and a monitor on the ROUTER sees that at once: the event names no worker,
   so every worker is probed with a HEARTBEAT (``ProbePlan``), and the one whose
   pipe is gone fails the send (ROUTER_MANDATORY) -> unreachable.
+* Busy is not lost (Rule 9a, feature "pulse"): a worker's pulse thread sends
+  PULSE from a connection of its own (a peer with no handshake, named in the
+  PULSE by the worker's routing id), whatever its event loop does. A PULSE
+  keeps the worker alive; one saying its loop has been stalled for half a
+  heartbeat interval makes it BUSY (no new streams, its own go on and are
+  never replayed) until one says the loop runs again. Each ended stall is
+  observed in ``loop_blocked`` (zasgi_worker_loop_blocked_seconds). Blocked
+  past ``heartbeat.blocked_timeout_s`` (--timeout-worker-blocked; off by
+  default), it is evicted by the tick (Rule 9b): EVICT to its pulse
+  connection (it exits, its supervisor starts another), and it is lost with
+  ``evicted`` set, so its streams answer 504 and none is replayed.
 * A lost worker (silence, BYE, unreachable, undecodable input, re-HELLO) has
   each of its streams told ``on_worker_lost``; the stream decides to replay or
-  fail (PROTOCOL §9). Before that the record is marked with what is known
-  about delivery: events still queued for it are dropped, and the streams
-  whose opening event was among them (or in a send that failed) never left.
+  fail (PROTOCOL §9; once at most, replay.py). Before that the record is
+  marked with what is known about delivery: events still queued for it are
+  dropped, and the streams whose opening event was among them (or in a send
+  that failed) never left. The replays that follow leave spread over a
+  quarter second (``replay.ReplaySpread``), so a poison request among them
+  takes few others down with the next worker it kills.
 * Capacity: ``acquire`` takes a slot on the least loaded READY worker, or
   waits in a queue that sheds by delay (slots.py, codel.py); ``close_stream``
   frees the slot and hands it to the next waiter. A worker's HTTP slots are
@@ -54,9 +68,12 @@ from wire import curve
 from wire import events as ev
 from wire.channel import Channel, SocketMonitor, configure_router
 from wire.codec import Limits
+from wire.states import WorkerState
 
 from .config import FrontendConfig
+from .metrics import BLOCKED_BUCKETS_S, Buckets
 from .pool import Pool, ProbePlan, WorkerRecord
+from .replay import ReplaySpread
 from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
@@ -88,7 +105,7 @@ class Dispatcher:
         self.endpoint = config.backend.endpoint  # the bound one after start()
         self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
         self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
-        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger"}
+        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger", "pulse"}
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
@@ -113,6 +130,8 @@ class Dispatcher:
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._auth: curve.WorkerAuthenticator | None = None  # ZAP, with CurveZMQ only
+        self.loop_blocked = Buckets(BLOCKED_BUCKETS_S)  # workers' event-loop stalls, from PULSE
+        self._spread = ReplaySpread()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -183,7 +202,12 @@ class Dispatcher:
     # ------------------------------------------------------- slots and streams
 
     async def acquire(self, *, websocket: bool = False, replay: bool = False) -> WorkerRecord:
-        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``); a replay goes first."""
+        """A worker slot for a new stream (see ``slots.SlotQueue.acquire``); a replay goes first, paced
+        after a loss (``replay.ReplaySpread``)."""
+        if replay and self._loop is not None:
+            delay = self._spread.delay(self._loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
         return await (self.ws_slots if websocket else self.slots).acquire(first=replay)
 
     def try_acquire(self) -> WorkerRecord | None:
@@ -220,6 +244,9 @@ class Dispatcher:
                 if type(event) is ev.Hello:
                     record = self._handshake(peer, event)
                     continue
+                if type(event) is ev.Pulse:  # from a worker's pulse connection: no handshake of its own
+                    self._pulse(peer, event)
+                    continue
                 self._post_peer(ev.UnknownPeer(), peer)  # Rule 8; dedup'd below
                 break
             if event.stream_id:
@@ -250,6 +277,9 @@ class Dispatcher:
             return record
         if kind is ev.Limit:
             self._limit(record, event.limit)
+            return record
+        if kind is ev.Pulse:
+            self._pulse(record.peer, event)
             return record
         if kind is ev.Drain:
             log.info("worker %s is draining", record.worker_id)
@@ -327,6 +357,28 @@ class Dispatcher:
         if self.pool.set_limit(record, limit) and self.slots.waiters:
             self.slots.wake()
 
+    def _pulse(self, peer: bytes, pulse: ev.Pulse) -> None:
+        """PULSE (Rule 9a): the worker it names lives; busy while its loop is stalled."""
+        record = self.pool.get(pulse.peer)
+        if record is None or "pulse" not in record.features:
+            log.debug("PULSE for %r, no worker that agreed to 'pulse'; ignored", pulse.peer)
+            return
+        assert self._loop is not None
+        record.pulse_peer = peer
+        stalled_s = pulse.stalled_ms / 1000
+        if stalled_s:
+            record.stall = (pulse.request_id, pulse.method, pulse.path)
+        if pulse.blocked_ms:
+            self.loop_blocked.observe(pulse.blocked_ms / 1000)
+        if self.pool.pulse(record, stalled_s, self.config.heartbeat.interval_s / 2, self._loop.time()):
+            if record.state is WorkerState.BUSY:
+                log.warning("worker %s is busy: its event loop has not run for %.1fs (%s); no new requests "
+                            "until it runs again, its %d stream(s) wait", record.worker_id, stalled_s,
+                            describe_stall(record.stall), record.in_flight + record.ws_in_flight)  # fmt: skip
+            else:
+                log.info("worker %s runs again after %.1fs blocked", record.worker_id, pulse.blocked_ms / 1e3)
+            self._workers_changed()
+
     def _workers_changed(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
@@ -349,10 +401,26 @@ class Dispatcher:
         record.unsent = frozenset(e.stream_id for e in unsent if type(e) in _OPENING)
         victims = [s for s in self._streams.values() if s.worker is record]
         log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))
+        if self._loop is not None:
+            self._spread.lost(self._loop.time(), len(victims))
         for stream in victims:
             stream.on_worker_lost()
         if not self._closing:
             self._workers_changed()
+
+    def _evict(self, record: WorkerRecord, now: float) -> None:
+        """Rule 9b: blocked past --timeout-worker-blocked: its streams get 504, it is told to exit."""
+        blocked_s = now - (record.blocked_since or now)
+        log.error("worker %s (pid %d): event loop blocked for %.1fs by %s (--timeout-worker-blocked %gs): "
+                  "its %d stream(s) get 504; evicting it, its supervisor starts a new one", record.worker_id,
+                  record.pid, blocked_s, describe_stall(record.stall), self.config.heartbeat.blocked_timeout_s,
+                  record.in_flight + record.ws_in_flight)  # fmt: skip
+        record.evicted = True
+        self.loop_blocked.observe(blocked_s)
+        if record.pulse_peer is not None and self._channel is not None:
+            self._post_peer(ev.Evict(0, f"event loop blocked for {blocked_s:.1f}s"), record.pulse_peer)
+            self._channel.flush()
+        self._lose(record, f"blocked for {blocked_s:.1f}s, evicted")
 
     def _post_peer(self, event: Any, peer: bytes) -> None:
         if self._channel is not None:
@@ -397,13 +465,23 @@ class Dispatcher:
 
     def _tick(self) -> None:
         assert self._loop is not None
-        for record in self.pool.expire(self._loop.time()):
+        now = self._loop.time()
+        for record in self.pool.expire(now):
             self._lose(record, f"silent for {self.pool.dead_after_s:.1f}s")
+        limit_s = self.config.heartbeat.blocked_timeout_s
+        if limit_s is not None:
+            for record in self.pool.blocked_past(now, limit_s):
+                self._evict(record, now)
         sent, self._sent_to = self._sent_to, set()
         for record in self.pool:
             if record.peer not in sent:
                 self.post(ev.Heartbeat(), record)
         self._schedule_tick()
+
+
+def describe_stall(stall: tuple[str, str, str]) -> str:
+    rid, method, path = stall
+    return f"request {rid or '-'} {method} {path}" if method else "no request on it"
 
 
 def _make_private_dir(path: str) -> None:

@@ -2,8 +2,10 @@
 
 The worker's header bytes go out as they came (validated, never decoded);
 what the front end adds is what aiohttp's ``StreamResponse`` added before
-(``X-Request-ID``, ``Content-Length`` or chunking, a default ``Content-Type``,
-``Date``, ``Server``, ``Connection``), so clients see the same heads.
+(``X-Request-ID``, ``Content-Length`` or chunking, ``Date``, ``Server``, ``Connection``)
+and the operator's ``--header`` fields, each only when the worker did not send that field
+(``configure``, once at start-up). No ``Content-Type`` is made up: HTTP/1.1 framing does not
+need one, and a response without one is the app's to send (as uvicorn).
 
 * ``whole_head``: the hot path, a response whose body is all in hand. It
   declines (None) anything unusual; ``head`` then decides.
@@ -14,7 +16,7 @@ what the front end adds is what aiohttp's ``StreamResponse`` added before
   ends at close (HTTP/1.0). HEAD keeps the worker's ``Content-Length`` and
   sends no body; 1xx/204/304 send neither. ``BadHead`` for a control
   character in a field or a bad ``Content-Length`` (the bridge answers 502).
-* ``error``: the front end's own short responses (400, 408, 413, 502...).
+(The front end's own short responses: parse_errors.error.)
 """
 
 from __future__ import annotations
@@ -25,18 +27,22 @@ from http import HTTPStatus
 from time import time
 from typing import Any
 
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import HttpVersion10, HttpVersion11
 
 _CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not allowed in a field (HTAB is fine)
 # Other control characters than CR and LF; those two are counted (whole_head): one CRLF per line.
 _CONTROL_NOT_CRLF = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection"})
-# The fields we add when the worker did not: name -> its bit in a "seen" mask.
-_ID, _TYPE, _DATE, _SERVER = 1, 2, 4, 8
-_DEFAULTED = {b"x-request-id": _ID, b"content-type": _TYPE, b"date": _DATE, b"server": _SERVER}
-_SERVER_LINE = b"Server: %s\r\n" % SERVER_SOFTWARE.encode()
+# The fields we add when the worker did not: name -> its bit in a "seen" mask (configure adds
+# the --header names, a bit each).
+_ID, _DATE, _SERVER = 1, 4, 8
+_DEFAULTED = {b"x-request-id": _ID, b"date": _DATE, b"server": _SERVER}
+SERVER_NAME = "zasgi"  # no version: it tells a scanner nothing
+_SERVER_LINE = b"Server: zasgi\r\n"  # b"": --no-server-header
+_DATE_ON = True  # --no-date-header: False
+_EXTRA: tuple[tuple[int, bytes], ...] = ()  # --header fields: (bit, line)
+_EXTRA_FIELDS: tuple[tuple[str, str], ...] = ()  # the same, for aiohttp's responses (upgrade.py)
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
-_ERROR_BODIES: dict[int, bytes] = {}
 LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -62,7 +68,7 @@ _date_second = -1
 _date_line = b""
 
 
-def _date() -> bytes:
+def date_line() -> bytes:
     """The Date line, formatted once a second (as uvicorn and aiohttp do)."""
     global _date_second, _date_line
     now = int(time())
@@ -71,12 +77,43 @@ def _date() -> bytes:
     return _date_line
 
 
-def _add_date_server(out: list[bytes], seen: int) -> None:
-    """Date and Server, unless the worker sent them."""
-    if not seen & _DATE:
-        out.append(_date())
+def configure(*, server: str | None, date: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
+    """The fields every response gets unless the worker sent them: ``Server`` (None: none),
+    ``Date`` (on or off), and extra ones; called once, before the first request."""
+    global _SERVER_LINE, _DATE_ON, _EXTRA, _EXTRA_FIELDS
+    _SERVER_LINE = b"Server: %s\r\n" % server.encode("latin-1") if server else b""
+    _DATE_ON = date
+    for stale in [n for n in _DEFAULTED if n not in (b"x-request-id", b"date", b"server")]:
+        del _DEFAULTED[stale]
+    lines = []
+    for i, (name, value) in enumerate(extra):
+        bit = 16 << i
+        _DEFAULTED[name.lower().encode("latin-1")] = bit
+        lines.append((bit, b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))))
+    _EXTRA, _EXTRA_FIELDS = tuple(lines), tuple(extra)
+    _FIELDS_CACHE.clear()  # its seen-masks were computed with the old names
+
+
+def fill_fields(headers: Any) -> None:
+    """The same policy on a response aiohttp writes (a WebSocket handshake or denial), whose
+    Server and Date aiohttp has set already: drop them if off, add the --header fields."""
+    if not _SERVER_LINE and headers.get("Server") == SERVER_NAME:
+        del headers["Server"]
+    if not _DATE_ON:
+        headers.popall("Date", None)
+    for name, value in _EXTRA_FIELDS:
+        headers.setdefault(name, value)
+
+
+def add_defaults(out: list[bytes], seen: int) -> None:
+    """Date, Server and the --header fields, unless the worker sent them."""
+    if _DATE_ON and not seen & _DATE:
+        out.append(date_line())
     if not seen & _SERVER:
         out.append(_SERVER_LINE)
+    for bit, line in _EXTRA:
+        if not seen & bit:
+            out.append(line)
 
 
 def _connection_line(version: Any, keep_alive: bool) -> bytes:
@@ -147,9 +184,7 @@ def whole_head(
         out.append(b"Content-Length: %d\r\n" % len(body))
     elif length != b"%d" % len(body):
         return None
-    if not seen & _TYPE and body:
-        out.append(b"Content-Type: application/octet-stream\r\n")
-    _add_date_server(out, seen)
+    add_defaults(out, seen)
     out.append(_connection_line(version, keep_alive) + b"\r\n")
     return b"".join(out)
 
@@ -157,14 +192,17 @@ def whole_head(
 class Head:
     """What ``head`` decided: the bytes, and how the body is framed."""
 
-    __slots__ = ("data", "chunked", "empty", "keep_alive", "trailers")
+    __slots__ = ("data", "chunked", "empty", "keep_alive", "trailers", "length")
 
-    def __init__(self, data: bytes, chunked: bool, empty: bool, keep_alive: bool, trailers: bool) -> None:
+    def __init__(
+        self, data: bytes, chunked: bool, empty: bool, keep_alive: bool, trailers: bool, length: int | None
+    ) -> None:
         self.data = data
         self.chunked = chunked  # body chunks framed, a last chunk ends it
         self.empty = empty  # no body bytes may follow (HEAD, 1xx, 204, 304)
         self.keep_alive = keep_alive
         self.trailers = trailers  # the last chunk carries the worker's trailers
+        self.length = length  # the body's length the head declares (None: chunked or until close)
 
 
 def head(
@@ -216,14 +254,12 @@ def head(
             lines.append(b"Transfer-Encoding: chunked\r\n")
         else:
             keep_alive = False  # HTTP/1.0: the body ends when the connection does
-        if not seen & _TYPE and length != 0:
-            lines.append(b"Content-Type: application/octet-stream\r\n")
     if not seen & _ID:
         lines.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    _add_date_server(lines, seen)
+    add_defaults(lines, seen)
     lines.append(_connection_line(version, keep_alive))
     data = status_line(version, status) + b"".join(lines) + b"\r\n"
-    return Head(data, chunked, empty, keep_alive, trailers and chunked)
+    return Head(data, chunked, empty, keep_alive, trailers and chunked, None if empty else length)
 
 
 def last_chunk(trailer_fields: list[tuple[bytes, bytes]]) -> bytes:
@@ -234,36 +270,3 @@ def last_chunk(trailer_fields: list[tuple[bytes, bytes]]) -> bytes:
         b"%s: %s\r\n" % (n, v) for n, v in trailer_fields if n and _CONTROL.search(n + v) is None
     )
     return b"0\r\n" + block + b"\r\n"
-
-
-def error(
-    status: int,
-    version: Any = HttpVersion11,
-    rid: str | None = None,
-    *,
-    keep_alive: bool = False,
-    retry_after_s: float | None = None,
-) -> bytes:
-    """One of our own short text responses: ``connection: close`` unless ``keep_alive``
-    (said explicitly to HTTP/1.0 too: a smuggler must read it), a body that echoes nothing."""
-    body = _ERROR_BODIES.get(status)
-    if body is None:
-        body = _ERROR_BODIES[status] = f"{status} {HTTPStatus(status).phrase}\n".encode()
-    if version != HttpVersion10 and version != HttpVersion11:
-        version = HttpVersion11
-    out = [
-        status_line(version, status),
-        b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
-    ]
-    if retry_after_s is not None:
-        out.append(b"Retry-After: %d\r\n" % max(1, round(retry_after_s)))
-    if rid is not None:
-        out.append(b"X-Request-ID: %s\r\n" % rid.encode())
-    out.append(_date() + _SERVER_LINE)
-    if keep_alive:
-        out.append(_connection_line(version, True))
-    else:
-        out.append(b"Connection: close\r\n")
-    out.append(b"\r\n")
-    out.append(body)
-    return b"".join(out)

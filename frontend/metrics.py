@@ -37,8 +37,10 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BLOCKED_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 WAIT_BUCKETS_S = (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-_STATES = (WorkerState.JOINING, WorkerState.READY, WorkerState.DRAINING, WorkerState.LINGERING)  # not GONE
+_STATES = (WorkerState.JOINING, WorkerState.READY, WorkerState.BUSY, WorkerState.DRAINING,
+           WorkerState.LINGERING)  # fmt: skip  -- not GONE
 
 
 def _created_series() -> bool:
@@ -71,6 +73,9 @@ class _Buckets:
         if _created_series():
             family.samples.append(Sample(f"{name}_created", {}, self.created, None, None))
         return family
+
+
+Buckets = _Buckets  # (the dispatcher keeps one: workers' event-loop stalls)
 
 
 class Traffic:
@@ -222,6 +227,11 @@ class _StateCollector(Collector):
             for reason, count in slots.shed.items():
                 shed.add_metric([reason, kind], count)
         yield shed
+        yield d.loop_blocked.family(
+            "zasgi_worker_loop_blocked_seconds",
+            "Stalls of workers' event loops (a synchronous call in async code), from their PULSE: each "
+            "stall's length once the loop ran again, or when the worker was evicted.",
+        )
         yield CounterMetricFamily(
             "zasgi_worker_joins", "Workers welcomed (a restarted worker joins again).", value=d.pool.joins
         )

@@ -5,10 +5,13 @@ any monotonic clock), so tests drive expiry with plain numbers.
 
 Invariants:
 * a record's state moves only along ``wire.states.WORKER_TRANSITIONS``
-  (JOINING -> READY -> DRAINING [-> LINGERING] -> GONE), through
-  ``WorkerRecord.to``; a LINGERING worker (LINGER, PROTOCOL Rule 11a) keeps
-  its WebSocket sessions and started responses, takes nothing new, and is
-  counted apart (``lingering``);
+  (JOINING -> READY <-> BUSY, READY|BUSY -> DRAINING [-> LINGERING] -> GONE),
+  through ``WorkerRecord.to``; a LINGERING worker (LINGER, PROTOCOL Rule 11a)
+  keeps its WebSocket sessions and started responses, takes nothing new, and
+  is counted apart (``lingering``); a BUSY worker (its PULSE says its event
+  loop is stalled, Rule 9a) is alive: it keeps its streams (none is replayed)
+  and takes nothing new until a PULSE says its loop runs again; it counts
+  among the workers that serve (``ready_count``), as it will again;
 * ``in_flight`` counts slots taken (streams not yet closed on the wire, plus
   slots reserved for a request about to open one); ``choose`` never returns a
   worker whose ``in_flight`` has reached its ``limit``: its ``capacity``
@@ -33,6 +36,7 @@ from typing import Any
 from wire.states import WORKER_TRANSITIONS, WorkerState
 
 _READY = WorkerState.READY  # (a global: EnumType.__getattr__ makes the attribute slow in 3.11)
+_BUSY = WorkerState.BUSY
 
 
 class WorkerRecord:
@@ -41,7 +45,7 @@ class WorkerRecord:
     __slots__ = (
         "peer", "worker_id", "pid", "info", "capacity", "limit", "ws_capacity", "window_bytes",
         "features", "state", "previous", "last_seen", "welcomed_at", "in_flight", "ws_in_flight", "served",
-        "said_bye", "unsent",
+        "said_bye", "unsent", "pulse_peer", "blocked_since", "stall", "evicted",
     )  # fmt: skip
 
     def __init__(
@@ -80,6 +84,13 @@ class WorkerRecord:
         # ``unsent`` holds the stream ids whose opening event never left this process.
         self.said_bye = False
         self.unsent: frozenset[int] = frozenset()
+        # Its pulse (feature "pulse", Rule 9a): the routing id PULSE comes from (EVICT goes there),
+        # since when its loop is stalled (None: it runs) and the request on it then (id, method,
+        # path); ``evicted``: lost because it stayed blocked (its streams get 504, none replayed).
+        self.pulse_peer: bytes | None = None
+        self.blocked_since: float | None = None
+        self.stall: tuple[str, str, str] = ("", "", "")
+        self.evicted = False
 
     def to(self, new: WorkerState) -> None:
         if new not in WORKER_TRANSITIONS[self.state]:
@@ -132,7 +143,7 @@ class Pool:
     def linger(self, peer: bytes) -> None:
         """LINGER: the draining worker serves only its sessions from now on (DRAIN first if it skipped it)."""
         record = self._workers[peer]
-        if record.state is WorkerState.READY:
+        if record.state is WorkerState.READY or record.state is WorkerState.BUSY:
             record.to(WorkerState.DRAINING)
         if record.state is WorkerState.DRAINING:
             record.to(WorkerState.LINGERING)
@@ -151,6 +162,29 @@ class Pool:
         if record is not None:
             record.last_seen = now
         return record
+
+    @staticmethod
+    def pulse(record: WorkerRecord, stalled_s: float, busy_s: float, now: float) -> bool:
+        """A PULSE: ``record`` lives; its loop has not run for ``stalled_s`` (busy from ``busy_s``).
+        Whether it moved between READY and BUSY (so waiters may be served, or must look elsewhere)."""
+        record.last_seen = now
+        if stalled_s >= busy_s:
+            if record.blocked_since is None:
+                record.blocked_since = now - stalled_s
+            if record.state is _READY:
+                record.to(_BUSY)
+                return True
+            return False
+        record.blocked_since = None
+        if record.state is _BUSY:
+            record.to(_READY)
+            return True
+        return False
+
+    def blocked_past(self, now: float, limit_s: float) -> list[WorkerRecord]:
+        """The workers whose loop has been stalled for ``limit_s`` or longer (--timeout-worker-blocked)."""
+        since = now - limit_s
+        return [r for r in self._workers.values() if r.blocked_since is not None and r.blocked_since <= since]
 
     def expire(self, now: float) -> list[WorkerRecord]:
         """Remove and return the workers silent for longer than ``dead_after_s`` (Rule 10)."""
@@ -213,7 +247,8 @@ class Pool:
             record.served += 1
 
     def ready_count(self) -> int:
-        return sum(1 for r in self._workers.values() if r.state is WorkerState.READY)
+        """Workers that serve new streams, now (READY) or once their loop runs again (BUSY)."""
+        return sum(1 for r in self._workers.values() if r.state is _READY or r.state is _BUSY)
 
     def lingering(self) -> list[WorkerRecord]:
         return [r for r in self._workers.values() if r.state is WorkerState.LINGERING]

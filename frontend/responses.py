@@ -1,24 +1,13 @@
-"""Small HTTP response helpers shared by the HTTP and WebSocket bridges."""
+"""Small helpers shared by the HTTP and WebSocket paths: worker headers for aiohttp, failure phrases."""
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
 from multidict import CIMultiDict
 
 from wire import events as ev
 from wire.events import ResetCode
-
-
-def error_response(status: int, *, retry_after_s: float | None = None, close: bool = False) -> web.Response:
-    resp = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n")
-    if retry_after_s is not None:
-        resp.headers["Retry-After"] = str(max(1, round(retry_after_s)))
-    if close:
-        resp.force_close()
-    return resp
 
 
 def str_headers(headers: ev.Headers) -> CIMultiDict[str]:

@@ -8,6 +8,26 @@ keep-alive connections at once, let in-flight requests finish (up to
 with 1001 once in-flight HTTP is done, then say BYE to the workers and close
 the backend.
 
+Retirement (retire.py; SIGUSR1 or the ``retire`` event: a successor front end
+already accepts on our port) is the other way out: stop accepting, answer
+what is in flight, let keep-alive connections end after their next response
+(``connection: close``) or at their keep-alive timeout, keep streams and
+WebSockets up to the shutdown timeout, then close WebSockets with 1012.
+
+Why stopping to accept loses nothing queued. The listening socket may be
+*inherited* (``sock``: ``zasgi run`` binds the port once and gives every front
+end of a slot, old and new, a copy of the same socket). Stopping closes only
+our copy: the socket, and the connections waiting in its accept queue, stay
+with the successor, which is already accepting from it. Closing a listener
+that is the last holder of its socket would reset everything in its accept
+queue, and with SO_REUSEPORT the kernel keeps hashing new connections to a
+listener until the moment it closes, so "accept what is queued, then close"
+always leaves a window (gunicorn's resets on worker recycling). Handing the
+socket over (as HAProxy's seamless reload does with SCM_RIGHTS) closes that
+window; inheriting it from the parent is the same hand-over without a
+protocol. A front end that binds its own socket (``reuse_port``, the split
+deployment) gets no such guarantee: keep the socket in systemd or a parent.
+
 The admin endpoint (admin.py, its own port) starts after the HTTP listener
 and before the ready line (which then ends with ``admin=URL``); once shutdown
 begins its /readyz says 503, and it stops last. The access-log hook
@@ -27,22 +47,29 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import aiohttp.web_response as aiohttp_response
 import zmq
 
 from wire import compiled
+from wire.states import WorkerState
 
-from .access_log import AccessLog, hook_class
+from . import http1
+from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
 from .dispatch import Dispatcher
-from .http_bridge import HttpBridge
+from .listen import inherited, open_listener
+from .retire import FrontendLifecycle, FrontendPhase
+from .services import Services
 from .tls import server_context
 from .upgrade import Upgrades
 
 log = logging.getLogger(__name__)
 
-LISTEN_BACKLOG = 2048  # uvicorn's default; bursts of connects must not be refused
+RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
+RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
+REPORT_POLL_S = 0.1  # how often the READY workers are compared with the last report
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
 
@@ -51,9 +78,23 @@ async def serve(
     *,
     ready: Callable[[str], None] | None = None,
     shutdown: asyncio.Event | None = None,
+    retire: asyncio.Event | None = None,
     zmq_context: zmq.Context[Any] | None = None,
+    sock: socket.socket | None = None,
+    reuse_port: bool = False,
+    frontend_id: str = "",
+    lifecycle: FrontendLifecycle | None = None,
+    report: Callable[[str], None] | None = None,
 ) -> None:
-    """Run the front end until ``shutdown`` is set, or SIGTERM/SIGINT (main thread only).
+    """Run the front end until ``shutdown`` is set, or SIGTERM/SIGINT (main thread only);
+    or until ``retire`` is set, or SIGUSR1: a successor serves the port (retire.py).
+
+    ``sock``: a bound socket to listen on (inherited; see above) instead of binding
+    ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends (the
+    admin endpoint too, so a successor can take over its port). ``frontend_id``: our name in
+    logs, access-log lines (``fe=``), /workers and WELCOME. ``report``: called after the ready
+    line with ``zasgi-workers PID...`` whenever the set of READY workers changes (a supervisor
+    rolling front ends waits until every worker joined the new one).
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -61,40 +102,61 @@ async def serve(
         tls.TlsError: the certificate, key or CA file cannot be used.
     """
     shutdown = shutdown if shutdown is not None else asyncio.Event()
+    retire = retire if retire is not None else asyncio.Event()
+    phase = lifecycle if lifecycle is not None else FrontendLifecycle()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
+    _configure_headers(config)
     ctx = zmq_context if zmq_context is not None else zmq.Context()
-    dispatcher = Dispatcher(config, ctx)
+    dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
         dispatcher.start()
-        bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format)
-        admin = Admin(config.admin, dispatcher, bridge.metrics)
-        http = HttpServer(config, bridge, access)
+        services = Services(config, dispatcher, ssl_context=ssl_context, frontend_id=frontend_id)
+        admin = Admin(config.admin, dispatcher, services.metrics, reuse_port=reuse_port)
+        http = HttpServer(config, services)
+        listener = None
         try:
-            sock = _listen(config.host, config.port)
-            await http.start(sock, ssl_context)
-            url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
+            if sock is not None:
+                listener = inherited(sock)
+            else:
+                listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
+                                         fd=config.fd, reuse_port=reuse_port)  # fmt: skip
+            await http.start(listener.sock, ssl_context, config.backlog)
+            url = listener.url("https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             log.debug("hot path: %s", compiled.describe())
             admin.http_url = url
             admin_url = await admin.start()  # the ready line's last field; None: off
-            with _signals(shutdown, force):  # before the ready line: a signal right after it is ours
+            with _signals(shutdown, force, retire):  # before the ready line: a signal right after it is ours
                 if ready is not None:
                     line = f"zasgi-ready frontend {url} backend={dispatcher.endpoint}"
                     ready(f"{line} admin={admin_url}" if admin_url else line)
-                await shutdown.wait()
-                log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
+                reporter = asyncio.ensure_future(_report_workers(dispatcher, report)) if report else None
+                await _first(shutdown, retire)
+                if reporter is not None:
+                    reporter.cancel()
                 admin.shutting_down()  # /readyz: 503 while we drain
-                await http.shutdown(config.shutdown_timeout_s, force)
+                if not shutdown.is_set():
+                    phase.to(FrontendPhase.RETIRING)
+                    log.info("retiring (a successor serves %s): %d connections, %d open streams",
+                             url, len(http.shared.connections), dispatcher.streams_open)  # fmt: skip
+                    await http.retire(config.shutdown_timeout_s, shutdown, force, phase)
+                else:
+                    phase.to(FrontendPhase.STOPPING)
+                    log.info("shutting down: finishing %d open streams", dispatcher.streams_open)
+                    await http.shutdown(config.shutdown_timeout_s, force)
         finally:
             http.stop_listening()  # no-op after a drain; closes the listener on errors
             http.close_all()
+            if listener is not None:
+                listener.close()  # (a Unix socket's file goes too)
             await admin.stop()
     finally:
         await dispatcher.aclose()
         if zmq_context is None:
             ctx.term()
+        if phase.phase is not FrontendPhase.STOPPED:
+            phase.to(FrontendPhase.STOPPED)
 
 
 class HttpServer:
@@ -106,13 +168,14 @@ class HttpServer:
     it short); then WebSockets close with 1001, given what is left of the budget (at least
     ``WS_CLOSE_MIN_S`` for the closing handshakes); whatever is left is closed."""
 
-    def __init__(self, config: FrontendConfig, bridge: HttpBridge, access: AccessLog) -> None:
+    def __init__(self, config: FrontendConfig, services: Services) -> None:
         limits = config.http
         gate = Gate(limits.max_connections)
-        self._bridge = bridge
+        access = services.access
+        self._services = services
         self._limits = limits
         self.upgrades = Upgrades(
-            bridge.handle_upgrade,
+            services.websocket.handle_upgrade,
             gate=gate,
             handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
             access_log=access.logger,  # aiohttp calls the hook as each response ends
@@ -122,13 +185,11 @@ class HttpServer:
             max_headers=limits.max_headers,
             keepalive_timeout=limits.keepalive_timeout_s,
         )
-        self.shared = Shared(
-            limits=limits, gate=gate, start=bridge.start, finished=access.exchange_finished,
-            upgrade=self.upgrades.hand_over,
-        )  # fmt: skip
+        self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
+                             upgrades=self.upgrades)  # fmt: skip
         self._server: asyncio.AbstractServer | None = None
 
-    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
+    async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None, backlog: int) -> None:
         loop = asyncio.get_running_loop()
         shared = self.shared
 
@@ -136,12 +197,12 @@ class HttpServer:
             return Connection(shared, loop)
 
         if ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
-            self._server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+            self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
         else:
             # Bounded by --timeout-request-header too: the loop's default is 60 s, and our head
             # timer starts only once the handshake is done.
             self._server = await loop.create_server(
-                factory, sock=sock, backlog=LISTEN_BACKLOG,
+                factory, sock=sock, backlog=backlog,
                 ssl=ssl_context, ssl_handshake_timeout=self._limits.header_timeout_s,
             )  # fmt: skip
 
@@ -152,13 +213,54 @@ class HttpServer:
         self.shared.stopping = True
         for conn in list(self.shared.connections):
             conn.stop()
-        if not await _unless_forced(self._bridge.wait_idle(timeout_s), force):
+        if not await _unless_forced(self._services.requests.wait_idle(timeout_s), force):
             self.close_all()
             return
-        websocket = self._bridge.websocket
+        websocket = self._services.websocket
         if websocket.open_count:
             log.info("closing %d WebSockets (1001)", websocket.open_count)
         websocket.going_away()
+        budget = max(deadline - loop.time(), WS_CLOSE_MIN_S)
+        await _unless_forced(self.upgrades.shutdown(budget), force)
+        self.close_all()
+
+    async def retire(
+        self, grace_s: float, shutdown: asyncio.Event, force: asyncio.Event, phase: FrontendLifecycle
+    ) -> None:
+        """A successor serves the port (retire.py): stop accepting (our copy of the socket only),
+        then wait up to ``grace_s`` for every connection to end by itself: each closes after its
+        next response (``connection: close``) or at its keep-alive timeout. What is left then is
+        closed: WebSockets with 1012. A shutdown meanwhile (SIGTERM) closes idle connections now
+        and WebSockets with 1001, within what is left of the grace."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        self.stop_listening()
+        shared, websocket = self.shared, self._services.websocket
+        shared.retiring = True
+        for conn in list(shared.connections):
+            conn.retire()
+        while shared.connections or websocket.open_count or self.upgrades.connections:
+            if force.is_set() or loop.time() >= deadline:
+                break
+            if shutdown.is_set() and not shared.stopping:
+                phase.to(FrontendPhase.STOPPING)
+                log.info("shutting down while retiring: closing idle connections")
+                shared.stopping = True
+                for conn in list(shared.connections):
+                    conn.stop()
+            await _first(shutdown, force, timeout_s=min(RETIRE_POLL_S, max(deadline - loop.time(), 0)))
+        if force.is_set():
+            log.warning("second signal: closing open connections now")
+            self.close_all()
+            return
+        if shared.connections:
+            log.warning("%d connections still open after %.1fs; closing them", len(shared.connections), grace_s)
+        for conn in list(shared.connections):
+            conn.force_close()
+        restart = not shared.stopping
+        if websocket.open_count:
+            log.info("closing %d WebSockets (%d)", websocket.open_count, 1012 if restart else 1001)
+        websocket.going_away(restart)
         budget = max(deadline - loop.time(), WS_CLOSE_MIN_S)
         await _unless_forced(self.upgrades.shutdown(budget), force)
         self.close_all()
@@ -171,6 +273,27 @@ class HttpServer:
         for conn in list(self.shared.connections):
             conn.force_close()
         self.upgrades.close_all()
+
+
+async def _report_workers(dispatcher: Dispatcher, report: Callable[[str], None]) -> None:
+    """``report("zasgi-workers PID...")`` each time the READY workers change (polled: off the hot path)."""
+    last: list[int] | None = None
+    while True:
+        pids = sorted(r.pid for r in dispatcher.pool if r.state is WorkerState.READY)
+        if pids != last:
+            last = pids
+            report("zasgi-workers " + " ".join(map(str, pids)))
+        await asyncio.sleep(REPORT_POLL_S)
+
+
+async def _first(*events: asyncio.Event, timeout_s: float | None = None) -> None:
+    """Until one of ``events`` is set (or ``timeout_s`` passed)."""
+    waits = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:
@@ -190,8 +313,9 @@ async def _unless_forced(coro: Any, force: asyncio.Event) -> bool:
 
 
 @contextlib.contextmanager
-def _signals(shutdown: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
-    """SIGTERM/SIGINT: graceful shutdown; a second one: stop waiting for in-flight requests."""
+def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT: graceful shutdown; a second one: stop waiting for in-flight requests.
+    SIGUSR1: retire (a successor serves the port)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -202,30 +326,18 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event) -> Iterator[None]:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(RETIRE_SIGNAL, retire.set)
     try:
         yield
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, RETIRE_SIGNAL):
             loop.remove_signal_handler(sig)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, addr = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _url(sockname: Any, scheme: str) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+def _configure_headers(config: FrontendConfig) -> None:
+    """The fields our HTTP/1 responses add (http1), and the Server field of aiohttp's (WebSocket
+    handshakes): aiohttp's module global, or it names itself and its version."""
+    headers = config.headers
+    http1.configure(server=http1.SERVER_NAME if headers.server else None, date=headers.date,
+                    extra=headers.extra)  # fmt: skip
+    aiohttp_response.SERVER_SOFTWARE = http1.SERVER_NAME

@@ -6,11 +6,13 @@ events are validated against ``wire.states`` trackers on arrival and put in a
 small inbox (a deque); the request's handler task awaits ``next()``, which
 parks on one future only when the inbox is empty. Local failures travel the
 same way as ``Local`` markers, so the handler alone decides what the client
-sees (http_bridge): replay, an error status, or an aborted connection.
+sees (http_requests): replay, an error status, or an aborted connection.
 
 Two views of the same stream, each an explicit state:
-* ``phase`` (``Phase``): what the *client* has seen. QUEUED -> DISPATCHED ->
-  RESPONDING -> DONE | FAILED.
+* ``phase`` (``Phase``, ``TRANSITIONS``): what the *client* has seen.
+  QUEUED -> DISPATCHED -> RESPONDING -> DONE | FAILED; written only here, by
+  ``dispatch``/``responding``/``done``/``fail`` (the request path and the
+  response writer call them), each move checked against the table.
 * the wire: ``request_half``/``response`` trackers, plus ``worker``, which is
   None when the stream is closed on the wire (or not yet open). A stream whose
   client is done but whose worker is still answering (after DISCONNECT) stays
@@ -23,13 +25,15 @@ idempotent method, or proof the app never got it -- its REQUEST never left
 this process, or the worker said BYE (it runs nothing more) before showing
 the stream had reached the app (Rule 20). A worker killed mid-request shows
 nothing either way, so a POST it had been sent gets 502, never a second run.
+And once only (replay.py): a request lost with a second worker is 502, and
+logged as a likely poison request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -39,13 +43,16 @@ from wire.events import ResetCode
 from wire.flow import ReceiveWindow, cost
 from wire.states import RequestHalf, RequestTracker, ResponseHalf, ResponseTracker
 
+from .replay import may_replay, poison_message
 from .upload import BodyTooLarge, NoBody, Upload
 
 if TYPE_CHECKING:
-    from .dispatch import Dispatcher
+    from .http_requests import HttpRequests
     from .pool import WorkerRecord
 
-MAX_REPLAYS = 2  # a request that kills every worker it touches must not kill them all
+log = logging.getLogger(__name__)
+
+MAX_REPLAYS = 2  # refused (never delivered) twice: give up; a lost worker's: once (replay.may_replay)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
@@ -57,9 +64,20 @@ class Phase(Enum):
     FAILED = "failed"
 
 
-# Enum members as module globals for the hot path: in 3.11 EnumType defines __getattr__, which
-# makes every ``Phase.DONE`` a Python-level attribute lookup (~0.07 µs; a global: ~0.01).
-_QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase
+TRANSITIONS: dict[Phase, frozenset[Phase]] = {
+    Phase.QUEUED: frozenset({Phase.DISPATCHED, Phase.FAILED}),
+    Phase.DISPATCHED: frozenset({Phase.DISPATCHED, Phase.RESPONDING, Phase.DONE, Phase.FAILED}),  # (a replay)
+    Phase.RESPONDING: frozenset({Phase.DONE, Phase.FAILED}),
+    Phase.DONE: frozenset({Phase.FAILED}),  # a bug of ours after the response: the stream still ends
+    Phase.FAILED: frozenset({Phase.FAILED}),  # failures race (client gone, worker lost): the first wins
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+_QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase  # (hot path: see tests/benchmarks/README.md)
 _RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
 _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
 
@@ -68,6 +86,7 @@ class Local(Enum):
     """Inbox markers for failures found on this side of the wire."""
 
     WORKER_LOST = "worker lost"
+    WORKER_BLOCKED = "worker blocked past --timeout-worker-blocked"  # evicted (Rule 9b): 504, no replay
     VIOLATION = "protocol violation"
     BODY_TOO_LARGE = "request body too large"
     BAD_BODY = "unreadable request body"
@@ -77,40 +96,40 @@ class HttpStream:
     websocket = False  # holds an HTTP slot (dispatch.Stream)
     __slots__ = (
         "stream_id", "worker", "phase", "replays", "upload", "request_half", "response", "recv",
-        "undelivered", "on_first", "exchange", "_dispatcher", "_head", "_ext", "_idempotent", "_inbox",
-        "_waiter", "_pump",
+        "undelivered", "lost_on", "writer", "_requests", "_first", "_dispatcher", "_head", "_ext", "_idempotent",
+        "_inbox", "_waiter", "_pump",
     )  # fmt: skip
 
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        requests: HttpRequests,
         head: tuple[Any, ...],  # REQUEST's fields from method to server, in wire order
         ext: dict[str, Any],
         upload: Upload | NoBody,
+        writer: Any,  # where its response goes (response.ResponseWriter)
     ) -> None:
         self.stream_id = 0
         self.worker: WorkerRecord | None = None
         self.phase = _QUEUED
         self.replays = 0
         self.undelivered = False  # set when the worker is lost: its app never saw this attempt
+        self.lost_on: tuple[str, ...] = ()  # the workers lost with this request on them (replay.py)
         self.upload = upload
         if upload.has_body:
             upload.send = self._send_body
         self.request_half: RequestTracker | None = None
         self.response = ResponseTracker()
         self.recv: ReceiveWindow | None = None
-        self._dispatcher = dispatcher
+        self.writer = writer
+        self._requests = requests
+        self._first = False  # ``first_event``: the request path awaits the first event without a task
+        self._dispatcher = requests.dispatcher
         self._head = head
         self._ext = ext
         self._idempotent = head[0] in IDEMPOTENT
         self._inbox: deque[Any] | None = None  # made by the first ``queue`` (the task path only)
         self._waiter: asyncio.Future[None] | None = None
         self._pump: asyncio.Task[None] | None = None
-        # Set by a handler with no task waiting (http_bridge): the first worker event or Local
-        # marker goes to ``on_first(stream, item)``, from the dispatcher's callback, instead of
-        # the inbox; ``exchange`` is that handler's request (unset by ``finish``).
-        self.on_first: Callable[[HttpStream, Any], None] | None = None
-        self.exchange: Any = None
 
     # ------------------------------------------------------ handler side
 
@@ -127,10 +146,38 @@ class HttpStream:
         body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
         request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
         self.request_half = RequestTracker(request)
-        self.phase = _DISPATCHED
+        self._to(_DISPATCHED)
         dispatcher.post(request, worker)
         if more:  # (the rest of the body, as the window allows)
             upload.flush()
+
+    def first_event(self) -> None:
+        """The request path awaits the first worker event (or ``Local`` marker) without a task:
+        it goes to ``HttpRequests.first_event``, from the dispatcher's callback; the rest queue."""
+        self._first = True
+
+    def cancel(self) -> None:
+        """The client went away while the request path awaited the first event (no task to cancel)."""
+        self._first = False
+        self._requests.lost(self)
+
+    def responding(self) -> None:
+        """The status line went to the client."""
+        self._to(_RESPONDING)
+
+    def done(self) -> None:
+        """The whole response went to the client."""
+        self._to(_DONE)
+
+    def fail(self) -> None:
+        """The client will get no (more) response: gone, refused, or cut short."""
+        if self.phase is not _FAILED:
+            self._to(_FAILED)
+
+    def _to(self, phase: Phase) -> None:
+        if phase not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"stream {self.stream_id}: {self.phase.name} -> {phase.name}")
+        self.phase = phase
 
     def start_pump(self, write_continue: Any) -> None:
         if self.upload.needs_pump and self._pump is None:
@@ -151,6 +198,8 @@ class HttpStream:
         if self.phase is not _DISPATCHED or self.replays >= MAX_REPLAYS:
             return False
         if item is Local.WORKER_LOST:
+            if not may_replay(len(self.lost_on)):
+                return False
             held = self.upload.replayable or self.upload.whole is not None
             return held and (self._idempotent or self.undelivered)
         return type(item) is ev.Reset and item.code == ResetCode.REFUSED and self.upload.replayable
@@ -172,11 +221,6 @@ class HttpStream:
             self._dispatcher.post(ev.Reset(self.stream_id, code, reason), self.worker)
             self._detach()
 
-    def client_gone(self) -> None:
-        """The client went away (not an error): DISCONNECT, then linger or close."""
-        self.phase = _FAILED
-        self.finish()
-
     def finish(self) -> None:
         """The handler is done with the stream; close it on the wire once the worker is."""
         if self._pump is not None:
@@ -190,8 +234,9 @@ class HttpStream:
             # collector's next pass (measured: GC 4.8 -> 0.6 µs per request).
             upload.send = _no_send
         if self.phase is not _DONE and self.phase is not _FAILED:
-            self.phase = _FAILED
-        self.on_first = self.exchange = None
+            self._to(_FAILED)
+        self._first = False
+        self.writer = None
         if self.worker is None:
             return
         half = self.request_half
@@ -259,9 +304,24 @@ class HttpStream:
         record = self.worker
         if record is not None:
             self.undelivered = self.stream_id in record.unsent or (record.said_bye and self.upload.replayable)
+            if not self.undelivered:  # it may have run there (a REQUEST that never left proves nothing)
+                self.lost_on += (record.worker_id,)
+                if not may_replay(len(self.lost_on)) and self.phase is _DISPATCHED:
+                    path = self._head[3].decode("utf-8", "replace")
+                    rid = str(self._ext.get("request_id", "-"))
+                    log.warning(poison_message(self._head[0], path, rid, self.lost_on))
         self._detach()
         if self.phase not in (_DONE, _FAILED):
-            self._push(Local.WORKER_LOST)
+            self._push(Local.WORKER_BLOCKED if self._blocked_by(record) else Local.WORKER_LOST)
+
+    def _blocked_by(self, record: WorkerRecord | None) -> bool:
+        """Whether its worker was evicted (Rule 9b) with this request blocking its loop: 504, no replay.
+        The others on it were waiting behind it, and are lost as with any lost worker (replayed once).
+        With the blocking request unknown, every one of them."""
+        if record is None or not record.evicted or self.undelivered:
+            return False
+        blocking = record.stall[0]
+        return not blocking or blocking == self._ext.get("request_id")
 
     # ------------------------------------------------------------ helpers
 
@@ -301,10 +361,9 @@ class HttpStream:
                 self.upload.hold()
 
     def _push(self, item: Any) -> None:
-        on_first = self.on_first
-        if on_first is not None:
-            self.on_first = None  # only the first: the rest queue for whoever takes over
-            on_first(self, item)
+        if self._first:
+            self._first = False  # only the first: the rest queue for whoever takes over
+            self._requests.first_event(self, item)
             return
         self.queue(item)
 

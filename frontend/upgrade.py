@@ -5,7 +5,7 @@ implementation (handshake, permessage-deflate, pings, fragments) is kept, so
 when an upgrade request's turn comes the connection gives its transport to an
 aiohttp ``RequestHandler`` created as ``web.Server.__call__`` does, and feeds
 it the request head (rebuilt from the parsed message) plus whatever followed
-it. aiohttp then runs ``HttpBridge.handle_upgrade`` (ws_bridge) for it, and
+it. aiohttp then runs ``WsBridge.handle_upgrade`` (ws_bridge) for it, and
 the connection ends with the WebSocket (every answer to an upgrade closes
 it). The ``--limit-concurrency`` slot moves with the transport.
 """
@@ -18,7 +18,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
+from . import http1
 from .connection import Gate
+
+
+class _Request(web.BaseRequest):
+    """aiohttp's request, whose response gets the front end's Server, Date and --header policy
+    (http1.configure) as our own HTTP/1 responses do, once aiohttp has set its fields."""
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        http1.fill_fields(response.headers)
 
 
 class UpgradeHandler(RequestHandler):
@@ -40,8 +49,11 @@ class Upgrades(web.Server):
     """aiohttp's low-level server, fed connections by ``hand_over`` rather than by a listener."""
 
     def __init__(self, handler: Any, *, gate: Gate, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
+        super().__init__(handler, request_factory=self._request, **kwargs)
         self._gate = gate
+
+    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+        return _Request(message, payload, protocol, writer, task, self._loop)
 
     def __call__(self) -> UpgradeHandler:
         return UpgradeHandler(self, loop=self._loop, gate=self._gate, **self._kwargs)

@@ -110,6 +110,11 @@ class Upload:
     def needs_pump(self) -> bool:
         return self.state is UploadState.READING
 
+    @property
+    def unread_continue(self) -> bool:
+        """The client waits for a 100 Continue it never got: the body will not come (close after)."""
+        return self.expect_continue and self.needs_pump
+
     # ------------------------------------------------------------- sending
 
     def first(self, window_bytes: int) -> tuple[bytes, bool]:
@@ -221,6 +226,7 @@ class NoBody:
     has_body = False
     expect_continue = False
     needs_pump = False
+    unread_continue = False
     whole = b""
 
     def __init__(self) -> None:

@@ -1,7 +1,8 @@
 """aiohttp WebSocket <-> wire WebSocket stream (PROTOCOL §5 "WebSocket stream", §6.2, §7).
 
-Theory of operation. ``HttpBridge.handle_upgrade`` passes an upgrade request (GET,
-HTTP/1.1, ``Upgrade: websocket``) here with the REQUEST head fields. We check
+Theory of operation. aiohttp runs ``handle_upgrade`` for a connection handed
+over with an upgrade request (GET, HTTP/1.1, ``Upgrade: websocket``; upgrade.py);
+its head is built as an HTTP request's (request_head.py). We check
 the handshake is well-formed (else 400, before any worker is bothered), take
 a WebSocket slot (HELLO.ws_capacity, its own wait queue; 503 as for HTTP) and
 send WS_CONNECT. The worker's first answer decides what the client gets:
@@ -38,13 +39,15 @@ client, transport error or ping timeout WS_CLOSE(1006); an oversize message
 closes the client with 1009 and tells the worker 1009. The worker's WS_CLOSE
 closes the client with that code; RESET, a lost worker or an illegal event
 closes it with 1011 (1012 if the worker was draining). On front-end shutdown
-``going_away`` closes both sides with 1001.
+``going_away`` closes both sides with 1001; a retired front end's (a
+successor serves the port, retire.py) with 1012 at the end of its grace.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from time import perf_counter
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -55,10 +58,12 @@ from wire import events as ev
 from wire.events import ResetCode
 from wire.flow import cost
 
-from .access_log import REQUEST_ID, WORKER
+from .access_log import CLIENT, REQUEST_ID, STARTED, WORKER, AccessLog, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .responses import describe_failure, error_response, str_headers
+from .parse_errors import error_response
+from .request_head import RequestHeads, addresses
+from .responses import describe_failure, str_headers
 from .slots import NoCapacity
 from .ws_stream import ABNORMAL, WsLocal, WsPhase, WsStream
 
@@ -70,7 +75,7 @@ GOING_AWAY, PROTOCOL_ERROR, NO_STATUS, MESSAGE_TOO_BIG, SERVER_ERROR, SERVICE_RE
 )  # fmt: skip
 _NOT_IN_A_CLOSE_FRAME = frozenset({1004, 1005, 1006, 1015})  # RFC 6455 §7.4.1: reserved
 _MAX_REASON_BYTES = 123  # a control frame's payload is 125 bytes: the code takes 2
-_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY)  # what ends a handed-off session for good
+_CLIENT_SIDE = (WsLocal.CLIENT_CLOSED, WsLocal.GOING_AWAY, WsLocal.RESTARTING)  # what ends a handed-off session for good
 # The handshake is ours to write: the worker's headers may not override it.
 _HANDSHAKE_HEADERS = frozenset(
     {"upgrade", "connection", "sec-websocket-accept", "sec-websocket-extensions", "sec-websocket-protocol"}
@@ -101,8 +106,12 @@ class _NoOverlapWarning(logging.Filter):
 
 
 class WsBridge:
-    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher) -> None:
+    def __init__(
+        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, access: AccessLog
+    ) -> None:
         self._settings = config.websocket
+        self._heads = heads
+        self._access = access
         self._dispatcher = dispatcher
         self._queue_timeout_s = config.queue.timeout_s
         self._streams: set[WsStream] = set()  # handlers running, for shutdown
@@ -122,13 +131,35 @@ class WsBridge:
     def open_count(self) -> int:
         return len(self._streams)
 
-    def going_away(self) -> None:
-        """Front-end shutdown: close every WebSocket with 1001 and refuse new ones."""
+    def going_away(self, restart: bool = False) -> None:
+        """Front-end shutdown: close every WebSocket with 1001 and refuse new ones; ``restart``
+        (a retired front end, retire.py): with 1012, so clients reconnect to its successor."""
         self._closing = True
         for stream in list(self._streams):
-            stream.going_away()
+            stream.going_away(restart)
 
-    async def handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
+    async def handle_upgrade(self, request: web.BaseRequest) -> Any:
+        """aiohttp's handler for a connection handed over with a WebSocket upgrade (upgrade.py)."""
+        request[STARTED] = perf_counter()
+        rid = request[REQUEST_ID] = request_id(request.headers)
+        if not self.wants(request):  # (connection.py hands over upgrades only)
+            resp = error_response(400, close=True)
+        else:
+            transport = request.transport
+            client, server = addresses(transport)
+            head, proxied = self._heads.build(
+                request.method, request.raw_path, request.version, request.headers, request.raw_headers,
+                client, server,
+            )  # fmt: skip
+            if proxied is not None:
+                request[CLIENT] = proxied[0]
+            resp = await self._handle(request, head, self._heads.ext(rid, self._heads.tls_of(transport)))
+        if not resp.prepared:  # our own error responses
+            resp.headers["X-Request-ID"] = rid
+            resp.force_close()
+        return resp
+
+    async def _handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
         if not web.WebSocketResponse().can_prepare(request):
             return error_response(400, close=True)
         if self._closing:
@@ -161,10 +192,10 @@ class WsBridge:
             if kind is ev.Response:
                 return await self._deny(request, stream, item)
             if kind is ev.WsClose:
-                stream.phase = WsPhase.DONE
+                stream.done()
                 return error_response(403, close=True)
-            if item is WsLocal.GOING_AWAY:
-                stream.close(GOING_AWAY)
+            if item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
+                stream.close(GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART)
                 return error_response(503, retry_after_s=1, close=True)
             if not stream.can_replay(item):
                 return _failure(stream, item)
@@ -180,7 +211,7 @@ class WsBridge:
 
     async def _deny(self, request: web.BaseRequest, stream: WsStream, start: ev.Response) -> Any:
         """The denial response (``websocket.http.response``): plain HTTP, then the connection closes."""
-        stream.phase = WsPhase.DENYING
+        stream.denying()
         try:
             resp = web.StreamResponse(status=start.status, headers=str_headers(start.headers))
             resp.force_close()
@@ -193,13 +224,13 @@ class WsBridge:
             return error_response(502, close=True)
         except ConnectionError:  # the client left first: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d's denial response", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
         try:
             await self._deny_body(request, stream, resp, start)
         except ConnectionError:  # as above, mid-body: the response is cut short anyway
             log.debug("client went away during WebSocket stream %d's denial response", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
         return resp
 
     @staticmethod
@@ -218,13 +249,13 @@ class WsBridge:
                 log.warning(
                     "stream %d: denial response cut short (%s)", stream.stream_id, describe_failure(item)
                 )
-                stream.phase = WsPhase.FAILED
+                stream.fail()
                 if request.transport is not None:
                     request.transport.abort()
                 return
             body, more = item.body, item.more_body
         await resp.write_eof()
-        stream.phase = WsPhase.DONE
+        stream.done()
 
     # ------------------------------------------------------------- session
 
@@ -239,15 +270,17 @@ class WsBridge:
             return error_response(502, close=True)
         except ConnectionError:  # the client left before its 101: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d opened", stream.stream_id)
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
-        if stream.phase is WsPhase.CONNECTING:  # (already HANDING_OFF if the worker handed it off at once)
-            stream.phase = WsPhase.OPEN
+        stream.opened()
         pump = asyncio.get_running_loop().create_task(_pump(ws, stream, self._settings.max_message_bytes))
         try:
             await _to_client(ws, stream, self._resume)
         finally:
             pump.cancel()
+            # Logged here, not by aiohttp's hook: a client's close often ends the TCP connection
+            # before the handler returns, and aiohttp logs nothing for a cancelled handler.
+            self._access.session_ended(request, ws)
         return ws
 
     async def _resume(self, stream: WsStream) -> Any:
@@ -307,7 +340,7 @@ async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -
                     continue
                 if not isinstance(why, WsLocal):
                     log.warning("WebSocket handoff failed (%s); closing the client with 1012", why)
-                    stream.phase = WsPhase.DONE
+                    stream.done()
                     await _close_client(ws, SERVICE_RESTART, "")
                     return
                 item = why
@@ -319,7 +352,7 @@ async def _to_client(ws: web.WebSocketResponse, stream: WsStream, resume: Any) -
             else:
                 await ws.send_bytes(item.data)
         except ConnectionError:
-            stream.phase = WsPhase.FAILED
+            stream.fail()
             stream.close(ABNORMAL)
             return
         stream.consumed(cost(item))
@@ -329,13 +362,13 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
     kind = type(item)
     code, reason = SERVER_ERROR, ""
     if item is WsLocal.CLIENT_CLOSED:  # the pump told the worker; aiohttp answered the client
-        stream.phase = WsPhase.DONE
+        stream.done()
         return
     if kind is ev.WsClose:
         code, reason = item.code, item.reason
-    elif item is WsLocal.GOING_AWAY:
-        code = GOING_AWAY
-        stream.close(GOING_AWAY)
+    elif item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
+        code = GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART
+        stream.close(code)
     elif kind is ev.WsHandoff or item is WsLocal.WORKER_LOST_DRAINING:  # no "handoff" agreed
         code = SERVICE_RESTART
     elif kind is ev.Reset and item.code == ResetCode.REFUSED:  # resumes refused more than MAX_REPLAYS times
@@ -344,7 +377,10 @@ async def _end(ws: web.WebSocketResponse, stream: WsStream, item: Any) -> None:
         log.warning(
             "WebSocket stream %d ended by the worker side: %s", stream.stream_id, describe_failure(item)
         )
-    stream.phase = WsPhase.DONE if code != SERVER_ERROR else WsPhase.FAILED
+    if code == SERVER_ERROR:
+        stream.fail()
+    else:
+        stream.done()
     await _close_client(ws, code, reason)
 
 
@@ -392,7 +428,7 @@ def _close_of(msg: Any) -> tuple[int, str]:
 
 
 def _failure(stream: WsStream, item: Any) -> web.StreamResponse:
-    stream.phase = WsPhase.FAILED
+    stream.fail()
     log.warning(
         "WebSocket stream %d failed before the handshake: %s", stream.stream_id, describe_failure(item)
     )

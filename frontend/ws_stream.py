@@ -11,9 +11,11 @@ the client sees. The client-reading pump (ws_bridge) sends WS_MESSAGE through
 a CREDIT reopens it by resolving that one future.
 
 Two views of the same stream, each an explicit state:
-* ``phase`` (``WsPhase``): what the *client* has seen. QUEUED -> CONNECTING ->
-  OPEN | DENYING -> DONE, or FAILED; OPEN <-> HANDING_OFF while a handed-off
-  session is between two workers (the client still sees an open socket).
+* ``phase`` (``WsPhase``, ``TRANSITIONS``): what the *client* has seen.
+  QUEUED -> CONNECTING -> OPEN | DENYING -> DONE, or FAILED; OPEN <->
+  HANDING_OFF while a handed-off session is between two workers (the client
+  still sees an open socket). Written only here; ws_bridge calls ``opened``,
+  ``denying``, ``done``, ``fail``.
 * the wire: ``tracker`` (WsTracker) plus ``worker``, which is None once the
   stream is closed on the wire (WS_CLOSE either way, RESET, WS_HANDOFF, denial
   done) and its WebSocket slot is free.
@@ -26,7 +28,9 @@ to the front of ``_held``, the pump goes on reading the client into ``_held``
 (bounded by the old window), and ``resume`` opens a new stream on another
 worker with WS_RESUME, then sends ``_held`` in order within the new window.
 A resume that never reached an app (RESET REFUSED; lost unsent, or to a
-worker that said BYE) is retried the same way, at most ``MAX_REPLAYS`` times.
+worker that said BYE) is retried the same way, at most ``MAX_REPLAYS`` times;
+so is one whose worker was lost before it sent anything but credit
+(``_retryable``, Rule 22a: every message since the resume is kept for it).
 """
 
 from __future__ import annotations
@@ -62,6 +66,23 @@ class WsPhase(Enum):
     FAILED = "failed"
 
 
+_OVER = frozenset({WsPhase.DONE, WsPhase.FAILED})
+TRANSITIONS: dict[WsPhase, frozenset[WsPhase]] = {
+    WsPhase.QUEUED: frozenset({WsPhase.CONNECTING}) | _OVER,
+    WsPhase.CONNECTING: frozenset({WsPhase.CONNECTING, WsPhase.OPEN, WsPhase.HANDING_OFF, WsPhase.DENYING})
+    | _OVER,  # (CONNECTING again: a replay; HANDING_OFF: handed off before the 101 went out)
+    WsPhase.OPEN: frozenset({WsPhase.HANDING_OFF}) | _OVER,
+    WsPhase.HANDING_OFF: frozenset({WsPhase.OPEN}) | _OVER,
+    WsPhase.DENYING: _OVER,
+    WsPhase.DONE: frozenset(),
+    WsPhase.FAILED: frozenset(),
+}
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
 class WsLocal(Enum):
     """Inbox markers for things found on this side of the wire."""
 
@@ -70,6 +91,7 @@ class WsLocal(Enum):
     VIOLATION = "protocol violation"
     CLIENT_CLOSED = "client closed"
     GOING_AWAY = "front end shutting down"
+    RESTARTING = "front end replaced"  # a retired front end's grace ended (retire.py): 1012
 
 
 class WsStream:
@@ -78,6 +100,7 @@ class WsStream:
         "stream_id", "worker", "phase", "replays", "resumes", "tracker", "window", "recv", "acquiring",
         "_dispatcher", "_connect", "_delivered", "_inbox", "_waiter", "_window_waiter",
         "_keep", "_unacked", "_credited", "_held", "_held_bytes", "_hold_limit", "_subprotocol", "_state",
+        "_retryable",
     )  # fmt: skip
 
     def __init__(self, dispatcher: Dispatcher, *, connect: tuple[Any, ...]) -> None:
@@ -105,6 +128,7 @@ class WsStream:
         self._hold_limit = 0  # stop reading the client while more than this is held
         self._subprotocol: str | None = None  # the accepted one, for WS_RESUME
         self._state: Any = None  # the app's handoff state, for WS_RESUME
+        self._retryable = False  # a resumed session the client saw nothing of yet: a lost worker retries it
 
     # ------------------------------------------------------ handler side
 
@@ -114,7 +138,7 @@ class WsStream:
         self.stream_id = self._dispatcher.open_stream(self)
         self.tracker = WsTracker()
         self._attach(worker)
-        self.phase = WsPhase.CONNECTING
+        self._to(WsPhase.CONNECTING)
         self._dispatcher.post(ev.WsConnect(self.stream_id, *self._connect), worker)
 
     def resume(self, worker: WorkerRecord) -> None:
@@ -125,7 +149,8 @@ class WsStream:
         self.tracker = WsTracker(resumed=True)
         self._attach(worker)
         self.resumes += 1
-        self.phase = WsPhase.OPEN
+        self._retryable = True
+        self._to(WsPhase.OPEN)
         connect = ev.WsConnect(self.stream_id, *self._connect)
         self._dispatcher.post(ev.WsResume(self.stream_id, connect, self._subprotocol, self._state), worker)
         self._send_held()
@@ -247,10 +272,11 @@ class WsStream:
         self._push(WsLocal.CLIENT_CLOSED)
         self._stop_acquiring()
 
-    def going_away(self) -> None:
-        """The front end shuts down: the handler closes both sides with 1001."""
+    def going_away(self, restart: bool = False) -> None:
+        """The front end shuts down: the handler closes both sides with 1001 (1012 if ``restart``:
+        a successor front end serves the port, the client should reconnect)."""
         if self.phase in (WsPhase.QUEUED, WsPhase.CONNECTING, WsPhase.OPEN, WsPhase.HANDING_OFF):
-            self._push(WsLocal.GOING_AWAY)
+            self._push(WsLocal.RESTARTING if restart else WsLocal.GOING_AWAY)
             self._stop_acquiring()
 
     def _stop_acquiring(self) -> None:
@@ -267,9 +293,32 @@ class WsStream:
 
     def finish(self) -> None:
         """The handler is done: a stream still open on the wire ends as a vanished client."""
-        if self.phase not in (WsPhase.DONE, WsPhase.FAILED):
-            self.phase = WsPhase.FAILED
+        self.fail()
         self.close(ABNORMAL)
+
+    def opened(self) -> None:
+        """The 101 went to the client (a session handed off at once stays HANDING_OFF)."""
+        if self.phase is WsPhase.CONNECTING:
+            self._to(WsPhase.OPEN)
+
+    def denying(self) -> None:
+        """The worker's denial response is being written."""
+        self._to(WsPhase.DENYING)
+
+    def done(self) -> None:
+        """The session (or its denial) ended as it should: closed, refused, handed back with 1012."""
+        if self.phase not in _OVER:  # (the first end wins)
+            self._to(WsPhase.DONE)
+
+    def fail(self) -> None:
+        """The session ended badly for the client (gone, cut short, an error from the worker side)."""
+        if self.phase not in _OVER:
+            self._to(WsPhase.FAILED)
+
+    def _to(self, phase: WsPhase) -> None:
+        if phase not in TRANSITIONS[self.phase]:
+            raise IllegalTransition(f"WebSocket stream {self.stream_id}: {self.phase.name} -> {phase.name}")
+        self.phase = phase
 
     # --------------------------------------------------- dispatcher side
 
@@ -290,6 +339,8 @@ class WsStream:
             self._send_held()
             self._wake_window()
             return
+        if self._retryable:  # the new app answered: the client may see it, the old state is stale
+            self._release()
         try:
             state = self.tracker.feed(event)
             n = cost(event)  # WS_MESSAGE: len + 32; a denial's RESPONSE/BODY: the body
@@ -314,10 +365,10 @@ class WsStream:
     def on_worker_lost(self) -> None:
         worker = self.worker
         draining = worker is not None and worker.previous in _LEAVING
-        if worker is not None and 0 < self.resumes <= MAX_REPLAYS and not self._delivered:
-            if self.stream_id in worker.unsent or worker.said_bye:  # WS_RESUME never reached an app
+        if worker is not None and self._retryable:
+            if self.resumes <= MAX_REPLAYS:  # Rule 22a: resume again from the state still held
                 self._hand_off(self._state)  # the handler resumes it elsewhere
-            draining = True  # otherwise: lost before the resume showed it worked, 1012
+            draining = True  # retries spent: 1012, standard clients reconnect
         self._detach()
         self._push(WsLocal.WORKER_LOST_DRAINING if draining else WsLocal.WORKER_LOST)
 
@@ -328,10 +379,20 @@ class WsStream:
         unacked = self._unacked
         assert unacked is not None
         self._credited += n
+        if self._retryable:  # kept whole for a retry, until one window more was consumed
+            if self._credited <= self._hold_limit:
+                return
+            self._retryable = False
         while unacked and len(unacked[0][1]) + WS_MESSAGE_OVERHEAD_BYTES <= self._credited:
             self._credited -= len(unacked.popleft()[1]) + WS_MESSAGE_OVERHEAD_BYTES
         if not unacked:
             self._unacked, self._credited = None, 0
+
+    def _release(self) -> None:
+        """The resumed session can no longer be retried: drop what only a retry needed."""
+        self._retryable = False
+        if self._unacked:
+            self._acked(0)
 
     def _hand_off(self, state: Any) -> None:
         """The session leaves its worker: what it never consumed goes back in front of the held ones."""
@@ -345,7 +406,7 @@ class WsStream:
             if self._held:
                 unacked.extend(self._held)
             self._held = unacked
-        self.phase = WsPhase.HANDING_OFF
+        self._to(WsPhase.HANDING_OFF)
 
     def _detach(self) -> None:
         if self.worker is not None:

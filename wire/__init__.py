@@ -2,7 +2,9 @@
 
 This package's core is sans-IO: it imports only the standard library and
 msgpack. ``wire.channel`` (ZeroMQ on asyncio) sits beside it and is imported
-explicitly by the processes that do I/O.
+explicitly by the processes that do I/O; so do two modules that are not protocol but
+must be shared by ``frontend`` and ``appserver``, which may not import each other:
+``wire.frontend_options`` (the front end's options, once; click) and ``wire.logsetup``.
 """
 
 from .compiled import install_pure_hook

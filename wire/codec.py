@@ -159,6 +159,8 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.Bye: (_str,),
     ev.UnknownPeer: (),
     ev.Limit: (_limit,),
+    ev.Pulse: (_bin, _uint, _uint, _str, _str, _str),
+    ev.Evict: (_str,),
     ev.Request: (_str, _str, _str, _bin, _bin, _str, _headers, _address, _address,
                  _payload, _bool, _bool, _map),  # fmt: skip
     ev.Body: (_payload, _bool),

@@ -39,6 +39,8 @@ class Kind(IntEnum):
     UNKNOWN_PEER = 7
     LIMIT = 8
     LINGER = 9
+    PULSE = 10
+    EVICT = 11
     REQUEST = 16
     BODY = 17
     DISCONNECT = 18
@@ -141,6 +143,31 @@ class Limit:
 
     stream_id: int
     limit: int  # 1..HELLO.capacity
+
+
+@dataclass(slots=True)
+class Pulse:
+    """Worker -> front end (feature "pulse"): from a thread of the worker's own, not its event loop,
+    on a connection of its own: this process lives, and this is how its loop is (Rule 9a)."""
+
+    stream_id: int
+    peer: bytes  # the routing id of the worker's connection (the one HELLO came from) it speaks for
+    stalled_ms: int  # how long its event loop has not run, now; 0: running
+    blocked_ms: int  # a stall of the loop that just ended lasted this long (sent once); 0: none
+    request_id: str = ""  # the request on the loop while it is stalled ("" none, or not known)
+    method: str = ""
+    path: str = ""
+    KIND = Kind.PULSE
+
+
+@dataclass(slots=True)
+class Evict:
+    """Front end -> a worker's pulse connection (feature "pulse"): your loop stayed blocked past my
+    limit; your streams are answered, exit (Rule 9b)."""
+
+    stream_id: int
+    reason: str
+    KIND = Kind.EVICT
 
 
 # ---------------------------------------------------------------- HTTP
@@ -333,7 +360,7 @@ KIND_OF: dict[type, Kind] = {
 
 
 Event = Union[
-    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger,
+    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger, Pulse, Evict,
     Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip

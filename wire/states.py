@@ -48,6 +48,7 @@ class WorkerState(_State):
 
     JOINING = "joining"
     READY = "ready"
+    BUSY = "busy"  # alive (its pulse says so) but its event loop is stalled: nothing new until it runs
     DRAINING = "draining"
     LINGERING = "lingering"  # draining, with only WebSocket sessions and started responses left
     GONE = "gone"
@@ -55,7 +56,8 @@ class WorkerState(_State):
 
 WORKER_TRANSITIONS: dict[WorkerState, frozenset[WorkerState]] = {
     WorkerState.JOINING: frozenset({WorkerState.READY, WorkerState.GONE}),
-    WorkerState.READY: frozenset({WorkerState.DRAINING, WorkerState.GONE}),
+    WorkerState.READY: frozenset({WorkerState.BUSY, WorkerState.DRAINING, WorkerState.GONE}),
+    WorkerState.BUSY: frozenset({WorkerState.READY, WorkerState.DRAINING, WorkerState.GONE}),
     WorkerState.DRAINING: frozenset({WorkerState.LINGERING, WorkerState.GONE}),
     WorkerState.LINGERING: frozenset({WorkerState.GONE}),
     WorkerState.GONE: frozenset(),

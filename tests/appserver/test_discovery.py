@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 
 from appserver import discovery
 from appserver.config import WorkerConfig
-from appserver.discovery import FrontendSet, Plan, Target, parse_endpoint, pick_addresses, plan, tcp_endpoint
+from appserver.discovery import (
+    FrontendSet, Plan, Target, parse_endpoint, pick_addresses, plan, read_list, tcp_endpoint, write_list,
+)  # fmt: skip
 from appserver.lifecycle import WorkerPhase
 from appserver.worker import EXIT_OK, Worker
 from tests.helpers.processes import free_tcp_port
@@ -425,3 +427,37 @@ def test_check_needs_an_established_connection_to_every_front_end(
     assert discovery.main(["--check", "tcp://nowhere.invalid:7000"]) == 1
     assert "cannot resolve" in capsys.readouterr().err
     assert discovery.main(["tcp://frontend"]) == 2
+
+
+# ---------------------------------------------------------------- file:// lists (zasgi run's front ends)
+
+
+def test_file_target_needs_an_absolute_path() -> None:
+    assert parse_endpoint("file:///run/zasgi/fes") == Target("file:///run/zasgi/fes", path="/run/zasgi/fes")
+    with pytest.raises(ValueError, match="absolute path"):
+        parse_endpoint("file://fes")
+
+
+def test_read_list_takes_static_endpoints_only(tmp_path: Path) -> None:
+    path = tmp_path / "fes"
+    write_list(str(path), ["ipc:///run/a.sock", "tcp://10.0.0.1:7000"])
+    assert read_list(str(path)) == ("ipc:///run/a.sock", "tcp://10.0.0.1:7000")
+    path.write_text("# front ends\nipc:///run/a.sock\n\ntcp://fe:7000\n")
+    with pytest.raises(ValueError, match="ipc:// or tcp://ADDRESS:PORT endpoints only"):
+        read_list(str(path))
+
+
+async def test_a_listed_front_end_joins_and_an_unlisted_one_drains(tmp_path: Path) -> None:
+    path = tmp_path / "fes"
+    write_list(str(path), ["ipc:///run/a.sock"])
+    h = Harness([f"file://{path}"], Dns())
+    assert (await h.set.refresh()).add == ("ipc:///run/a.sock",)
+    assert h.set.dynamic
+    write_list(str(path), ["ipc:///run/a.sock", "ipc:///run/b.sock"])
+    assert await h.set.refresh() == Plan(add=("ipc:///run/b.sock",))
+    write_list(str(path), ["ipc:///run/b.sock"])
+    assert await h.set.refresh() == Plan(retire=("ipc:///run/a.sock",))
+    await until(lambda: h.made["ipc:///run/a.sock"].calls == ["start", "drain", "finish", "close"], 5)
+    path.unlink()  # unreadable: the list it had is kept
+    assert await h.set.refresh() == Plan()
+    assert h.set.active == [h.made["ipc:///run/b.sock"]]

@@ -51,7 +51,7 @@ EXAMPLES = int(os.environ.get("ZASGI_FUZZ_EXAMPLES", "200"))
 CAPACITY, WS_CAPACITY = 8, 4
 DEADLINE_S = 15.0  # a loaded 2-core machine; a real hang or leak blows through it
 K = ev.Kind
-FEATURES = ("http", "trailers", "pathsend", "linger", "websocket", "ws-denial", "handoff")
+FEATURES = ("http", "trailers", "pathsend", "linger", "pulse", "websocket", "ws-denial", "handoff")
 WORKER_MAIN = f"""
 import sys
 from appserver.config import WorkerConfig

@@ -290,7 +290,7 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         Server("zasgi w2", {"hello"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
-        # What SCHED_BATCH (the default, wire/sched.py) is worth: the same under the default policy.
+        # What SCHED_BATCH (the default, appserver/sched.py) is worth: the same under the default policy.
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main | w1, uvicorn(1)),
         Server("uvicorn w2", main | {"scaleout"} | w2, uvicorn(2)),

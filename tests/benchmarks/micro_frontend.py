@@ -4,7 +4,7 @@
     python tests/benchmarks/micro_frontend.py [--requests 200000] [--batch 16]
 
 One ``Connection`` (our HTTP/1 protocol on aiohttp's C parser) on a fake
-transport, the real ``HttpBridge`` and ``Dispatcher`` with the ZeroMQ channel
+transport, the real request path (``services.Services``) and ``Dispatcher`` with the ZeroMQ channel
 replaced by a list: each round parses ``--batch`` keep-alive GETs (one per
 connection, as wrk sends them), encodes the REQUESTs the dispatcher posted
 (``wire.codec.encode``, as the channel would), then decodes one message of
@@ -33,11 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import zmq  # noqa: E402
 
-from frontend.access_log import AccessLog  # noqa: E402
 from frontend.config import Backend, FrontendConfig  # noqa: E402
 from frontend.connection import Connection  # noqa: E402
 from frontend.dispatch import Dispatcher  # noqa: E402
-from frontend.http_bridge import HttpBridge  # noqa: E402
+from frontend.services import Services  # noqa: E402
 from frontend.pool import WorkerRecord  # noqa: E402
 from frontend.server import HttpServer  # noqa: E402
 from wire import codec, compiled  # noqa: E402
@@ -106,9 +105,7 @@ async def _run(requests: int, batch: int, repeat: int) -> None:
                           features=frozenset({"http"}), now=0.0)  # fmt: skip
     dispatcher.pool.add(record)
     dispatcher.pool.welcome(PEER, 0.0)
-    bridge = HttpBridge(config, dispatcher)
-    access = AccessLog(bridge.metrics, enabled=False)
-    server = HttpServer(config, bridge, access)
+    server = HttpServer(config, Services(config, dispatcher))
     loop = asyncio.get_running_loop()
     conns = []
     for _ in range(batch):

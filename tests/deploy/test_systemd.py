@@ -53,8 +53,11 @@ def test_stop_drains(role: str) -> None:
     assert drain < float(unit["TimeoutStopSec"][0]) <= drain + 30
 
 
-def test_appserver_reload_is_the_rolling_restart() -> None:
-    assert unit_settings(UNITS / ROLES["appserver"])["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+def test_appserver_reload_is_the_rolling_restart_and_waits_for_it() -> None:
+    unit = unit_settings(UNITS / ROLES["appserver"])
+    assert unit["ExecReload"] == ["/opt/zasgi/venv/bin/zasgi reload --timeout 80"]  # --wait is the default
+    (pid_file,) = [v.partition("=")[2] for v in unit["Environment"] if v.startswith("ZASGI_PID_FILE=")]
+    assert pid_file.startswith("%t/" + unit["RuntimeDirectory"][0] + "/")
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -41,10 +41,19 @@ PRIVATE_NAMES = [
         "frontend/connection.py: back-pressure",
     ),
     ("aiohttp.helpers", "DEFAULT_CHUNK_SIZE", "frontend/connection.py: the parser's chunk size"),
-    ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, exchange.py: the parsed request head"),
-    ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_bridge.py"),
-    ("aiohttp.http", "HttpVersion11", "frontend/http1.py, http_bridge.py, ws_bridge.py"),
-    ("aiohttp.http", "SERVER_SOFTWARE", "frontend/http1.py: the Server header"),
+    ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, response.py: the parsed request head"),
+    ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_requests.py, parse_errors.py"),
+    ("aiohttp.http", "HttpVersion11", "frontend/http1.py, http_requests.py, response.py, parse_errors.py, ws_bridge.py"),
+    (
+        "aiohttp.web_response",
+        "SERVER_SOFTWARE",
+        "frontend/server.py: the Server field of WebSocket handshakes",
+    ),
+    (
+        "aiohttp.web_request",
+        "BaseRequest._prepare_hook",
+        "frontend/upgrade.py: response fields of handshakes",
+    ),
     ("aiohttp.http", "WebSocketError", "frontend/ws_bridge.py: close codes of a failed WebSocket read"),
     ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
@@ -53,7 +62,7 @@ PRIVATE_NAMES = [
     (
         "aiohttp.streams",
         "EMPTY_PAYLOAD",
-        "frontend/connection.py, http_bridge.py, upload.py: body-less requests",
+        "frontend/connection.py, http_requests.py, upload.py: body-less requests",
     ),
     ("aiohttp.tcp_helpers", "tcp_keepalive", "frontend/connection.py: SO_KEEPALIVE on accepted sockets"),
     (

@@ -56,24 +56,34 @@ def _stop(proc: subprocess.Popen[bytes]) -> int:
             proc.stdout.close()
 
 
-def test_ready_line_on_stdout_and_ready_fd_then_sigterm_exits_0(tmp_path: Path) -> None:
+def test_ready_line_on_the_ready_fd_only_then_sigterm_exits_0(tmp_path: Path) -> None:
+    """With --ready-fd the line is for the parent: not on stdout, where users would see it (issue 21)."""
     r, w = os.pipe()
     backend = _backend(tmp_path)
     proc = _spawn(tmp_path, "--backend", backend, "--ready-fd", str(w), pass_fds=(w,))
     os.close(w)
     try:
-        assert proc.stdout is not None
-        line = _read_line(proc.stdout.fileno()).decode()
+        line = _read_line(r).decode()
         assert line.startswith("zasgi-ready frontend http://127.0.0.1:")
         assert line.split()[3] == f"backend={backend}"  # admin=URL may follow
         port = int(line.split()[2].rsplit(":", 1)[1])
         assert port > 0
-        assert _read_line(r).decode() == line
         assert os.read(r, 1) == b""  # the child closed its ready fd
     finally:
         os.close(r)
         proc.send_signal(signal.SIGTERM)
+    assert proc.stdout is not None
+    out = proc.stdout.read()  # to EOF: the process has ended
     assert _stop(proc) == 0, (tmp_path / "frontend.log").read_text()
+    assert b"zasgi-ready" not in out
+
+
+def test_ready_line_on_stdout_without_a_ready_fd(tmp_path: Path) -> None:
+    proc = _spawn(tmp_path, "--backend", _backend(tmp_path))
+    assert proc.stdout is not None
+    assert _read_line(proc.stdout.fileno()).startswith(b"zasgi-ready frontend http://127.0.0.1:")
+    proc.send_signal(signal.SIGTERM)
+    assert _stop(proc) == 0
 
 
 def test_parent_fd_eof_shuts_down(tmp_path: Path) -> None:
@@ -110,6 +120,10 @@ def test_env_vars_configure_options(tmp_path: Path) -> None:
         (["--backend", "udp://x"], "backend"),
         (["--ready-fd", "987"], "--ready-fd"),
         (["--no-such-option"], "no-such-option"),
+        (["--uds-mode", "999"], "--uds-mode"),
+        (["--backlog", "0"], "--backlog"),
+        (["--uds", "/tmp/x.sock", "--fd", "5"], "--uds and --fd"),
+        (["--fd", "987"], "fd 987"),
     ],
 )
 def test_bad_options_give_one_line_and_nonzero_exit(args: list[str], needle: str) -> None:

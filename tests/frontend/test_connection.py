@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from frontend.dispatch import Dispatcher
-from frontend.http_bridge import HttpBridge
+from frontend.services import Services
 from wire import events as ev
 
 from .conftest import make_config
@@ -256,16 +256,18 @@ class _Stream:
     stream_id = 1
 
     def __init__(self) -> None:
-        self.phase: Any = None
+        self.failed = 0
         self.finished = 0
-        self.upload = type("Body", (), {"send": None})()
+
+    def fail(self) -> None:
+        self.failed += 1
 
     def finish(self) -> None:
         self.finished += 1
 
 
-class _Exchange:
-    task: Any = None
+class _Writer:
+    pending: Any = None
     finished = 0
 
     def finish(self) -> None:
@@ -277,16 +279,16 @@ async def test_a_task_cancelled_before_its_first_step_still_ends_its_stream(
 ) -> None:
     """A client gone in the same loop iteration its request got a task: the task never runs,
     so its ``finally`` does not either; the stream must end anyway (else its slot leaks)."""
-    bridge = HttpBridge(make_config(tmp_path), Dispatcher(make_config(tmp_path), zmq_ctx))
-    stream, ex = _Stream(), _Exchange()
+    requests = Services(make_config(tmp_path), Dispatcher(make_config(tmp_path), zmq_ctx)).requests
+    stream, w = _Stream(), _Writer()
 
     async def work() -> None:
         raise AssertionError("never runs")
 
-    bridge._active += 1
-    bridge._spawn(ex, stream, work())  # type: ignore[arg-type]
-    ex.task.cancel()  # what Connection.connection_lost does
+    requests._active += 1
+    requests._spawn(w, stream, work())  # type: ignore[arg-type]
+    w.pending.cancel()  # what Connection.connection_lost does (ResponseWriter.lost)
     for _ in range(3):
         await asyncio.sleep(0)
-    assert stream.finished == 1 and bridge._active == 0 and ex.task is None
-    assert ex.finished == 0  # a vanished client's request is not logged
+    assert stream.finished == 1 and stream.failed == 1 and requests._active == 0 and w.pending is None
+    assert w.finished == 0  # a vanished client's request is not logged

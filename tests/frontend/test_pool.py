@@ -179,3 +179,41 @@ def test_linger_without_a_drain_first_still_moves_along_the_table() -> None:
     assert record_.state is WorkerState.LINGERING
     with pytest.raises(ValueError, match="lingering -> ready"):
         record_.to(WorkerState.READY)
+
+
+def test_a_stalled_pulse_makes_a_worker_busy_and_a_running_one_ready_again() -> None:
+    pool = ready_pool(b"a", b"b", capacity=4)
+    a = pool.get(b"a")
+    assert a is not None
+    assert not pool.pulse(a, 0.2, 0.5, now=1.0)  # lag, not a stall
+    assert a.state is WorkerState.READY and a.blocked_since is None
+    assert pool.pulse(a, 0.6, 0.5, now=2.0)
+    assert a.state is WorkerState.BUSY and a.blocked_since == pytest.approx(1.4)
+    assert {pool.choose().peer for _ in range(4)} == {b"b"}  # type: ignore[union-attr]
+    assert pool.ready_count() == 2  # it will serve again: the queue waits for it
+    assert not pool.pulse(a, 1.6, 0.5, now=3.0)  # still busy, since the stall began
+    assert a.blocked_since == pytest.approx(1.4) and a.last_seen == 3.0
+    pool.seen(b"b", 5.0)
+    assert pool.expire(5.9) == [] and pool.blocked_past(5.9, 4.0) == [a]  # its pulse keeps it
+    assert pool.pulse(a, 0.0, 0.5, now=4.0)
+    assert a.state is WorkerState.READY and a.blocked_since is None
+    assert pool.blocked_past(10.0, 1.0) == []
+
+
+def test_a_busy_worker_drains_lingers_and_is_lost_like_any() -> None:
+    pool = ready_pool(b"a", b"b")
+    a, b = pool.get(b"a"), pool.get(b"b")
+    assert a is not None and b is not None
+    pool.pulse(a, 1.0, 0.5, now=1.0)
+    pool.drain(b"a")  # DRAIN that crossed its stall on the wire
+    assert a.state is WorkerState.DRAINING
+    assert not pool.pulse(a, 0.0, 0.5, now=2.0) and a.state is WorkerState.DRAINING  # not READY again
+    pool.pulse(b, 1.0, 0.5, now=1.0)
+    pool.linger(b"b")
+    assert b.state is WorkerState.LINGERING
+    c = record(b"c")
+    pool.add(c)
+    pool.welcome(b"c", 0.0)
+    pool.pulse(c, 1.0, 0.5, now=1.0)
+    assert pool.expire(10.0) == [a, b, c]  # pulses stopped: lost
+    assert c.state is WorkerState.GONE

@@ -14,7 +14,7 @@ from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_writer import _serialize_headers
 from aiohttp.test_utils import make_mocked_request
 
-from frontend import http1
+from frontend import http1, parse_errors
 from frontend.access_log import REQUEST_ID
 from frontend.responses import str_headers
 from wire import events as ev
@@ -45,7 +45,11 @@ async def _aiohttp_head(request: Any, start: ev.Response) -> bytes:
     if resp.content_length is None:
         resp.content_length = len(start.body)
     await resp.prepare(request)
-    return request.writer.head
+    head = request.writer.head
+    # Where zasgi now differs from aiohttp (issue 21): no made-up Content-Type, no versions in Server.
+    if not any(name.lower() == b"content-type" for name, _ in start.headers):
+        head = head.replace(b"Content-Type: application/octet-stream\r\n", b"")
+    return re.sub(rb"Server: Python/[^\r]*", b"Server: zasgi", head)
 
 
 RID = "0123456789abcdef"
@@ -149,3 +153,37 @@ def test_general_head_framing() -> None:
     assert with_trailers.chunked and with_trailers.trailers
     assert not head(headers=[(b"content-length", b"5")], trailers=True).trailers
     assert http1.last_chunk([(b"x-sum", b"1"), (b"x-bad", b"a\nb")]) == b"0\r\nx-sum: 1\r\n\r\n"
+
+
+# ---------------------------------------------------------------- what the front end adds (issue 21)
+
+
+def test_no_content_type_is_made_up() -> None:
+    """A response without Content-Type gets none (before: application/octet-stream)."""
+    whole = http1.whole_head(HttpVersion11, 200, [], b"abc", RID, True)
+    general = http1.head(
+        HttpVersion11, "GET", 200, [], RID, keep_alive=True, whole_length=None, trailers=False
+    )
+    for data in (whole, general.data):
+        assert data is not None and b"content-type" not in data.lower()
+    assert b"\r\nServer: zasgi\r\n" in whole  # and no aiohttp/Python versions
+
+
+@pytest.fixture
+def configured() -> Any:
+    yield http1.configure
+    http1.configure(server=http1.SERVER_NAME, date=True)
+
+
+def test_server_date_and_extra_fields_are_configurable(configured: Any) -> None:
+    configured(server=None, date=False, extra=(("X-Frame-Options", "DENY"), ("X-Two", "2")))
+    for headers in ([], [(b"x-two", b"app")]):
+        whole = http1.whole_head(HttpVersion11, 200, headers, b"x", RID, True)
+        general = http1.head(HttpVersion11, "GET", 200, headers, RID, keep_alive=True, whole_length=1,
+                             trailers=False)  # fmt: skip
+        for data in (whole, general.data, parse_errors.error(503)):
+            assert data is not None
+            lower = data.lower()
+            assert b"\r\nserver:" not in lower and b"\r\ndate:" not in lower
+            assert b"\r\nX-Frame-Options: DENY\r\n" in data
+        assert whole is not None and whole.lower().count(b"x-two:") == 1  # the app's own wins

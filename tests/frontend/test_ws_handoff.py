@@ -11,6 +11,7 @@ import pytest
 
 from frontend import config as cfg
 from wire import events as ev
+from frontend.stream import MAX_REPLAYS
 from wire.events import ResetCode
 
 from .ws_helpers import RECEIVE_TIMEOUT_S, WS_FEATURES, connect, receive, ws_setup, ws_url
@@ -174,16 +175,62 @@ async def test_resume_lost_to_a_bye_is_retried(start_frontend: Any, worker_for: 
     await ws.close()
 
 
-async def test_resume_lost_after_it_may_have_run_closes_1012(
+async def test_resume_lost_before_the_client_saw_it_is_retried_with_every_message(
+    start_frontend: Any, worker_for: Any, session: Any
+) -> None:
+    fe, w1 = await setup(start_frontend, worker_for)
+    ws, conn = await connect(session, fe, w1)
+    w1.send(ev.Drain(), ev.WsHandoff(conn.stream_id, {"n": 7}))
+    w2 = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
+    resume = await w2.expect(ev.WsResume)
+    await ws.send_str("a")
+    await ws.send_str("b")
+    assert await messages(w2, 2) == [b"a", b"b"]
+    w2.send(ev.Credit(resume.stream_id, 1 + COST))  # its app took "a", then the worker died
+    w3 = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
+    w2.go_silent()
+    again = await w3.expect(ev.WsResume, timeout=10)
+    # The same state and every message since the resume, credited or not: the new app
+    # rebuilds what the dead one had, and the client saw nothing of the dead one.
+    assert again.state == {"n": 7} and await messages(w3, 2) == [b"a", b"b"]
+    w3.ws_send(again.stream_id, "from w3")
+    assert (await receive(ws)).data == "from w3"
+    await ws.close()
+
+
+async def test_resume_lost_after_the_client_saw_it_is_not_retried(
     start_frontend: Any, worker_for: Any, session: Any
 ) -> None:
     fe, w1 = await setup(start_frontend, worker_for)
     ws, conn = await connect(session, fe, w1)
     w1.send(ev.Drain(), ev.WsHandoff(conn.stream_id, None))
     w2 = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
-    await w2.expect(ev.WsResume)
+    resume = await w2.expect(ev.WsResume)
+    w2.ws_send(resume.stream_id, "from w2")  # the new app has spoken: the old state is stale
+    assert (await receive(ws)).data == "from w2"
+    w3 = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
+    w2.go_silent()
+    msg = await receive(ws)
+    assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 1011
+    with pytest.raises(TimeoutError):
+        await w3.expect(ev.WsResume, timeout=0.3)
+
+
+async def test_resumes_lost_again_and_again_close_1012(
+    start_frontend: Any, worker_for: Any, session: Any
+) -> None:
+    fe, w1 = await setup(start_frontend, worker_for)
+    ws, conn = await connect(session, fe, w1)
+    w1.send(ev.Drain(), ev.WsHandoff(conn.stream_id, "s"))
+    dying = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
+    for _ in range(MAX_REPLAYS):  # each resumed there and lost before it said anything
+        await dying.expect(ev.WsResume, timeout=10)
+        nxt = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
+        dying.go_silent()
+        dying = nxt
+    await dying.expect(ev.WsResume, timeout=10)
     await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
-    w2.go_silent()  # declared dead: it may have run the app, so no second resume
+    dying.go_silent()  # the retries are spent
     msg = await receive(ws)
     assert (msg.type, msg.data) == (aiohttp.WSMsgType.CLOSE, 1012)
 

@@ -23,7 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: list[str], log_dir: Path, env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:  # fmt: skip
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -32,7 +35,7 @@ class Proc:
         with open(self.log_path, "wb") as log:
             self.popen = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=REPO, env=full_env, start_new_session=True,
+                cwd=REPO, env=full_env, start_new_session=True, pass_fds=pass_fds,
             )  # fmt: skip
         self.pid = self.popen.pid
 

@@ -1,6 +1,7 @@
 """`zasgi run` puts its front end and workers (every thread) under SCHED_BATCH; --no-sched-batch does not.
 
-wire/sched.py says why (measured: fewer context switches per request, more req/s).
+appserver/sched.py says why (measured: fewer context switches per request, more req/s); the
+supervisor sets it, and its children inherit it.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def test_sighup_and_zasgi_reload_replace_every_worker(pools: Pools, loads: Loads
     done = subprocess.run(zasgi("reload", "--pid-file", str(pid_file)), cwd=REPO, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert f"SIGHUP sent to pid {proc.pid}" in done.stdout
+    assert f"reload complete (pid {proc.pid}): 2 worker(s) replaced" in done.stdout  # it waited
     wait_pids(proc, lambda p: not (p & new) and len(p) == 2, "roll 2 (zasgi reload)")
     load.wait_ok(20)
     load.stop()

@@ -1,0 +1,447 @@
+"""``zasgi run``'s front ends: N processes on one port, and rolls that refuse and fail nothing.
+
+Listeners. The supervisor binds the port itself (``bind_listeners``): one
+socket per front-end slot, with SO_REUSEPORT when there are several (Linux
+spreads new connections over them by a hash of the client's address). Front
+end *i*, and every successor of it, gets a copy of socket *i* (``--fd``). A
+successor therefore accepts on the very socket its predecessor stops
+accepting on, and the connections waiting in that socket's accept queue are
+never dropped (frontend/server.py says why closing a SO_REUSEPORT listener
+would drop them). A port held by another program is found before anything
+starts: the first bind is made without SO_REUSEPORT, which any other
+listener refuses, SO_REUSEPORT or not.
+
+Backends. Each front end has its own ``ipc://`` endpoint, a new one per
+generation. The workers connect to ``file://LIST`` (appserver/discovery.py
+re-reads it five times a second): the supervisor lists there every front end
+that is starting, serving or retiring. One leaves the list only once it has
+exited: while it retires it still answers requests that arrive on its
+keep-alive connections, and needs the workers for that.
+
+A roll (SIGUSR2 to ``zasgi run``, or ``zasgi reload --frontends``) replaces the
+slots one at a time, new one first::
+
+    STARTING ──ready line──> JOINING ──every serving worker READY on it──> DONE
+        │                       │          (the old one is sent SIGUSR1 and
+        │                       │           retires by itself: frontend/retire.py;
+        │                       │           the next slot starts at once)
+        └──exit / timeout───────┴──> FAILED: the new one is killed and unlisted,
+                                     the roll stops with one log line, the old
+                                     front ends keep serving.
+
+The front end reports its READY workers on its ready pipe (``zasgi-workers
+PID...`` after the ready line), so JOINING needs no polling of the admin
+endpoint (which may be off).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from .discovery import write_list
+
+log = logging.getLogger("zasgi.fleet")
+
+RETIRE_SIGNAL = signal.SIGUSR1  # frontend/server.py: a successor serves the port, leave cleanly
+START_TIMEOUT_S = 30.0  # a new front end's ready line, and then every worker joined to it
+MAX_PER_CORE = 1  # more front ends than cores needs --force: they would only take turns on the CPU
+
+
+class FleetError(Exception):
+    """A bad --frontends request or an unusable port: one line for the operator."""
+
+
+class RollPhase(Enum):
+    STARTING = "starting"  # the new front end is spawned; waiting for its ready line
+    JOINING = "joining"  # listed for the workers; waiting until every serving worker is READY on it
+    DONE = "done"  # it serves; the old one retires
+    FAILED = "failed"  # it exited or timed out: killed, unlisted; the roll stops
+
+
+ROLL_TRANSITIONS: dict[RollPhase, frozenset[RollPhase]] = {
+    RollPhase.STARTING: frozenset({RollPhase.JOINING, RollPhase.FAILED}),
+    RollPhase.JOINING: frozenset({RollPhase.DONE, RollPhase.FAILED}),
+    RollPhase.DONE: frozenset(),
+    RollPhase.FAILED: frozenset(),
+}
+
+
+class FeState(Enum):
+    STARTING = "starting"
+    SERVING = "serving"
+    RETIRING = "retiring"  # sent SIGUSR1: drains by itself, supervised until it exits
+
+
+@dataclass(eq=False)
+class FrontendProc:
+    slot: int
+    generation: int
+    name: str
+    endpoint: str
+    popen: subprocess.Popen[bytes]
+    report_fd: int  # our end of its ready pipe: the ready line, then zasgi-workers lines
+    started_at: float
+    state: FeState = FeState.STARTING
+    url: str = ""
+    facts: dict[str, str] = field(default_factory=dict)
+    workers: frozenset[int] = frozenset()  # pids READY on it, as it last reported
+    _buffer: bytes = b""
+
+    @property
+    def label(self) -> str:
+        return f"front end {self.name} (pid {self.popen.pid})"
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.url)
+
+    def read_reports(self) -> None:
+        """Take what it wrote (never blocks); EOF (it exited) closes our end."""
+        if self.report_fd < 0:
+            return
+        while True:
+            try:
+                chunk = os.read(self.report_fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                os.close(self.report_fd)
+                self.report_fd = -1
+                return
+            self._buffer += chunk
+            *lines, self._buffer = self._buffer.split(b"\n")
+            for raw in lines:
+                self._take(raw.decode(errors="replace").strip())
+
+    def _take(self, line: str) -> None:
+        words = line.split()
+        if words[:2] == ["zasgi-ready", "frontend"] and len(words) >= 3:
+            self.url = words[2]
+            self.facts = dict(w.split("=", 1) for w in words[3:] if "=" in w)
+        elif words[:1] == ["zasgi-workers"]:
+            self.workers = frozenset(int(w) for w in words[1:] if w.isdigit())
+
+
+@dataclass(eq=False)
+class Roll:
+    """One slot being replaced (see the module's diagram)."""
+
+    slot: int
+    new: FrontendProc
+    phase: RollPhase = RollPhase.STARTING
+
+    def to(self, new: RollPhase) -> None:
+        if new not in ROLL_TRANSITIONS[self.phase]:
+            raise ValueError(f"front-end roll of slot {self.slot}: {self.phase.value} -> {new.value}")
+        self.phase = new
+
+
+def check_count(count: int, *, force: bool = False, cores: int | None = None, platform: str = sys.platform) -> None:
+    """--frontends N: at least 1; several only on Linux (SO_REUSEPORT spreads connections there);
+    not more than the cores without ``force``. Raises FleetError (one line)."""
+    if count < 1:
+        raise FleetError(f"--frontends {count}: at least 1 front end is needed")
+    if count > 1 and not platform.startswith("linux"):
+        raise FleetError(f"--frontends {count}: several front ends on one port need Linux (SO_REUSEPORT); "
+                         f"this is {platform}")  # fmt: skip
+    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)  # fmt: skip
+    if count > cores * MAX_PER_CORE and not force:
+        raise FleetError(f"--frontends {count}: more front ends than the {cores} CPU core(s) here; "
+                         "pass --force to run them anyway")  # fmt: skip
+
+
+def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` bound TCP sockets on host:port (SO_REUSEPORT when more than one), not listening yet:
+    each front end calls listen(). Raises FleetError (one line) if the port is taken."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise FleetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    socks: list[socket.socket] = []
+    try:
+        # First without SO_REUSEPORT: a port some other program listens on (with the option or
+        # not) refuses this bind, where with the option we could silently share its port.
+        probe = _bound(family, kind, proto, addr, reuse_port=False)
+        if count == 1:
+            return [probe]
+        addr = probe.getsockname()  # port 0: the one the kernel chose
+        probe.close()
+        for _ in range(count):
+            socks.append(_bound(family, kind, proto, addr, reuse_port=True))
+        return socks
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        why = "in use by another program" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        raise FleetError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+def _bound(family: int, kind: int, proto: int, addr: Any, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def free_admin_port(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port (probed once at boot, for a defaulted admin port)."""
+    try:
+        _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, 0, (host, port),
+               reuse_port=False).close()  # fmt: skip
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class Fleet:
+    """The front-end processes of ``zasgi run``: ``len(listeners)`` slots, each rolled in turn."""
+
+    argv: Sequence[str]  # python -m frontend's arguments common to every front end
+    listeners: list[socket.socket]
+    endpoint_base: str  # "ipc:///run/.../run-PID": slot i of generation g binds BASE-i.g.sock
+    list_path: str  # the workers' file:// list
+    env: Mapping[str, str] | None = None
+    admin_ports: list[int | None] = field(default_factory=list)  # per slot; None: the front end's default
+    named: bool = False  # --name fe<i>: several front ends share one log stream
+    start_timeout_s: float = START_TIMEOUT_S
+    procs: list[FrontendProc] = field(default_factory=list)
+    plan: list[int] = field(default_factory=list)  # slots still to roll, in order
+    roll: Roll | None = None
+    generation: int = 0
+    _parent_r: int = -1
+    _parent_w: int = -1
+
+    @property
+    def size(self) -> int:
+        return len(self.listeners)
+
+    def serving(self) -> list[FrontendProc]:
+        return [p for p in self.procs if p.state is FeState.SERVING]
+
+    def handles(self) -> list[int]:
+        """File descriptors to wait on: a report or an exit wakes the supervisor."""
+        return [p.report_fd for p in self.procs if p.report_fd >= 0]
+
+    def read_reports(self) -> None:
+        for proc in self.procs:
+            proc.read_reports()
+
+    # ------------------------------------------------------------ boot
+
+    def start(self, stopping: Any = lambda: False) -> list[FrontendProc]:
+        """Start every slot's front end, one after the other, each until its ready line.
+        Raises FleetError if one does not start (the ones started are left to ``stop``)."""
+        self._parent_r, self._parent_w = os.pipe()  # they leave when this closes: we died
+        self._list()
+        for slot in range(self.size):
+            proc = self._spawn(slot)
+            deadline = time.monotonic() + self.start_timeout_s
+            while not proc.ready and proc.report_fd >= 0 and time.monotonic() < deadline and not stopping():
+                _wait_readable([proc.report_fd], min(0.2, max(deadline - time.monotonic(), 0)))
+                proc.read_reports()
+            if not proc.ready:
+                code = _reap(proc.popen)
+                raise FleetError(f"front end did not start (exit code {code})")
+            proc.state = FeState.SERVING
+        return list(self.procs)
+
+    # ------------------------------------------------------------ running
+
+    def step(self, worker_pids: set[int], now: float) -> FrontendProc | None:
+        """Read reports, reap exits, advance the roll. Returns a serving front end that exited
+        (the supervisor stops: no slot is left without one), else None."""
+        for proc in list(self.procs):
+            proc.read_reports()
+            if proc.popen.poll() is None:
+                continue
+            if proc.state is FeState.RETIRING:
+                self._forget(proc)
+                code = proc.popen.returncode
+                how = "retired and exited" if code == 0 else f"exited with code {code} while retiring"
+                log.info("%s %s", proc.label, how)
+            elif proc.state is FeState.SERVING:
+                return proc
+        self._advance(worker_pids, now)
+        return None
+
+    def request_roll(self) -> str:
+        """SIGUSR2: replace every slot's front end, one at a time; a line for the log."""
+        if self.roll is not None or self.plan:
+            self.plan = list(range(self.size))  # start over once the slot under way is done
+            return "front-end roll requested during a roll: starting over after the current front end"
+        self.plan = list(range(self.size))
+        return f"front-end roll: replacing {self.size} front end(s), one at a time"
+
+    def _advance(self, worker_pids: set[int], now: float) -> None:
+        roll = self.roll
+        if roll is None:
+            if self.plan:
+                slot = self.plan.pop(0)
+                self.generation += 1
+                self.roll = Roll(slot, self._spawn(slot))
+                self._list()
+            return
+        new = roll.new
+        if new.popen.poll() is not None:
+            self._fail(f"{new.label} exited with code {new.popen.returncode} before it was ready")
+            return
+        if now - new.started_at > self.start_timeout_s:
+            what = "ready line" if roll.phase is RollPhase.STARTING else "workers"
+            self._fail(f"{new.label}: no {what} within {self.start_timeout_s:g}s")
+            return
+        if roll.phase is RollPhase.STARTING and new.ready:
+            roll.to(RollPhase.JOINING)
+        if roll.phase is RollPhase.JOINING and worker_pids and worker_pids <= new.workers:
+            roll.to(RollPhase.DONE)
+            new.state = FeState.SERVING
+            for old in self.procs:
+                if old.slot == roll.slot and old is not new and old.state is FeState.SERVING:
+                    old.state = FeState.RETIRING
+                    _signal(old.popen, RETIRE_SIGNAL)
+                    log.info("%s ready with %d worker(s) (%.1fs); %s retires",
+                             new.label, len(new.workers), now - new.started_at, old.label)  # fmt: skip
+            self.roll = None
+            if not self.plan:
+                log.info("front-end roll complete")
+
+    def _fail(self, reason: str) -> None:
+        roll = self.roll
+        assert roll is not None
+        roll.to(RollPhase.FAILED)
+        new = roll.new
+        if new.popen.poll() is None:
+            new.popen.kill()
+        _reap(new.popen)
+        new.read_reports()
+        self._forget(new)
+        self.roll, self.plan = None, []
+        log.error("front-end roll stopped: %s; the running front ends keep serving", reason)
+
+    def _forget(self, proc: FrontendProc) -> None:
+        if proc.report_fd >= 0:
+            os.close(proc.report_fd)
+            proc.report_fd = -1
+        if proc in self.procs:
+            self.procs.remove(proc)
+        self._list()
+
+    # ------------------------------------------------------------ processes
+
+    def endpoint(self, slot: int, generation: int) -> str:
+        return f"{self.endpoint_base}-{slot}.{generation}.sock"
+
+    def _spawn(self, slot: int) -> FrontendProc:
+        report_r, report_w = os.pipe()
+        os.set_blocking(report_r, False)
+        listener = self.listeners[slot].fileno()
+        endpoint = self.endpoint(slot, self.generation)
+        name = f"fe{slot}" if self.generation == 0 else f"fe{slot}.{self.generation}"
+        argv = [sys.executable, "-m", "frontend", *self.argv, "--fd", str(listener), "--backend", endpoint,
+                "--ready-fd", str(report_w), "--parent-fd", str(self._parent_r)]  # fmt: skip
+        if self.named:
+            argv += ["--name", name]
+        admin = self.admin_ports[slot] if slot < len(self.admin_ports) else None
+        if admin is not None:
+            argv += ["--admin-port", str(admin)]
+        try:
+            popen = subprocess.Popen(
+                argv, pass_fds=(report_w, self._parent_r, listener), stdout=sys.stderr, start_new_session=True,
+                env=self.env,
+            )  # fmt: skip
+        finally:
+            os.close(report_w)
+        proc = FrontendProc(slot, self.generation, name, endpoint, popen, report_r, time.monotonic())
+        self.procs.append(proc)
+        log.info("front end %s started (pid %d)%s", name, popen.pid, " (roll)" if self.generation else "")
+        return proc
+
+    def _list(self) -> None:
+        """Tell the workers (discovery.py) which front ends to join: every one alive."""
+        write_list(self.list_path, [p.endpoint for p in self.procs])
+
+    # ------------------------------------------------------------ stopping
+
+    def stop(self, grace_s: float, forced: Any) -> bool:
+        """SIGTERM every front end (retiring ones too), wait up to ``grace_s``; a second stop
+        signal (``forced()``) kills them. Returns whether the stop was forced."""
+        force = bool(forced())
+        self.plan, self.roll = [], None
+        for proc in self.procs:
+            _signal(proc.popen, signal.SIGKILL if force else signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while any(p.popen.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            if forced() and not force:
+                force = True
+                for proc in self.procs:
+                    _signal(proc.popen, signal.SIGKILL)
+            _wait_readable(self.handles(), 0.2)
+            for proc in self.procs:
+                proc.read_reports()
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                log.warning("%s did not stop in %.0fs; killing it", proc.label, grace_s)
+                proc.popen.kill()
+                proc.popen.wait()
+            if proc.report_fd >= 0:
+                os.close(proc.report_fd)
+                proc.report_fd = -1
+        for fd in (self._parent_r, self._parent_w):
+            if fd >= 0:
+                os.close(fd)
+        self._parent_r = self._parent_w = -1
+        for sock in self.listeners:
+            sock.close()
+        try:
+            os.unlink(self.list_path)
+        except OSError:
+            pass
+        return force
+
+
+def _signal(popen: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        popen.send_signal(sig)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(popen: subprocess.Popen[bytes]) -> int | None:
+    try:
+        return popen.wait(1.0)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _wait_readable(fds: list[int], timeout_s: float) -> None:
+    import select
+
+    if fds:
+        select.select(fds, [], [], timeout_s)
+    else:
+        time.sleep(timeout_s)

@@ -1,0 +1,104 @@
+"""fleet.py's pure parts and the port: --frontends checks, listeners bound once, reports read."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import pytest
+
+from appserver.fleet import (
+    ROLL_TRANSITIONS,
+    FleetError,
+    FrontendProc,
+    Roll,
+    RollPhase,
+    bind_listeners,
+    check_count,
+    free_admin_port,
+)
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's")
+
+
+@pytest.mark.parametrize(
+    ("count", "kw", "words"),
+    [
+        (0, {}, "at least 1 front end"),
+        (-2, {}, "at least 1 front end"),
+        (3, {"cores": 2}, "more front ends than the 2 CPU core"),
+        (2, {"platform": "darwin", "cores": 8}, "need Linux"),
+    ],
+)
+def test_bad_frontend_counts_are_one_line(count: int, kw: dict[str, object], words: str) -> None:
+    with pytest.raises(FleetError, match=words) as caught:
+        check_count(count, **kw)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+
+
+def test_good_frontend_counts() -> None:
+    check_count(1, platform="darwin")
+    check_count(2, cores=2, platform="linux")
+    check_count(8, cores=2, platform="linux", force=True)
+
+
+def test_roll_phases_only_move_forward_and_end() -> None:
+    order = list(RollPhase)
+    for old, news in ROLL_TRANSITIONS.items():
+        assert all(order.index(new) > order.index(old) for new in news)
+    roll = Roll(0, new=None)  # type: ignore[arg-type]
+    roll.to(RollPhase.JOINING)
+    with pytest.raises(ValueError, match="joining -> starting"):
+        roll.to(RollPhase.STARTING)
+    roll.to(RollPhase.FAILED)
+    assert ROLL_TRANSITIONS[RollPhase.FAILED] == frozenset()
+
+
+@linux_only
+def test_listeners_share_one_port_and_refuse_a_port_held_by_another_program() -> None:
+    socks = bind_listeners("127.0.0.1", 0, 3)
+    try:
+        ports = {s.getsockname()[1] for s in socks}
+        assert len(ports) == 1 and all(s.get_inheritable() for s in socks)
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+        port = ports.pop()
+    finally:
+        for s in socks:
+            s.close()
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # even one that would share
+    other.bind(("127.0.0.1", port))
+    other.listen()
+    try:
+        for count in (1, 2):
+            with pytest.raises(FleetError, match=f"cannot listen on 127.0.0.1:{port}: in use by another program"):
+                bind_listeners("127.0.0.1", port, count)
+        assert not free_admin_port("127.0.0.1", port)
+    finally:
+        other.close()
+
+
+def test_one_listener_needs_no_reuse_port() -> None:
+    (sock,) = bind_listeners("127.0.0.1", 0, 1)
+    try:
+        assert not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+    finally:
+        sock.close()
+
+
+def test_reports_are_read_line_by_line_across_writes() -> None:
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    proc = FrontendProc(0, 0, "fe0", "ipc:///x", popen=None, report_fd=r, started_at=0.0)  # type: ignore[arg-type]
+    os.write(w, b"zasgi-ready frontend http://127.0.0.1:8000 backend=ipc:///x adm")
+    proc.read_reports()
+    assert not proc.ready
+    os.write(w, b"in=http://127.0.0.1:9000\nzasgi-workers \nzasgi-workers 12 34")
+    proc.read_reports()
+    assert proc.url == "http://127.0.0.1:8000" and proc.facts == {"backend": "ipc:///x", "admin": "http://127.0.0.1:9000"}
+    assert proc.workers == frozenset()
+    os.write(w, b"\n")
+    os.close(w)
+    proc.read_reports()
+    assert proc.workers == {12, 34} and proc.report_fd == -1  # EOF: it exited
