@@ -51,6 +51,7 @@ from typing import Any
 import aiohttp.web_response as aiohttp_response
 import zmq
 
+from wire import compiled
 from wire.states import WorkerState
 
 from . import http1
@@ -128,6 +129,7 @@ async def serve(
             await http.start(listener.sock, ssl_context, config.backlog)
             url = listener.url("https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
+            log.debug("hot path: %s", compiled.describe())
             admin.http_url = url
             admin_url = await admin.start()  # the ready line's last field; None: off
             with _signals(shutdown, force, retire):  # before the ready line: a signal right after it is ours

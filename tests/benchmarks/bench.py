@@ -155,10 +155,13 @@ class Server:
     results: dict[tuple[str, str], list[dict[str, float]]] = field(default_factory=dict)
 
 
-def spawn(argv: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], log: Path, cwd: Path = REPO, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     out = open(log, "ab")
     env = {
         **os.environ,
+        **(extra_env or {}),
         "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(HERE), str(cwd)])),
     }
     proc = subprocess.Popen(
@@ -169,10 +172,14 @@ def spawn(argv: list[str], log: Path, cwd: Path = REPO) -> subprocess.Popen[byte
 
 
 def zasgi(
-    workers: int, capacity: int | None = None, tree: Path = REPO, extra: tuple[str, ...] = ()
+    workers: int,
+    capacity: int | None = None,
+    tree: Path = REPO,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
     """``tree``: the checkout whose code runs (``--baseline``: an older tree, same bench app);
-    ``extra``: more ``zasgi run`` options."""
+    ``extra``: more ``zasgi run`` options; ``env``: more environment (``ZASGI_PURE``)."""
 
     def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
         argv = [
@@ -194,8 +201,9 @@ def zasgi(
         if capacity:
             argv += ["--capacity", str(capacity)]
         argv += extra
-        name = f"zasgi-w{workers}-c{capacity}-{tree.name}{''.join(extra)}.log"
-        return [spawn(argv, log_dir / name, cwd=tree)]
+        tag = "".join(extra) + "".join(f"-{k}" for k in env or {})
+        name = f"zasgi-w{workers}-c{capacity}-{tree.name}{tag}.log"
+        return [spawn(argv, log_dir / name, cwd=tree, extra_env=env)]
 
     return start
 
@@ -314,6 +322,8 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
         Server("zasgi w1", main | {"scaleout", "h2"} | w1, zasgi(1)),
         Server("zasgi w2", {"hello", "h2"} | w2, zasgi(2)),
+        # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
+        Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
         # What SCHED_BATCH (the default, appserver/sched.py) is worth: the same under the default policy.
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main | w1, uvicorn(1)),
