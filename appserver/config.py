@@ -56,7 +56,6 @@ class WorkerConfig:
     lifespan: str = LifespanMode.AUTO
     interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
     log_level: str = "info"
-    sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
     curve: ClientKeys | None = None  # CurveZMQ: our key pair + the front end's public key (wire/curve.py)
 
     def __post_init__(self) -> None:
@@ -74,7 +73,6 @@ class WorkerConfig:
         _require_number(self.reconnect_max_s, "reconnect_max_s", positive=True)
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
-        _require(isinstance(self.sched_batch, bool), "sched_batch", "must be a boolean")
         interfaces = ("auto", "asgi3", "asgi2", "wsgi")
         _require(self.interface in interfaces, "interface", f"must be one of {', '.join(interfaces)}")
         modes = tuple(m.value for m in LifespanMode)
@@ -112,6 +110,8 @@ class PoolConfig:
     worker_start_timeout_s: float = 60.0  # a replacement not ready by then has failed
     max_lingering: int = 4  # replaced workers lingering at once (oldest closed first); 0 = none lingers
     pid_file: str | None = None  # written at start, removed at exit; `zasgi reload` reads it
+    # SCHED_BATCH for the supervisor, set before it starts any child: they inherit it (sched.py)
+    sched_batch: bool = True
 
     def __post_init__(self) -> None:
         _require_int(self.workers, "workers", minimum=1)
@@ -120,6 +120,7 @@ class PoolConfig:
         _require_int(self.max_surge, "max_surge", minimum=1)
         _require_number(self.worker_start_timeout_s, "worker_start_timeout_s", positive=True)
         _require_int(self.max_lingering, "max_lingering", minimum=0)
+        _require(isinstance(self.sched_batch, bool), "sched_batch", "must be a boolean")
         ok = self.pid_file is None or (isinstance(self.pid_file, str) and self.pid_file != "")
         _require(ok, "pid_file", "must be a path or None")
 

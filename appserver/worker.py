@@ -48,7 +48,6 @@ from typing import Any
 
 import zmq
 
-from wire import sched
 
 from . import logctx
 from .admission import Admission
@@ -93,8 +92,6 @@ def run_worker(
     requests, read by the supervisor for --max-requests; None counts nothing.
     """
     configure_logging(config.log_level)
-    if config.sched_batch:
-        sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
     try:
         import uvloop
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from wire import sched
+from wire import frontend_options as fo
 
 from . import access_log
 from . import config as cfg
@@ -38,165 +38,14 @@ EXIT_USAGE = 2
 EXIT_RUNTIME = 1
 
 
-def _opt(*names: str, **kwargs: Any) -> Callable[[Any], Any]:
-    env = "ZASGI_" + names[0].split("/")[0].lstrip("-").replace("-", "_").upper()
-    return click.option(*names, envvar=env, show_envvar=True, **kwargs)
+def _params() -> list[click.Parameter]:
+    # Every option comes from the one table (wire/frontend_options.py); none is declared here.
+    return [opt.click_option() for opt in fo.OPTIONS]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@_opt("--host", default="127.0.0.1", show_default=True, help="HTTP listen address.")
-@_opt(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    help="HTTP port; 0: any free port.",
+@click.command(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, params=_params()
 )
-@_opt(
-    "--backend",
-    default=None,
-    help="ZeroMQ endpoint workers connect to [default: ipc:///tmp/zasgi-UID/frontend-PORT.sock].",
-)
-@_opt("--insecure", is_flag=True, help="Allow a non-loopback tcp:// backend without CurveZMQ.")
-@_opt("--curve-secret-key", default=None, help="CurveZMQ: this front end's key_secret file (zasgi keygen).")
-@_opt("--authorized-keys", default=None, help="CurveZMQ: directory of the workers' public .key files.")
-@_opt("--root-path", default="", help="ASGI root_path (mount point behind a proxy).")
-@_opt(
-    "--log-level",
-    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-    default="info",
-    show_default=True,
-)
-@_opt(
-    "--log-format",
-    type=click.Choice(cfg.LOG_FORMATS),
-    default="text",
-    show_default=True,
-    help="text: access log in combined format; json: every log line (access included) as JSON.",
-)
-@_opt("--access-log/--no-access-log", default=True, show_default=True, help="One line per request (stdout).")
-@_opt(
-    "--sched-batch/--no-sched-batch", default=True, show_default=True,
-    help="Run under Linux's SCHED_BATCH policy: fewer context switches per request (wire/sched.py).",
-)  # fmt: skip
-@_opt("--admin/--no-admin", default=True, show_default=True, help="Serve /healthz /readyz /metrics /workers.")
-@_opt("--admin-host", default="127.0.0.1", show_default=True, help="Admin endpoint address.")
-@_opt(
-    "--admin-port",
-    type=click.IntRange(0, 65535),
-    default=None,
-    help="Admin endpoint port; 0: any free port [default: 9000; any free port with --port 0].",
-)
-@_opt(
-    "--queue-size",
-    type=int,
-    default=None,
-    help="Requests that may wait for a worker; more get 503 at once [default: no bound but connections].",
-)
-@_opt(
-    "--queue-timeout",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds a request waits for a worker before 503, at most.",
-)
-@_opt(
-    "--queue-target",
-    type=float,
-    default=0.25,
-    show_default=True,
-    help="Queueing delay target (CoDel): past it the queue serves newest first, and standing above it "
-    "for --queue-interval it refuses (503) every request waiting longer. 0: off (FIFO, --queue-timeout).",
-)
-@_opt(
-    "--queue-interval",
-    type=float,
-    default=2.0,
-    show_default=True,
-    help="Seconds the queue may stay above --queue-target (a burst draining) before it sheds.",
-)
-@_opt("--heartbeat-ms", type=int, default=1000, show_default=True)
-@_opt("--liveness", type=int, default=3, show_default=True, help="Silent heartbeats before a worker is gone.")
-@_opt("--window-bytes", type=int, default=2 * 1024 * 1024, show_default=True,
-      help="Response window per stream: what one response may have in flight from its worker.")
-@_opt("--max-payload-bytes", type=int, default=64 * 1024 * 1024, show_default=True)
-@_opt("--limit-max-line-size", type=int, default=16 * 1024, show_default=True, help="Request line bytes.")
-@_opt(
-    "--limit-max-header-size", type=int, default=16 * 1024, show_default=True, help="Bytes per header field."
-)
-@_opt("--limit-max-headers", type=int, default=100, show_default=True, help="Header fields per request.")
-@_opt("--limit-max-body-size", type=int, default=None, help="Request body bytes [default: unlimited].")
-@_opt("--timeout-keep-alive", type=float, default=5.0, show_default=True, help="Idle keep-alive seconds.")
-@_opt(
-    "--timeout-request-header",
-    type=float,
-    default=10.0,
-    show_default=True,
-    help="Seconds a request's head (and a TLS handshake) may take to arrive (slowloris); then 408 and close.",
-)
-@_opt(
-    "--limit-concurrency",
-    type=int,
-    default=None,
-    help="Client connections served at once; beyond it each gets 503 + Retry-After [default: no limit].",
-)
-@_opt("--ssl-certfile", default=None, help="TLS: certificate (chain) PEM file; enables https/wss.")
-@_opt("--ssl-keyfile", default=None, help="TLS: private key PEM file [default: in --ssl-certfile].")
-@_opt("--ssl-keyfile-password", default=None, help="TLS: password of an encrypted --ssl-keyfile.")
-@_opt("--ssl-ca-certs", default=None, help="TLS: CA file that client certificates must chain to.")
-@_opt(
-    "--ssl-cert-reqs",
-    type=click.IntRange(0, 2),
-    default=0,
-    show_default=True,
-    help="TLS client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*).",
-)
-@_opt("--ssl-ciphers", default=None, help="TLS: OpenSSL cipher list [default: OpenSSL's].")
-@_opt(
-    "--proxy-headers/--no-proxy-headers",
-    default=True,
-    show_default=True,
-    help="Take client, scheme and host from Forwarded / X-Forwarded-* sent by a trusted proxy.",
-)
-@_opt(
-    "--forwarded-allow-ips",
-    default="127.0.0.1",
-    show_default=True,
-    help="Comma-separated proxy addresses or networks whose proxy headers are trusted; '*' for all.",
-)
-@_opt(
-    "--ws-max-size",
-    type=int,
-    default=16 * 1024 * 1024,
-    show_default=True,
-    help="Largest WebSocket message (bytes); a bigger one closes the connection with 1009.",
-)
-@_opt(
-    "--ws-ping-interval", type=float, default=20.0, show_default=True, help="WebSocket ping seconds; 0: off."
-)
-@_opt(
-    "--ws-ping-timeout",
-    type=float,
-    default=20.0,
-    show_default=True,
-    help="Seconds without a pong before a WebSocket is dropped.",
-)
-@_opt(
-    "--ws-per-message-deflate/--no-ws-per-message-deflate",
-    default=True,
-    show_default=True,
-    help="Offer permessage-deflate compression to WebSocket clients.",
-)
-@_opt(
-    "--shutdown-timeout",
-    "--timeout-graceful-shutdown",  # uvicorn's name
-    type=float,
-    default=30.0,
-    show_default=True,
-    help="Seconds in-flight requests get on SIGTERM.",
-)
-@_opt("--ready-fd", type=int, default=None, help="Also write the ready line to this fd, then close it.")
-@_opt("--parent-fd", type=int, default=None, help="Shut down when this fd becomes readable (parent died).")
 def command(**options: Any) -> None:
     """The zasgi front end: HTTP in, wire events to app-server workers over ZeroMQ."""
     config = build_config(options)
@@ -205,8 +54,6 @@ def command(**options: Any) -> None:
         if fd is not None:
             _check_fd(fd, "--" + name.replace("_", "-"))
     _setup_logging(options["log_level"], options["log_format"])
-    if config.sched_batch:
-        sched.use_batch_scheduling()  # before uvloop and ZeroMQ start their threads
     _run(_main(config, ready_fd=options["ready_fd"], parent_fd=options["parent_fd"]))
 
 
@@ -235,8 +82,8 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             queue=cfg.Queue(
                 size=options["queue_size"],
                 timeout_s=options["queue_timeout"],
-                target_s=options.get("queue_target", 0.25) or None,
-                interval_s=options.get("queue_interval") or 2.0,
+                target_s=options["queue_target"] or None,
+                interval_s=options["queue_interval"],
             ),
             heartbeat=cfg.Heartbeat(interval_ms=options["heartbeat_ms"], liveness=options["liveness"]),
             websocket=cfg.WebSocket(
@@ -256,9 +103,8 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             ),
             proxy=cfg.Proxy(enabled=options["proxy_headers"], trusted=options["forwarded_allow_ips"]),
             admin=_admin(options),
-            access_log=options.get("access_log", True),
-            log_format=options.get("log_format") or "text",
-            sched_batch=options.get("sched_batch", True),
+            access_log=options["access_log"],
+            log_format=options["log_format"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -266,18 +112,18 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
 
 def _admin(options: dict[str, Any]) -> cfg.Admin | None:
     """The admin endpoint; a defaulted port (9000, or any free one beside --port 0) may be busy."""
-    if not options.get("admin", True):
+    if not options["admin"]:
         return None
-    port = options.get("admin_port")
+    port = options["admin_port"]
     required = port is not None
     if port is None:
         port = 9000 if options["port"] else 0
-    return cfg.Admin(host=options.get("admin_host") or "127.0.0.1", port=port, required=required)
+    return cfg.Admin(host=options["admin_host"], port=port, required=required)
 
 
 def _curve(options: dict[str, Any]) -> dict[str, Any]:
     """The backend's CurveZMQ settings; key files are read here, once (a bad one: a usage error)."""
-    secret, authorized = options.get("curve_secret_key"), options.get("authorized_keys")
+    secret, authorized = options["curve_secret_key"], options["authorized_keys"]
     if (secret is None) != (authorized is None):
         raise click.UsageError("CurveZMQ needs both --curve-secret-key and --authorized-keys, or neither")
     if secret is None:

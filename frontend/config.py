@@ -14,11 +14,13 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from wire import frontend_options as fo
+from wire.frontend_options import KIB, MIB
+
 if TYPE_CHECKING:
     from wire.curve import ServerKeys
 
-KIB = 1024
-MIB = 1024 * KIB
+_d = fo.default  # every option's default lives in wire/frontend_options.py, once
 
 
 def _positive(name: str, value: float) -> None:
@@ -30,13 +32,13 @@ def _positive(name: str, value: float) -> None:
 class HttpLimits:
     # aiohttp's default 8190 per field rejects an ordinary 8 KiB cookie; nginx
     # allows 4 x 8 KiB buffers, uvicorn (h11) 64 KiB per header block.
-    max_line_bytes: int = 16 * KIB
-    max_field_bytes: int = 16 * KIB
-    max_headers: int = 100
-    keepalive_timeout_s: float = 5.0
-    max_body_bytes: int | None = None  # None: unlimited (the worker's window bounds memory)
-    header_timeout_s: float = 10.0  # a request's head must arrive within this (slowloris): 408
-    max_connections: int | None = None  # --limit-concurrency; past it: 503. None: the fd limit
+    max_line_bytes: int = _d("limit_max_line_size")
+    max_field_bytes: int = _d("limit_max_header_size")
+    max_headers: int = _d("limit_max_headers")
+    keepalive_timeout_s: float = _d("timeout_keep_alive")
+    max_body_bytes: int | None = _d("limit_max_body_size")  # None: unlimited (the window bounds memory)
+    header_timeout_s: float = _d("timeout_request_header")  # a request's head must arrive within this: 408
+    max_connections: int | None = _d("limit_concurrency")  # past it: 503. None: the fd limit
 
     def __post_init__(self) -> None:
         _positive("max_line_bytes", self.max_line_bytes)
@@ -58,7 +60,7 @@ class Tls:
     keyfile: str | None = None  # None: the key is in certfile
     keyfile_password: str | None = None
     ca_certs: str | None = None  # CAs that client certificates must chain to
-    cert_reqs: int = 0  # ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)
+    cert_reqs: int = _d("ssl_cert_reqs")  # ssl.CERT_NONE (0), CERT_OPTIONAL (1), CERT_REQUIRED (2)
     ciphers: str | None = None  # OpenSSL cipher list; None: OpenSSL's defaults
 
     def __post_init__(self) -> None:
@@ -78,8 +80,8 @@ class Tls:
 class Proxy:
     """Proxy headers (frontend/proxy.py), honoured only from ``trusted`` peers (as uvicorn)."""
 
-    enabled: bool = True
-    trusted: str = "127.0.0.1"  # --forwarded-allow-ips: addresses, CIDRs, "*"
+    enabled: bool = _d("proxy_headers")
+    trusted: str = _d("forwarded_allow_ips")  # addresses, CIDRs, "*"
 
     def __post_init__(self) -> None:
         from .proxy import TrustedProxies  # pure parsing; raises ValueError naming the entry
@@ -98,8 +100,8 @@ class Backend:
     # processes takes ~0.6 ms here, so a 10 MiB download over one connection ran at
     # ~390 MB/s with 256 KiB, ~495 with 1 MiB, ~740 with 2 MiB, ~700-770 with 4 MiB (medians,
     # tests/benchmarks). The cost: a stream whose client reads slowly holds up to this much here.
-    window_bytes: int = 2 * MIB
-    max_payload_bytes: int = 64 * MIB  # largest payload accepted in one event
+    window_bytes: int = _d("window_bytes")
+    max_payload_bytes: int = _d("max_payload_bytes")  # largest payload accepted in one event
 
     def __post_init__(self) -> None:
         _positive("window_bytes", self.window_bytes)
@@ -137,14 +139,14 @@ class Queue:
 
     # Past it: 503 at once. None: no bound but the client connections (one waiter each): the
     # queue sheds by delay, and a count would refuse a burst the workers could serve in time.
-    size: int | None = None
-    timeout_s: float = 10.0  # the longest any request waits, then 503 + Retry-After
+    size: int | None = _d("queue_size")
+    timeout_s: float = _d("queue_timeout")  # the longest any request waits, then 503 + Retry-After
     # Older than this, the queue serves newest first; standing above it for interval_s, it
     # refuses (503 + Retry-After) every waiter older than target_s. None: FIFO, timeout only.
-    target_s: float | None = 0.25
+    target_s: float | None = _d("queue_target")
     # A queue above target this long, still taking requests as fast as it serves them, is an
     # overload, not a burst (10,000 clients at once took ~1.7 s on a loaded 2-core host).
-    interval_s: float = 2.0
+    interval_s: float = _d("queue_interval")
     no_worker_grace_s: float | None = 2.0  # no READY worker this long: 503 at once. None: wait
 
     def __post_init__(self) -> None:
@@ -160,8 +162,8 @@ class Queue:
 
 @dataclass(frozen=True, kw_only=True)
 class Heartbeat:
-    interval_ms: int = 1000
-    liveness: int = 3  # silent intervals before a worker is gone (zguide: 3..5)
+    interval_ms: int = _d("heartbeat_ms")
+    liveness: int = _d("liveness")  # silent intervals before a worker is gone (zguide: 3..5)
 
     def __post_init__(self) -> None:
         _positive("heartbeat interval_ms", self.interval_ms)
@@ -181,10 +183,10 @@ class Heartbeat:
 class WebSocket:
     """Client-facing WebSocket limits; defaults as uvicorn's (ws_max_size, ws_ping_*)."""
 
-    max_message_bytes: int = 16 * MIB  # a bigger message closes the client with 1009
-    ping_interval_s: float = 20.0  # 0: never ping
-    ping_timeout_s: float = 20.0  # no pong (or any data) this long after a ping: 1006
-    per_message_deflate: bool = True
+    max_message_bytes: int = _d("ws_max_size")  # a bigger message closes the client with 1009
+    ping_interval_s: float = _d("ws_ping_interval")  # 0: never ping
+    ping_timeout_s: float = _d("ws_ping_timeout")  # no pong (or any data) this long after a ping: 1006
+    per_message_deflate: bool = _d("ws_per_message_deflate")
 
     def __post_init__(self) -> None:
         _positive("ws max_message_bytes", self.max_message_bytes)
@@ -197,7 +199,7 @@ class WebSocket:
 class Admin:
     """The admin endpoint (/healthz, /readyz, /metrics, /workers) on a port of its own."""
 
-    host: str = "127.0.0.1"  # loopback: it tells the world about the workers
+    host: str = _d("admin_host")  # loopback: it tells the world about the workers
     port: int = 9000  # 0: any free port
     required: bool = True  # False (the port was defaulted): a busy port only turns it off, with a warning
 
@@ -206,26 +208,25 @@ class Admin:
             raise ValueError(f"admin port must be 0..65535, got {self.port}")
 
 
-LOG_FORMATS = ("text", "json")
+LOG_FORMATS = fo.LOG_FORMATS
 
 
 @dataclass(frozen=True, kw_only=True)
 class FrontendConfig:
-    host: str = "127.0.0.1"
-    port: int = 8000
-    root_path: str = ""
-    backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(8000)))
+    host: str = _d("host")
+    port: int = _d("port")
+    root_path: str = _d("root_path")
+    backend: Backend = field(default_factory=lambda: Backend(endpoint=default_backend(_d("port"))))
     http: HttpLimits = field(default_factory=HttpLimits)
     queue: Queue = field(default_factory=Queue)
     heartbeat: Heartbeat = field(default_factory=Heartbeat)
     websocket: WebSocket = field(default_factory=WebSocket)
     tls: Tls = field(default_factory=Tls)
     proxy: Proxy = field(default_factory=Proxy)
-    shutdown_timeout_s: float = 30.0  # in-flight requests get this long on SIGTERM
+    shutdown_timeout_s: float = _d("shutdown_timeout")  # in-flight requests get this long on SIGTERM
     admin: Admin | None = None  # None: no admin endpoint (the CLI turns one on by default)
-    access_log: bool = True  # one line per request on the "zasgi.access" logger, if INFO is enabled
-    log_format: str = "text"  # access log: "text" (combined) or "json" (one object per line)
-    sched_batch: bool = True  # run under SCHED_BATCH (wire/sched.py says why)
+    access_log: bool = _d("access_log")  # one line per request on "zasgi.access", if INFO is enabled
+    log_format: str = _d("log_format")  # access log: "text" (combined) or "json" (one object per line)
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:

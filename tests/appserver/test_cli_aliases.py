@@ -1,8 +1,7 @@
 """uvicorn's option names on ``zasgi run``, and ``run`` forwarding every front-end option.
 
-``zasgi run`` cannot import the front end (``appserver`` never imports
-``frontend``), so it keeps a table of the front end's options; the sync test
-here fails as soon as ``frontend/cli.py`` gains an option the table lacks.
+The front end's options are declared once (wire/frontend_options.py); ``python -m frontend``,
+``zasgi frontend`` and ``zasgi run`` are all built from that table.
 """
 
 from __future__ import annotations
@@ -15,7 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from appserver import cli
+from appserver.commands import options as command_options
+from appserver.commands import run as run_command
 from frontend import cli as frontend_cli
+from wire import frontend_options as fo
 from tests.integration.conftest import start_run, stop
 
 # uvicorn options whose meaning zasgi shares; each must be accepted by `zasgi run` as spelled.
@@ -33,6 +35,7 @@ UVICORN_FRONTEND_OPTIONS = [
 ]  # fmt: skip
 # The front end's process contract with its parent, not options for users.
 INTERNAL = {"--ready-fd", "--parent-fd"}
+RUN_SPELLS_IT = {"--shutdown-timeout"}  # run: --timeout-graceful-shutdown, the workers' and the front end's
 
 
 def _long_opts(params: list[click.Parameter]) -> set[str]:
@@ -56,20 +59,17 @@ def test_run_help_lists_the_uvicorn_names() -> None:
 
 
 def test_run_forwards_every_frontend_option() -> None:
-    """FRONTEND_OPTIONS (forwarded by run) + _FRONTEND_OWN (run sets them / split only) = the front end's."""
-    forwarded = _long_opts(cli.FRONTEND_OPTIONS)
-    ours = forwarded | _long_opts(cli._FRONTEND_OWN)
-    missing = sorted(_frontend_opts() - INTERNAL - ours)
-    assert not missing, f"add these to appserver/cli.py FRONTEND_OPTIONS: {missing}"
-    stale = sorted(ours - _frontend_opts())
-    assert not stale, f"appserver/cli.py names front-end options the front end no longer has: {stale}"
-    assert forwarded <= _long_opts(cli.run.params)
+    """Every front-end option but the split's and the internal ones is an option of `zasgi run`."""
+    split = _long_opts([o.click_option() for o in fo.where(fo.Run.SPLIT)])
+    wanted = _frontend_opts() - INTERNAL - RUN_SPELLS_IT - split
+    missing = sorted(wanted - _long_opts(run_command.command.params))
+    assert not missing, missing
 
 
 def test_forwarded_options_keep_the_frontend_shape() -> None:
     """Same flag-ness, repeatability and environment variable as in the front end."""
     theirs = {p.opts[0]: p for p in frontend_cli.command.params if isinstance(p, click.Option)}
-    for ours in cli.FRONTEND_OPTIONS:
+    for ours in command_options.frontend_params(fo.Run.FORWARD):
         other = theirs[ours.opts[0]]
         assert (ours.is_flag, ours.multiple, bool(ours.secondary_opts)) == (
             other.is_flag, other.multiple, bool(other.secondary_opts)), ours.opts  # fmt: skip
@@ -81,9 +81,9 @@ def test_frontend_accepts_the_uvicorn_shutdown_name() -> None:
 
 
 def test_forwarded_argv_spelling(monkeypatch: pytest.MonkeyPatch) -> None:
-    opts = {p.name: None for p in cli.FRONTEND_OPTIONS}
+    opts = {p.name: None for p in command_options.frontend_params(fo.Run.FORWARD)}
     opts.update(queue_size=5, insecure=True, ws_per_message_deflate=False, workers=2)
-    args = cli._frontend_args(opts)
+    args = command_options.frontend_args(opts, fo.Run.FORWARD)
     assert args == ["--insecure", "--queue-size", "5", "--no-ws-per-message-deflate"]
     assert opts == {"workers": 2}  # the worker options stay
 

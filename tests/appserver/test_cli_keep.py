@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from appserver import cli
+from appserver.commands import process
 from appserver.supervisor import Supervisor
 
 
@@ -21,7 +22,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[Supervisor]:
         made.append(supervisor)
         return 0
 
-    monkeypatch.setattr(cli, "_supervise", supervise)
+    monkeypatch.setattr(process, "supervise", supervise)
     return made
 
 

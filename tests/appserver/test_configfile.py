@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from appserver import cli, configfile
+from appserver.commands import process
 
 
 @pytest.fixture
@@ -25,8 +26,8 @@ def started(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
         seen.append(supervisor)
         return 0
 
-    monkeypatch.setattr(cli, "_supervise", fake_supervise)
-    monkeypatch.setattr(cli, "_setup_logging", lambda level: None)
+    monkeypatch.setattr(process, "supervise", fake_supervise)
+    monkeypatch.setattr(process, "setup_logging", lambda level: None)
     for name in list(os.environ):
         if name.startswith("ZASGI_"):
             monkeypatch.delenv(name)
@@ -157,12 +158,21 @@ def test_a_key_for_another_command_is_fine_at_the_top_level(tmp_path: Path, star
     assert frontend_arg(started[0], "--queue-size") == "5"
 
 
-# ---------------------------------------------------------------- zasgi frontend: file -> ZASGI_* env
+# ---------------------------------------------------------------- zasgi frontend: file -> front-end argv
 
 
-def test_frontend_config_becomes_env_without_overriding(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def execs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv `zasgi frontend` would exec the front end with (nothing is exec'd)."""
+    seen: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda path, argv: seen.append(argv[3:]))  # after `python -m frontend`
+    for name in list(os.environ):
+        if name.startswith("ZASGI_"):
+            monkeypatch.delenv(name)
+    return seen
+
+
+def test_frontend_config_file_env_and_command_line(tmp_path: Path, execs: list[list[str]]) -> None:
     path = write(tmp_path, """
 workers = 3
 [frontend]
@@ -170,22 +180,26 @@ port = 8123
 queue-size = 5
 insecure = true
 timeout-graceful-shutdown = 4
+root-path = "/api"
 """)  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZASGI_")}
-    monkeypatch.setattr(os, "environ", {**env, "ZASGI_QUEUE_SIZE": "6"})  # a copy: nothing leaks
-    rest = cli._frontend_env(["--log-level", "debug", "--config", path, "--port", "9000"])
-    assert rest == ["--log-level", "debug", "--port", "9000"]  # the command line still wins over env
-    assert os.environ["ZASGI_PORT"] == "8123"
-    assert os.environ["ZASGI_QUEUE_SIZE"] == "6"  # already set: the environment wins over the file
-    assert os.environ["ZASGI_INSECURE"] == "true"
-    assert os.environ["ZASGI_SHUTDOWN_TIMEOUT"] == "4"  # the uvicorn alias, as the front end's variable
-    assert "ZASGI_WORKERS" not in os.environ  # not a front-end option
+    result = invoke("frontend", "--log-level", "debug", "--config", path, "--root-path", "/x",
+                    env={"ZASGI_QUEUE_SIZE": "6", "ZASGI_SCHED_BATCH": "false"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (argv,) = execs
+    args = {name: argv[i + 1] for i, name in enumerate(argv[:-1]) if name.startswith("--")}
+    assert args["--port"] == "8123"  # from the file
+    assert args["--queue-size"] == "6"  # the environment wins over the file
+    assert args["--root-path"] == "/x"  # the command line wins over both
+    assert args["--log-level"] == "debug"
+    assert args["--shutdown-timeout"] == "4.0"  # the uvicorn alias, as the front end's option
+    assert "--insecure" in argv
+    assert "--workers" not in argv and "--sched-batch" not in argv  # not front-end options
+    assert "--queue-timeout" not in argv  # not given: the front end's own default holds
 
 
-def test_frontend_config_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("ZASGI_")})
+def test_frontend_config_errors(tmp_path: Path, execs: list[list[str]]) -> None:
     path = write(tmp_path, "[frontend]\nmax-requests = 3\n")
-    with pytest.raises(configfile.ConfigError, match="unknown key 'max-requests' in \\[frontend\\]"):
-        cli._frontend_env([f"--config={path}"])
-    with pytest.raises(configfile.ConfigError, match="needs a file name"):
-        cli._frontend_env(["-c"])
+    result = invoke("frontend", f"--config={path}")
+    assert result.exit_code == 2 and "unknown key 'max-requests' in [frontend]" in result.output
+    assert invoke("frontend", "-c").exit_code == 2
+    assert not execs

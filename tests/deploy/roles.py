@@ -17,11 +17,12 @@ from unittest import mock
 
 import click
 
-from appserver import cli as appserver_cli
+from appserver.commands import appserver as appserver_command
+from appserver.commands import options as appserver_options
 from frontend import cli as frontend_cli
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS: dict[str, click.Command] = {"frontend": frontend_cli.command, "appserver": appserver_cli.appserver}
+COMMANDS: dict[str, click.Command] = {"frontend": frontend_cli.command, "appserver": appserver_command.command}
 # The supervisor gives draining workers the graceful timeout plus this much before it kills them.
 SUPERVISOR_MARGIN_S = 5.0
 
@@ -51,7 +52,7 @@ def check_env(role: str, env: Mapping[str, str]) -> Any:
             params = command.make_context(role, [], resilient_parsing=False).params
             if role == "frontend":
                 return frontend_cli.build_config(params)
-            return appserver_cli._worker_config(params.pop("app"), params.pop("connect"), **params)
+            return appserver_options.worker_config(params.pop("app"), params.pop("connect"), **params)
         except (click.ClickException, click.exceptions.Exit) as exc:
             raise AssertionError(f"{role}: {env} is rejected: {exc}") from None
 

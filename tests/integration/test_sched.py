@@ -1,6 +1,6 @@
 """`zasgi run` puts its front end and workers (every thread) under SCHED_BATCH; --no-sched-batch does not.
 
-wire/sched.py says why (measured: fewer context switches per request, more req/s).
+appserver/sched.py says why (set by the supervisor, inherited) (measured: fewer context switches per request, more req/s).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""wire.sched: SCHED_BATCH for the calling thread, and only from the default policy."""
+"""appserver.sched: SCHED_BATCH for the calling thread, and only from the default policy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from wire.sched import use_batch_scheduling
+from appserver.sched import use_batch_scheduling
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_BATCH is Linux's")
 

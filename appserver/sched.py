@@ -1,6 +1,9 @@
 """The CPU scheduling policy zasgi's processes ask for: SCHED_BATCH, on Linux.
 
-Not protocol: like ``curve``, a piece both processes share, beside the sans-IO core.
+OS process policy, set by the supervisor (``zasgi run``/``appserver``) and by ``zasgi frontend``
+on their main thread before they start their children or exec: a scheduling policy is
+inherited across fork and exec, so the front end and the workers (and every thread they
+start) run under it without calling this themselves.
 
 Why. A request crosses four threads (the front end, its ZeroMQ I/O thread, the
 app server's I/O thread, the app server) and every hand-off wakes the next one
@@ -15,7 +18,7 @@ per request, 5-7% more req/s, p99 no worse. Nice values and time slices do not
 change, and no privilege is needed; ``--no-sched-batch`` keeps the default.
 
 Called on the main thread before any other starts: threads inherit the policy
-(ZeroMQ's I/O thread, libuv's pool).
+(ZeroMQ's I/O thread, libuv's pool), and so do child processes.
 """
 
 from __future__ import annotations

@@ -1,0 +1,195 @@
+"""The front end's options, declared once: name, type, default, environment variable, help.
+
+Not protocol. It lives in ``wire`` only because the two packages that read it may not
+import each other: ``frontend/cli.py`` builds ``python -m frontend`` from it,
+``appserver/commands`` builds ``zasgi run`` and ``zasgi frontend`` from it (run forwards
+what was given), ``frontend/config.py`` takes its defaults from it, and the TOML
+loader (``appserver/configfile.py``) its keys. Like ``wire.curve`` (zmq), this module
+imports a library the sans-IO core does not (click); ``import wire`` never loads it.
+
+Each option's environment variable is ``ZASGI_`` + its first long name in capitals
+(``--queue-size`` -> ``ZASGI_QUEUE_SIZE``); its TOML key is any of its long names.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+KIB = 1024
+MIB = 1024 * KIB
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+LOG_FORMATS = ("text", "json")
+
+
+class Run(enum.Enum):
+    """What ``zasgi run`` does with a front-end option."""
+
+    FORWARD = "forward"  # run has it too (default None: unless given, the front end's default holds)
+    OWN = "own"  # run has it with the same default and passes its value on (--host, --port, ...)
+    WORKER = "worker"  # run takes it from an option it shares with the workers (--log-level, ...)
+    SPLIT = "split"  # only `zasgi frontend`: CurveZMQ (run's workers are on a private socket)
+    INTERNAL = "internal"  # the front end's contract with its parent process: hidden from help
+
+
+@dataclass(frozen=True)
+class Option:
+    """One front-end option; ``decls`` as click spells them ("--a/--no-a" for a pair, aliases after)."""
+
+    decls: tuple[str, ...]
+    default: Any = None
+    type: Any = None  # a click type, or None for text / flags
+    help: str | None = None
+    run: Run = Run.FORWARD
+    is_flag: bool = False
+    shown_default: str | None = None  # "[default: ...]" text when the default is None or needs words
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def long_names(self) -> tuple[str, ...]:
+        return tuple(n for d in self.decls for n in d.split("/") if n.startswith("--"))
+
+    @property
+    def name(self) -> str:
+        """The click parameter name (``--queue-size`` -> ``queue_size``)."""
+        return self.decls[0].split("/")[0].lstrip("-").replace("-", "_")
+
+    @property
+    def envvar(self) -> str:
+        return "ZASGI_" + self.name.upper()
+
+    def click_option(self, *, forwarded: bool = False, **override: Any) -> click.Option:
+        """This option as a click parameter. ``forwarded``: ``zasgi run``/``zasgi frontend``'s copy,
+        default None (not given: not passed on, so the front end's own default applies)."""
+        default = None if forwarded else self.default
+        shown = self.shown_default
+        single_flag = self.is_flag and "/" not in self.decls[0]
+        if shown is None and self.default not in (None, "") and not single_flag:
+            shown = _show(self.default)
+        help_text = self.help or ""
+        if shown is not None:
+            help_text = f"{help_text} [default: {shown}]".strip()
+        kwargs: dict[str, Any] = dict(
+            default=default, type=self.type, envvar=self.envvar, show_envvar=True, help=help_text or None,
+            hidden=self.run is Run.INTERNAL, **self.extra,
+        )  # fmt: skip
+        if self.is_flag or "/" in self.decls[0]:
+            kwargs["is_flag"] = True
+            kwargs.pop("type")
+        kwargs.update(override)
+        return click.Option(list(self.decls), **kwargs)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and value >= MIB and value % MIB == 0:
+        return f"{value // MIB} MiB"
+    if isinstance(value, int) and value >= KIB and value % KIB == 0:
+        return f"{value // KIB} KiB"
+    return str(value)
+
+
+# Plain int/float where frontend/config.py validates (its messages name the setting);
+# ranges only where nothing else checks.
+_Int = click.IntRange
+
+OPTIONS: tuple[Option, ...] = (
+    # ---- where it listens
+    Option(("--host",), "127.0.0.1", help="HTTP listen address.", run=Run.OWN),
+    Option(("--port",), 8000, _Int(0, 65535), "HTTP port; 0: any free port.", run=Run.OWN),
+    Option(("--backend",), None, help="ZeroMQ endpoint workers connect to.", run=Run.OWN,
+           shown_default="ipc:///tmp/zasgi-UID/frontend-PORT.sock"),
+    Option(("--root-path",), "", help="ASGI root_path (mount point behind a proxy).", run=Run.OWN),
+    # ---- the backend link
+    Option(("--insecure",), False, help="Allow a non-loopback tcp:// backend without CurveZMQ.",
+           is_flag=True),
+    Option(("--curve-secret-key",), None, help="CurveZMQ: this front end's key_secret file (zasgi keygen).",
+           run=Run.SPLIT),
+    Option(("--authorized-keys",), None, help="CurveZMQ: directory of the workers' public .key files.",
+           run=Run.SPLIT),
+    # ---- logging
+    Option(("--log-level",), "info", click.Choice(LOG_LEVELS, case_sensitive=False),
+           "Least severe log level shown.", run=Run.WORKER),
+    Option(("--log-format",), "text", click.Choice(LOG_FORMATS),
+           "text: access log in combined format; json: every log line (access included) as JSON."),
+    Option(("--access-log/--no-access-log",), True, help="One line per request."),
+    # ---- admin endpoint
+    Option(("--admin/--no-admin",), True, help="Serve /healthz /readyz /metrics /workers."),
+    Option(("--admin-host",), "127.0.0.1", help="Admin endpoint address."),
+    Option(("--admin-port",), None, _Int(0, 65535), "Admin endpoint port; 0: any free port.",
+           shown_default="9000; any free port with --port 0"),
+    # ---- waiting for a worker (frontend/codel.py says how the three times interact)
+    Option(("--queue-size",), None, int, "Requests that may wait for a worker; more get 503 at once.",
+           shown_default="no bound but connections"),
+    Option(("--queue-timeout",), 10.0, float,
+           "Seconds a request waits for a worker before 503, at most."),
+    Option(("--queue-target",), 0.25, float,
+           "Queueing delay target (CoDel): past it the queue serves newest first, and standing above it "
+           "for --queue-interval it refuses (503) every request waiting longer. "
+           "0: off (FIFO, --queue-timeout)."),
+    Option(("--queue-interval",), 2.0, float,
+           "Seconds the queue may stay above --queue-target (a burst draining) before it sheds."),
+    # ---- the backend link's timing and sizes
+    Option(("--heartbeat-ms",), 1000, int, "Milliseconds between heartbeats to and from each worker."),
+    Option(("--liveness",), 3, int, "Silent heartbeats before a worker is gone."),
+    Option(("--window-bytes",), 2 * MIB, int,
+           "Response window per stream: what one response may have in flight from its worker."),
+    Option(("--max-payload-bytes",), 64 * MIB, int,
+           "Largest payload a worker may send in one event; a bigger one ends that worker's link."),
+    # ---- HTTP limits
+    Option(("--limit-max-line-size",), 16 * KIB, int, "Request line bytes."),
+    Option(("--limit-max-header-size",), 16 * KIB, int, "Bytes per header field."),
+    Option(("--limit-max-headers",), 100, int, "Header fields per request."),
+    Option(("--limit-max-body-size",), None, int, "Request body bytes.", shown_default="unlimited"),
+    Option(("--timeout-keep-alive",), 5.0, float, "Idle keep-alive seconds."),
+    Option(("--timeout-request-header",), 10.0, float,
+           "Seconds a request's head (and a TLS handshake) may take to arrive (slowloris); "
+           "then 408 and close."),
+    Option(("--limit-concurrency",), None, int,
+           "Client connections served at once; beyond it each gets 503 + Retry-After.",
+           shown_default="no limit"),
+    # ---- TLS
+    Option(("--ssl-certfile",), None, help="TLS: certificate (chain) PEM file; enables https/wss."),
+    Option(("--ssl-keyfile",), None, help="TLS: private key PEM file.", shown_default="in --ssl-certfile"),
+    Option(("--ssl-keyfile-password",), None, help="TLS: password of an encrypted --ssl-keyfile."),
+    Option(("--ssl-ca-certs",), None, help="TLS: CA file that client certificates must chain to."),
+    Option(("--ssl-cert-reqs",), 0, _Int(0, 2),
+           "TLS client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*)."),
+    Option(("--ssl-ciphers",), None, help="TLS: OpenSSL cipher list.", shown_default="OpenSSL's"),
+    # ---- proxies
+    Option(("--proxy-headers/--no-proxy-headers",), True,
+           help="Take client, scheme and host from Forwarded / X-Forwarded-* sent by a trusted proxy."),
+    Option(("--forwarded-allow-ips",), "127.0.0.1",
+           help="Comma-separated proxy addresses or networks whose proxy headers are trusted; '*' for all."),
+    # ---- WebSocket
+    Option(("--ws-max-size",), 16 * MIB, int,
+           "Largest WebSocket message (bytes); a bigger one closes the connection with 1009."),
+    Option(("--ws-ping-interval",), 20.0, float, "WebSocket ping seconds; 0: off."),
+    Option(("--ws-ping-timeout",), 20.0, float,
+           "Seconds without a pong before a WebSocket is dropped."),
+    Option(("--ws-per-message-deflate/--no-ws-per-message-deflate",), True,
+           help="Offer permessage-deflate compression to WebSocket clients."),
+    # ---- process
+    Option(("--shutdown-timeout", "--timeout-graceful-shutdown"), 30.0, float,
+           "Seconds in-flight requests get on SIGTERM.", run=Run.WORKER),
+    Option(("--ready-fd",), None, int, "Also write the ready line to this fd, then close it.",
+           run=Run.INTERNAL),
+    Option(("--parent-fd",), None, int, "Shut down when this fd becomes readable (parent died).",
+           run=Run.INTERNAL),
+)  # fmt: skip
+
+BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
+
+
+def default(name: str) -> Any:
+    """The default of the option whose parameter name is ``name`` (frontend/config.py's defaults)."""
+    return BY_NAME[name].default
+
+
+def where(*runs: Run) -> Iterator[Option]:
+    return (opt for opt in OPTIONS if opt.run in runs)
