@@ -223,13 +223,16 @@ class Fleet:
     """The front-end processes of ``zasgi run``: ``len(listeners)`` slots, each rolled in turn."""
 
     argv: Sequence[str]  # python -m frontend's arguments common to every front end
-    listeners: list[socket.socket]
+    address: tuple[str, int]  # host, port: bound once, by start(), into ``count`` listeners
+    count: int
     endpoint_base: str  # "ipc:///run/.../run-PID": slot i of generation g binds BASE-i.g.sock
     list_path: str  # the workers' file:// list
+    fixed_endpoint: str | None = None  # run --backend tcp://...: one front end on it, never rolled
     env: Mapping[str, str] | None = None
     admin_ports: list[int | None] = field(default_factory=list)  # per slot; None: the front end's default
     named: bool = False  # --name fe<i>: several front ends share one log stream
     start_timeout_s: float = START_TIMEOUT_S
+    listeners: list[socket.socket] = field(default_factory=list)
     procs: list[FrontendProc] = field(default_factory=list)
     plan: list[int] = field(default_factory=list)  # slots still to roll, in order
     roll: Roll | None = None
@@ -239,7 +242,7 @@ class Fleet:
 
     @property
     def size(self) -> int:
-        return len(self.listeners)
+        return self.count
 
     def serving(self) -> list[FrontendProc]:
         return [p for p in self.procs if p.state is FeState.SERVING]
@@ -255,10 +258,11 @@ class Fleet:
     # ------------------------------------------------------------ boot
 
     def start(self, stopping: Any = lambda: False) -> list[FrontendProc]:
-        """Start every slot's front end, one after the other, each until its ready line.
-        Raises FleetError if one does not start (the ones started are left to ``stop``)."""
+        """Bind the port, then start every slot's front end, one after the other, each until its
+        ready line. Raises FleetError if the port is taken or one does not start (the ones started
+        are left to ``stop``)."""
+        self.listeners = bind_listeners(*self.address, self.count)
         self._parent_r, self._parent_w = os.pipe()  # they leave when this closes: we died
-        self._list()
         for slot in range(self.size):
             proc = self._spawn(slot)
             deadline = time.monotonic() + self.start_timeout_s
@@ -269,6 +273,7 @@ class Fleet:
                 code = _reap(proc.popen)
                 raise FleetError(f"front end did not start (exit code {code})")
             proc.state = FeState.SERVING
+        self._list()
         return list(self.procs)
 
     # ------------------------------------------------------------ running
@@ -292,6 +297,9 @@ class Fleet:
 
     def request_roll(self) -> str:
         """SIGUSR2: replace every slot's front end, one at a time; a line for the log."""
+        if self.fixed_endpoint is not None:
+            return (f"front-end roll refused: a successor cannot bind --backend {self.fixed_endpoint} "
+                    "beside the running front end (leave --backend out to roll)")  # fmt: skip
         if self.roll is not None or self.plan:
             self.plan = list(range(self.size))  # start over once the slot under way is done
             return "front-end roll requested during a roll: starting over after the current front end"
@@ -305,7 +313,6 @@ class Fleet:
                 slot = self.plan.pop(0)
                 self.generation += 1
                 self.roll = Roll(slot, self._spawn(slot))
-                self._list()
             return
         new = roll.new
         if new.popen.poll() is not None:
@@ -327,6 +334,7 @@ class Fleet:
                     log.info("%s ready with %d worker(s) (%.1fs); %s retires",
                              new.label, len(new.workers), now - new.started_at, old.label)  # fmt: skip
             self.roll = None
+            self._list()
             if not self.plan:
                 log.info("front-end roll complete")
 
@@ -344,17 +352,27 @@ class Fleet:
         log.error("front-end roll stopped: %s; the running front ends keep serving", reason)
 
     def _forget(self, proc: FrontendProc) -> None:
+        """It exited: unlist it (its workers forget it) and remove its socket file."""
         if proc.report_fd >= 0:
             os.close(proc.report_fd)
             proc.report_fd = -1
         if proc in self.procs:
             self.procs.remove(proc)
         self._list()
+        self._unlink(proc)
+
+    def _unlink(self, proc: FrontendProc) -> None:
+        # ZeroMQ leaves an ipc socket file behind; a host rolled daily would collect them.
+        if proc.endpoint.startswith("ipc://") and proc.endpoint != self.fixed_endpoint:
+            try:
+                os.unlink(proc.endpoint.removeprefix("ipc://"))
+            except OSError:
+                pass
 
     # ------------------------------------------------------------ processes
 
     def endpoint(self, slot: int, generation: int) -> str:
-        return f"{self.endpoint_base}-{slot}.{generation}.sock"
+        return self.fixed_endpoint or f"{self.endpoint_base}-{slot}.{generation}.sock"
 
     def _spawn(self, slot: int) -> FrontendProc:
         report_r, report_w = os.pipe()
@@ -378,12 +396,16 @@ class Fleet:
             os.close(report_w)
         proc = FrontendProc(slot, self.generation, name, endpoint, popen, report_r, time.monotonic())
         self.procs.append(proc)
+        self._list()
         log.info("front end %s started (pid %d)%s", name, popen.pid, " (roll)" if self.generation else "")
         return proc
 
     def _list(self) -> None:
-        """Tell the workers (discovery.py) which front ends to join: every one alive."""
+        """Tell the workers (discovery.py) which front ends to join: every one alive; and
+        ``zasgi status --pid-file`` where the serving ones' admin endpoints are."""
         write_list(self.list_path, [p.endpoint for p in self.procs])
+        admins = [p.facts["admin"] for p in self.procs if p.state is FeState.SERVING and "admin" in p.facts]
+        write_list(self.list_path + ".admin", admins)
 
     # ------------------------------------------------------------ stopping
 
@@ -411,16 +433,18 @@ class Fleet:
             if proc.report_fd >= 0:
                 os.close(proc.report_fd)
                 proc.report_fd = -1
+            self._unlink(proc)
         for fd in (self._parent_r, self._parent_w):
             if fd >= 0:
                 os.close(fd)
         self._parent_r = self._parent_w = -1
         for sock in self.listeners:
             sock.close()
-        try:
-            os.unlink(self.list_path)
-        except OSError:
-            pass
+        for path in (self.list_path, self.list_path + ".admin"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         return force
 
 

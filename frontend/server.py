@@ -103,6 +103,10 @@ async def serve(
     phase = lifecycle if lifecycle is not None else FrontendLifecycle()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
+    reuse_port = reuse_port or config.reuse_port
+    frontend_id = frontend_id or config.name
+    if sock is None and config.fd is not None:
+        sock = socket.socket(fileno=config.fd)
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:

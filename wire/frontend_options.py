@@ -105,6 +105,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--backend",), None, help="ZeroMQ endpoint workers connect to.", run=Run.OWN,
            shown_default="ipc:///tmp/zasgi-UID/frontend-PORT.sock"),
     Option(("--root-path",), "", help="ASGI root_path (mount point behind a proxy).", run=Run.OWN),
+    Option(("--reuse-port",), False, is_flag=True, run=Run.SPLIT,
+           help="Bind with SO_REUSEPORT (Linux spreads connections): several front ends on one port, "
+                "each with its own --backend (and --admin-port), the admin endpoint beside a successor's."),
+    Option(("--fd",), None, _Int(0), run=Run.SPLIT,
+           help="Listen on this inherited, bound socket instead of binding --host/--port (systemd socket "
+                "activation: 3). A front end started on the same socket takes over its accept queue."),
+    Option(("--name",), None, run=Run.SPLIT, shown_default="HOST-PID-random",
+           help="This front end's name in its access-log lines (fe=NAME), /workers and the workers' logs."),
     # ---- the backend link
     Option(("--insecure",), False, help="Allow a non-loopback tcp:// backend without CurveZMQ.",
            is_flag=True),
@@ -177,8 +185,8 @@ OPTIONS: tuple[Option, ...] = (
     # ---- process
     Option(("--shutdown-timeout", "--timeout-graceful-shutdown"), 30.0, float,
            "Seconds in-flight requests get on SIGTERM.", run=Run.WORKER),
-    Option(("--ready-fd",), None, int, "Also write the ready line to this fd, then close it.",
-           run=Run.INTERNAL),
+    Option(("--ready-fd",), None, int, "Also write the ready line to this fd, then (for `zasgi run`) a "
+           "'zasgi-workers PID...' line each time the ready workers change.", run=Run.INTERNAL),
     Option(("--parent-fd",), None, int, "Shut down when this fd becomes readable (parent died).",
            run=Run.INTERNAL),
 )  # fmt: skip

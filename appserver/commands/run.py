@@ -1,4 +1,4 @@
-"""``zasgi run``: one front end and N workers on this machine.
+"""``zasgi run``: N front ends (one by default) and N workers on this machine (appserver/fleet.py).
 
 The front end's options come from its table (wire/frontend_options.py): those ``run`` sets
 itself (--host, --port, --root-path, --backend) with their defaults, the rest forwarded
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +19,10 @@ import click
 
 from wire import frontend_options as fo
 
+from .. import fleet
 from ..supervisor import Supervisor
+
+EXIT_USAGE = 2
 from . import options, process
 
 _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default: a private ipc:// socket]."}
@@ -26,37 +30,85 @@ _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default
         for opt in fo.where(fo.Run.OWN)]  # fmt: skip
 
 
+_FLEET = [
+    click.Option(["--frontends"], default=1, show_default=True, type=int, envvar="ZASGI_FRONTENDS",
+                 show_envvar=True,
+                 help="Front-end processes on the one port (SO_REUSEPORT; Linux): HTTP on that many cores, "
+                      "every worker joined to each. SIGUSR2 (zasgi reload --frontends) replaces them one at "
+                      "a time, new one first. More than the CPU cores needs --force."),
+    click.Option(["--force"], is_flag=True, envvar="ZASGI_FORCE", show_envvar=True,
+                 help="Allow --frontends above the number of CPU cores."),
+]  # fmt: skip
+
+
 @click.command(
-    "run", params=[*options.worker_params(), *_OWN, *options.frontend_params(fo.Run.FORWARD)]
+    "run", params=[*options.worker_params(), *_OWN, *_FLEET, *options.frontend_params(fo.Run.FORWARD)]
 )
 def command(app: str, host: str, port: int, root_path: str, backend: str | None, **opts: Any) -> None:
-    """Serve APP ('module:attribute') with one front end and N workers on this machine."""
+    """Serve APP ('module:attribute') with N front ends and N workers on this machine."""
     process.setup_logging(opts["log_level"])
-    if backend is None:
-        runtime = Path(tempfile.gettempdir()) / f"zasgi-{os.getuid()}"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        backend = f"ipc://{runtime}/run-{os.getpid()}.sock"
-    config = options.worker_config(app, (backend,), **opts)
-    frontend_argv = ["--host", host, "--port", str(port), "--backend", backend, "--root-path", root_path,
+    count = opts.pop("frontends")
+    try:
+        fleet.check_count(count, force=opts.pop("force"))
+    except fleet.FleetError as exc:  # one line (not click's usage text): the count is fine, the host is not
+        click.echo(f"zasgi run: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    runtime = Path(tempfile.gettempdir()) / f"zasgi-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    base, fixed = _backends(backend, runtime, count)
+    list_path = str(runtime / f"run-{os.getpid()}.frontends")
+    config = options.worker_config(app, (fixed,) if fixed else (f"file://{list_path}",), **opts)
+    admin_ports = _admin_ports(opts, count, port)
+    frontend_argv = ["--host", host, "--port", str(port), "--root-path", root_path,
                      "--log-level", opts["log_level"], "--shutdown-timeout", str(opts["graceful_timeout"]),
+                     *(["--reuse-port"] if hasattr(socket, "SO_REUSEPORT") else []),
                      *options.frontend_args(opts, fo.Run.FORWARD)]  # fmt: skip
     reload = options.reload_config(opts)
     pool = options.pool_config(opts)
-    supervisor = Supervisor(
-        config=config, pool=pool, frontend_argv=frontend_argv, frontend_env=_frontend_env(), reload=reload
-    )
+    front_ends = fleet.Fleet(
+        argv=frontend_argv, address=(host, port), count=count, endpoint_base=base, fixed_endpoint=fixed,
+        list_path=list_path, env=_frontend_env(), admin_ports=admin_ports, named=count > 1,
+    )  # fmt: skip
+    supervisor = Supervisor(config=config, pool=pool, fleet=front_ends, reload=reload)
     workers = opts["workers"]
 
     def banner(url: str, facts: dict[str, str]) -> str:
-        lines = [f"zasgi running on {url} ({workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
-                 f"  app      {app} (from {config.app_dir})",
-                 f"  backend  {facts.get('backend', backend)}"]  # fmt: skip
-        lines += [f"  {key:<8} {value}" for key, value in facts.items() if key != "backend"]
+        fes = f"{count} front ends, " if count > 1 else ""
+        lines = [f"zasgi running on {url} ({fes}{workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
+                 f"  app      {app} (from {config.app_dir})"]  # fmt: skip
+        lines += [f"  {key:<8} {value}" for key, value in facts.items()]
         if reload is not None:
             lines.append(f"  reload   watching {reload.describe()}")
         return "\n".join(lines)
 
     sys.exit(process.supervise(supervisor, banner=banner))
+
+
+def _backends(backend: str | None, runtime: Path, count: int) -> tuple[str, str | None]:
+    """(the prefix of every front end's ipc:// backend, a fixed tcp:// one or None). Each front end,
+    and each successor in a roll, binds its own: BASE-SLOT.GENERATION.sock."""
+    if backend is None:
+        return f"ipc://{runtime}/run-{os.getpid()}", None
+    if backend.startswith("ipc://"):
+        return backend.removesuffix(".sock"), None
+    if count > 1:
+        raise click.UsageError(f"--backend {backend}: several front ends each need a backend of their own; "
+                               "leave --backend out (private ipc:// sockets) or give an ipc:// path prefix")
+    return "", backend  # one front end on it; no rolls (a successor could not bind it beside the old)
+
+
+def _admin_ports(opts: dict[str, Any], count: int, port: int) -> list[int | None]:
+    """Each front end's admin port: with several, one each (the given port, or 9000, plus the slot
+    number; a defaulted one found taken: any free port). None: forwarded as given."""
+    if count == 1 or opts.get("admin") is False:
+        return []
+    given = opts.pop("admin_port", None)
+    if given is not None:
+        return [given + i if given else 0 for i in range(count)]
+    if port == 0:
+        return [0] * count
+    host = opts.get("admin_host") or fo.default("admin_host")
+    return [9000 + i if fleet.free_admin_port(host, 9000 + i) else 0 for i in range(count)]
 
 
 def _frontend_env() -> dict[str, str]:
