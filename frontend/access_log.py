@@ -10,7 +10,9 @@ response and the seconds since the request's head was parsed (``hook_class``
 and, only when the access log is on and the ``zasgi.access`` logger is
 enabled for INFO (decided once, at start), format one line. A request whose
 client vanished before any response is not seen. A WebSocket is seen once,
-when its session ends, with status 101.
+when its session ends, with status 101, whoever closed it: ws_bridge calls
+``session_ended`` (aiohttp's hook skips sessions: it misses those whose
+handler the client's close cancelled).
 
 Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 (so a proxy's id carries through), anything else is replaced by 16 random hex
@@ -123,6 +125,10 @@ class AccessLog:
                            ex.rid, worker, ex.status, bytes_in, ex.bytes_out, duration_s)  # fmt: skip
             self.logger.info(self._line(entry))
 
+    def session_ended(self, request: web.BaseRequest, ws: web.WebSocketResponse) -> None:
+        """A WebSocket session ended (ws_bridge), whichever side closed it."""
+        self.finished(request, ws, 0.0)
+
     def finished(self, request: web.BaseRequest, response: web.StreamResponse, duration_s: float) -> None:
         """A response aiohttp finished (a WebSocket session, or an answer to an upgrade request)."""
         started = request.get(STARTED)
@@ -189,6 +195,8 @@ def hook_class(access: AccessLog) -> type[AbstractAccessLogger]:
         __slots__ = ()
 
         def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if isinstance(response, web.WebSocketResponse):
+                return  # a session: logged as it ends (AccessLog.session_ended)
             try:
                 access.finished(request, response, time)
             except Exception:  # a bug here must not cost the connection

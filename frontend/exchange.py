@@ -92,6 +92,13 @@ class Exchange:
         if transport is not None:
             transport.abort()
 
+    def close(self) -> None:
+        """Close the connection once what was written has gone out (a response cut short)."""
+        self.keep_alive = False
+        transport = self.conn.transport
+        if transport is not None:
+            transport.close()
+
     def finish(self) -> None:
         """The response is complete (or abandoned): log it, and let the connection go on."""
         if not self.done:

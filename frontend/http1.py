@@ -156,14 +156,17 @@ def whole_head(
 class Head:
     """What ``head`` decided: the bytes, and how the body is framed."""
 
-    __slots__ = ("data", "chunked", "empty", "keep_alive", "trailers")
+    __slots__ = ("data", "chunked", "empty", "keep_alive", "trailers", "length")
 
-    def __init__(self, data: bytes, chunked: bool, empty: bool, keep_alive: bool, trailers: bool) -> None:
+    def __init__(
+        self, data: bytes, chunked: bool, empty: bool, keep_alive: bool, trailers: bool, length: int | None
+    ) -> None:
         self.data = data
         self.chunked = chunked  # body chunks framed, a last chunk ends it
         self.empty = empty  # no body bytes may follow (HEAD, 1xx, 204, 304)
         self.keep_alive = keep_alive
         self.trailers = trailers  # the last chunk carries the worker's trailers
+        self.length = length  # the body's length the head declares (None: chunked or until close)
 
 
 def head(
@@ -222,7 +225,7 @@ def head(
     _add_date_server(lines, seen)
     lines.append(_connection_line(version, keep_alive))
     data = status_line(version, status) + b"".join(lines) + b"\r\n"
-    return Head(data, chunked, empty, keep_alive, trailers and chunked)
+    return Head(data, chunked, empty, keep_alive, trailers and chunked, None if empty else length)
 
 
 def last_chunk(trailer_fields: list[tuple[bytes, bytes]]) -> bytes:

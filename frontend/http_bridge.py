@@ -48,7 +48,7 @@ from wire import events as ev
 from wire.events import ResetCode
 
 from . import http1
-from .access_log import CLIENT, REQUEST_ID, STARTED, request_id
+from .access_log import CLIENT, REQUEST_ID, STARTED, AccessLog, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .exchange import COPY_MAX_BYTES, Exchange
@@ -85,8 +85,10 @@ class HttpBridge:
         self._dispatcher = dispatcher
         self._root_path = config.root_path
         self._max_body = config.http.max_body_bytes
-        self.websocket = WsBridge(config, dispatcher)
         self.metrics = Metrics(dispatcher, websockets_open=lambda: self.websocket.open_count)
+        self.access = AccessLog(self.metrics, enabled=config.access_log, log_format=config.log_format,
+                                frontend=config.name)  # fmt: skip
+        self.websocket = WsBridge(config, dispatcher, self.access)
         self._active = 0  # HTTP requests in flight; shutdown closes WebSockets once it is 0
         self._try_acquire = dispatcher.slots.try_acquire  # (bound once: per-request calls)
         self._on_first = self._first_event
@@ -384,12 +386,19 @@ class HttpBridge:
         """Write the head and the body; False when done already or aborted."""
         body, more = start.body, start.more_body
         pending = head.data  # the head leaves with the first body bytes
-        if not more and not start.trailers:  # the common case: one write
+        left = head.length  # of the declared Content-Length (None: no length to keep to)
+        if not more and not start.trailers and (left is None or left == len(body)):  # one write
             ex.write_body(pending, b"" if head.empty else body, False)
             stream.consumed(len(body))
             stream.phase = _DONE
             return False
+        sent = 0
         while True:
+            n = len(body)
+            if left is not None and n > left - sent:  # more than declared: send what was, then cut
+                ex.write_body(pending, body[: left - sent], False)
+                _cut(ex, stream, left, sent + n, more)
+                return False
             if body and not head.empty:
                 ex.write_body(pending, body, head.chunked)
                 pending = b""
@@ -397,15 +406,19 @@ class HttpBridge:
             elif pending:
                 ex.write(pending)  # a streamed response's head must not wait for data
                 pending = b""
+            sent += n
             if body:
-                stream.consumed(len(body))
+                stream.consumed(n)
             if not more:
+                if left is not None and sent < left:
+                    _cut(ex, stream, left, sent, False)
+                    return False
                 return True
             item = await stream.next()
             if type(item) is ev.Body:
                 body, more = item.body, item.more_body
             elif type(item) is ev.Pathsend:
-                return await self._send_file(ex, stream, head, item.path)
+                return await self._send_file(ex, stream, head, item.path, sent)
             else:
                 _abort(ex, stream, item)
                 return False
@@ -424,7 +437,9 @@ class HttpBridge:
             ex.write(http1.last_chunk(fields if head.trailers else []))
         stream.phase = _DONE
 
-    async def _send_file(self, ex: Exchange, stream: HttpStream, head: http1.Head, path: str) -> bool:
+    async def _send_file(
+        self, ex: Exchange, stream: HttpStream, head: http1.Head, path: str, sent: int
+    ) -> bool:
         """PATHSEND (PROTOCOL §11): only from a worker on this host that negotiated it."""
         worker = stream.worker
         if worker is None or "pathsend" not in worker.features or not os.path.isabs(path):
@@ -432,10 +447,19 @@ class HttpBridge:
             _abort(ex, stream, Local.VIOLATION)
             return False
         try:
+            left = head.length
             with open(path, "rb") as f:  # local disk, 64 KiB at a time; sendfile is a later step
                 while not head.empty and (chunk := f.read(CHUNK_BYTES)):
+                    if left is not None and len(chunk) > left - sent:
+                        ex.write_body(b"", chunk[: left - sent], False)
+                        _cut(ex, stream, left, sent + len(chunk), True)
+                        return False
                     ex.write_body(b"", chunk, head.chunked)
+                    sent += len(chunk)
                     await ex.drain()
+            if left is not None and sent < left:
+                _cut(ex, stream, left, sent, False)
+                return False
         except OSError as exc:
             log.warning("stream %d: cannot send %s: %s", stream.stream_id, path, exc)
             stream.reset(ResetCode.INTERNAL_ERROR, "pathsend failed")
@@ -501,6 +525,17 @@ def _abort(ex: Exchange, stream: HttpStream, why: Any) -> None:
     log.warning("stream %d aborted mid-response: %s", stream.stream_id, describe_failure(why))
     stream.phase = _FAILED
     ex.abort()
+
+
+def _cut(ex: Exchange, stream: HttpStream, declared: int, got: int, more: bool) -> None:
+    """A body unlike its Content-Length: the declared bytes at most went out; close at once, so
+    the client neither waits for the rest nor reads the excess as the next response."""
+    log.warning(
+        "stream %d: response body of %s%d bytes for a Content-Length of %d: closing the connection",
+        stream.stream_id, "over " if more else "", got, declared,
+    )  # fmt: skip
+    stream.phase = _FAILED
+    ex.close()
 
 
 async def _drain(ex: Exchange, stream: HttpStream) -> None:

@@ -89,7 +89,7 @@ async def serve(
     ``sock``: a bound socket to listen on (inherited; see above) instead of binding
     ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends (the
     admin endpoint too, so a successor can take over its port). ``frontend_id``: our name in
-    logs, access-log lines (``fe=``), /workers and WELCOME. ``report``: called after the ready
+    /workers and WELCOME (default ``config.name``, which the access log shows as ``fe=``). ``report``: called after the ready
     line with ``zasgi-workers PID...`` whenever the set of READY workers changes (a supervisor
     rolling front ends waits until every worker joined the new one).
 
@@ -112,8 +112,7 @@ async def serve(
     try:
         dispatcher.start()
         bridge = HttpBridge(config, dispatcher, ssl_context=ssl_context)
-        access = AccessLog(bridge.metrics, enabled=config.access_log, log_format=config.log_format,
-                           frontend=frontend_id)  # fmt: skip
+        access = bridge.access  # names us (fe=) when config.name is set
         admin = Admin(config.admin, dispatcher, bridge.metrics, reuse_port=reuse_port)
         http = HttpServer(config, bridge, access)
         try:

@@ -56,7 +56,7 @@ from wire import events as ev
 from wire.events import ResetCode
 from wire.flow import cost
 
-from .access_log import REQUEST_ID, WORKER
+from .access_log import REQUEST_ID, WORKER, AccessLog
 from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .responses import describe_failure, error_response, str_headers
@@ -102,8 +102,9 @@ class _NoOverlapWarning(logging.Filter):
 
 
 class WsBridge:
-    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher) -> None:
+    def __init__(self, config: FrontendConfig, dispatcher: Dispatcher, access: AccessLog) -> None:
         self._settings = config.websocket
+        self._access = access
         self._dispatcher = dispatcher
         self._queue_timeout_s = config.queue.timeout_s
         self._streams: set[WsStream] = set()  # handlers running, for shutdown
@@ -250,6 +251,9 @@ class WsBridge:
             await _to_client(ws, stream, self._resume)
         finally:
             pump.cancel()
+            # Logged here, not by aiohttp's hook: a client's close often ends the TCP connection
+            # before the handler returns, and aiohttp logs nothing for a cancelled handler.
+            self._access.session_ended(request, ws)
         return ws
 
     async def _resume(self, stream: WsStream) -> Any:

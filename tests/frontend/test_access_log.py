@@ -195,3 +195,33 @@ async def test_answers_no_worker_sees_are_logged_too(start_frontend: Any, access
     (call,) = access_logger.call_args_list
     m = COMBINED.match(call.args[0])
     assert m and m["status"] == "400" and m[3] == "- - HTTP/1.1" and m["client"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize("closer", ["client", "worker"])
+async def test_a_websocket_session_is_logged_once_whoever_closes_it(
+    start_frontend: Any, worker_for: Any, access_logger: Any, closer: str
+) -> None:
+    """Issue 21: a session the client closed (the usual case) had no line and was not counted."""
+    import aiohttp
+
+    from wire import events as ev
+
+    from .ws_helpers import connect, receive, ws_setup
+
+    fe, w = await ws_setup(start_frontend, worker_for)
+    async with aiohttp.ClientSession() as session:
+        ws, conn = await connect(session, fe, w)
+        if closer == "client":
+            await ws.close(code=1000)
+            await w.expect(ev.WsClose)
+        else:
+            w.send(ev.WsClose(conn.stream_id, 1000, ""))
+            assert (await receive(ws)).type == aiohttp.WSMsgType.CLOSE
+            await ws.close()
+    for _ in range(100):  # the line is written as the server side of the session ends
+        if access_logger.call_args_list:
+            break
+        await asyncio.sleep(0.05)
+    (call,) = access_logger.call_args_list
+    m = COMBINED.match(call.args[0])
+    assert m and m["status"] == "101" and m[3] == "GET /ws HTTP/1.1" and m["worker"] == w.worker_id

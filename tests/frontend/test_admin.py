@@ -191,6 +191,30 @@ async def test_busy_admin_port(start_admin: Any) -> None:
             assert (await http.get(fe.url + "/")).status_code == 503  # serving all the same
 
 
+async def test_websocket_sessions_closed_by_the_client_are_counted(start_admin: Any, worker_for: Any) -> None:
+    """Issue 21: zasgi_websocket_sessions_total stayed 0 when clients closed their sessions."""
+    import aiohttp
+
+    from wire import events as ev
+
+    from .ws_helpers import WS_FEATURES, connect
+
+    fe, admin = await start_admin()
+    w = await worker_for(fe, ws_capacity=4, features=WS_FEATURES)
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            ws, _conn = await connect(session, fe, w)
+            await ws.close(code=1000)
+            await w.expect(ev.WsClose)
+    key = ("zasgi_websocket_sessions_total", ())
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):  # counted as the server side of each session ends
+            if _samples((await http.get(admin + "/metrics")).text).get(key) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert _samples((await http.get(admin + "/metrics")).text).get(key) == 2
+
+
 @pytest.fixture
 async def start_admin(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[Any]:
     """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None); conftest's, plus admin."""

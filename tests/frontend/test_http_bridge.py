@@ -315,3 +315,34 @@ async def test_pathsend_streams_the_file(start_frontend: Any, worker_for: Any, t
         w.send(ev.Pathsend(req.stream_id, str(path)))
         resp = await pending
     assert resp.content == b"z" * 100_000
+
+
+# Issue 21: a body shorter than its Content-Length left the client waiting for the rest until the
+# keep-alive timeout; a longer one spilled into the next response. Either way: the declared
+# length at most, then the connection closes at once, and the mismatch is logged.
+@pytest.mark.parametrize(
+    ("declared", "parts", "sent"),
+    [
+        (10, [b"abc"], b"abc"),  # whole, short
+        (3, [b"abcdefghij"], b"abc"),  # whole, long
+        (10, [b"abc", b"de"], b"abcde"),  # streamed, short
+        (4, [b"abc", b"defg"], b"abcd"),  # streamed, long
+    ],
+)
+async def test_a_body_unlike_its_content_length_closes_at_once(
+    start_frontend: Any, worker_for: Any, caplog: pytest.LogCaptureFixture,
+    declared: int, parts: list[bytes], sent: bytes,
+) -> None:  # fmt: skip
+    fe = await start_frontend(http=cfg.HttpLimits(keepalive_timeout_s=60))
+    w = await worker_for(fe)
+    conn = await RawConn.open(fe.port)
+    await conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    req = await w.request()
+    length = ((b"content-length", b"%d" % declared),)
+    w.respond(req.stream_id, 200, length, parts[0], more_body=len(parts) > 1)
+    for i, part in enumerate(parts[1:], 2):
+        w.send(ev.Body(req.stream_id, part, i < len(parts)))
+    head = await conn.read_head()
+    assert status_of(head) == 200 and header(head, b"content-length") == [b"%d" % declared]
+    assert await conn.read_to_close() == sent  # (read_to_close: within 5 s, not the 60 s keep-alive)
+    assert "Content-Length" in caplog.text and "closing the connection" in caplog.text
