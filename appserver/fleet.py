@@ -29,6 +29,11 @@ slots one at a time, new one first::
                                      the roll stops with one log line, the old
                                      front ends keep serving.
 
+A serving front end that exits by itself is replaced the same way (a restart:
+nothing to retire; a new one that fails is tried again with back-off). Its
+socket stays open in the supervisor meanwhile, so new connections that the
+kernel gives that socket wait in its accept queue instead of being refused.
+
 The front end reports its READY workers on its ready pipe (``zasgi-workers
 PID...`` after the ready line), so JOINING needs no polling of the admin
 endpoint (which may be off).
@@ -49,6 +54,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from .control import restart_delay
 from .discovery import write_list
 
 log = logging.getLogger("zasgi.fleet")
@@ -141,6 +147,7 @@ class Roll:
 
     slot: int
     new: FrontendProc
+    restart: bool = False  # its slot's front end exited (no old one to retire)
     phase: RollPhase = RollPhase.STARTING
 
     def to(self, new: RollPhase) -> None:
@@ -236,6 +243,8 @@ class Fleet:
     procs: list[FrontendProc] = field(default_factory=list)
     plan: list[int] = field(default_factory=list)  # slots still to roll, in order
     roll: Roll | None = None
+    restarts: dict[int, float] = field(default_factory=dict)  # slot -> when to start its front end again
+    failures: dict[int, int] = field(default_factory=dict)  # slot -> starts in a row that failed
     generation: int = 0
     _parent_r: int = -1
     _parent_w: int = -1
@@ -278,22 +287,27 @@ class Fleet:
 
     # ------------------------------------------------------------ running
 
-    def step(self, worker_pids: set[int], now: float) -> FrontendProc | None:
-        """Read reports, reap exits, advance the roll. Returns a serving front end that exited
-        (the supervisor stops: no slot is left without one), else None."""
+    def step(self, worker_pids: set[int], now: float) -> None:
+        """Read reports, reap exits, advance the roll (or a restart)."""
         for proc in list(self.procs):
             proc.read_reports()
             if proc.popen.poll() is None:
                 continue
+            code = proc.popen.returncode
             if proc.state is FeState.RETIRING:
                 self._forget(proc)
-                code = proc.popen.returncode
                 how = "retired and exited" if code == 0 else f"exited with code {code} while retiring"
                 log.info("%s %s", proc.label, how)
             elif proc.state is FeState.SERVING:
-                return proc
+                # Its socket stays open here: new connections wait in its accept queue for the
+                # replacement instead of being refused.
+                self._forget(proc)
+                taking_over = self.roll is not None and self.roll.slot == proc.slot
+                if not taking_over:
+                    self.restarts[proc.slot] = now
+                log.error("%s exited with code %s; %s", proc.label, code,
+                          "its replacement is starting" if taking_over else "starting a new one")  # fmt: skip
         self._advance(worker_pids, now)
-        return None
 
     def request_roll(self) -> str:
         """SIGUSR2: replace every slot's front end, one at a time; a line for the log."""
@@ -309,7 +323,12 @@ class Fleet:
     def _advance(self, worker_pids: set[int], now: float) -> None:
         roll = self.roll
         if roll is None:
-            if self.plan:
+            due = [slot for slot, at in self.restarts.items() if at <= now]
+            if due:  # a slot with no front end comes before a roll
+                del self.restarts[due[0]]
+                self.generation += 1
+                self.roll = Roll(due[0], self._spawn(due[0]), restart=True)
+            elif self.plan:
                 slot = self.plan.pop(0)
                 self.generation += 1
                 self.roll = Roll(slot, self._spawn(slot))
@@ -327,6 +346,10 @@ class Fleet:
         if roll.phase is RollPhase.JOINING and worker_pids and worker_pids <= new.workers:
             roll.to(RollPhase.DONE)
             new.state = FeState.SERVING
+            self.failures.pop(roll.slot, None)
+            if roll.restart:
+                log.info("%s ready with %d worker(s) (%.1fs), in place of the one that exited",
+                         new.label, len(new.workers), now - new.started_at)  # fmt: skip
             for old in self.procs:
                 if old.slot == roll.slot and old is not new and old.state is FeState.SERVING:
                     old.state = FeState.RETIRING
@@ -335,7 +358,7 @@ class Fleet:
                              new.label, len(new.workers), now - new.started_at, old.label)  # fmt: skip
             self.roll = None
             self._list()
-            if not self.plan:
+            if not self.plan and not roll.restart:
                 log.info("front-end roll complete")
 
     def _fail(self, reason: str) -> None:
@@ -348,7 +371,15 @@ class Fleet:
         _reap(new.popen)
         new.read_reports()
         self._forget(new)
-        self.roll, self.plan = None, []
+        self.roll = None
+        if roll.restart or not any(p.slot == roll.slot for p in self.procs):
+            # Nothing else serves this slot (its socket queues connections meanwhile): try again, backing off.
+            failures = self.failures[roll.slot] = self.failures.get(roll.slot, 0) + 1
+            delay = max(restart_delay(failures), 1.0)
+            self.restarts[roll.slot] = time.monotonic() + delay
+            log.error("front end for slot %d did not start: %s; next try in %.1fs", roll.slot, reason, delay)
+            return
+        self.plan = []
         log.error("front-end roll stopped: %s; the running front ends keep serving", reason)
 
     def _forget(self, proc: FrontendProc) -> None:
@@ -413,7 +444,7 @@ class Fleet:
         """SIGTERM every front end (retiring ones too), wait up to ``grace_s``; a second stop
         signal (``forced()``) kills them. Returns whether the stop was forced."""
         force = bool(forced())
-        self.plan, self.roll = [], None
+        self.plan, self.roll, self.restarts = [], None, {}
         for proc in self.procs:
             _signal(proc.popen, signal.SIGKILL if force else signal.SIGTERM)
         deadline = time.monotonic() + grace_s

@@ -264,10 +264,7 @@ class Supervisor:
             while self._stop_signal is None:
                 self._wait_events(self._poll_interval())
                 if self.fleet is not None:
-                    lost = self.fleet.step(self._serving_pids(), time.monotonic())
-                    if lost is not None:
-                        log.error("%s exited with code %s", lost.label, lost.popen.returncode)
-                        return self.stop() or EXIT_ERROR
+                    self.fleet.step(self._serving_pids(), time.monotonic())
                 self.step()
         except Exception:  # a supervisor bug: still stop the children in order, never leave them
             log.critical("supervisor failed; stopping everything", exc_info=True)
@@ -288,7 +285,8 @@ class Supervisor:
     def _poll_interval(self) -> float:
         settled = all(s.current is not None and s.successor is None and s.current.phase is Phase.SERVING
                       for s in self.slots)  # fmt: skip
-        rolling = self.fleet is not None and (self.fleet.roll is not None or bool(self.fleet.plan))
+        fleet = self.fleet
+        rolling = fleet is not None and (fleet.roll is not None or bool(fleet.plan) or bool(fleet.restarts))
         return POLL_IDLE_S if settled and self.roll is None and not rolling and not self._requests else POLL_BUSY_S
 
     def _serving_pids(self) -> set[int]:

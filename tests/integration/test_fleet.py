@@ -284,3 +284,18 @@ def test_split_front_end_on_an_inherited_socket(tmp_path: Path) -> None:
         workers.kill_tree()
         proc.kill_tree()
         sock.close()
+
+
+def test_a_front_end_that_dies_is_replaced_and_its_queue_waits_for_the_new_one(fleet2: Server) -> None:
+    proc = fleet2.procs[0]
+    port = fleet2.host_port[1]
+    victim = int(re.search(r"front end fe0 started \(pid (\d+)\)", proc.log()).group(1))  # type: ignore[union-attr]
+    os.kill(victim, signal.SIGKILL)
+    # New connections meanwhile: those the kernel gives fe0's socket wait in its queue (the
+    # supervisor holds the socket) until the replacement accepts them; none is refused.
+    statuses = [_get(port) for _ in range(60)]
+    assert statuses == [200] * 60
+    _wait_count(proc, "in place of the one that exited", 1, 60)
+    assert re.search(rf"front end fe0 \(pid {victim}\) exited with code -9; starting a new one", proc.log())
+    assert proc.popen.poll() is None
+    assert [_get(port) for _ in range(20)] == [200] * 20
