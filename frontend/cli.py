@@ -183,6 +183,8 @@ async def _main(config: cfg.FrontendConfig, *, ready_fd: int | None, parent_fd: 
         sys.stdout.flush()
         if ready_fd is not None:
             report(line)
+            if reporting:
+                os.set_blocking(ready_fd, False)  # later reports never block the loop: a full pipe ends them
 
     reporting = ready_fd is not None
 

@@ -4,6 +4,7 @@ refusals: a bad count, a port held by another program, a new front end that cann
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -21,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from tests.helpers.processes import Proc, zasgi
@@ -299,3 +301,24 @@ def test_a_front_end_that_dies_is_replaced_and_its_queue_waits_for_the_new_one(f
     assert re.search(rf"front end fe0 \(pid {victim}\) exited with code -9; starting a new one", proc.log())
     assert proc.popen.poll() is None
     assert [_get(port) for _ in range(20)] == [200] * 20
+
+
+async def test_a_websocket_on_a_rolled_front_end_closes_1012_and_reconnects(fleet2: Server) -> None:
+    url = fleet2.url.replace("http://", "ws://") + "/ws/echo"
+    proc = fleet2.procs[0]
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(url) for _ in range(4)]  # on either front end
+        proc.signal(signal.SIGUSR2)
+        began = time.monotonic()
+        for ws in sockets:
+            await ws.send_str("during the roll")
+            assert (await ws.receive(timeout=30)).data == "during the roll"  # still served meanwhile
+        for ws in sockets:
+            message = await ws.receive(timeout=60)
+            assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 1012, message
+        assert time.monotonic() - began >= 3.0  # at the end of the 5 s grace, not at once
+        again = await session.ws_connect(url)
+        await again.send_str("hi")
+        assert (await again.receive(timeout=30)).data == "hi"
+        await again.close()
+    await asyncio.to_thread(_wait_count, proc, ROLL_DONE, 1, 60)
