@@ -415,6 +415,10 @@ class Fleet:
                 "--ready-fd", str(report_w), "--parent-fd", str(self._parent_r)]  # fmt: skip
         if self.named:
             argv += ["--name", name]
+        if self.fixed_endpoint is None and self.endpoint_base.startswith("ipc://"):
+            # Every front end of the slot binds it in turn: a retiring one hands its idle
+            # keep-alive connections to its successor there (frontend/handoff.py).
+            argv += ["--handoff-path", f"{self.endpoint_base.removeprefix('ipc://')}-{slot}.handoff"]
         admin = self.admin_ports[slot] if slot < len(self.admin_ports) else None
         if admin is not None:
             argv += ["--admin-port", str(admin)]

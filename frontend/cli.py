@@ -111,6 +111,7 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             reuse_port=options["reuse_port"],
             fd=options["fd"],
             name=options["name"] or "",
+            handoff_path=options["handoff_path"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

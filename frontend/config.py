@@ -232,6 +232,7 @@ class FrontendConfig:
     reuse_port: bool = _d("reuse_port")
     fd: int | None = _d("fd")
     name: str = ""  # in access-log lines, /workers and WELCOME; "": HOST-PID-random, not logged
+    handoff_path: str | None = None  # where idle connections pass between a slot's front ends (handoff.py)
 
     def __post_init__(self) -> None:
         if self.fd is not None and self.fd < 0:

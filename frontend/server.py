@@ -55,7 +55,9 @@ from .access_log import AccessLog, hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
+from . import handoff
 from .dispatch import Dispatcher
+from .handoff import HandoffClient, HandoffServer
 from .http_bridge import HttpBridge
 from .retire import FrontendLifecycle, FrontendPhase
 from .tls import server_context
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
 RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
+HANDOFF_POLL_S = 0.02  # and, for its first second, which connections are idle, to hand them over
 REPORT_POLL_S = 0.1  # how often the READY workers are compared with the last report
 LISTEN_BACKLOG = 2048  # uvicorn's default; bursts of connects must not be refused
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
@@ -118,6 +121,7 @@ async def serve(
         try:
             sock = _listen(config.host, config.port, reuse_port) if sock is None else _inherited(sock)
             await http.start(sock, ssl_context)
+            http.start_handoff(config.handoff_path)  # adopt a retiring predecessor's idle connections
             url = _url(sock.getsockname(), "https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             admin.http_url = url
@@ -143,6 +147,7 @@ async def serve(
         finally:
             http.stop_listening()  # no-op after a drain; closes the listener on errors
             http.close_all()
+            http.stop_handoff()
             await admin.stop()
     finally:
         await dispatcher.aclose()
@@ -182,6 +187,27 @@ class HttpServer:
             upgrade=self.upgrades.hand_over,
         )  # fmt: skip
         self._server: asyncio.AbstractServer | None = None
+        self._handoff: HandoffServer | None = None
+        self._factory: Callable[[], Connection] | None = None
+        self._tls = False
+
+    def start_handoff(self, path: str | None) -> None:
+        """Listen at ``path`` for a retiring predecessor's idle connections (plain HTTP only)."""
+        if path is None or self._tls or not handoff.supported():
+            return
+        loop = asyncio.get_running_loop()
+
+        def adopt(sock: socket.socket) -> None:
+            assert self._factory is not None
+            loop.create_task(loop.connect_accepted_socket(self._factory, sock))
+
+        self._handoff = HandoffServer(path, adopt)
+        self._handoff.start()
+
+    def stop_handoff(self) -> None:
+        if self._handoff is not None:
+            self._handoff.close()
+            self._handoff = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None) -> None:
         loop = asyncio.get_running_loop()
@@ -190,6 +216,8 @@ class HttpServer:
         def factory() -> Connection:
             return Connection(shared, loop)
 
+        self._factory = factory
+        self._tls = ssl_context is not None
         if ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
             self._server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
         else:
@@ -231,6 +259,7 @@ class HttpServer:
         self.stop_listening()
         shared, websocket = self.shared, self._bridge.websocket
         shared.retiring = True
+        await self._hand_off_idle(min(loop.time() + handoff.HANDOFF_WINDOW_S, deadline), shutdown, force)
         for conn in list(shared.connections):
             conn.retire()
         while shared.connections or websocket.open_count or self.upgrades.connections:
@@ -258,6 +287,28 @@ class HttpServer:
         budget = max(deadline - loop.time(), WS_CLOSE_MIN_S)
         await _unless_forced(self.upgrades.shutdown(budget), force)
         self.close_all()
+
+    async def _hand_off_idle(self, until: float, shutdown: asyncio.Event, force: asyncio.Event) -> None:
+        """Until ``until``: give every connection caught idle to the successor adopting them at our
+        hand-off path, if one took it over (handoff.py); the rest then end as retire() says."""
+        server = self._handoff
+        if server is None or server.is_ours() or not self.shared.connections:
+            return
+        client = HandoffClient.connect(server.path)
+        if client is None:
+            return
+        loop = asyncio.get_running_loop()
+        connections = self.shared.connections
+        try:
+            while connections and loop.time() < until and not (shutdown.is_set() or force.is_set()):
+                for conn in list(connections):
+                    if conn.hand_off(client.send) is False and client.failed:
+                        return
+                await _first(shutdown, force, timeout_s=HANDOFF_POLL_S)
+        finally:
+            client.close()
+            log.info("handed %d idle connection(s) to the successor; %d left to close by themselves",
+                     client.sent, len(connections))  # fmt: skip
 
     def stop_listening(self) -> None:
         if self._server is not None:

@@ -189,6 +189,9 @@ OPTIONS: tuple[Option, ...] = (
            "'zasgi-workers PID...' line each time the ready workers change.", run=Run.INTERNAL),
     Option(("--parent-fd",), None, int, "Shut down when this fd becomes readable (parent died).",
            run=Run.INTERNAL),
+    Option(("--handoff-path",), None, help="Unix socket where this front end adopts the idle connections "
+           "of a retiring predecessor of its slot, and where it hands its own to a successor "
+           "(frontend/handoff.py).", run=Run.INTERNAL),
 )  # fmt: skip
 
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}
