@@ -102,10 +102,13 @@ class HandoffServer:
         for fd in fds:
             try:
                 client = socket.socket(fileno=fd)
-                client.setblocking(False)
-            except OSError:
+            except OSError:  # not a socket
                 os.close(fd)
                 continue
+            if client.type != socket.SOCK_STREAM:
+                client.close()
+                continue
+            client.setblocking(False)
             self.adopted += 1
             self._adopt(client)
 

@@ -197,9 +197,16 @@ class HttpServer:
             return
         loop = asyncio.get_running_loop()
 
-        def adopt(sock: socket.socket) -> None:
+        async def adopted(sock: socket.socket) -> None:
             assert self._factory is not None
-            loop.create_task(loop.connect_accepted_socket(self._factory, sock))
+            try:
+                await loop.connect_accepted_socket(self._factory, sock)
+            except OSError as exc:  # the client left meanwhile
+                log.debug("a handed-over connection could not be adopted: %s", exc)
+                sock.close()
+
+        def adopt(sock: socket.socket) -> None:
+            loop.create_task(adopted(sock))
 
         self._handoff = HandoffServer(path, adopt)
         self._handoff.start()
