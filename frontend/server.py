@@ -190,6 +190,7 @@ class HttpServer:
         self._handoff: HandoffServer | None = None
         self._factory: Callable[[], Connection] | None = None
         self._tls = False
+        self._adopting: set[asyncio.Task[None]] = set()
 
     def start_handoff(self, path: str | None) -> None:
         """Listen at ``path`` for a retiring predecessor's idle connections (plain HTTP only)."""
@@ -206,7 +207,9 @@ class HttpServer:
                 sock.close()
 
         def adopt(sock: socket.socket) -> None:
-            loop.create_task(adopted(sock))
+            task = loop.create_task(adopted(sock))
+            self._adopting.add(task)  # (the loop keeps only a weak reference)
+            task.add_done_callback(self._adopting.discard)
 
         self._handoff = HandoffServer(path, adopt)
         self._handoff.start()
