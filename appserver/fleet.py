@@ -156,7 +156,9 @@ class Roll:
         self.phase = new
 
 
-def check_count(count: int, *, force: bool = False, cores: int | None = None, platform: str = sys.platform) -> None:
+def check_count(
+    count: int, *, force: bool = False, cores: int | None = None, platform: str = sys.platform
+) -> None:
     """--frontends N: at least 1; several only on Linux (SO_REUSEPORT spreads connections there);
     not more than the cores without ``force``. Raises FleetError (one line)."""
     if count < 1:
@@ -424,8 +426,8 @@ class Fleet:
             argv += ["--admin-port", str(admin)]
         try:
             popen = subprocess.Popen(
-                argv, pass_fds=(report_w, self._parent_r, listener), stdout=sys.stderr, start_new_session=True,
-                env=self.env,
+                argv, pass_fds=(report_w, self._parent_r, listener), stdout=sys.stderr,
+                start_new_session=True, env=self.env,
             )  # fmt: skip
         finally:
             os.close(report_w)

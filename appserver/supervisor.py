@@ -65,7 +65,6 @@ from multiprocessing.connection import wait
 from typing import Any
 
 from .config import PoolConfig, WorkerConfig
-from .fleet import Fleet, FleetError
 from .control import (
     EXIT_APP_LOAD,
     EXIT_BOOT,
@@ -76,6 +75,7 @@ from .control import (
     request_limit,
     restart_delay,
 )
+from .fleet import Fleet, FleetError
 from .reload import ReloadConfig, Reloader, no_bytecode_for_workers
 
 log = logging.getLogger("zasgi.supervisor")
@@ -287,11 +287,13 @@ class Supervisor:
                       for s in self.slots)  # fmt: skip
         fleet = self.fleet
         rolling = fleet is not None and (fleet.roll is not None or bool(fleet.plan) or bool(fleet.restarts))
-        return POLL_IDLE_S if settled and self.roll is None and not rolling and not self._requests else POLL_BUSY_S
+        idle = settled and self.roll is None and not rolling and not self._requests
+        return POLL_IDLE_S if idle else POLL_BUSY_S
 
     def _serving_pids(self) -> set[int]:
         """The workers a new front end waits for: every current one that is serving."""
-        return {s.current.pid for s in self.slots if s.current is not None and s.current.phase is Phase.SERVING}
+        current = [s.current for s in self.slots if s.current is not None]
+        return {p.pid for p in current if p.phase is Phase.SERVING}
 
     def _handle_requests(self) -> None:
         while self._requests:

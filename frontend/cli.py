@@ -26,7 +26,6 @@ import gc
 import logging
 import os
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click

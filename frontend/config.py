@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from wire import frontend_options as fo
-from wire.frontend_options import KIB, MIB
 
 if TYPE_CHECKING:
     from wire.curve import ServerKeys

@@ -51,11 +51,11 @@ import zmq
 
 from wire.states import WorkerState
 
+from . import handoff
 from .access_log import AccessLog, hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Gate, Shared
-from . import handoff
 from .dispatch import Dispatcher
 from .handoff import HandoffClient, HandoffServer
 from .http_bridge import HttpBridge
@@ -92,9 +92,10 @@ async def serve(
     ``sock``: a bound socket to listen on (inherited; see above) instead of binding
     ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends (the
     admin endpoint too, so a successor can take over its port). ``frontend_id``: our name in
-    /workers and WELCOME (default ``config.name``, which the access log shows as ``fe=``). ``report``: called after the ready
-    line with ``zasgi-workers PID...`` whenever the set of READY workers changes (a supervisor
-    rolling front ends waits until every worker joined the new one).
+    /workers and WELCOME (default ``config.name``, which the access log shows as ``fe=``).
+    ``report``: called after the ready line with ``zasgi-workers PID...`` whenever the set of
+    READY workers changes (a supervisor rolling front ends waits until every worker joined the
+    new one).
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -287,7 +288,8 @@ class HttpServer:
             self.close_all()
             return
         if shared.connections:
-            log.warning("%d connections still open after %.1fs; closing them", len(shared.connections), grace_s)
+            left = len(shared.connections)
+            log.warning("%d connections still open after %.1fs; closing them", left, grace_s)
         for conn in list(shared.connections):
             conn.force_close()
         restart = not shared.stopping

@@ -12,8 +12,11 @@ from ..control import FRONTEND_ROLL_SIGNAL, RELOAD_SIGNAL, PidFileError, send_re
 @click.command("reload")
 @click.option("--pid-file", default=None, envvar="ZASGI_PID_FILE", type=click.Path(dir_okay=False),
               help="The pid file given to `zasgi run` / `zasgi appserver`.")  # fmt: skip
-@click.option("--frontends", is_flag=True,
-              help="Replace `zasgi run`'s front ends instead, one at a time, new one first (SIGUSR2).")
+@click.option(
+    "--frontends",
+    is_flag=True,
+    help="Replace `zasgi run`'s front ends instead, one at a time, new one first (SIGUSR2).",
+)
 def command(pid_file: str | None, frontends: bool) -> None:
     """Rolling restart: replace every worker, new ones first (SIGHUP to the supervisor); with
     --frontends, every front end of `zasgi run` (SIGUSR2)."""

@@ -21,9 +21,9 @@ from wire import frontend_options as fo
 
 from .. import fleet
 from ..supervisor import Supervisor
+from . import options, process
 
 EXIT_USAGE = 2
-from . import options, process
 
 _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default: a private ipc:// socket]."}
                             if opt.name == "backend" else {}))
@@ -74,7 +74,8 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
 
     def banner(url: str, facts: dict[str, str]) -> str:
         fes = f"{count} front ends, " if count > 1 else ""
-        lines = [f"zasgi running on {url} ({fes}{workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
+        plural = "s" if workers > 1 else ""
+        lines = [f"zasgi running on {url} ({fes}{workers} worker{plural}); Ctrl-C to stop",
                  f"  app      {app} (from {config.app_dir})"]  # fmt: skip
         lines += [f"  {key:<8} {value}" for key, value in facts.items()]
         if reload is not None:

@@ -110,11 +110,11 @@ def _together(answers: list[dict[str, Any]]) -> str:
              for a in answers]  # fmt: skip
     everywhere = set.intersection(*ready)
     seen = set.union(*ready)
-    fes = [a.get("frontend") if isinstance(a.get("frontend"), dict) else {} for a in answers]
-    queued = sum(fe.get("queue", {}).get("http", 0) for fe in fes if isinstance(fe.get("queue"), dict))
+    fes: list[dict[str, Any]] = [a["frontend"] for a in answers if isinstance(a.get("frontend"), dict)]
+    queued = sum(int(fe["queue"].get("http", 0)) for fe in fes if isinstance(fe.get("queue"), dict))
     streams = sum(int(fe.get("streams_open") or 0) for fe in fes)
-    return (f"{len(answers)} front ends: {len(everywhere)} of {len(seen)} ready worker(s) joined to every one, "
-            f"{streams} open streams, {queued} queued")  # fmt: skip
+    joined = f"{len(everywhere)} of {len(seen)} ready worker(s) joined to every one"
+    return f"{len(answers)} front ends: {joined}, {streams} open streams, {queued} queued"
 
 
 def _fleet_admins(pid_file: str) -> tuple[str, ...]:

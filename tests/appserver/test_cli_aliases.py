@@ -17,8 +17,8 @@ from appserver import cli
 from appserver.commands import options as command_options
 from appserver.commands import run as run_command
 from frontend import cli as frontend_cli
-from wire import frontend_options as fo
 from tests.integration.conftest import start_run, stop
+from wire import frontend_options as fo
 
 # uvicorn options whose meaning zasgi shares; each must be accepted by `zasgi run` as spelled.
 UVICORN_RUN_OPTIONS = [

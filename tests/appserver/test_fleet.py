@@ -19,7 +19,9 @@ from appserver.fleet import (
     free_admin_port,
 )
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's"
+)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +74,8 @@ def test_listeners_share_one_port_and_refuse_a_port_held_by_another_program() ->
     other.listen()
     try:
         for count in (1, 2):
-            with pytest.raises(FleetError, match=f"cannot listen on 127.0.0.1:{port}: in use by another program"):
+            taken = f"cannot listen on 127.0.0.1:{port}: in use by another program"
+            with pytest.raises(FleetError, match=taken):
                 bind_listeners("127.0.0.1", port, count)
         assert not free_admin_port("127.0.0.1", port)
     finally:
@@ -96,7 +99,10 @@ def test_reports_are_read_line_by_line_across_writes() -> None:
     assert not proc.ready
     os.write(w, b"in=http://127.0.0.1:9000\nzasgi-workers \nzasgi-workers 12 34")
     proc.read_reports()
-    assert proc.url == "http://127.0.0.1:8000" and proc.facts == {"backend": "ipc:///x", "admin": "http://127.0.0.1:9000"}
+    assert proc.url == "http://127.0.0.1:8000" and proc.facts == {
+        "backend": "ipc:///x",
+        "admin": "http://127.0.0.1:9000",
+    }
     assert proc.workers == frozenset()
     os.write(w, b"\n")
     os.close(w)

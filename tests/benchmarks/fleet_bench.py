@@ -68,11 +68,13 @@ async def _measure(server: Server, args: argparse.Namespace) -> int:
           f"grace {args.grace}s:")  # fmt: skip
     print(f"  HTTP requests: {tally.http_ok} ok, {len(tally.http_failed)} failed ({len(refused)} refused) "
           f"{tally.http_failed[:3]}")  # fmt: skip
-    print(f"  20 MiB and slow streams: {tally.streams_ok} whole, {len(tally.streams_bad)} truncated or corrupt "
+    print(f"  20 MiB and slow streams: {tally.streams_ok} whole, "
+          f"{len(tally.streams_bad)} truncated or corrupt "
           f"{tally.streams_bad[:3]}")  # fmt: skip
     print(f"  ordinary WebSockets: {tally.plain_messages} echoes, closes by code {dict(tally.plain_closes)}, "
           f"{len(tally.plain_failures)} failures {tally.plain_failures[:3]}")  # fmt: skip
-    print(f"  handoff WebSockets: {tally.handoff_messages} messages, {tally.handoff_worker_changes} handoffs, "
+    print(f"  handoff WebSockets: {tally.handoff_messages} messages, "
+          f"{tally.handoff_worker_changes} handoffs, "
           f"{len(tally.handoff_failures)} failures {tally.handoff_failures[:3]}")  # fmt: skip
     return 1 if tally.http_failed or tally.streams_bad else 0
 

@@ -174,7 +174,9 @@ async def test_idle_keep_alive_connection_closes_at_its_timeout_and_in_flight_is
     assert loop.time() - began < 10  # well before the 20 s grace: nothing was left
 
 
-async def test_the_successor_takes_new_connections_on_the_same_socket(fleet: Any, listener: socket.socket) -> None:
+async def test_the_successor_takes_new_connections_on_the_same_socket(
+    fleet: Any, listener: socket.socket
+) -> None:
     old = await fleet(listener, "old")
     new = await fleet(listener, "new")
     w_old, w_new = await fleet.worker(old), await fleet.worker(new)

@@ -86,7 +86,8 @@ def test_both_front_ends_get_traffic_and_every_worker_joins_each(fleet2: Server)
         assert _get(port) == 200
     served = [_requests_served(a) for a in admins]
     assert all(n > 10 for n in served), served  # both took a share (200 is never all on one by chance)
-    workers = [{w["pid"] for w in _get_json(f"{a}/workers")["workers"] if w["state"] == "ready"} for a in admins]
+    answers = [_get_json(f"{a}/workers")["workers"] for a in admins]
+    workers = [{w["pid"] for w in answer if w["state"] == "ready"} for answer in answers]
     pids = fleet2.procs[0].worker_pids()
     assert len(pids) == 2 and workers == [pids, pids]
     ids = {_get_json(f"{a}/workers")["frontend"]["id"] for a in admins}
@@ -160,7 +161,8 @@ def _wait_count(proc: Proc, text: str, n: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while proc.log().count(text) < n:
         if time.monotonic() > deadline:
-            raise AssertionError(f"{text!r} seen {proc.log().count(text)} times, not {n}:\n{proc.log()[-5000:]}")
+            seen = proc.log().count(text)
+            raise AssertionError(f"{text!r} seen {seen} times, not {n}:\n{proc.log()[-5000:]}")
         time.sleep(0.1)
 
 
@@ -175,8 +177,11 @@ def test_a_new_front_end_that_cannot_start_stops_the_roll_and_the_old_ones_serve
         cert.write_text("not a certificate\n")  # the next front end cannot start with it
         proc.signal(signal.SIGUSR2)
         _wait_count(proc, "front-end roll stopped", 1, 60)
-        assert re.search(r"front-end roll stopped: front end fe0\.1 \(pid \d+\) exited with code \d+ before it "
-                         r"was ready; the running front ends keep serving", proc.log()), proc.log()[-3000:]
+        stopped = (
+            r"front-end roll stopped: front end fe0\.1 \(pid \d+\) exited with code \d+ before it "
+            r"was ready; the running front ends keep serving"
+        )
+        assert re.search(stopped, proc.log()), proc.log()[-3000:]
         host, port = server.url.rsplit(":", 1)
         ctx = ssl.create_default_context()
         ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
@@ -207,7 +212,8 @@ def _self_signed(tmp_path: Path) -> Path:
     ],
 )
 def test_bad_frontend_counts_are_one_line_and_non_zero(args: list[str], code: int, words: str) -> None:
-    result = subprocess.run(zasgi("run", PROBE, "--port", "0", *args), capture_output=True, text=True, timeout=60)
+    argv = zasgi("run", PROBE, "--port", "0", *args)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == code
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert words in result.stderr and (len(lines) == 1 or lines[-1].startswith("Error:")), result.stderr
@@ -224,7 +230,8 @@ def test_a_port_held_by_another_program_is_one_line(tmp_path: Path) -> None:
             result = subprocess.run(zasgi("run", PROBE, "--port", str(port), "--frontends", count),
                                     capture_output=True, text=True, timeout=60)  # fmt: skip
             assert result.returncode == 3, result.stderr
-            assert result.stderr.strip() == f"zasgi: cannot listen on 127.0.0.1:{port}: in use by another program"
+            taken = f"zasgi: cannot listen on 127.0.0.1:{port}: in use by another program"
+            assert result.stderr.strip() == taken
     finally:
         other.close()
 
@@ -257,7 +264,8 @@ def test_split_front_ends_share_a_port_with_reuse_port(tmp_path: Path) -> None:
             proc.wait_for(rf"zasgi-ready frontend http://127.0.0.1:{port} ", 60)
         lone = subprocess.run(zasgi("frontend", "--port", str(port), "--backend", f"ipc://{ipc}/fe2.sock",
                                     "--no-admin"), capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert lone.returncode == 1 and lone.stderr.strip().startswith("frontend: error: OSError:"), lone.stderr
+        assert lone.returncode == 1, lone.stderr
+        assert lone.stderr.strip().startswith("frontend: error: OSError:"), lone.stderr
         assert len(lone.stderr.strip().splitlines()) == 1
     finally:
         for proc in procs:
