@@ -66,6 +66,7 @@ from .upgrade import Upgrades
 log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
+RETIRED_BYE = "front end retired: a successor serves its port"  # what its workers are told (BYE)
 RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
 HANDOFF_POLL_S = 0.02  # and, for its first second, which connections are idle, to hand them over
 REPORT_POLL_S = 0.1  # how often the READY workers are compared with the last report
@@ -151,7 +152,8 @@ async def serve(
             http.stop_handoff()
             await admin.stop()
     finally:
-        await dispatcher.aclose()
+        retired = phase.phase is FrontendPhase.RETIRING  # (not STOPPING: a SIGTERM came meanwhile)
+        await dispatcher.aclose(RETIRED_BYE if retired else "front end shutting down")
         if zmq_context is None:
             ctx.term()
         if phase.phase is not FrontendPhase.STOPPED:

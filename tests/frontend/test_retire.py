@@ -18,7 +18,7 @@ import zmq
 
 from frontend import config as cfg
 from frontend.retire import TRANSITIONS, FrontendLifecycle, FrontendPhase, IllegalTransition
-from frontend.server import serve
+from frontend.server import RETIRED_BYE, serve
 from tests.frontend.scripted_worker import ScriptedWorker
 from wire import events as ev
 
@@ -189,6 +189,8 @@ async def test_the_successor_takes_new_connections_on_the_same_socket(
         assert status_of(await conn.read_head()) == 200
         conn.close()
     assert not [e for e in w_old.received if type(e) is ev.Request]
+    bye = await w_old.expect(ev.Bye)
+    assert bye.reason == RETIRED_BYE  # its workers learn why it left
 
 
 async def test_websocket_closed_1012_at_the_end_of_the_grace(fleet: Any, listener: socket.socket) -> None:
