@@ -255,9 +255,6 @@ class Fleet:
     def size(self) -> int:
         return self.count
 
-    def serving(self) -> list[FrontendProc]:
-        return [p for p in self.procs if p.state is FeState.SERVING]
-
     def handles(self) -> list[int]:
         """File descriptors to wait on: a report or an exit wakes the supervisor."""
         return [p.report_fd for p in self.procs if p.report_fd >= 0]

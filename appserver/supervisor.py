@@ -220,6 +220,8 @@ class Supervisor:
         try:
             procs = self.fleet.start(stopping=lambda: self._stop_signal is not None)
         except FleetError as exc:
+            if self._stop_signal is not None:
+                raise SupervisorError("interrupted while starting", EXIT_OK) from None
             raise SupervisorError(str(exc), EXIT_BOOT) from None
         return [f"zasgi-ready frontend {p.url} " + " ".join(f"{k}={v}" for k, v in p.facts.items())
                 for p in procs]  # fmt: skip
