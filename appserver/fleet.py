@@ -1,15 +1,11 @@
 """``zasgi run``'s front ends: N processes on one port, and rolls that refuse and fail nothing.
 
-Listeners. The supervisor binds the port itself (``bind_listeners``): one
-socket per front-end slot, with SO_REUSEPORT when there are several (Linux
-spreads new connections over them by a hash of the client's address). Front
-end *i*, and every successor of it, gets a copy of socket *i* (``--fd``). A
-successor therefore accepts on the very socket its predecessor stops
-accepting on, and the connections waiting in that socket's accept queue are
-never dropped (frontend/server.py says why closing a SO_REUSEPORT listener
-would drop them). A port held by another program is found before anything
-starts: the first bind is made without SO_REUSEPORT, which any other
-listener refuses, SO_REUSEPORT or not.
+Listeners. The supervisor binds the port itself (listeners.py): one socket
+per front-end slot. Front end *i*, and every successor of it, gets a copy of
+socket *i* (``--fd``). A successor therefore accepts on the very socket its
+predecessor stops accepting on, and the connections waiting in that socket's
+accept queue are never dropped (frontend/server.py says why closing a
+SO_REUSEPORT listener would drop them).
 
 Backends. Each front end has its own ``ipc://`` endpoint, a new one per
 generation. The workers connect to ``file://LIST`` (appserver/discovery.py
@@ -19,7 +15,7 @@ exited: while it retires it still answers requests that arrive on its
 keep-alive connections, and needs the workers for that.
 
 A roll (SIGUSR2 to ``zasgi run``, or ``zasgi reload --frontends``) replaces the
-slots one at a time, new one first::
+slots one at a time, new one first (frontroll.py holds its states)::
 
     STARTING ──ready line──> JOINING ──every serving worker READY on it──> DONE
         │                       │          (the old one is sent SIGUSR1 and
@@ -41,7 +37,6 @@ endpoint (which may be off).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -51,42 +46,17 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from .control import restart_delay
 from .discovery import write_list
+from .frontroll import FeState, Roll, RollPhase
+from .listeners import FleetError, bind_listeners
 
 log = logging.getLogger("zasgi.fleet")
 
 RETIRE_SIGNAL = signal.SIGUSR1  # frontend/server.py: a successor serves the port, leave cleanly
 START_TIMEOUT_S = 30.0  # a new front end's ready line, and then every worker joined to it
-MAX_PER_CORE = 1  # more front ends than cores needs --force: they would only take turns on the CPU
-
-
-class FleetError(Exception):
-    """A bad --frontends request or an unusable port: one line for the operator."""
-
-
-class RollPhase(Enum):
-    STARTING = "starting"  # the new front end is spawned; waiting for its ready line
-    JOINING = "joining"  # listed for the workers; waiting until every serving worker is READY on it
-    DONE = "done"  # it serves; the old one retires
-    FAILED = "failed"  # it exited or timed out: killed, unlisted; the roll stops
-
-
-ROLL_TRANSITIONS: dict[RollPhase, frozenset[RollPhase]] = {
-    RollPhase.STARTING: frozenset({RollPhase.JOINING, RollPhase.FAILED}),
-    RollPhase.JOINING: frozenset({RollPhase.DONE, RollPhase.FAILED}),
-    RollPhase.DONE: frozenset(),
-    RollPhase.FAILED: frozenset(),
-}
-
-
-class FeState(Enum):
-    STARTING = "starting"
-    SERVING = "serving"
-    RETIRING = "retiring"  # sent SIGUSR1: drains by itself, supervised until it exits
 
 
 @dataclass(eq=False)
@@ -139,92 +109,6 @@ class FrontendProc:
             self.facts = dict(w.split("=", 1) for w in words[3:] if "=" in w)
         elif words[:1] == ["zasgi-workers"]:
             self.workers = frozenset(int(w) for w in words[1:] if w.isdigit())
-
-
-@dataclass(eq=False)
-class Roll:
-    """One slot being replaced (see the module's diagram)."""
-
-    slot: int
-    new: FrontendProc
-    restart: bool = False  # its slot's front end exited (no old one to retire)
-    phase: RollPhase = RollPhase.STARTING
-
-    def to(self, new: RollPhase) -> None:
-        if new not in ROLL_TRANSITIONS[self.phase]:
-            raise ValueError(f"front-end roll of slot {self.slot}: {self.phase.value} -> {new.value}")
-        self.phase = new
-
-
-def check_count(
-    count: int, *, force: bool = False, cores: int | None = None, platform: str = sys.platform
-) -> None:
-    """--frontends N: at least 1; several only on Linux (SO_REUSEPORT spreads connections there);
-    not more than the cores without ``force``. Raises FleetError (one line)."""
-    if count < 1:
-        raise FleetError(f"--frontends {count}: at least 1 front end is needed")
-    if count > 1 and not platform.startswith("linux"):
-        raise FleetError(f"--frontends {count}: several front ends on one port need Linux (SO_REUSEPORT); "
-                         f"this is {platform}")  # fmt: skip
-    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)  # fmt: skip
-    if count > cores * MAX_PER_CORE and not force:
-        raise FleetError(f"--frontends {count}: more front ends than the {cores} CPU core(s) here; "
-                         "pass --force to run them anyway")  # fmt: skip
-
-
-def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` bound TCP sockets on host:port (SO_REUSEPORT when more than one), not listening yet:
-    each front end calls listen(). Raises FleetError (one line) if the port is taken."""
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise FleetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    socks: list[socket.socket] = []
-    try:
-        # First without SO_REUSEPORT: a port some other program listens on (with the option or
-        # not) refuses this bind, where with the option we could silently share its port.
-        probe = _bound(family, kind, proto, addr, reuse_port=False)
-        if count == 1:
-            return [probe]
-        addr = probe.getsockname()  # port 0: the one the kernel chose
-        probe.close()
-        for _ in range(count):
-            socks.append(_bound(family, kind, proto, addr, reuse_port=True))
-        return socks
-    except OSError as exc:
-        for sock in socks:
-            sock.close()
-        why = "in use by another program" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise FleetError(f"cannot listen on {host}:{port}: {why}") from None
-
-
-def _bound(family: int, kind: int, proto: int, addr: Any, *, reuse_port: bool) -> socket.socket:
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-    except BaseException:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-def free_admin_port(host: str, port: int) -> bool:
-    """Whether nothing listens on host:port (probed once at boot, for a defaulted admin port)."""
-    try:
-        _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, 0, (host, port),
-               reuse_port=False).close()  # fmt: skip
-    except OSError:
-        return False
-    return True
 
 
 @dataclass

@@ -19,7 +19,7 @@ import click
 
 from wire import frontend_options as fo
 
-from .. import fleet
+from .. import fleet, listeners
 from ..supervisor import Supervisor
 from . import options, process
 
@@ -49,8 +49,8 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     process.setup_logging(opts["log_level"])
     count = opts.pop("frontends")
     try:
-        fleet.check_count(count, force=opts.pop("force"))
-    except fleet.FleetError as exc:  # one line (not click's usage text): the count is fine, the host is not
+        listeners.check_count(count, force=opts.pop("force"))
+    except listeners.FleetError as exc:  # one line, not click's usage text
         click.echo(f"zasgi run: {exc}", err=True)
         sys.exit(EXIT_USAGE)
     runtime = Path(tempfile.gettempdir()) / f"zasgi-{os.getuid()}"
@@ -109,7 +109,7 @@ def _admin_ports(opts: dict[str, Any], count: int, port: int) -> list[int | None
     if port == 0:
         return [0] * count
     host = opts.get("admin_host") or fo.default("admin_host")
-    return [9000 + i if fleet.free_admin_port(host, 9000 + i) else 0 for i in range(count)]
+    return [9000 + i if listeners.free_admin_port(host, 9000 + i) else 0 for i in range(count)]
 
 
 def _frontend_env() -> dict[str, str]:

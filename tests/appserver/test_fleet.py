@@ -1,4 +1,4 @@
-"""fleet.py's pure parts and the port: --frontends checks, listeners bound once, reports read."""
+"""frontroll.py's table, listeners.py (--frontends checks, the port bound once), fleet.py's reports."""
 
 from __future__ import annotations
 
@@ -8,16 +8,9 @@ import sys
 
 import pytest
 
-from appserver.fleet import (
-    ROLL_TRANSITIONS,
-    FleetError,
-    FrontendProc,
-    Roll,
-    RollPhase,
-    bind_listeners,
-    check_count,
-    free_admin_port,
-)
+from appserver.fleet import FrontendProc
+from appserver.frontroll import ROLL_TRANSITIONS, Roll, RollPhase
+from appserver.listeners import FleetError, bind_listeners, check_count, free_admin_port
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's"
