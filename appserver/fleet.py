@@ -50,7 +50,7 @@ from typing import Any
 
 from .control import restart_delay
 from .discovery import write_list
-from .frontroll import FeState, Roll, RollPhase
+from .frontroll import FE_TRANSITIONS, FeState, Roll, RollPhase
 from .listeners import FleetError, bind_listeners
 
 log = logging.getLogger("zasgi.fleet")
@@ -73,6 +73,11 @@ class FrontendProc:
     facts: dict[str, str] = field(default_factory=dict)
     workers: frozenset[int] = frozenset()  # pids READY on it, as it last reported
     _buffer: bytes = b""
+
+    def to(self, new: FeState) -> None:
+        if new not in FE_TRANSITIONS[self.state]:
+            raise ValueError(f"{self.label}: {self.state.value} -> {new.value}")
+        self.state = new
 
     @property
     def label(self) -> str:
@@ -164,7 +169,7 @@ class Fleet:
             if not proc.ready:
                 code = _reap(proc.popen)
                 raise FleetError(f"front end did not start (exit code {code})")
-            proc.state = FeState.SERVING
+            proc.to(FeState.SERVING)
         self._list()
         return list(self.procs)
 
@@ -228,14 +233,14 @@ class Fleet:
             roll.to(RollPhase.JOINING)
         if roll.phase is RollPhase.JOINING and worker_pids and worker_pids <= new.workers:
             roll.to(RollPhase.DONE)
-            new.state = FeState.SERVING
+            new.to(FeState.SERVING)
             self.failures.pop(roll.slot, None)
             if roll.restart:
                 log.info("%s ready with %d worker(s) (%.1fs), in place of the one that exited",
                          new.label, len(new.workers), now - new.started_at)  # fmt: skip
             for old in self.procs:
                 if old.slot == roll.slot and old is not new and old.state is FeState.SERVING:
-                    old.state = FeState.RETIRING
+                    old.to(FeState.RETIRING)
                     _signal(old.popen, RETIRE_SIGNAL)
                     log.info("%s ready with %d worker(s) (%.1fs); %s retires",
                              new.label, len(new.workers), now - new.started_at, old.label)  # fmt: skip

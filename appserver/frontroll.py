@@ -34,9 +34,18 @@ ROLL_TRANSITIONS: dict[RollPhase, frozenset[RollPhase]] = {
 
 
 class FeState(Enum):
-    STARTING = "starting"
+    """A front-end process as the supervisor sees it (until it exits and is forgotten)."""
+
+    STARTING = "starting"  # spawned; not yet ready, or not yet joined by every worker
     SERVING = "serving"
     RETIRING = "retiring"  # sent SIGUSR1: drains by itself, supervised until it exits
+
+
+FE_TRANSITIONS: dict[FeState, frozenset[FeState]] = {
+    FeState.STARTING: frozenset({FeState.SERVING}),
+    FeState.SERVING: frozenset({FeState.RETIRING}),
+    FeState.RETIRING: frozenset(),
+}
 
 
 @dataclass(eq=False)

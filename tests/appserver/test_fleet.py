@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from appserver.fleet import FrontendProc
-from appserver.frontroll import ROLL_TRANSITIONS, Roll, RollPhase
+from appserver.frontroll import FE_TRANSITIONS, ROLL_TRANSITIONS, FeState, Roll, RollPhase
 from appserver.listeners import FleetError, bind_listeners, check_count, free_admin_port
 
 linux_only = pytest.mark.skipif(
@@ -48,6 +48,9 @@ def test_roll_phases_only_move_forward_and_end() -> None:
         roll.to(RollPhase.STARTING)
     roll.to(RollPhase.FAILED)
     assert ROLL_TRANSITIONS[RollPhase.FAILED] == frozenset()
+    states = list(FeState)
+    for old_state, new_states in FE_TRANSITIONS.items():
+        assert all(states.index(new) > states.index(old_state) for new in new_states)
 
 
 @linux_only
