@@ -309,8 +309,10 @@ class Fleet:
         listener = [self.listeners[slot].fileno()] if self.listeners else []
         endpoint = self.endpoint(slot, self.generation)
         name = f"fe{slot}" if self.generation == 0 else f"fe{slot}.{self.generation}"
-        argv = [sys.executable, "-m", "frontend", *self.argv, *(["--fd", str(listener[0])] if listener else []),
-                "--backend", endpoint, "--ready-fd", str(report_w), "--parent-fd", str(self._parent_r)]  # fmt: skip
+        argv = [sys.executable, "-m", "frontend", *self.argv, "--backend", endpoint,
+                "--ready-fd", str(report_w), "--parent-fd", str(self._parent_r)]  # fmt: skip
+        if listener:  # (none with --uds: the front end binds it)
+            argv += ["--fd", str(listener[0])]
         if self.named:
             argv += ["--name", name]
         if self.fixed_endpoint is None and self.endpoint_base.startswith("ipc://"):

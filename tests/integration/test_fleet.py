@@ -238,8 +238,8 @@ def test_a_port_held_by_another_program_is_one_line(tmp_path: Path) -> None:
 
 def test_several_front_ends_on_a_unix_socket_are_refused(tmp_path: Path) -> None:
     """--uds: the one front end binds it itself (listen.py), so a second could not share it."""
-    result = subprocess.run(zasgi("run", PROBE, "--uds", str(tmp_path / "s.sock"), "--frontends", "2", "--force"),
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    argv = zasgi("run", PROBE, "--uds", str(tmp_path / "s.sock"), "--frontends", "2", "--force")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip() == "zasgi run: --frontends 2: a --uds socket has one front end"
 
