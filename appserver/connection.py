@@ -274,9 +274,10 @@ class FrontendConnection:
         if channel is not None:
             channel.close(linger_ms=linger_ms)
 
-    def _lost(self, why: str) -> None:
-        """The front end is gone (silence, BYE): fail its streams, reconnect unless draining."""
-        log.warning("front end %s lost (%s)", self.endpoint, why)
+    def _lost(self, why: str, *, expected: bool = False) -> None:
+        """The front end is gone (silence, BYE): fail its streams, reconnect unless draining.
+        ``expected``: it retired, a successor serves its port (a front-end roll): nothing to warn of."""
+        (log.info if expected else log.warning)("front end %s lost (%s)", self.endpoint, why)
         self._streams.fail_all(why)
         if self.phase is ConnPhase.DRAINING:
             self._close_socket()
@@ -431,7 +432,9 @@ class FrontendConnection:
         elif kind is ev.UnknownPeer:
             self._on_unknown_peer()
         elif kind is ev.Bye:
-            self._lost(f"front end said BYE: {event.reason}")
+            # A retired front end (frontend/retire.py) says so: part of a roll, not a failure.
+            retired = event.reason.startswith("front end retired")
+            self._lost(f"front end said BYE: {event.reason}", expected=retired)
         elif kind is ev.Invalid:
             log.warning("invalid control event from %s (%s); reconnecting", self.endpoint, event.reason)
             self._lost("invalid control event")

@@ -1,15 +1,11 @@
 """``zasgi run``'s front ends: N processes on one port, and rolls that refuse and fail nothing.
 
-Listeners. The supervisor binds the port itself (``bind_listeners``): one
-socket per front-end slot, with SO_REUSEPORT when there are several (Linux
-spreads new connections over them by a hash of the client's address). Front
-end *i*, and every successor of it, gets a copy of socket *i* (``--fd``). A
-successor therefore accepts on the very socket its predecessor stops
-accepting on, and the connections waiting in that socket's accept queue are
-never dropped (frontend/server.py says why closing a SO_REUSEPORT listener
-would drop them). A port held by another program is found before anything
-starts: the first bind is made without SO_REUSEPORT, which any other
-listener refuses, SO_REUSEPORT or not.
+Listeners. The supervisor binds the port itself (listeners.py): one socket
+per front-end slot. Front end *i*, and every successor of it, gets a copy of
+socket *i* (``--fd``). A successor therefore accepts on the very socket its
+predecessor stops accepting on, and the connections waiting in that socket's
+accept queue are never dropped (frontend/server.py says why closing a
+SO_REUSEPORT listener would drop them).
 
 Backends. Each front end has its own ``ipc://`` endpoint, a new one per
 generation. The workers connect to ``file://LIST`` (appserver/discovery.py
@@ -19,7 +15,7 @@ exited: while it retires it still answers requests that arrive on its
 keep-alive connections, and needs the workers for that.
 
 A roll (SIGUSR2 to ``zasgi run``, or ``zasgi reload --frontends``) replaces the
-slots one at a time, new one first::
+slots one at a time, new one first (frontroll.py holds its states)::
 
     STARTING ──ready line──> JOINING ──every serving worker READY on it──> DONE
         │                       │          (the old one is sent SIGUSR1 and
@@ -29,6 +25,11 @@ slots one at a time, new one first::
                                      the roll stops with one log line, the old
                                      front ends keep serving.
 
+A serving front end that exits by itself is replaced the same way (a restart:
+nothing to retire; a new one that fails is tried again with back-off). Its
+socket stays open in the supervisor meanwhile, so new connections that the
+kernel gives that socket wait in its accept queue instead of being refused.
+
 The front end reports its READY workers on its ready pipe (``zasgi-workers
 PID...`` after the ready line), so JOINING needs no polling of the admin
 endpoint (which may be off).
@@ -36,7 +37,6 @@ endpoint (which may be off).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import signal
@@ -46,41 +46,17 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
+from .control import restart_delay
 from .discovery import write_list
+from .frontroll import FE_TRANSITIONS, FeState, Roll, RollPhase
+from .listeners import FleetError, bind_listeners, inherited_listener
 
 log = logging.getLogger("zasgi.fleet")
 
 RETIRE_SIGNAL = signal.SIGUSR1  # frontend/server.py: a successor serves the port, leave cleanly
 START_TIMEOUT_S = 30.0  # a new front end's ready line, and then every worker joined to it
-MAX_PER_CORE = 1  # more front ends than cores needs --force: they would only take turns on the CPU
-
-
-class FleetError(Exception):
-    """A bad --frontends request or an unusable port: one line for the operator."""
-
-
-class RollPhase(Enum):
-    STARTING = "starting"  # the new front end is spawned; waiting for its ready line
-    JOINING = "joining"  # listed for the workers; waiting until every serving worker is READY on it
-    DONE = "done"  # it serves; the old one retires
-    FAILED = "failed"  # it exited or timed out: killed, unlisted; the roll stops
-
-
-ROLL_TRANSITIONS: dict[RollPhase, frozenset[RollPhase]] = {
-    RollPhase.STARTING: frozenset({RollPhase.JOINING, RollPhase.FAILED}),
-    RollPhase.JOINING: frozenset({RollPhase.DONE, RollPhase.FAILED}),
-    RollPhase.DONE: frozenset(),
-    RollPhase.FAILED: frozenset(),
-}
-
-
-class FeState(Enum):
-    STARTING = "starting"
-    SERVING = "serving"
-    RETIRING = "retiring"  # sent SIGUSR1: drains by itself, supervised until it exits
 
 
 @dataclass(eq=False)
@@ -97,6 +73,11 @@ class FrontendProc:
     facts: dict[str, str] = field(default_factory=dict)
     workers: frozenset[int] = frozenset()  # pids READY on it, as it last reported
     _buffer: bytes = b""
+
+    def to(self, new: FeState) -> None:
+        if new not in FE_TRANSITIONS[self.state]:
+            raise ValueError(f"{self.label}: {self.state.value} -> {new.value}")
+        self.state = new
 
     @property
     def label(self) -> str:
@@ -135,114 +116,35 @@ class FrontendProc:
             self.workers = frozenset(int(w) for w in words[1:] if w.isdigit())
 
 
-@dataclass(eq=False)
-class Roll:
-    """One slot being replaced (see the module's diagram)."""
-
-    slot: int
-    new: FrontendProc
-    phase: RollPhase = RollPhase.STARTING
-
-    def to(self, new: RollPhase) -> None:
-        if new not in ROLL_TRANSITIONS[self.phase]:
-            raise ValueError(f"front-end roll of slot {self.slot}: {self.phase.value} -> {new.value}")
-        self.phase = new
-
-
-def check_count(count: int, *, force: bool = False, cores: int | None = None, platform: str = sys.platform) -> None:
-    """--frontends N: at least 1; several only on Linux (SO_REUSEPORT spreads connections there);
-    not more than the cores without ``force``. Raises FleetError (one line)."""
-    if count < 1:
-        raise FleetError(f"--frontends {count}: at least 1 front end is needed")
-    if count > 1 and not platform.startswith("linux"):
-        raise FleetError(f"--frontends {count}: several front ends on one port need Linux (SO_REUSEPORT); "
-                         f"this is {platform}")  # fmt: skip
-    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)  # fmt: skip
-    if count > cores * MAX_PER_CORE and not force:
-        raise FleetError(f"--frontends {count}: more front ends than the {cores} CPU core(s) here; "
-                         "pass --force to run them anyway")  # fmt: skip
-
-
-def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` bound TCP sockets on host:port (SO_REUSEPORT when more than one), not listening yet:
-    each front end calls listen(). Raises FleetError (one line) if the port is taken."""
-    try:
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-    except socket.gaierror as exc:
-        raise FleetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    socks: list[socket.socket] = []
-    try:
-        # First without SO_REUSEPORT: a port some other program listens on (with the option or
-        # not) refuses this bind, where with the option we could silently share its port.
-        probe = _bound(family, kind, proto, addr, reuse_port=False)
-        if count == 1:
-            return [probe]
-        addr = probe.getsockname()  # port 0: the one the kernel chose
-        probe.close()
-        for _ in range(count):
-            socks.append(_bound(family, kind, proto, addr, reuse_port=True))
-        return socks
-    except OSError as exc:
-        for sock in socks:
-            sock.close()
-        why = "in use by another program" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
-        raise FleetError(f"cannot listen on {host}:{port}: {why}") from None
-
-
-def _bound(family: int, kind: int, proto: int, addr: Any, *, reuse_port: bool) -> socket.socket:
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(addr)
-    except BaseException:
-        sock.close()
-        raise
-    sock.set_inheritable(True)
-    return sock
-
-
-def free_admin_port(host: str, port: int) -> bool:
-    """Whether nothing listens on host:port (probed once at boot, for a defaulted admin port)."""
-    try:
-        _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, 0, (host, port),
-               reuse_port=False).close()  # fmt: skip
-    except OSError:
-        return False
-    return True
-
-
 @dataclass
 class Fleet:
     """The front-end processes of ``zasgi run``: ``len(listeners)`` slots, each rolled in turn."""
 
     argv: Sequence[str]  # python -m frontend's arguments common to every front end
-    listeners: list[socket.socket]
+    address: tuple[str, int]  # host, port: bound once, by start(), into ``count`` listeners
+    count: int
     endpoint_base: str  # "ipc:///run/.../run-PID": slot i of generation g binds BASE-i.g.sock
     list_path: str  # the workers' file:// list
+    fixed_endpoint: str | None = None  # run --backend tcp://...: one front end on it, never rolled
     env: Mapping[str, str] | None = None
     admin_ports: list[int | None] = field(default_factory=list)  # per slot; None: the front end's default
     named: bool = False  # --name fe<i>: several front ends share one log stream
     start_timeout_s: float = START_TIMEOUT_S
+    listen_fd: int | None = None  # run --fd / systemd's socket: every slot shares it instead of a bind
+    own_socket: bool = False  # run --uds: the (one) front end binds its Unix socket itself; no rolls
+    listeners: list[socket.socket] = field(default_factory=list)
     procs: list[FrontendProc] = field(default_factory=list)
     plan: list[int] = field(default_factory=list)  # slots still to roll, in order
     roll: Roll | None = None
+    restarts: dict[int, float] = field(default_factory=dict)  # slot -> when to start its front end again
+    failures: dict[int, int] = field(default_factory=dict)  # slot -> starts in a row that failed
     generation: int = 0
     _parent_r: int = -1
     _parent_w: int = -1
 
     @property
     def size(self) -> int:
-        return len(self.listeners)
-
-    def serving(self) -> list[FrontendProc]:
-        return [p for p in self.procs if p.state is FeState.SERVING]
+        return self.count
 
     def handles(self) -> list[int]:
         """File descriptors to wait on: a report or an exit wakes the supervisor."""
@@ -255,10 +157,16 @@ class Fleet:
     # ------------------------------------------------------------ boot
 
     def start(self, stopping: Any = lambda: False) -> list[FrontendProc]:
-        """Start every slot's front end, one after the other, each until its ready line.
-        Raises FleetError if one does not start (the ones started are left to ``stop``)."""
+        """Bind the port, then start every slot's front end, one after the other, each until its
+        ready line. Raises FleetError if the port is taken or one does not start (the ones started
+        are left to ``stop``)."""
+        if self.own_socket:
+            self.listeners = []
+        elif self.listen_fd is not None:
+            self.listeners = [inherited_listener(self.listen_fd)] * self.count
+        else:
+            self.listeners = bind_listeners(*self.address, self.count)
         self._parent_r, self._parent_w = os.pipe()  # they leave when this closes: we died
-        self._list()
         for slot in range(self.size):
             proc = self._spawn(slot)
             deadline = time.monotonic() + self.start_timeout_s
@@ -268,30 +176,42 @@ class Fleet:
             if not proc.ready:
                 code = _reap(proc.popen)
                 raise FleetError(f"front end did not start (exit code {code})")
-            proc.state = FeState.SERVING
+            proc.to(FeState.SERVING)
+        self._list()
         return list(self.procs)
 
     # ------------------------------------------------------------ running
 
-    def step(self, worker_pids: set[int], now: float) -> FrontendProc | None:
-        """Read reports, reap exits, advance the roll. Returns a serving front end that exited
-        (the supervisor stops: no slot is left without one), else None."""
+    def step(self, worker_pids: set[int], now: float) -> None:
+        """Read reports, reap exits, advance the roll (or a restart)."""
         for proc in list(self.procs):
             proc.read_reports()
             if proc.popen.poll() is None:
                 continue
+            code = proc.popen.returncode
             if proc.state is FeState.RETIRING:
                 self._forget(proc)
-                code = proc.popen.returncode
                 how = "retired and exited" if code == 0 else f"exited with code {code} while retiring"
                 log.info("%s %s", proc.label, how)
             elif proc.state is FeState.SERVING:
-                return proc
+                # Its socket stays open here: new connections wait in its accept queue for the
+                # replacement instead of being refused.
+                self._forget(proc)
+                taking_over = self.roll is not None and self.roll.slot == proc.slot
+                if not taking_over:
+                    self.restarts[proc.slot] = now
+                log.error("%s exited with code %s; %s", proc.label, code,
+                          "its replacement is starting" if taking_over else "starting a new one")  # fmt: skip
         self._advance(worker_pids, now)
-        return None
 
     def request_roll(self) -> str:
         """SIGUSR2: replace every slot's front end, one at a time; a line for the log."""
+        if self.fixed_endpoint is not None:
+            return (f"front-end roll refused: a successor cannot bind --backend {self.fixed_endpoint} "
+                    "beside the running front end (leave --backend out to roll)")  # fmt: skip
+        if self.own_socket:
+            return ("front-end roll refused: a successor cannot bind the --uds socket beside the running "
+                    "front end (pass a bound socket with --fd to roll)")  # fmt: skip
         if self.roll is not None or self.plan:
             self.plan = list(range(self.size))  # start over once the slot under way is done
             return "front-end roll requested during a roll: starting over after the current front end"
@@ -301,11 +221,15 @@ class Fleet:
     def _advance(self, worker_pids: set[int], now: float) -> None:
         roll = self.roll
         if roll is None:
-            if self.plan:
+            due = [slot for slot, at in self.restarts.items() if at <= now]
+            if due:  # a slot with no front end comes before a roll
+                del self.restarts[due[0]]
+                self.generation += 1
+                self.roll = Roll(due[0], self._spawn(due[0]), restart=True)
+            elif self.plan:
                 slot = self.plan.pop(0)
                 self.generation += 1
                 self.roll = Roll(slot, self._spawn(slot))
-                self._list()
             return
         new = roll.new
         if new.popen.poll() is not None:
@@ -319,15 +243,20 @@ class Fleet:
             roll.to(RollPhase.JOINING)
         if roll.phase is RollPhase.JOINING and worker_pids and worker_pids <= new.workers:
             roll.to(RollPhase.DONE)
-            new.state = FeState.SERVING
+            new.to(FeState.SERVING)
+            self.failures.pop(roll.slot, None)
+            if roll.restart:
+                log.info("%s ready with %d worker(s) (%.1fs), in place of the one that exited",
+                         new.label, len(new.workers), now - new.started_at)  # fmt: skip
             for old in self.procs:
                 if old.slot == roll.slot and old is not new and old.state is FeState.SERVING:
-                    old.state = FeState.RETIRING
+                    old.to(FeState.RETIRING)
                     _signal(old.popen, RETIRE_SIGNAL)
                     log.info("%s ready with %d worker(s) (%.1fs); %s retires",
                              new.label, len(new.workers), now - new.started_at, old.label)  # fmt: skip
             self.roll = None
-            if not self.plan:
+            self._list()
+            if not self.plan and not roll.restart:
                 log.info("front-end roll complete")
 
     def _fail(self, reason: str) -> None:
@@ -340,50 +269,78 @@ class Fleet:
         _reap(new.popen)
         new.read_reports()
         self._forget(new)
-        self.roll, self.plan = None, []
+        self.roll = None
+        if roll.restart or not any(p.slot == roll.slot for p in self.procs):
+            # Nothing else serves this slot (its socket queues connections meanwhile): try again, backing off.
+            failures = self.failures[roll.slot] = self.failures.get(roll.slot, 0) + 1
+            delay = max(restart_delay(failures), 1.0)
+            self.restarts[roll.slot] = time.monotonic() + delay
+            log.error("front end for slot %d did not start: %s; next try in %.1fs", roll.slot, reason, delay)
+            return
+        self.plan = []
         log.error("front-end roll stopped: %s; the running front ends keep serving", reason)
 
     def _forget(self, proc: FrontendProc) -> None:
+        """It exited: unlist it (its workers forget it) and remove its socket file."""
         if proc.report_fd >= 0:
             os.close(proc.report_fd)
             proc.report_fd = -1
         if proc in self.procs:
             self.procs.remove(proc)
         self._list()
+        self._unlink(proc)
+
+    def _unlink(self, proc: FrontendProc) -> None:
+        # ZeroMQ leaves an ipc socket file behind; a host rolled daily would collect them.
+        if proc.endpoint.startswith("ipc://") and proc.endpoint != self.fixed_endpoint:
+            try:
+                os.unlink(proc.endpoint.removeprefix("ipc://"))
+            except OSError:
+                pass
 
     # ------------------------------------------------------------ processes
 
     def endpoint(self, slot: int, generation: int) -> str:
-        return f"{self.endpoint_base}-{slot}.{generation}.sock"
+        return self.fixed_endpoint or f"{self.endpoint_base}-{slot}.{generation}.sock"
 
     def _spawn(self, slot: int) -> FrontendProc:
         report_r, report_w = os.pipe()
         os.set_blocking(report_r, False)
-        listener = self.listeners[slot].fileno()
+        listener = [self.listeners[slot].fileno()] if self.listeners else []
         endpoint = self.endpoint(slot, self.generation)
         name = f"fe{slot}" if self.generation == 0 else f"fe{slot}.{self.generation}"
-        argv = [sys.executable, "-m", "frontend", *self.argv, "--fd", str(listener), "--backend", endpoint,
+        argv = [sys.executable, "-m", "frontend", *self.argv, "--backend", endpoint,
                 "--ready-fd", str(report_w), "--parent-fd", str(self._parent_r)]  # fmt: skip
+        if listener:  # (none with --uds: the front end binds it)
+            argv += ["--fd", str(listener[0])]
         if self.named:
             argv += ["--name", name]
+        if self.fixed_endpoint is None and self.endpoint_base.startswith("ipc://"):
+            # Every front end of the slot binds it in turn: a retiring one hands its idle
+            # keep-alive connections to its successor there (frontend/handoff.py).
+            argv += ["--handoff-path", f"{self.endpoint_base.removeprefix('ipc://')}-{slot}.handoff"]
         admin = self.admin_ports[slot] if slot < len(self.admin_ports) else None
         if admin is not None:
             argv += ["--admin-port", str(admin)]
         try:
             popen = subprocess.Popen(
-                argv, pass_fds=(report_w, self._parent_r, listener), stdout=sys.stderr, start_new_session=True,
-                env=self.env,
+                argv, pass_fds=(report_w, self._parent_r, *listener), stdout=sys.stderr,
+                start_new_session=True, env=self.env,
             )  # fmt: skip
         finally:
             os.close(report_w)
         proc = FrontendProc(slot, self.generation, name, endpoint, popen, report_r, time.monotonic())
         self.procs.append(proc)
+        self._list()
         log.info("front end %s started (pid %d)%s", name, popen.pid, " (roll)" if self.generation else "")
         return proc
 
     def _list(self) -> None:
-        """Tell the workers (discovery.py) which front ends to join: every one alive."""
+        """Tell the workers (discovery.py) which front ends to join: every one alive; and
+        ``zasgi status --pid-file`` where the serving ones' admin endpoints are."""
         write_list(self.list_path, [p.endpoint for p in self.procs])
+        admins = [p.facts["admin"] for p in self.procs if p.state is FeState.SERVING and "admin" in p.facts]
+        write_list(self.list_path + ".admin", admins)
 
     # ------------------------------------------------------------ stopping
 
@@ -391,7 +348,7 @@ class Fleet:
         """SIGTERM every front end (retiring ones too), wait up to ``grace_s``; a second stop
         signal (``forced()``) kills them. Returns whether the stop was forced."""
         force = bool(forced())
-        self.plan, self.roll = [], None
+        self.plan, self.roll, self.restarts = [], None, {}
         for proc in self.procs:
             _signal(proc.popen, signal.SIGKILL if force else signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -411,16 +368,18 @@ class Fleet:
             if proc.report_fd >= 0:
                 os.close(proc.report_fd)
                 proc.report_fd = -1
+            self._unlink(proc)
         for fd in (self._parent_r, self._parent_w):
             if fd >= 0:
                 os.close(fd)
         self._parent_r = self._parent_w = -1
         for sock in self.listeners:
             sock.close()
-        try:
-            os.unlink(self.list_path)
-        except OSError:
-            pass
+        for path in (self.list_path, self.list_path + ".admin"):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
         return force
 
 

@@ -1,4 +1,4 @@
-"""Process supervision: the worker pool, and for ``zasgi run`` the front end too.
+"""Process supervision: the worker pool, and for ``zasgi run`` the front ends too.
 
 The supervisor is synchronous and small on purpose (gunicorn's arbiter): one
 loop waits (bounded) on process sentinels and a signal self-pipe, then polls
@@ -55,19 +55,16 @@ import logging
 import multiprocessing
 import os
 import random
-import select
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import wait
 from typing import Any
 
 from .config import PoolConfig, WorkerConfig
-from .fleet import Fleet, FleetError
 from .control import (
     EXIT_APP_LOAD,
     EXIT_BOOT,
@@ -80,6 +77,7 @@ from .control import (
     rss_mib,
     write_reload_result,
 )
+from .fleet import Fleet, FleetError
 from .reload import ReloadConfig, Reloader, no_bytecode_for_workers
 
 log = logging.getLogger("zasgi.supervisor")
@@ -168,20 +166,16 @@ class Slot:
 
 @dataclass
 class Supervisor:
-    """N worker slots (and optionally one front-end subprocess) under one signal loop."""
+    """N worker slots (and, for ``zasgi run``, the front ends: ``fleet``) under one signal loop."""
 
     config: WorkerConfig
     pool: PoolConfig = field(default_factory=PoolConfig)
-    frontend_argv: Sequence[str] | None = None
-    frontend_env: Mapping[str, str] | None = None  # the front end's environment; None: ours
-    frontend_fds: tuple[int, ...] = ()  # inherited by the front end (its --fd listener)
-    fleet: Fleet | None = None  # zasgi run's front ends (instead of frontend_argv's single one)
+    fleet: Fleet | None = None  # zasgi run's front ends (fleet.py); None: workers only (appserver)
     reload: ReloadConfig | None = None  # --reload: roll when these files change
     state: PoolState = PoolState.STARTING
     slots: list[Slot] = field(default_factory=list)
     draining: list[WorkerProc] = field(default_factory=list)
     roll: RollPlan | None = None
-    frontend: subprocess.Popen[bytes] | None = None
     rng: random.Random = field(default_factory=random.Random)
     _roll_started: float = 0.0
     generation: int = 0  # rolling restarts so far
@@ -227,50 +221,14 @@ class Supervisor:
 
     # ------------------------------------------------------------ front end
 
-    def start_frontend(self, timeout_s: float = 30.0) -> str:
-        """Start ``python -m frontend`` and return its ready line's URL."""
-        assert self.frontend_argv is not None
-        ready_r, ready_w = os.pipe()
-        parent_r, self._parent_w = os.pipe()
-        argv = [sys.executable, "-m", "frontend", *self.frontend_argv,
-                "--ready-fd", str(ready_w), "--parent-fd", str(parent_r)]  # fmt: skip
-        self.frontend = subprocess.Popen(
-            argv, pass_fds=(ready_w, parent_r, *self.frontend_fds), stdout=sys.stderr,
-            start_new_session=True, env=self.frontend_env,
-        )  # fmt: skip
-        os.close(ready_w)
-        os.close(parent_r)
-        try:
-            line = self._read_line(ready_r, timeout_s)
-        finally:
-            os.close(ready_r)
-        if not line:
-            try:
-                code = self.frontend.wait(1.0)  # its pipe closed as it exited: reap it for the code
-            except subprocess.TimeoutExpired:
-                code = None
-            raise SupervisorError(f"front end did not start (exit code {code})", code or EXIT_BOOT)
-        return line
-
-    def _read_line(self, fd: int, timeout_s: float) -> str:
-        deadline, data = time.monotonic() + timeout_s, b""
-        while b"\n" not in data and time.monotonic() < deadline:
-            readable, _, _ = select.select([fd], [], [], min(0.2, max(deadline - time.monotonic(), 0)))
-            if readable:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                data += chunk
-            elif self._stop_signal is not None:
-                break
-        return data.decode(errors="replace").strip()
-
     def start_fleet(self) -> list[str]:
         """Start every front end of the fleet; their ready lines. Raises SupervisorError."""
         assert self.fleet is not None
         try:
             procs = self.fleet.start(stopping=lambda: self._stop_signal is not None)
         except FleetError as exc:
+            if self._stop_signal is not None:
+                raise SupervisorError("interrupted while starting", EXIT_OK) from None
             raise SupervisorError(str(exc), EXIT_BOOT) from None
         return [f"zasgi-ready frontend {p.url} " + " ".join(f"{k}={v}" for k, v in p.facts.items())
                 for p in procs]  # fmt: skip
@@ -314,14 +272,8 @@ class Supervisor:
         try:
             while self._stop_signal is None:
                 self._wait_events(self._poll_interval())
-                if self.frontend is not None and self.frontend.poll() is not None:
-                    log.error("front end exited with code %s", self.frontend.returncode)
-                    return self.stop() or EXIT_ERROR
                 if self.fleet is not None:
-                    lost = self.fleet.step(self._serving_pids(), time.monotonic())
-                    if lost is not None:
-                        log.error("%s exited with code %s", lost.label, lost.popen.returncode)
-                        return self.stop() or EXIT_ERROR
+                    self.fleet.step(self._serving_pids(), time.monotonic())
                 self.step()
         except Exception:  # a supervisor bug: still stop the children in order, never leave them
             log.critical("supervisor failed; stopping everything", exc_info=True)
@@ -346,12 +298,15 @@ class Supervisor:
     def _poll_interval(self) -> float:
         settled = all(s.current is not None and s.successor is None and s.current.phase is Phase.SERVING
                       for s in self.slots)  # fmt: skip
-        rolling = self.fleet is not None and (self.fleet.roll is not None or bool(self.fleet.plan))
-        return POLL_IDLE_S if settled and self.roll is None and not rolling and not self._requests else POLL_BUSY_S
+        fleet = self.fleet
+        rolling = fleet is not None and (fleet.roll is not None or bool(fleet.plan) or bool(fleet.restarts))
+        idle = settled and self.roll is None and not rolling and not self._requests
+        return POLL_IDLE_S if idle else POLL_BUSY_S
 
     def _serving_pids(self) -> set[int]:
         """The workers a new front end waits for: every current one that is serving."""
-        return {s.current.pid for s in self.slots if s.current is not None and s.current.phase is Phase.SERVING}
+        current = [s.current for s in self.slots if s.current is not None]
+        return {p.pid for p in current if p.phase is Phase.SERVING}
 
     def _handle_requests(self) -> None:
         while self._requests:
@@ -586,8 +541,7 @@ class Supervisor:
     def roll_frontends(self) -> None:
         """SIGUSR2: replace the front ends one at a time, new one first (fleet.py)."""
         if self.fleet is None:
-            log.warning("SIGUSR2 ignored: %s", "no front end to roll here" if self.frontend is None
-                        else "this front end was not started as a fleet")  # fmt: skip
+            log.warning("SIGUSR2 ignored: no front end to roll here (zasgi appserver)")
             return
         log.info(self.fleet.request_roll())
 
@@ -684,28 +638,10 @@ class Supervisor:
         return EXIT_OK
 
     def _stop_frontend(self, grace: float) -> bool:
-        """Stop the front end (graceful unless forced); return whether the stop is forced."""
-        force = self._stop_signal == -1
-        if self.fleet is not None:
-            return self.fleet.stop(grace, lambda: self._stop_signal == -1)
-        frontend = self.frontend
-        if frontend is None or frontend.poll() is not None:
-            return force
-        frontend.send_signal(signal.SIGKILL if force else signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while frontend.poll() is None and time.monotonic() < deadline:
-            if self._stop_signal == -1 and not force:
-                force = True
-                frontend.kill()
-            try:
-                frontend.wait(timeout=0.2)
-            except subprocess.TimeoutExpired:
-                pass
-        if frontend.poll() is None:
-            log.warning("front end did not stop in %.0fs; killing it", grace)
-            frontend.kill()
-            frontend.wait()
-        return force
+        """Stop the front ends (graceful unless forced; fleet.py); return whether the stop is forced."""
+        if self.fleet is None:
+            return self._stop_signal == -1
+        return self.fleet.stop(grace, lambda: self._stop_signal == -1)
 
 
 class SupervisorError(Exception):

@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 class Admin:
     def __init__(
-        self, config: AdminConfig | None, dispatcher: Dispatcher, metrics: Metrics, *, reuse_port: bool = False
+        self,
+        config: AdminConfig | None,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self._config = config
         self._reuse_port = reuse_port  # beside our predecessor on its port during a front-end roll

@@ -10,7 +10,10 @@ Process contract (used by ``zasgi run`` and the tests):
 * stdout gets exactly one line once HTTP listens and the backend is bound:
   ``zasgi-ready frontend http://HOST:PORT backend=ENDPOINT [admin=http://HOST:PORT]``
   (admin= only while the admin endpoint is on); the same line goes to
-  ``--ready-fd`` (then closed) when given;
+  ``--ready-fd`` when given, followed there by ``zasgi-workers PID...`` each
+  time the set of READY workers changes (``zasgi run`` waits for every worker
+  to join a new front end before retiring the old one; appserver/fleet.py);
+* SIGUSR1: retire (frontend/retire.py: a successor serves the port), exit 0;
 * ``--parent-fd``: the read end of a pipe whose write end the parent holds;
   when it becomes readable (the parent wrote, or died: EOF) we shut down;
 * SIGTERM/SIGINT: graceful shutdown, exit 0; a second one cuts the wait short.
@@ -52,7 +55,7 @@ def command(**options: Any) -> None:
     global _json_errors
     _json_errors = options["log_format"] == "json" and options["log_config"] is None
     config = build_config(options)
-    for name in ("ready_fd", "parent_fd"):
+    for name in ("ready_fd", "parent_fd", "fd"):
         fd = options[name]
         if fd is not None:
             _check_fd(fd, "--" + name.replace("_", "-"))
@@ -121,6 +124,9 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             access_log=options["access_log"],
             log_format=options["log_format"],
             http2=cfg.http2_limits(options["http2"], options["http2_max_concurrent_streams"]),
+            reuse_port=options["reuse_port"],
+            name=options["name"] or "",
+            handoff_path=options["handoff_path"],
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -196,12 +202,28 @@ async def _main(config: cfg.FrontendConfig, *, ready_fd: int | None, parent_fd: 
             sys.stdout.write(line + "\n")
             sys.stdout.flush()
         else:
-            try:
-                os.write(ready_fd, (line + "\n").encode())
-            finally:
-                os.close(ready_fd)
+            report(line)
+            if reporting:
+                os.set_blocking(ready_fd, False)  # later reports never block the loop: a full pipe ends them
 
-    await serve(config, ready=ready, shutdown=shutdown)
+    reporting = ready_fd is not None
+
+    def report(line: str) -> None:
+        """A line to --ready-fd; a reader gone (EPIPE) or stuck (a full pipe) ends the reports."""
+        nonlocal reporting
+        if not reporting or ready_fd is None:
+            return
+        try:
+            os.write(ready_fd, (line + "\n").encode())
+        except OSError:
+            reporting = False
+            os.close(ready_fd)
+
+    try:
+        await serve(config, ready=ready, shutdown=shutdown, report=report if reporting else None)
+    finally:
+        if reporting and ready_fd is not None:
+            os.close(ready_fd)
 
 
 def main(argv: list[str] | None = None) -> None:

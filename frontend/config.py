@@ -273,8 +273,15 @@ class FrontendConfig:
     access_log: bool = _d("access_log")  # one line per request on "zasgi.access", if INFO is enabled
     log_format: str = _d("log_format")  # access log: "text" (combined) or "json" (one object per line)
     http2: H2Limits | None = field(default_factory=lambda: _http2_defaults())  # None: HTTP/1.1 only
+    # Several front ends on one host (issue 19): bind with SO_REUSEPORT; or listen on an inherited
+    # socket (fd, above) that a successor shares, so stopping loses nothing queued (server.py).
+    reuse_port: bool = _d("reuse_port")
+    name: str = ""  # in access-log lines, /workers and WELCOME; "": HOST-PID-random, not logged
+    handoff_path: str | None = None  # where idle connections pass between a slot's front ends (handoff.py)
 
     def __post_init__(self) -> None:
+        if self.fd is not None and self.fd < 0:
+            raise ValueError(f"fd must be >= 0, got {self.fd}")
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         if not 0 <= self.port <= 65535:

@@ -40,8 +40,9 @@ wait parsed; then the socket is paused until half of them are answered.
   unread bytes would reset it, possibly before the client read the answer).
 * Shutdown (``stop``): an idle connection closes at once; a busy one after
   its current response (queued pipelined requests are dropped, as aiohttp).
-* Retirement (``retire``; retire.py: a successor front end serves the port):
-  nothing closes early. The next response says ``connection: close`` and the
+* Retirement (retire.py: a successor front end serves the port): an idle
+  connection may be handed to the successor (``hand_off``, handoff.py).
+  Otherwise (``retire``) nothing closes early. The next response says ``connection: close`` and the
   connection closes after it; an idle one closes at its keep-alive timeout.
 
 What the connection does with the bytes it reads is one phase (``ConnPhase``,
@@ -80,6 +81,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from . import handoff
 from .config import HttpLimits
 from .gate import Gate
 from .parse_errors import ParseError, error, status_of
@@ -275,6 +277,27 @@ class Connection(BaseProtocol):
         current = self._current
         if current is not None and current.status == 0:
             current.keep_alive = False
+
+    def hand_off(self, send: Callable[[int], bool]) -> bool:
+        """Retirement with a successor to adopt connections (handoff.py): if idle (nothing in
+        progress, queued, half read or unwritten) and plain TCP, ``send`` our socket's descriptor
+        to it and let go of our copy, which the client does not notice. Whether it went."""
+        transport = self.transport
+        if (
+            transport is None
+            or transport.is_closing()
+            or self._current is not None
+            or self._queue
+            or self._head_timer is not None
+            or self._phase is not _READING
+            or transport.get_write_buffer_size()
+        ):
+            return False
+        fd = handoff.descriptor(transport)
+        if fd is None or not send(fd):
+            return False
+        self._close()  # closes our descriptor only: the successor's keeps the connection open
+        return True
 
     def force_close(self) -> None:
         self._close()

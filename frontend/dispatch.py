@@ -167,7 +167,8 @@ class Dispatcher:
         self._schedule_tick()
         self._workers_changed()
 
-    async def aclose(self) -> None:
+    async def aclose(self, reason: str = "front end shutting down") -> None:
+        """BYE (with ``reason``) to every worker, then close."""
         self._closing = True
         self.slots.close()
         self.ws_slots.close()
@@ -183,7 +184,7 @@ class Dispatcher:
             self._stop_auth()
             return
         for record in self.pool:
-            channel.post(ev.Bye(0, "front end shutting down"), record.peer)
+            channel.post(ev.Bye(0, reason), record.peer)
         channel.flush()
         if len(self.pool):
             await asyncio.sleep(BYE_GRACE_S)

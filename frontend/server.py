@@ -54,7 +54,7 @@ import zmq
 from wire import compiled
 from wire.states import WorkerState
 
-from . import http1
+from . import handoff, http1
 from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
@@ -62,6 +62,7 @@ from .connection import Connection, Shared
 from .dispatch import Dispatcher
 from .gate import Gate
 from .h2_connection import H2Shared
+from .handoff import HandoffClient, HandoffServer
 from .listen import inherited, open_listener
 from .retire import FrontendLifecycle, FrontendPhase
 from .services import Services
@@ -71,7 +72,9 @@ from .upgrade import Upgrades
 log = logging.getLogger(__name__)
 
 RETIRE_SIGNAL = signal.SIGUSR1  # as the workers' (appserver/control.py): replaced, leave cleanly
+RETIRED_BYE = "front end retired: a successor serves its port"  # what its workers are told (BYE)
 RETIRE_POLL_S = 0.1  # a retiring front end checks this often whether its connections are all gone
+HANDOFF_POLL_S = 0.02  # and, for its first second, which connections are idle, to hand them over
 REPORT_POLL_S = 0.1  # how often the READY workers are compared with the last report
 WS_CLOSE_MIN_S = 1.0  # WebSockets get this long to close even when HTTP used up the shutdown timeout
 
@@ -95,9 +98,10 @@ async def serve(
     ``sock``: a bound socket to listen on (inherited; see above) instead of binding
     ``config.host:port``; ``reuse_port``: bind with SO_REUSEPORT, beside other front ends (the
     admin endpoint too, so a successor can take over its port). ``frontend_id``: our name in
-    logs, access-log lines (``fe=``), /workers and WELCOME. ``report``: called after the ready
-    line with ``zasgi-workers PID...`` whenever the set of READY workers changes (a supervisor
-    rolling front ends waits until every worker joined the new one).
+    /workers and WELCOME (default ``config.name``, which the access log shows as ``fe=``).
+    ``report``: called after the ready line with ``zasgi-workers PID...`` whenever the set of
+    READY workers changes (a supervisor rolling front ends waits until every worker joined the
+    new one).
 
     Raises:
         OSError: the HTTP address cannot be bound.
@@ -112,6 +116,8 @@ async def serve(
     if ssl_context is not None and config.http2 is not None:
         ssl_context.set_alpn_protocols(["h2", "http/1.1"])
     _configure_headers(config)
+    reuse_port = reuse_port or config.reuse_port
+    frontend_id = frontend_id or config.name
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
     try:
@@ -127,6 +133,7 @@ async def serve(
                 listener = open_listener(config.host, config.port, uds=config.uds, uds_mode=config.uds_mode,
                                          fd=config.fd, reuse_port=reuse_port)  # fmt: skip
             await http.start(listener.sock, ssl_context, config.backlog)
+            http.start_handoff(config.handoff_path)  # adopt a retiring predecessor's idle connections
             url = listener.url("https" if ssl_context is not None else "http")
             log.info("listening on %s, backend %s", url, dispatcher.endpoint)
             log.debug("hot path: %s", compiled.describe())
@@ -153,11 +160,13 @@ async def serve(
         finally:
             http.stop_listening()  # no-op after a drain; closes the listener on errors
             http.close_all()
+            http.stop_handoff()
             if listener is not None:
                 listener.close()  # (a Unix socket's file goes too)
             await admin.stop()
     finally:
-        await dispatcher.aclose()
+        retired = phase.phase is FrontendPhase.RETIRING  # (not STOPPING: a SIGTERM came meanwhile)
+        await dispatcher.aclose(RETIRED_BYE if retired else "front end shutting down")
         if zmq_context is None:
             ctx.term()
         if phase.phase is not FrontendPhase.STOPPED:
@@ -197,6 +206,37 @@ class HttpServer:
             self.shared.h2 = self.h2.take_over
             self.shared.alpn = config.tls.enabled
         self._server: asyncio.AbstractServer | None = None
+        self._handoff: HandoffServer | None = None
+        self._factory: Callable[[], Connection] | None = None
+        self._tls = False
+        self._adopting: set[asyncio.Task[None]] = set()
+
+    def start_handoff(self, path: str | None) -> None:
+        """Listen at ``path`` for a retiring predecessor's idle connections (plain HTTP only)."""
+        if path is None or self._tls or not handoff.supported():
+            return
+        loop = asyncio.get_running_loop()
+
+        async def adopted(sock: socket.socket) -> None:
+            assert self._factory is not None
+            try:
+                await loop.connect_accepted_socket(self._factory, sock)
+            except OSError as exc:  # the client left meanwhile
+                log.debug("a handed-over connection could not be adopted: %s", exc)
+                sock.close()
+
+        def adopt(sock: socket.socket) -> None:
+            task = loop.create_task(adopted(sock))
+            self._adopting.add(task)  # (the loop keeps only a weak reference)
+            task.add_done_callback(self._adopting.discard)
+
+        self._handoff = HandoffServer(path, adopt)
+        self._handoff.start()
+
+    def stop_handoff(self) -> None:
+        if self._handoff is not None:
+            self._handoff.close()
+            self._handoff = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None, backlog: int) -> None:
         loop = asyncio.get_running_loop()
@@ -205,6 +245,8 @@ class HttpServer:
         def factory() -> Connection:
             return Connection(shared, loop)
 
+        self._factory = factory
+        self._tls = ssl_context is not None
         if ssl_context is None:  # (a handshake timeout without ssl is a ValueError)
             self._server = await loop.create_server(factory, sock=sock, backlog=backlog)
         else:
@@ -253,6 +295,7 @@ class HttpServer:
         shared.retiring = True
         if self.h2 is not None:
             self.h2.stopping = True  # (HTTP/2 connections accepted from now on: GOAWAY at once)
+        await self._hand_off_idle(min(loop.time() + handoff.HANDOFF_WINDOW_S, deadline), shutdown, force)
         for conn in list(shared.connections):
             conn.retire()  # (an HTTP/2 connection: GOAWAY, then close once its streams are done)
         while shared.connections or websocket.open_count or self.upgrades.connections:
@@ -270,7 +313,8 @@ class HttpServer:
             self.close_all()
             return
         if shared.connections:
-            log.warning("%d connections still open after %.1fs; closing them", len(shared.connections), grace_s)
+            left = len(shared.connections)
+            log.warning("%d connections still open after %.1fs; closing them", left, grace_s)
         for conn in list(shared.connections):
             conn.force_close()
         restart = not shared.stopping
@@ -280,6 +324,30 @@ class HttpServer:
         budget = max(deadline - loop.time(), WS_CLOSE_MIN_S)
         await _unless_forced(self.upgrades.shutdown(budget), force)
         self.close_all()
+
+    async def _hand_off_idle(self, until: float, shutdown: asyncio.Event, force: asyncio.Event) -> None:
+        """Until ``until``: give every connection caught idle to the successor adopting them at our
+        hand-off path, if one took it over (handoff.py); the rest then end as retire() says."""
+        server = self._handoff
+        if server is None or server.is_ours() or not self.shared.connections:
+            return
+        client = HandoffClient.connect(server.path)
+        if client is None:
+            return
+        loop = asyncio.get_running_loop()
+        connections = self.shared.connections
+        try:
+            while connections and loop.time() < until and not (shutdown.is_set() or force.is_set()):
+                for conn in list(connections):
+                    if not isinstance(conn, Connection):  # HTTP/2 (h2_connection): GOAWAY instead, in retire()
+                        continue
+                    if conn.hand_off(client.send) is False and client.failed:
+                        return
+                await _first(shutdown, force, timeout_s=HANDOFF_POLL_S)
+        finally:
+            client.close()
+            log.info("handed %d idle connection(s) to the successor; %d left to close by themselves",
+                     client.sent, len(connections))  # fmt: skip
 
     def stop_listening(self) -> None:
         if self._server is not None:

@@ -147,9 +147,15 @@ OPTIONS: tuple[Option, ...] = (
            "nobody listens on is replaced; removed at exit)."),
     Option(("--uds-mode",), None, OctalMode(), "Permission bits of the --uds file, in octal (e.g. 660).",
            shown_default="from the umask"),
-    Option(("--fd",), None, int, "Listen on this inherited socket file descriptor instead of --host/--port "
-           "(systemd socket activation, LISTEN_FDS, is used without it)."),
+    Option(("--fd",), None, _Int(0), "Listen on this inherited, bound socket file descriptor instead of "
+           "--host/--port (systemd socket activation, LISTEN_FDS, is used without it). A front end started "
+           "on the same socket takes over its accept queue."),
     Option(("--backlog",), 2048, _Int(1), "Pending connections the kernel queues before they are accepted."),
+    Option(("--reuse-port",), False, is_flag=True, run=Run.SPLIT,
+           help="Bind with SO_REUSEPORT (Linux spreads connections): several front ends on one port, "
+                "each with its own --backend (and --admin-port), the admin endpoint beside a successor's."),
+    Option(("--name",), None, run=Run.SPLIT, shown_default="HOST-PID-random",
+           help="This front end's name in its access-log lines (fe=NAME), /workers and the workers' logs."),
     # ---- the backend link
     Option(("--insecure",), False, help="Allow a non-loopback tcp:// backend without CurveZMQ.",
            is_flag=True),
@@ -241,10 +247,13 @@ OPTIONS: tuple[Option, ...] = (
     # ---- process
     Option(("--shutdown-timeout", "--timeout-graceful-shutdown"), 30.0, _Float(0, min_open=True),
            "Seconds in-flight requests get on SIGTERM.", run=Run.WORKER),
-    Option(("--ready-fd",), None, _Int(0), "Also write the ready line to this fd, then close it.",
-           run=Run.INTERNAL),
+    Option(("--ready-fd",), None, _Int(0), "Also write the ready line to this fd, then (for `zasgi run`) a "
+           "'zasgi-workers PID...' line each time the ready workers change.", run=Run.INTERNAL),
     Option(("--parent-fd",), None, _Int(0), "Shut down when this fd becomes readable (parent died).",
            run=Run.INTERNAL),
+    Option(("--handoff-path",), None, help="Unix socket where this front end adopts the idle connections "
+           "of a retiring predecessor of its slot, and where it hands its own to a successor "
+           "(frontend/handoff.py).", run=Run.INTERNAL),
 )  # fmt: skip
 
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}

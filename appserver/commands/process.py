@@ -48,6 +48,16 @@ def ready_facts(line: str) -> tuple[str, dict[str, str]]:
     return words[2], facts
 
 
+def fleet_facts(ready: list[tuple[str, dict[str, str]]]) -> tuple[str, dict[str, str]]:
+    """The front ends' ready lines as one banner: the URL, and each fact (backend, admin) listed
+    once per front end."""
+    url, facts = ready[0]
+    if len(ready) == 1:
+        return url, facts
+    keys = dict.fromkeys(k for _, f in ready for k in f)
+    return url, {k: " ".join(f.get(k, "-") for _, f in ready) for k in keys}
+
+
 def supervise(supervisor: Supervisor, *, banner: Banner) -> int:
     """Start (front end, then) workers, print the ready line, run until stopped."""
     if supervisor.pool.sched_batch:
@@ -73,8 +83,8 @@ def supervise(supervisor: Supervisor, *, banner: Banner) -> int:
 def _start_and_run(supervisor: Supervisor, *, banner: Banner) -> int:
     try:
         url, facts = "", {}
-        if supervisor.frontend_argv is not None:
-            url, facts = ready_facts(supervisor.start_frontend())
+        if supervisor.fleet is not None:
+            url, facts = fleet_facts([ready_facts(line) for line in supervisor.start_fleet()])
         supervisor.start_workers()
         supervisor.wait_ready()
     except SupervisorError as exc:

@@ -13,7 +13,14 @@ import time
 
 import click
 
-from ..control import PidFileError, read_reload_result, running_pid, send_reload
+from ..control import (
+    FRONTEND_ROLL_SIGNAL,
+    RELOAD_SIGNAL,
+    PidFileError,
+    read_reload_result,
+    running_pid,
+    send_reload,
+)
 
 POLL_S = 0.1
 
@@ -36,17 +43,27 @@ POLL_S = 0.1
 )
 @click.option("--timeout", default=600.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="Seconds --wait waits for the outcome.")  # fmt: skip
-def command(pid_file: str | None, wait: bool, timeout: float) -> None:
-    """Rolling restart: replace every worker, new ones first (SIGHUP to the supervisor)."""
+@click.option(
+    "--frontends",
+    is_flag=True,
+    help="Replace `zasgi run`'s front ends instead, one at a time, new one first (SIGUSR2; "
+    "not waited for: its log tells the outcome).",
+)
+def command(pid_file: str | None, wait: bool, timeout: float, frontends: bool) -> None:
+    """Rolling restart: replace every worker, new ones first (SIGHUP to the supervisor); with
+    --frontends, every front end of `zasgi run` (SIGUSR2)."""
     if not pid_file:
         _fail("no pid file: pass --pid-file PATH or set ZASGI_PID_FILE "
               "(the same one `zasgi run/appserver --pid-file` writes)")  # fmt: skip
     assert pid_file is not None
     before = read_reload_result(pid_file) or {}
     try:
-        pid = send_reload(pid_file)
+        pid = send_reload(pid_file, FRONTEND_ROLL_SIGNAL if frontends else RELOAD_SIGNAL)
     except PidFileError as exc:
         _fail(str(exc))
+    if frontends:  # (a front-end roll writes no outcome file)
+        click.echo(f"zasgi: front-end roll requested (SIGUSR2 sent to pid {pid})")
+        return
     seen = before.get("seq", 0) if before.get("pid") == pid else 0  # (another run's file: none seen)
     if not wait:
         click.echo(f"zasgi: reload requested (SIGHUP sent to pid {pid})")

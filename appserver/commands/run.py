@@ -1,4 +1,4 @@
-"""``zasgi run``: one front end and N workers on this machine.
+"""``zasgi run``: N front ends (one by default) and N workers on this machine (appserver/fleet.py).
 
 The front end's options come from its table (wire/frontend_options.py): those ``run`` sets
 itself (--host, --port, --root-path, --backend) with their defaults, the rest forwarded
@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -19,72 +21,93 @@ import click
 
 from wire import frontend_options as fo
 
+from .. import fleet, listeners
 from ..supervisor import Supervisor
 from . import options, process
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): systemd's first passed socket
+EXIT_USAGE = 2
 
 _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default: a private ipc:// socket]."}
                             if opt.name == "backend" else {}))
         for opt in fo.where(fo.Run.OWN)]  # fmt: skip
 
 
-@click.command("run", params=[*options.worker_params(), *_OWN, *options.frontend_params(fo.Run.FORWARD)])
+_FLEET = [
+    click.Option(["--frontends"], default=1, show_default=True, type=int, envvar="ZASGI_FRONTENDS",
+                 show_envvar=True,
+                 help="Front-end processes on the one port (SO_REUSEPORT; Linux): HTTP on that many cores, "
+                      "every worker joined to each. SIGUSR2 (zasgi reload --frontends) replaces them one at "
+                      "a time, new one first. More than the CPU cores needs --force."),
+    click.Option(["--force"], is_flag=True, envvar="ZASGI_FORCE", show_envvar=True,
+                 help="Allow --frontends above the number of CPU cores."),
+]  # fmt: skip
+
+
+@click.command(
+    "run", params=[*options.worker_params(), *_OWN, *_FLEET, *options.frontend_params(fo.Run.FORWARD)]
+)
 def command(app: str, host: str, port: int, root_path: str, backend: str | None, **opts: Any) -> None:
-    """Serve APP ('module:attribute') with one front end and N workers on this machine."""
+    """Serve APP ('module:attribute') with N front ends and N workers on this machine."""
     process.setup_logging(opts["log_level"], opts["log_format"], opts["log_config"])
     options.load_env_file(opts.pop("env_file"))
-    private = None
-    if backend is None:
-        private = _private_socket()
-        backend = f"ipc://{private}"
-    _check_backend(backend, opts["insecure"])
-    fds = _listen_fds(opts)
-    config = options.worker_config(app, (backend,), **opts)
-    frontend_argv = ["--host", host, "--port", str(port), "--backend", backend, "--root-path", root_path,
+    count = opts.pop("frontends")
+    try:
+        listeners.check_count(count, force=opts.pop("force"))
+        if count > 1 and opts["uds"] is not None:
+            raise listeners.FleetError(f"--frontends {count}: a --uds socket has one front end")
+    except listeners.FleetError as exc:  # one line, not click's usage text
+        click.echo(f"zasgi run: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    runtime = _runtime_dir()
+    base, fixed = _backends(backend, runtime, count)
+    if fixed is not None:
+        _check_backend(fixed, opts["insecure"])
+    listen_fd = _listen_fd(opts)  # the fleet passes it on itself (one copy per front end)
+    list_path = str(runtime / f"run-{os.getpid()}.frontends")
+    config = options.worker_config(app, (fixed,) if fixed else (f"file://{list_path}",), **opts)
+    admin_ports = _admin_ports(opts, count, port)
+    own_socket = opts["uds"] is not None  # the front end binds its Unix socket itself (listen.py)
+    frontend_argv = ["--host", host, "--port", str(port), "--root-path", root_path,
                      "--log-level", opts["log_level"], "--shutdown-timeout", str(opts["graceful_timeout"]),
                      "--log-format", opts["log_format"],
                      *(["--log-config", opts["log_config"]] if opts["log_config"] else []),
+                     *(["--reuse-port"] if hasattr(socket, "SO_REUSEPORT") and not own_socket else []),
                      *options.frontend_args(opts, fo.Run.FORWARD)]  # fmt: skip
     reload = options.reload_config(opts)
     pool = options.pool_config(opts)
-    supervisor = Supervisor(
-        config=config,
-        pool=pool,
-        frontend_argv=frontend_argv,
-        frontend_env=_frontend_env(),
-        reload=reload,
-        frontend_fds=fds,
-    )
+    front_ends = fleet.Fleet(
+        argv=frontend_argv, address=(host, port), count=count, endpoint_base=base, fixed_endpoint=fixed,
+        list_path=list_path, env=_frontend_env(), admin_ports=admin_ports, named=count > 1,
+        listen_fd=listen_fd, own_socket=own_socket,
+    )  # fmt: skip
+    supervisor = Supervisor(config=config, pool=pool, fleet=front_ends, reload=reload)
     workers = opts["workers"]
 
     def banner(url: str, facts: dict[str, str]) -> str:
-        lines = [f"zasgi running on {url} ({workers} worker{'s' if workers > 1 else ''}); Ctrl-C to stop",
-                 f"  app      {app} (from {config.app_dir})",
-                 f"  backend  {facts.get('backend', backend)}"]  # fmt: skip
-        lines += [f"  {key:<8} {value}" for key, value in facts.items() if key != "backend"]
+        fes = f"{count} front ends, " if count > 1 else ""
+        plural = "s" if workers > 1 else ""
+        lines = [f"zasgi running on {url} ({fes}{workers} worker{plural}); Ctrl-C to stop",
+                 f"  app      {app} (from {config.app_dir})"]  # fmt: skip
+        lines += [f"  {key:<8} {value}" for key, value in facts.items()]
         if reload is not None:
             lines.append(f"  reload   watching {reload.describe()}")
         return "\n".join(lines)
 
-    try:
-        code = process.supervise(supervisor, banner=banner)
-    finally:
-        if private is not None:
-            private.unlink(missing_ok=True)
-    sys.exit(code)
+    sys.exit(process.supervise(supervisor, banner=banner))  # (fleet.stop removes our socket files)
 
 
-def _private_socket() -> Path:
-    """This run's backend socket file, in a per-user directory; files of runs whose process is
-    gone (killed, crashed) are removed first."""
+def _runtime_dir() -> Path:
+    """The per-user directory of run's files (backend sockets run-PID-SLOT.GEN.sock, hand-off
+    sockets, the workers' run-PID.frontends list); files of runs whose process is gone (killed,
+    crashed) are removed first."""
     runtime = Path(tempfile.gettempdir()) / f"zasgi-{os.getuid()}"
     runtime.mkdir(mode=0o700, exist_ok=True)
-    for stale in runtime.glob("run-*.sock"):
-        pid = stale.name.removeprefix("run-").removesuffix(".sock")
-        if pid.isdigit() and not _alive(int(pid)):
+    for stale in runtime.glob("run-*"):
+        pid = re.match(r"run-(\d+)", stale.name)
+        if pid and not _alive(int(pid[1])):
             stale.unlink(missing_ok=True)
-    return runtime / f"run-{os.getpid()}.sock"
+    return runtime
 
 
 def _alive(pid: int) -> bool:
@@ -116,13 +139,42 @@ def _check_backend(backend: str, insecure: bool | None) -> None:
     )
 
 
-def _listen_fds(opts: dict[str, Any]) -> tuple[int, ...]:
-    """The listening socket the front end inherits: --fd N, or systemd's (socket activation names
-    this process in LISTEN_PID; the front end, another process, is told with --fd 3)."""
-    if opts["fd"] is None and opts["uds"] is None and os.environ.get("LISTEN_PID") == str(os.getpid()):
+def _listen_fd(opts: dict[str, Any]) -> int | None:
+    """The bound socket the front ends share instead of one the fleet binds: --fd N, or systemd's
+    (socket activation names this process in LISTEN_PID; each front end, another process, gets
+    it with --fd). Taken out of ``opts``: the fleet passes it on."""
+    fd = opts.pop("fd")
+    if fd is None and opts["uds"] is None and os.environ.get("LISTEN_PID") == str(os.getpid()):
         if os.environ.get("LISTEN_FDS", "0").strip() not in ("", "0"):
-            opts["fd"] = SD_LISTEN_FDS_START
-    return () if opts["fd"] is None else (opts["fd"],)
+            fd = SD_LISTEN_FDS_START
+    return fd
+
+
+def _backends(backend: str | None, runtime: Path, count: int) -> tuple[str, str | None]:
+    """(the prefix of every front end's ipc:// backend, a fixed tcp:// one or None). Each front end,
+    and each successor in a roll, binds its own: BASE-SLOT.GENERATION.sock."""
+    if backend is None:
+        return f"ipc://{runtime}/run-{os.getpid()}", None
+    if backend.startswith("ipc://"):
+        return backend.removesuffix(".sock"), None
+    if count > 1:
+        raise click.UsageError(f"--backend {backend}: several front ends each need a backend of their own; "
+                               "leave --backend out (private ipc:// sockets) or give an ipc:// path prefix")
+    return "", backend  # one front end on it; no rolls (a successor could not bind it beside the old)
+
+
+def _admin_ports(opts: dict[str, Any], count: int, port: int) -> list[int | None]:
+    """Each front end's admin port: with several, one each (the given port, or 9000, plus the slot
+    number; a defaulted one found taken: any free port). None: forwarded as given."""
+    if count == 1 or opts.get("admin") is False:
+        return []
+    given = opts.pop("admin_port", None)
+    if given is not None:
+        return [given + i if given else 0 for i in range(count)]
+    if port == 0:
+        return [0] * count
+    host = opts.get("admin_host") or fo.default("admin_host")
+    return [9000 + i if listeners.free_admin_port(host, 9000 + i) else 0 for i in range(count)]
 
 
 def _frontend_env() -> dict[str, str]:

@@ -1,10 +1,14 @@
 """``zasgi status``: the workers each front end sees, read from its admin endpoint
-(GET /workers, JSON; frontend/admin.py) over plain HTTP."""
+(GET /workers, JSON; frontend/admin.py) over plain HTTP. With several front ends (given
+one ``--admin`` each, or found through ``zasgi run``'s ``--pid-file``: appserver/fleet.py
+keeps their admin URLs beside its workers' list), a last line puts them together."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from typing import Any
@@ -58,27 +62,18 @@ def _lingering(workers: list[Any]) -> str:
 
 
 @click.command("status")
-@click.option(
-    "--admin",
-    "admins",
-    multiple=True,
-    default=("http://127.0.0.1:9000",),
-    show_default=True,
-    envvar="ZASGI_ADMIN_URL",
-    metavar="URL",
-    help="A front end's admin endpoint (repeatable; env: space-separated).",
-)
-@click.option(
-    "--timeout",
-    default=5.0,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Seconds to wait for each front end.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the front ends' answers as JSON.")  # fmt: skip
-def command(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
+@click.option("--admin", "admins", multiple=True, default=("http://127.0.0.1:9000",), show_default=True,
+              envvar="ZASGI_ADMIN_URL", metavar="URL",
+              help="A front end's admin endpoint (repeatable; env: space-separated).")
+@click.option("--timeout", default=5.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Seconds to wait for each front end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the front ends' answers as JSON.")
+@click.option("--pid-file", default=None, type=click.Path(dir_okay=False),
+              help="`zasgi run`'s pid file: every one of its front ends (instead of --admin).")  # fmt: skip
+def command(admins: tuple[str, ...], timeout: float, as_json: bool, pid_file: str | None) -> None:
     """The workers of each front end: id, host, pid, state, in-flight, limit, capacity, uptime, served."""
-
+    if pid_file:
+        admins = _fleet_admins(pid_file)
     answers, failed = [], False
     for admin in admins:
         url = admin if "://" in admin else f"http://{admin}"
@@ -106,4 +101,41 @@ def command(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
                    f"{refused} refused")  # fmt: skip
         for line in _status_table(workers) if workers else ["(no workers)"]:
             click.echo("  " + line)
+    if len(answers) > 1 and not as_json:
+        click.echo(_together([data for _, data in answers]))
     sys.exit(1 if failed else 0)
+
+
+def _together(answers: list[dict[str, Any]]) -> str:
+    """One line for several front ends: how many, and which workers every one of them has READY."""
+    ready = [{w.get("pid") for w in a["workers"] if isinstance(w, dict) and w.get("state") == "ready"}
+             for a in answers]  # fmt: skip
+    everywhere = set.intersection(*ready)
+    seen = set.union(*ready)
+    fes: list[dict[str, Any]] = [a["frontend"] for a in answers if isinstance(a.get("frontend"), dict)]
+    queued = sum(int(fe["queue"].get("http", 0)) for fe in fes if isinstance(fe.get("queue"), dict))
+    streams = sum(int(fe.get("streams_open") or 0) for fe in fes)
+    joined = f"{len(everywhere)} of {len(seen)} ready worker(s) joined to every one"
+    return f"{len(answers)} front ends: {joined}, {streams} open streams, {queued} queued"
+
+
+def _fleet_admins(pid_file: str) -> tuple[str, ...]:
+    """The admin URLs `zasgi run` (pid in ``pid_file``) lists for its front ends; one-line exit if none."""
+    from ..control import PidFileError, running_pid
+
+    try:
+        pid = running_pid(pid_file)
+    except PidFileError as exc:
+        click.echo(f"zasgi status: {exc}", err=True)
+        sys.exit(1)
+    path = os.path.join(tempfile.gettempdir(), f"zasgi-{os.getuid()}", f"run-{pid}.frontends.admin")
+    try:
+        with open(path, encoding="utf-8") as f:
+            urls = tuple(line.strip() for line in f if line.strip())
+    except OSError as exc:
+        click.echo(f"zasgi status: pid {pid} lists no front ends ({path}: {exc.strerror})", err=True)
+        sys.exit(1)
+    if not urls:
+        click.echo(f"zasgi status: pid {pid}'s front ends have no admin endpoint (--no-admin?)", err=True)
+        sys.exit(1)
+    return urls

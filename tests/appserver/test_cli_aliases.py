@@ -34,7 +34,7 @@ UVICORN_FRONTEND_OPTIONS = [
     "--ssl-ciphers",
 ]  # fmt: skip
 # The front end's process contract with its parent, not options for users.
-INTERNAL = {"--ready-fd", "--parent-fd"}
+INTERNAL = {o.long_names[0] for o in fo.where(fo.Run.INTERNAL)}  # --ready-fd, --parent-fd, --handoff-path
 RUN_SPELLS_IT = {"--shutdown-timeout"}  # run: --timeout-graceful-shutdown, the workers' and the front end's
 
 

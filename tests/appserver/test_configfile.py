@@ -45,7 +45,7 @@ def write(tmp_path: Path, text: str) -> str:
 
 
 def frontend_arg(supervisor: Any, name: str) -> str | None:
-    argv = list(supervisor.frontend_argv)
+    argv = list(supervisor.fleet.argv)  # zasgi run's front ends (appserver/fleet.py)
     return argv[argv.index(name) + 1] if name in argv else None
 
 
@@ -109,7 +109,7 @@ reload_include = ["*.py", "*.toml"]
     (sup,) = started
     assert sup.config.factory is True
     assert sup.pool.max_requests == 9
-    assert "--no-ws-per-message-deflate" in sup.frontend_argv
+    assert "--no-ws-per-message-deflate" in sup.fleet.argv
     assert sup.reload.dirs == (str(tmp_path.resolve()),)
     assert sup.reload.include == ("*.py", "*.toml")
 

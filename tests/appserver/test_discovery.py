@@ -19,7 +19,15 @@ from hypothesis import strategies as st
 from appserver import discovery
 from appserver.config import WorkerConfig
 from appserver.discovery import (
-    FrontendSet, Plan, Target, parse_endpoint, pick_addresses, plan, read_list, tcp_endpoint, write_list,
+    FrontendSet,
+    Plan,
+    Target,
+    parse_endpoint,
+    pick_addresses,
+    plan,
+    read_list,
+    tcp_endpoint,
+    write_list,
 )  # fmt: skip
 from appserver.lifecycle import WorkerPhase
 from appserver.worker import EXIT_OK, Worker

@@ -1,4 +1,4 @@
-"""fleet.py's pure parts and the port: --frontends checks, listeners bound once, reports read."""
+"""frontroll.py's table, listeners.py (--frontends checks, the port bound once), fleet.py's reports."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ import sys
 
 import pytest
 
-from appserver.fleet import (
-    ROLL_TRANSITIONS,
-    FleetError,
-    FrontendProc,
-    Roll,
-    RollPhase,
-    bind_listeners,
-    check_count,
-    free_admin_port,
-)
+from appserver.fleet import FrontendProc
+from appserver.frontroll import FE_TRANSITIONS, ROLL_TRANSITIONS, FeState, Roll, RollPhase
+from appserver.listeners import FleetError, bind_listeners, check_count, free_admin_port
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's"
+)
 
 
 @pytest.mark.parametrize(
@@ -53,6 +48,9 @@ def test_roll_phases_only_move_forward_and_end() -> None:
         roll.to(RollPhase.STARTING)
     roll.to(RollPhase.FAILED)
     assert ROLL_TRANSITIONS[RollPhase.FAILED] == frozenset()
+    states = list(FeState)
+    for old_state, new_states in FE_TRANSITIONS.items():
+        assert all(states.index(new) > states.index(old_state) for new in new_states)
 
 
 @linux_only
@@ -72,7 +70,8 @@ def test_listeners_share_one_port_and_refuse_a_port_held_by_another_program() ->
     other.listen()
     try:
         for count in (1, 2):
-            with pytest.raises(FleetError, match=f"cannot listen on 127.0.0.1:{port}: in use by another program"):
+            taken = f"cannot listen on 127.0.0.1:{port}: Address already in use by another program"
+            with pytest.raises(FleetError, match=taken):
                 bind_listeners("127.0.0.1", port, count)
         assert not free_admin_port("127.0.0.1", port)
     finally:
@@ -96,7 +95,10 @@ def test_reports_are_read_line_by_line_across_writes() -> None:
     assert not proc.ready
     os.write(w, b"in=http://127.0.0.1:9000\nzasgi-workers \nzasgi-workers 12 34")
     proc.read_reports()
-    assert proc.url == "http://127.0.0.1:8000" and proc.facts == {"backend": "ipc:///x", "admin": "http://127.0.0.1:9000"}
+    assert proc.url == "http://127.0.0.1:8000" and proc.facts == {
+        "backend": "ipc:///x",
+        "admin": "http://127.0.0.1:9000",
+    }
     assert proc.workers == frozenset()
     os.write(w, b"\n")
     os.close(w)

@@ -321,9 +321,11 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         *([Server("zasgi@base w1", main | w1, zasgi(1, tree=baseline))] if baseline is not None else []),
         *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
         Server("zasgi w1", main | {"scaleout", "h2"} | w1, zasgi(1)),
-        Server("zasgi w2", {"hello", "h2"} | w2, zasgi(2)),
+        Server("zasgi w2", {"hello", "download", "h2"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
+        # Two front ends on the port (issue 19): what a second core of HTTP is worth.
+        Server("zasgi w2 fe2", {"hello", "download"}, zasgi(2, extra=("--frontends", "2"))),
         # What SCHED_BATCH (the default, appserver/sched.py) is worth: the same under the default policy.
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main | w1, uvicorn(1)),

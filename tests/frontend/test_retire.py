@@ -18,7 +18,7 @@ import zmq
 
 from frontend import config as cfg
 from frontend.retire import TRANSITIONS, FrontendLifecycle, FrontendPhase, IllegalTransition
-from frontend.server import serve
+from frontend.server import RETIRED_BYE, serve
 from tests.frontend.scripted_worker import ScriptedWorker
 from wire import events as ev
 
@@ -174,7 +174,9 @@ async def test_idle_keep_alive_connection_closes_at_its_timeout_and_in_flight_is
     assert loop.time() - began < 10  # well before the 20 s grace: nothing was left
 
 
-async def test_the_successor_takes_new_connections_on_the_same_socket(fleet: Any, listener: socket.socket) -> None:
+async def test_the_successor_takes_new_connections_on_the_same_socket(
+    fleet: Any, listener: socket.socket
+) -> None:
     old = await fleet(listener, "old")
     new = await fleet(listener, "new")
     w_old, w_new = await fleet.worker(old), await fleet.worker(new)
@@ -187,6 +189,8 @@ async def test_the_successor_takes_new_connections_on_the_same_socket(fleet: Any
         assert status_of(await conn.read_head()) == 200
         conn.close()
     assert not [e for e in w_old.received if type(e) is ev.Request]
+    bye = await w_old.expect(ev.Bye)
+    assert bye.reason == RETIRED_BYE  # its workers learn why it left
 
 
 async def test_websocket_closed_1012_at_the_end_of_the_grace(fleet: Any, listener: socket.socket) -> None:
@@ -223,3 +227,73 @@ async def test_ready_workers_are_reported_as_they_change(fleet: Any, listener: s
         await asyncio.sleep(0.1)
     assert fe.reports[-1] == f"zasgi-workers {pid}"
     w.close()
+
+
+# ------------------------------------------------------------------ hand-off (handoff.py)
+
+
+async def test_idle_keep_alive_connection_is_handed_to_the_successor(
+    fleet: Any, listener: socket.socket, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "slot.handoff")
+    old = await fleet(listener, "old", handoff_path=path, http=cfg.HttpLimits(keepalive_timeout_s=30))
+    w_old = await fleet.worker(old)
+    conn = await RawConn.open(old.port)  # accepted by old: new does not listen yet
+    await conn.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await _answer(w_old)
+    head = await conn.read_head()
+    assert status_of(head) == 200 and await conn.read_exactly(2) == b"ok"
+    new = await fleet(listener, "new", handoff_path=path, http=cfg.HttpLimits(keepalive_timeout_s=30))
+    w_new = await fleet.worker(new)
+    old.retire.set()
+    await asyncio.wait_for(old.task, 10)  # its only connection went to new: nothing to wait for
+    await conn.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")  # the same TCP connection, now new's
+    req = await _answer(w_new)
+    assert req.raw_path == b"/2"
+    head = await conn.read_head()
+    assert status_of(head) == 200 and header(head, b"connection") != [b"close"]  # kept alive
+    assert await conn.read_exactly(2) == b"ok"
+    assert not [e for e in w_old.received if type(e) is ev.Request and e.raw_path == b"/2"]
+
+
+async def test_a_busy_connection_is_handed_over_once_its_response_is_done(
+    fleet: Any, listener: socket.socket, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "slot.handoff")
+    old = await fleet(listener, "old", handoff_path=path)
+    w_old = await fleet.worker(old)
+    conn = await RawConn.open(old.port)
+    await conn.send(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    req = await w_old.request()
+    new = await fleet(listener, "new", handoff_path=path)
+    w_new = await fleet.worker(new)
+    old.retire.set()
+    await asyncio.wait_for(old.life.reached(FrontendPhase.RETIRING), 5)
+    await asyncio.sleep(0.2)
+    w_old.respond(req.stream_id, 200, LENGTH_2, b"hi")  # within the hand-off window
+    head = await conn.read_head()
+    assert status_of(head) == 200 and header(head, b"connection") != [b"close"]
+    assert await conn.read_exactly(2) == b"hi"
+    await asyncio.wait_for(old.task, 10)
+    await conn.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await _answer(w_new)).raw_path == b"/next"
+    assert status_of(await conn.read_head()) == 200
+
+
+async def test_without_a_successor_on_the_path_connections_end_as_before(
+    fleet: Any, listener: socket.socket, tmp_path: Path
+) -> None:
+    old = await fleet(listener, "old", handoff_path=str(tmp_path / "slot.handoff"),
+                      http=cfg.HttpLimits(keepalive_timeout_s=30))  # fmt: skip
+    w = await fleet.worker(old)
+    conn = await RawConn.open(old.port)
+    await conn.send(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await _answer(w)
+    assert status_of(await conn.read_head()) == 200 and await conn.read_exactly(2) == b"ok"
+    old.retire.set()  # the path is still its own: nobody to hand to
+    await asyncio.wait_for(old.life.reached(FrontendPhase.RETIRING), 5)
+    await conn.send(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await _answer(w)
+    head = await conn.read_head()
+    assert header(head, b"connection") == [b"close"]
+    assert await conn.read_to_close() == b"ok"

@@ -46,7 +46,9 @@ class Fleet:
 
     def frontend(self, name: str, grace_s: float = 10.0) -> Proc:
         fd = self.sock.fileno()
-        argv = [sys.executable, "-m", "tests.helpers.fd_frontend", str(fd), self.endpoint(name), str(grace_s)]
+        argv = [sys.executable, "-m", "frontend", "--fd", str(fd), "--backend", self.endpoint(name),
+                "--shutdown-timeout", str(grace_s), "--no-access-log", "--no-admin", "--heartbeat-ms", "200",
+                "--liveness", "5"]  # fmt: skip
         proc = Proc(name, argv, self.log_dir, pass_fds=(fd,))
         self.procs.append(proc)
         proc.wait_for(r"zasgi-ready frontend", 30)

@@ -178,7 +178,7 @@ def test_run_removes_its_socket_file_and_a_dead_runs(tmp_path: Path) -> None:
     stale = runtime / f"run-{dead.pid}.sock"  # as a killed run leaves it
     stale.touch()
     server = start_run(tmp_path, workers=1)
-    mine = runtime / f"run-{server.procs[0].pid}.sock"
+    mine = runtime / f"run-{server.procs[0].pid}-0.0.sock"  # front end 0's (fleet.py), generation 0
     try:
         assert mine.exists() and not stale.exists()
     finally:
@@ -206,15 +206,18 @@ def test_a_bind_error_under_json_logs_is_a_json_line(tmp_path: Path) -> None:
                     tmp_path)  # fmt: skip
         assert proc.wait_exit(60) == 3
     records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]  # every line is JSON
-    wanted = f"frontend: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    wanted = f"zasgi: cannot listen on 127.0.0.1:{port}: Address already in use by another program"
     assert any(r["message"] == wanted and r["level"] == "error" for r in records), records
 
 
-def test_run_on_an_inherited_fd(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frontends", ["1", "2"])
+def test_run_on_an_inherited_fd(tmp_path: Path, frontends: str) -> None:
+    """With several front ends (appserver/fleet.py) every one accepts on the inherited socket."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    argv = zasgi("run", "examples.hello:app", "--fd", str(sock.fileno()), "--admin-port", "0")
+    argv = zasgi("run", "examples.hello:app", "--fd", str(sock.fileno()), "--admin-port", "0",
+                 "--frontends", frontends, "--force")  # fmt: skip
     with open(tmp_path / "run.log", "wb") as log:
         proc = subprocess.Popen(
             argv,
@@ -227,7 +230,8 @@ def test_run_on_an_inherited_fd(tmp_path: Path) -> None:
     sock.close()
     try:
         _wait_line(tmp_path / "run.log", rf"zasgi running on http://127\.0\.0\.1:{port} ")
-        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
+        for _ in range(4):  # (new connections: the front ends take turns accepting)
+            assert httpx.get(f"http://127.0.0.1:{port}/", timeout=30).status_code == 200
     finally:
         proc.terminate()  # the supervisor stops its front end and workers
         try:

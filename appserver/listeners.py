@@ -1,0 +1,108 @@
+"""``zasgi run``'s port: checked and bound once, by the supervisor, for every front end.
+
+One socket per front-end slot, with SO_REUSEPORT when there are several (Linux
+spreads new connections over them by a hash of the client's address). A port
+held by another program is found before anything starts: the first bind is
+made without SO_REUSEPORT, which any other listener refuses, SO_REUSEPORT or
+not, so we never silently share a port with another server.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from typing import Any
+
+MAX_PER_CORE = 1  # more front ends than cores needs --force: they would only take turns on the CPU
+
+
+class FleetError(Exception):
+    """A bad --frontends request or an unusable port: one line for the operator."""
+
+
+def check_count(
+    count: int, *, force: bool = False, cores: int | None = None, platform: str = sys.platform
+) -> None:
+    """--frontends N: at least 1; several only on Linux (SO_REUSEPORT spreads connections there);
+    not more than the cores without ``force``. Raises FleetError (one line)."""
+    if count < 1:
+        raise FleetError(f"--frontends {count}: at least 1 front end is needed")
+    if count > 1 and not platform.startswith("linux"):
+        raise FleetError(f"--frontends {count}: several front ends on one port need Linux (SO_REUSEPORT); "
+                         f"this is {platform}")  # fmt: skip
+    cores = cores if cores is not None else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)  # fmt: skip
+    if count > cores * MAX_PER_CORE and not force:
+        raise FleetError(f"--frontends {count}: more front ends than the {cores} CPU core(s) here; "
+                         "pass --force to run them anyway")  # fmt: skip
+
+
+def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` bound TCP sockets on host:port (SO_REUSEPORT when more than one), not listening yet:
+    each front end calls listen(). Raises FleetError (one line) if the port is taken."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise FleetError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    socks: list[socket.socket] = []
+    try:
+        # First without SO_REUSEPORT: a port some other program listens on (with the option or
+        # not) refuses this bind, where with the option we could silently share its port.
+        probe = _bound(family, kind, proto, addr, reuse_port=False)
+        if count == 1:
+            return [probe]
+        addr = probe.getsockname()  # port 0: the one the kernel chose
+        probe.close()
+        for _ in range(count):
+            socks.append(_bound(family, kind, proto, addr, reuse_port=True))
+        return socks
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        why = "Address already in use by another program" if exc.errno == errno.EADDRINUSE \
+            else exc.strerror or str(exc)  # fmt: skip
+        raise FleetError(f"cannot listen on {host}:{port}: {why}") from None
+
+
+def inherited_listener(fd: int) -> socket.socket:
+    """``zasgi run --fd N`` (or systemd's socket): the bound socket every front end gets a copy of.
+    Raises FleetError (one line) if it is not one."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise FleetError(f"cannot listen on fd {fd}: {exc.strerror or exc}") from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        raise FleetError(f"cannot listen on fd {fd}: not a stream socket")
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bound(family: int, kind: int, proto: int, addr: Any, *, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def free_admin_port(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port (probed once at boot, for a defaulted admin port)."""
+    try:
+        _bound(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, 0, (host, port),
+               reuse_port=False).close()  # fmt: skip
+    except OSError:
+        return False
+    return True

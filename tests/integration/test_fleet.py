@@ -1,0 +1,341 @@
+"""``zasgi run --frontends N`` (appserver/fleet.py): several front ends on one port, every worker
+joined to each, rolls (SIGUSR2 / ``zasgi reload --frontends``) that fail and refuse nothing, and the
+refusals: a bad count, a port held by another program, a new front end that cannot start."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.helpers.processes import Proc, zasgi
+from tests.integration.conftest import PROBE, Server, start_run, stop
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="several front ends need SO_REUSEPORT"),
+]
+
+ROLL_DONE = "front-end roll complete"
+
+
+def _admins(server: Server) -> list[str]:
+    match = re.search(r"\n  admin +(http://.+)\n", server.procs[0].log() + "\n")
+    assert match, server.logs()
+    return match.group(1).split()
+
+
+def _get_json(url: str) -> Any:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+def _requests_served(admin: str) -> float:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{admin}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("zasgi_http_requests_total{"))  # fmt: skip
+
+
+def _get(port: int, keep: http.client.HTTPConnection | None = None) -> int:
+    conn = keep or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/", headers={} if keep else {"Connection": "close"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        if keep is None:
+            conn.close()
+
+
+@pytest.fixture
+def fleet2(tmp_path: Path) -> Iterator[Server]:
+    pid_file = tmp_path / "run.pid"
+    server = start_run(tmp_path, "--frontends", "2", "--pid-file", str(pid_file), "--admin-port", "0",
+                       "--timeout-graceful-shutdown", "5", workers=2)  # fmt: skip
+    server.pid_file = pid_file  # type: ignore[attr-defined]
+    yield server
+    stop(server)
+
+
+def test_both_front_ends_get_traffic_and_every_worker_joins_each(fleet2: Server) -> None:
+    admins = _admins(fleet2)
+    assert len(admins) == 2
+    port = fleet2.host_port[1]
+    for _ in range(200):  # new connections: the kernel spreads them by source port
+        assert _get(port) == 200
+    served = [_requests_served(a) for a in admins]
+    assert all(n > 10 for n in served), served  # both took a share (200 is never all on one by chance)
+    answers = [_get_json(f"{a}/workers")["workers"] for a in admins]
+    workers = [{w["pid"] for w in answer if w["state"] == "ready"} for answer in answers]
+    pids = fleet2.procs[0].worker_pids()
+    assert len(pids) == 2 and workers == [pids, pids]
+    ids = {_get_json(f"{a}/workers")["frontend"]["id"] for a in admins}
+    assert ids == {"fe0", "fe1"}
+    log = fleet2.procs[0].log()
+    assert re.search(r"rid=\S+ worker=\S+ dur=[\d.]+ fe=fe0$", log, re.M)  # the access log names it
+    assert re.search(r"rid=\S+ worker=\S+ dur=[\d.]+ fe=fe1$", log, re.M)
+    status = subprocess.run(zasgi("status", "--pid-file", str(fleet2.pid_file)),  # type: ignore[attr-defined]
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("front end fe") == 2
+    assert "2 front ends: 2 of 2 ready worker(s) joined to every one" in status.stdout
+
+
+def test_rolls_under_keep_alive_load_fail_and_refuse_nothing(fleet2: Server) -> None:
+    port = fleet2.host_port[1]
+    stop_event = threading.Event()
+    counts = {"ok": 0, "failed": 0}
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(keep_alive: bool) -> None:
+        conn: http.client.HTTPConnection | None = None
+        while not stop_event.is_set():
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                conn.request("GET", "/", headers={} if keep_alive else {"Connection": "close"})
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+                if resp.will_close or not keep_alive:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as exc:
+                ok = False
+                with lock:
+                    errors.append(repr(exc))
+                if conn is not None:
+                    conn.close()
+                conn = None
+            with lock:
+                counts["ok" if ok else "failed"] += 1
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(i % 3 != 0,), daemon=True) for i in range(6)]
+    for t in threads:
+        t.start()
+    proc = fleet2.procs[0]
+    try:
+        time.sleep(1.0)
+        for roll in range(2):
+            reload = subprocess.run(zasgi("reload", "--frontends", "--pid-file", str(fleet2.pid_file)),  # type: ignore[attr-defined]
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert reload.returncode == 0 and "SIGUSR2" in reload.stdout, reload.stderr
+            _wait_count(proc, ROLL_DONE, roll + 1, 60)
+            _wait_count(proc, "retired and exited", 2 * (roll + 1), 60)  # the old ones drained
+            time.sleep(0.5)
+    finally:
+        stop_event.set()
+        for t in threads:
+            t.join(30)
+    assert counts["failed"] == 0, (counts, errors[:5])
+    assert counts["ok"] > 200
+    assert "front-end roll stopped" not in proc.log()
+    assert len(_admins(fleet2)) == 2 and _get(port) == 200
+
+
+def _wait_count(proc: Proc, text: str, n: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while proc.log().count(text) < n:
+        if time.monotonic() > deadline:
+            seen = proc.log().count(text)
+            raise AssertionError(f"{text!r} seen {seen} times, not {n}:\n{proc.log()[-5000:]}")
+        time.sleep(0.1)
+
+
+def test_a_new_front_end_that_cannot_start_stops_the_roll_and_the_old_ones_serve(tmp_path: Path) -> None:
+    cert = tmp_path / "server.pem"
+    shutil.copy(_self_signed(tmp_path), cert)
+    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--frontends", "2", "--ssl-certfile", str(cert),
+                             "--admin-port", "0", "--workers", "1"), tmp_path)  # fmt: skip
+    server = Server("", tmp_path, [proc])
+    try:
+        server.url = proc.wait_for(r"zasgi running on https://(\S+)", 60).group(1)
+        cert.write_text("not a certificate\n")  # the next front end cannot start with it
+        proc.signal(signal.SIGUSR2)
+        _wait_count(proc, "front-end roll stopped", 1, 60)
+        stopped = (
+            r"front-end roll stopped: front end fe0\.1 \(pid \d+\) exited with code \d+ before it "
+            r"was ready; the running front ends keep serving"
+        )
+        assert re.search(stopped, proc.log()), proc.log()[-3000:]
+        host, port = server.url.rsplit(":", 1)
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        for _ in range(10):
+            conn = http.client.HTTPSConnection(host, int(port), timeout=30, context=ctx)
+            conn.request("GET", "/", headers={"Connection": "close"})
+            assert conn.getresponse().status == 200
+            conn.close()
+        assert proc.popen.poll() is None
+    finally:
+        stop(server)
+
+
+def _self_signed(tmp_path: Path) -> Path:
+    pem = tmp_path / "generated.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-days", "1", "-keyout", str(pem), "-out", str(pem)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    return pem
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--frontends", "0"], 2, "zasgi run: --frontends 0: at least 1 front end is needed"),
+        (["--frontends", "999"], 2, "more front ends than the"),
+        (["--frontends", "2", "--backend", "tcp://127.0.0.1:7999"], 2, "each need a backend of their own"),
+    ],
+)
+def test_bad_frontend_counts_are_one_line_and_non_zero(args: list[str], code: int, words: str) -> None:
+    argv = zasgi("run", PROBE, "--port", "0", *args)
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == code
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert words in result.stderr and (len(lines) == 1 or lines[-1].startswith("Error:")), result.stderr
+
+
+def test_a_port_held_by_another_program_is_one_line(tmp_path: Path) -> None:
+    other = socket.socket()
+    other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # it would share: we must not
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port = other.getsockname()[1]
+    try:
+        for count in ("1", "2"):
+            result = subprocess.run(zasgi("run", PROBE, "--port", str(port), "--frontends", count),
+                                    capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert result.returncode == 3, result.stderr
+            taken = f"zasgi: cannot listen on 127.0.0.1:{port}: Address already in use by another program"
+            assert result.stderr.strip() == taken
+    finally:
+        other.close()
+
+
+def test_several_front_ends_on_a_unix_socket_are_refused(tmp_path: Path) -> None:
+    """--uds: the one front end binds it itself (listen.py), so a second could not share it."""
+    argv = zasgi("run", PROBE, "--uds", str(tmp_path / "s.sock"), "--frontends", "2", "--force")
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == "zasgi run: --frontends 2: a --uds socket has one front end"
+
+
+def test_frontends_from_the_environment_and_the_config_file(tmp_path: Path) -> None:
+    toml = tmp_path / "zasgi.toml"
+    toml.write_text("[run]\nfrontends = 0\n")
+    result = subprocess.run(zasgi("run", PROBE, "--port", "0", "--config", str(toml)),
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "--frontends 0" in result.stderr
+    result = subprocess.run(zasgi("run", PROBE, "--port", "0"), capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ZASGI_FRONTENDS": "0"})  # fmt: skip
+    assert result.returncode == 2 and "--frontends 0" in result.stderr
+
+
+def test_split_front_ends_share_a_port_with_reuse_port(tmp_path: Path) -> None:
+    """``zasgi frontend --reuse-port`` (systemd instances, host-network containers): two front ends
+    on one port; without the option the second one stops with one line."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ipc = Path(tempfile.mkdtemp(prefix="zfl-"))
+    procs = []
+    try:
+        for i in (0, 1):
+            proc = Proc(f"fe{i}", zasgi("frontend", "--port", str(port), "--reuse-port", "--backend",
+                                        f"ipc://{ipc}/fe{i}.sock", "--admin-port", "0", "--name", f"fe{i}"),
+                        tmp_path)  # fmt: skip
+            procs.append(proc)
+            proc.wait_for(rf"zasgi-ready frontend http://127.0.0.1:{port} ", 60)
+        lone = subprocess.run(zasgi("frontend", "--port", str(port), "--backend", f"ipc://{ipc}/fe2.sock",
+                                    "--no-admin"), capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert lone.returncode == 3, lone.stderr  # (a boot error: listen.py)
+        wanted = f"frontend: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+        assert lone.stderr.strip() == wanted, lone.stderr
+        assert len(lone.stderr.strip().splitlines()) == 1
+    finally:
+        for proc in procs:
+            proc.kill_tree()
+
+
+def test_split_front_end_on_an_inherited_socket(tmp_path: Path) -> None:
+    """``zasgi frontend --fd N`` (systemd socket activation: the socket, and its accept queue,
+    outlive a restart of the service)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
+    ipc = Path(tempfile.mkdtemp(prefix="zfl-"))
+    proc = Proc("fe", zasgi("frontend", "--fd", str(sock.fileno()), "--backend", f"ipc://{ipc}/fe.sock",
+                            "--no-admin"), tmp_path, pass_fds=(sock.fileno(),))  # fmt: skip
+    workers = Proc("workers", zasgi("appserver", PROBE, "--connect", f"ipc://{ipc}/fe.sock"), tmp_path)
+    try:
+        proc.wait_for(rf"zasgi-ready frontend http://127.0.0.1:{port} ", 60)
+        workers.wait_for(r"zasgi appserver ready", 60)
+        assert _get(port) == 200
+        bad = subprocess.run(zasgi("frontend", "--fd", "999", "--no-admin"), capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+        assert bad.returncode == 2 and "--fd 999: Bad file descriptor" in bad.stderr, bad.stderr
+    finally:
+        workers.kill_tree()
+        proc.kill_tree()
+        sock.close()
+
+
+def test_a_front_end_that_dies_is_replaced_and_its_queue_waits_for_the_new_one(fleet2: Server) -> None:
+    proc = fleet2.procs[0]
+    port = fleet2.host_port[1]
+    victim = int(re.search(r"front end fe0 started \(pid (\d+)\)", proc.log()).group(1))  # type: ignore[union-attr]
+    os.kill(victim, signal.SIGKILL)
+    # New connections meanwhile: those the kernel gives fe0's socket wait in its queue (the
+    # supervisor holds the socket) until the replacement accepts them; none is refused.
+    statuses = [_get(port) for _ in range(60)]
+    assert statuses == [200] * 60
+    _wait_count(proc, "in place of the one that exited", 1, 60)
+    assert re.search(rf"front end fe0 \(pid {victim}\) exited with code -9; starting a new one", proc.log())
+    assert proc.popen.poll() is None
+    assert [_get(port) for _ in range(20)] == [200] * 20
+
+
+async def test_a_websocket_on_a_rolled_front_end_closes_1012_and_reconnects(fleet2: Server) -> None:
+    url = fleet2.url.replace("http://", "ws://") + "/ws/echo"
+    proc = fleet2.procs[0]
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(url) for _ in range(4)]  # on either front end
+        proc.signal(signal.SIGUSR2)
+        began = time.monotonic()
+        for ws in sockets:
+            await ws.send_str("during the roll")
+            assert (await ws.receive(timeout=30)).data == "during the roll"  # still served meanwhile
+        for ws in sockets:
+            message = await ws.receive(timeout=60)
+            assert message.type is aiohttp.WSMsgType.CLOSE and message.data == 1012, message
+        assert time.monotonic() - began >= 3.0  # at the end of the 5 s grace, not at once
+        again = await session.ws_connect(url)
+        await again.send_str("hi")
+        assert (await again.receive(timeout=30)).data == "hi"
+        await again.close()
+    await asyncio.to_thread(_wait_count, proc, ROLL_DONE, 1, 60)
