@@ -60,6 +60,6 @@ def test_zasgi_run_passes_them_on_from_a_config_file(tmp_path: Any, monkeypatch:
     path.write_text("http2 = false\nhttp2-max-concurrent-streams = 50\n")
     result = CliRunner().invoke(zasgi_cli.main, ["run", "a:b", "-c", str(path)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    argv = list(seen[0].frontend_argv)
+    argv = list(seen[0].fleet.argv)  # zasgi run's front ends (appserver/fleet.py)
     assert "--no-http2" in argv
     assert argv[argv.index("--http2-max-concurrent-streams") + 1] == "50"
