@@ -240,7 +240,9 @@ def test_200_concurrent_slow_requests(server: Server) -> None:
     statuses = asyncio.run(go())
     elapsed = time.monotonic() - start
     assert statuses == [200] * 200
-    assert elapsed < 5, elapsed
+    # Concurrent, not one after another (that would take 100 s); the bound leaves room for a loaded
+    # machine and for the adaptive limit's ramp from its start value (appserver/limiter.py).
+    assert elapsed < 20, elapsed
 
 
 # ------------------------------------------------------------------ app errors
