@@ -77,7 +77,11 @@ def _common(event: ev.Request | ev.WsConnect, state: dict[str, Any] | None) -> d
 
 
 def http_scope(
-    event: ev.Request, *, state: dict[str, Any] | None = None, trailers: bool = True, early_hints: bool = False
+    event: ev.Request,
+    *,
+    state: dict[str, Any] | None = None,
+    trailers: bool = True,
+    early_hints: bool = False,
 ) -> dict[str, Any]:
     """``trailers``: offer the trailers extension (the front end accepted feature "trailers");
     ``early_hints``: the early hints one (feature "early-hints").

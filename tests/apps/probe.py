@@ -202,7 +202,7 @@ async def pathsend(scope: dict[str, Any], receive: Any, send: Any, query: dict[s
 
 
 async def early_hints(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
-    """A 103 before the page when the server offers it; ?bad=1 sends a CR/LF link and reports the error."""
+    """A 103 before the page when the server offers it; ?bad=1: a CR/LF link, and the error it raised."""
     offered = "http.response.early_hint" in scope["extensions"]
     links = [b"</a>\r\nset-cookie: x=1"] if "bad" in query else [b"</style.css>; rel=preload; as=style"]
     error = ""

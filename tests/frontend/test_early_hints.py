@@ -52,7 +52,9 @@ async def test_h2_client_gets_a_103_with_the_links_before_the_response(
     raw.close()
 
 
-async def test_http11_with_the_option_gets_a_103_then_the_response(start_frontend: Any, worker_for: Any) -> None:
+async def test_http11_with_the_option_gets_a_103_then_the_response(
+    start_frontend: Any, worker_for: Any
+) -> None:
     fe = await start_frontend(**_hints_on(True))
     w = await worker_for(fe, features=FEATURES)
     conn = await RawConn.open(fe.port)
