@@ -70,7 +70,7 @@ from .stream import StreamSettings
 
 log = logging.getLogger(__name__)
 
-WORKER_FEATURES = ("http", "trailers", "pathsend", "linger", "pulse")
+WORKER_FEATURES = ("http", "trailers", "pathsend", "linger", "pulse", "early-hints")
 WS_FEATURES = ("websocket", "ws-denial", "handoff")  # announced only when ws_capacity > 0
 RECONNECT_MIN_S = 0.25  # first wait for WELCOME; doubles while the front end stays silent
 BYE_LINGER_MS = 1000  # BYE is the one message worth waiting for on close
@@ -345,6 +345,7 @@ class FrontendConnection:
             pathsend="pathsend" in features,
             ws_denial="ws-denial" in features,
             handoff="handoff" in features,
+            early_hints="early-hints" in features,
             state=self._state,
         )
         self._streams.welcomed(settings, websocket="websocket" in features)

@@ -86,7 +86,9 @@ class HttpCycle(ResponseSide):
         per call (~0.2 µs).
         """
         sid = self.stream_id = request.stream_id
-        self.scope = http_scope(request, state=settings.state, trailers=settings.trailers)
+        self.scope = http_scope(
+            request, state=settings.state, trailers=settings.trailers, early_hints=settings.early_hints
+        )
         request_id = request.ext.get("request_id")
         self.request_id = None if request_id is None else str(request_id)
         self.task: asyncio.Task[None] | None = None  # see run()
@@ -365,4 +367,5 @@ class HttpCycle(ResponseSide):
 _SENDERS: dict[str, Callable[[HttpCycle, dict[str, Any]], Any]] = {
     "http.response.trailers": HttpCycle.trailers,
     "http.response.pathsend": HttpCycle.pathsend,
+    "http.response.early_hint": HttpCycle.early_hint,
 }

@@ -129,6 +129,26 @@ class ResponseSide:
         self._flush()
         self._put(ev.Pathsend(self.stream_id, path))
 
+    async def early_hint(self, message: dict[str, Any]) -> None:
+        """``http.response.early_hint`` (feature "early-hints"): EARLY_HINTS, ahead of the start."""
+        if not self._settings.early_hints:
+            raise RuntimeError("http.response.early_hint: not offered (not in the scope's extensions)")
+        if self.started:
+            raise RuntimeError("http.response.early_hint sent after http.response.start")
+        links = message.get("links", ())
+        if not isinstance(links, (list, tuple)):
+            raise TypeError(f"http.response.early_hint: links must be a list, got {type(links).__name__}")
+        for link in links:
+            if type(link) is not bytes:
+                raise TypeError(f"http.response.early_hint: a link must be bytes, got {type(link).__name__}")
+            # A link becomes a header field value: CR/LF would split the 103 (response splitting).
+            if b"\r" in link or b"\n" in link or b"\0" in link:
+                raise ValueError(f"http.response.early_hint: a link contains CR, LF or NUL: {link!r}")
+        if not self._live():
+            raise ClientDisconnected(f"stream {self.stream_id}: the client went away")
+        if links:
+            self._emit(ev.EarlyHints(self.stream_id, tuple(links)))
+
     # ------------------------------------------------------------ the steps, synchronous where possible
 
     def _start(self, message: dict[str, Any]) -> None:

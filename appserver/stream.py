@@ -57,6 +57,7 @@ class StreamSettings:
     pathsend: bool = False  # front end accepted feature "pathsend"
     ws_denial: bool = False  # front end accepted feature "ws-denial"
     handoff: bool = False  # front end accepted feature "handoff" (zasgi.websocket.handoff)
+    early_hints: bool = False  # front end accepted feature "early-hints" (http.response.early_hint)
     state: dict[str, Any] | None = None  # lifespan state; each scope gets a shallow copy
 
 

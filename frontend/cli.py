@@ -88,6 +88,7 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
                 max_body_bytes=options["limit_max_body_size"],
                 header_timeout_s=options["timeout_request_header"],
                 max_connections=options["limit_concurrency"],
+                early_hints=options["early_hints"],
             ),
             queue=cfg.Queue(
                 size=options["queue_size"],

@@ -42,6 +42,7 @@ class HttpLimits:
     max_body_bytes: int | None = _d("limit_max_body_size")  # None: unlimited (the window bounds memory)
     header_timeout_s: float = _d("timeout_request_header")  # a request's head must arrive within this: 408
     max_connections: int | None = _d("limit_concurrency")  # past it: 503. None: the fd limit
+    early_hints: bool = _d("early_hints")  # 103 Early Hints to HTTP/1.1 clients (always on HTTP/2)
 
     def __post_init__(self) -> None:
         _positive("max_line_bytes", self.max_line_bytes)

@@ -191,6 +191,11 @@ class Connection(BaseProtocol):
         self.tls: Any = None  # the request path's per-connection cache of the TLS extension
         self.paused = False  # (pause_writing) a writer should ``drain`` before the next request
 
+    @property
+    def early_hints(self) -> bool:
+        """--early-hints: the response writer may send 103 to this HTTP/1.1 client."""
+        return self._shared.limits.early_hints
+
     # ------------------------------------------------------------ lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

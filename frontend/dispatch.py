@@ -105,7 +105,8 @@ class Dispatcher:
         self.endpoint = config.backend.endpoint  # the bound one after start()
         self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
         self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
-        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger", "pulse"}
+        features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger", "pulse",
+                    "early-hints"}  # fmt: skip
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx

@@ -210,6 +210,16 @@ class H2Exchange:
             return  # answered or reset meanwhile
         self.conn.flush()
 
+    def early_hints(self, links: tuple[bytes, ...]) -> None:
+        """A 103 on this stream (HEADERS without END_STREAM), before the response's HEADERS."""
+        if self.status:
+            return
+        try:
+            self.conn.session.inform(self.sid, 103, tuple((b"link", link) for link in links))
+        except (Misuse, BadResponse):
+            return  # answered or reset meanwhile
+        self.conn.flush()
+
     async def drain(self) -> None:
         return None  # (the session holds what the client's window does not take: never needed)
 

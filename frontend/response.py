@@ -154,6 +154,15 @@ class ResponseWriter:
     async def write_continue(self) -> None:
         self._write(CONTINUE)
 
+    def early_hints(self, links: tuple[bytes, ...]) -> None:
+        """A 103 with one Link field per link (the codec let no CR/LF/NUL through), before the
+        status line: only to an HTTP/1.1 client and with --early-hints (some old HTTP/1.1 clients
+        take a 1xx for the response); HTTP/1.0 has no 1xx."""
+        if self.status or self.closing or not self.conn.early_hints or self.message.version != HttpVersion11:
+            return
+        fields = b"".join(b"link: %s\r\n" % link for link in links)
+        self._write(b"HTTP/1.1 103 Early Hints\r\n" + fields + b"\r\n")
+
     async def drain(self) -> None:
         """Wait until the client reads, when the transport's buffer is over its high-water mark
         (a slow reader: before the connection's next request). The client gone: nothing to wait for."""

@@ -79,6 +79,7 @@ class IllegalTransition(RuntimeError):
 
 _QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase  # (hot-path rule 1: tests/benchmarks/README.md)
 _RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
+_RESPONSE_WAITING = ResponseHalf.WAITING
 _RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
 
 
@@ -264,6 +265,9 @@ class HttpStream:
         if kind is ev.Credit:
             self.upload.grant(event.bytes)
             return
+        if kind is ev.EarlyHints:
+            self._early_hints(event)
+            return
         try:
             state = self.response.feed(event)
             n = len(event.body) if kind is ev.Response or kind is ev.Body else cost(event)
@@ -284,6 +288,20 @@ class HttpStream:
             self._linger(n, state)
         else:
             self._push(event)
+
+    def _early_hints(self, event: ev.EarlyHints) -> None:
+        """Written at once by the response's writer (a 103), outside the inbox: the response path
+        awaits RESPONSE, and a hint is advisory. Dropped once the response started (a 103 after the
+        status line is not HTTP) or the client is gone."""
+        worker = self.worker
+        if worker is None or "early-hints" not in worker.features:
+            self.on_violation("EarlyHints: feature not agreed at WELCOME")
+            return
+        writer = self.writer
+        if writer is None or self.phase is not _DISPATCHED or self.response.state is not _RESPONSE_WAITING:
+            log.debug("stream %d: early hints after the response started: dropped", self.stream_id)
+            return
+        writer.early_hints(event.links)
 
     def _on_reset(self, event: ev.Reset) -> None:
         if self.response.state is not _RESPONSE_DONE:

@@ -108,6 +108,18 @@ def _headers(v: Any) -> ev.Headers:
     return v
 
 
+def _links(v: Any) -> tuple[bytes, ...]:
+    # A link becomes a header field value (103 on HTTP/1.1): no byte may end or break the field.
+    if type(v) is not tuple:
+        raise _Bad("links must be an array")
+    for link in v:
+        if type(link) is not bytes:
+            raise _Bad("each link must be binary")
+        if b"\r" in link or b"\n" in link or b"\0" in link:
+            raise _Bad("a link must not contain CR, LF or NUL")
+    return v
+
+
 def _address(v: Any) -> ev.Address:
     if v is None:
         return None
@@ -170,6 +182,7 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.Trailers: (_headers, _bool),
     ev.Pathsend: (_str,),
     ev.Reset: (_uint, _str),
+    ev.EarlyHints: (_links,),
     ev.WsConnect: (_str, _str, _bin, _bin, _str, _headers, _address, _address, _str_tuple, _map),
     ev.WsAccept: (_opt_str, _headers),
     ev.WsMessage: (_bool, _payload),

@@ -49,6 +49,7 @@ class Kind(IntEnum):
     TRAILERS = 21
     PATHSEND = 22
     RESET = 23
+    EARLY_HINTS = 24
     WS_CONNECT = 32
     WS_ACCEPT = 33
     WS_MESSAGE = 34
@@ -247,6 +248,15 @@ class Pathsend:
 
 
 @dataclass(slots=True)
+class EarlyHints:
+    """Worker -> front end (feature "early-hints"): the app's ``http.response.early_hint``, before
+    RESPONSE: each link is one ``Link`` field value of a 103 response."""
+
+    stream_id: int
+    links: tuple[bytes, ...]
+
+
+@dataclass(slots=True)
 class Reset:
     stream_id: int
     code: int
@@ -350,6 +360,7 @@ KIND_OF: dict[type, Kind] = {
     Trailers: Kind.TRAILERS,
     Pathsend: Kind.PATHSEND,
     Reset: Kind.RESET,
+    EarlyHints: Kind.EARLY_HINTS,
     WsConnect: Kind.WS_CONNECT,
     WsAccept: Kind.WS_ACCEPT,
     WsMessage: Kind.WS_MESSAGE,
@@ -361,6 +372,6 @@ KIND_OF: dict[type, Kind] = {
 
 Event = Union[
     Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger, Pulse, Evict,
-    Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset,
+    Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset, EarlyHints,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip

@@ -231,6 +231,10 @@ OPTIONS: tuple[Option, ...] = (
            "preface (h2c, prior knowledge)."),
     Option(("--http2-max-concurrent-streams",), 100, _Int(1, 2**31 - 1),
            "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)."),
+    Option(("--early-hints/--no-early-hints",), False,
+           help="Also send the app's early hints (http.response.early_hint) to HTTP/1.1 clients as "
+           "103 responses; off because some old HTTP/1.1 clients take a 1xx for the response. "
+           "HTTP/2 clients always get them, HTTP/1.0 ones never."),
     # ---- proxies
     Option(("--proxy-headers/--no-proxy-headers",), True,
            help="Take client, scheme and host from Forwarded / X-Forwarded-* sent by a trusted proxy."),

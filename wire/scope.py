@@ -15,6 +15,7 @@ from .errors import ProtocolViolation
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.5"}
 HTTP_EXTENSIONS = ("http.response.trailers", "http.response.pathsend")
+EARLY_HINT_EXTENSION = "http.response.early_hint"  # offered when the front end agreed to "early-hints"
 WS_EXTENSIONS = ("websocket.http.response",)
 HANDOFF_EXTENSION = "zasgi.websocket.handoff"
 # ``b"%" in path`` first tries b"%" as an int and formats the TypeError it catches (~0.1 µs):
@@ -76,9 +77,14 @@ def _common(event: ev.Request | ev.WsConnect, state: dict[str, Any] | None) -> d
 
 
 def http_scope(
-    event: ev.Request, *, state: dict[str, Any] | None = None, trailers: bool = True
+    event: ev.Request,
+    *,
+    state: dict[str, Any] | None = None,
+    trailers: bool = True,
+    early_hints: bool = False,
 ) -> dict[str, Any]:
-    """``trailers``: offer the trailers extension (the front end accepted feature "trailers").
+    """``trailers``: offer the trailers extension (the front end accepted feature "trailers");
+    ``early_hints``: the early hints one (feature "early-hints").
 
     ``_common``'s fields written out in the one literal: once per request, a call and three
     insertions fewer.
@@ -92,6 +98,8 @@ def http_scope(
         if trailers
         else {"http.response.pathsend": {}}
     )  # = HTTP_EXTENSIONS
+    if early_hints:
+        extensions["http.response.early_hint"] = {}  # = EARLY_HINT_EXTENSION
     if "tls" in event.ext:
         extensions["tls"] = _tls(event)
     headers = []  # = lower_headers; a loop, not a comprehension: no function call (3.11)

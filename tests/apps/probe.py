@@ -201,6 +201,19 @@ async def pathsend(scope: dict[str, Any], receive: Any, send: Any, query: dict[s
     await send({"type": "http.response.pathsend", "path": path})
 
 
+async def early_hints(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
+    """A 103 before the page when the server offers it; ?bad=1: a CR/LF link, and the error it raised."""
+    offered = "http.response.early_hint" in scope["extensions"]
+    links = [b"</a>\r\nset-cookie: x=1"] if "bad" in query else [b"</style.css>; rel=preload; as=style"]
+    error = ""
+    if offered:
+        try:
+            await send({"type": "http.response.early_hint", "links": links})
+        except ValueError as exc:
+            error = type(exc).__name__
+    await respond(send, 200, json.dumps({"offered": offered, "error": error}).encode())
+
+
 async def state(scope: dict[str, Any], receive: Any, send: Any, query: dict[str, str]) -> None:
     await respond(send, 200, json.dumps(_jsonable(scope.get("state", {}))).encode())
 
@@ -222,6 +235,7 @@ ROUTES = {
     "/trailers": trailers,
     "/pathsend": pathsend,
     "/state": state,
+    "/early-hints": early_hints,
 }
 
 

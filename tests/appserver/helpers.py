@@ -59,6 +59,7 @@ class CycleHarness:
         response_window_bytes: int = 1 << 20,
         trailers: bool = True,
         pathsend: bool = False,
+        early_hints: bool = False,
         state: dict[str, Any] | None = None,
     ) -> None:
         self.emitted: list[Any] = []
@@ -69,6 +70,7 @@ class CycleHarness:
             request_slack_bytes=64 * 1024,
             trailers=trailers,
             pathsend=pathsend,
+            early_hints=early_hints,
             state=state,
         )
         self.cycle = HttpCycle(

@@ -39,7 +39,8 @@ async def test_hello_welcome_request_response(fe: ScriptedFrontend, connect: Fac
     conn = connect()
     hello = await handshake(fe, conn)
     assert (hello.protocol, hello.worker_id, hello.pid, hello.capacity) == (1, "host-1-abc", os.getpid(), 8)
-    assert hello.window_bytes == 65536 and hello.features == ("http", "trailers", "pathsend", "linger", "pulse")
+    assert hello.window_bytes == 65536
+    assert hello.features == ("http", "trailers", "pathsend", "linger", "pulse", "early-hints")
     assert hello.info["app"] == "test:app"
     assert fe.peer == b"host-1-abc/1"
     assert conn.phase is ConnPhase.READY

@@ -46,7 +46,9 @@ async def test_websocket_features_announced_only_with_ws_capacity(
     conn = connect(ws_capacity=3)
     hello = await handshake(fe, conn, features=WS_FEATURES)
     assert hello.ws_capacity == 3
-    assert hello.features == ("http", "trailers", "pathsend", "linger", "pulse", "websocket", "ws-denial", "handoff")
+    assert hello.features == (
+        "http", "trailers", "pathsend", "linger", "pulse", "early-hints", "websocket", "ws-denial", "handoff"
+    )
 
 
 async def test_accept_echo_and_close(fe: ScriptedFrontend, connect: Factory) -> None:

@@ -34,6 +34,7 @@ EXAMPLES: list[ev.Event] = [
     ev.Trailers(7, ((b"x-checksum", b"abc"),), False),
     ev.Pathsend(7, "/srv/file.bin"),
     ev.Reset(7, ev.ResetCode.APP_ERROR, "boom"),
+    ev.EarlyHints(7, (b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script")),
     dataclasses.replace(_CONNECT, stream_id=9),
     ev.WsAccept(9, "v1", ((b"x-extra", b"1"),)),
     ev.WsMessage(9, True, "héllo".encode()),

@@ -265,3 +265,26 @@ def test_the_hot_events_pack_as_the_generic_path_does(event: ev.Event) -> None:
     assert fast_frames == generic_frames
     payload = {"body": bytes(event.body)}  # the decoder always yields bytes
     assert codec.decode(codec.encode([event])) == [dataclasses.replace(event, **payload)]
+
+
+def test_early_hints_round_trip() -> None:
+    hint = ev.EarlyHints(5, (b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script"))
+    assert codec.decode(codec.encode([hint])) == [hint]
+    assert ev.Kind.EARLY_HINTS == 24 and codec.KIND_TO_CLASS[24] is ev.EarlyHints
+
+
+@pytest.mark.parametrize(
+    "links, why",
+    [
+        ((b"</a>; rel=preload\r\nSet-Cookie: x=1",), "CR, LF or NUL"),
+        ((b"</a>\n",), "CR, LF or NUL"),
+        ((b"</a>\0",), "CR, LF or NUL"),
+        (("</a>; rel=preload",), "binary"),
+        (b"</a>", "array"),
+    ],
+)
+def test_early_hints_with_a_bad_link_are_invalid(links: object, why: str) -> None:
+    """A link is written as a header field value: a worker cannot split the 103 through it."""
+    header = codec.pack_value([[int(ev.Kind.EARLY_HINTS), 5, links]])
+    [event] = codec.decode([header])
+    assert type(event) is ev.Invalid and event.stream_id == 5 and why in event.reason

@@ -54,6 +54,7 @@ _RIGHT: dict[Any, st.SearchStrategy[Any]] = {
     codec._map: st.dictionaries(st.text(max_size=4), _any, max_size=3),
     codec._any: _any,
     codec._payload: st.binary(max_size=64) | st.integers(0, 4),
+    codec._links: st.lists(st.binary(max_size=12), max_size=3),  # CR/LF/NUL in some: Invalid
 }
 
 

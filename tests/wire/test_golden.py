@@ -24,6 +24,8 @@ GOLDEN = {
         "919a010001a3772d3107cd0100cd2710ce0004000091a46874747080",
     ),
     "credit": (ev.Credit(3, 65536), "91931303ce00010000"),
+    "early_hints": (ev.EarlyHints(3, (b"</a.css>; rel=preload",)),
+                    "9193180391c4153c2f612e6373733e3b2072656c3d7072656c6f6164"),
 }  # fmt: skip
 
 

@@ -1,0 +1,162 @@
+"""EARLY_HINTS (feature "early-hints", PROTOCOL Rule 12a) -> a 103 to the client: always on HTTP/2,
+on HTTP/1.1 only with --early-hints, never on HTTP/1.0; dropped once the response started."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from h2 import events as h2e
+
+from frontend import config as cfg
+from wire import codec
+from wire import events as ev
+from wire.events import ResetCode
+
+from .rawhttp import RawConn
+from .test_h2_bridge import RawH2
+
+pytestmark = pytest.mark.timeout(30)
+
+FEATURES = ("http", "trailers", "pathsend", "early-hints")
+LINKS = (b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload; as=script")
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def _hints_on(early_hints: bool) -> dict[str, Any]:
+    return {"http": replace(cfg.HttpLimits(), early_hints=early_hints)}
+
+
+async def test_h2_client_gets_a_103_with_the_links_before_the_response(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend()  # --early-hints is off: HTTP/2 gets them all the same
+    w = await worker_for(fe, features=FEATURES)
+    raw = await RawH2.open(fe.port)
+    sid = raw.request("/")
+    await raw.flush()
+    req = await w.request()
+    w.send(ev.EarlyHints(req.stream_id, LINKS))
+    await raw.until(lambda events: raw.of(h2e.InformationalResponseReceived, sid))
+    w.respond(req.stream_id, 200, (), b"page")
+    w.send(ev.EarlyHints(req.stream_id, (b"</late.css>; rel=preload",)))  # after the response: dropped
+    await raw.until(lambda events: raw.of(h2e.StreamEnded, sid))
+    [info] = raw.of(h2e.InformationalResponseReceived, sid)
+    assert info.headers == [(b":status", b"103"), (b"link", LINKS[0]), (b"link", LINKS[1])]
+    [response] = raw.of(h2e.ResponseReceived, sid)
+    assert dict(response.headers)[b":status"] == b"200"
+    assert b"".join(e.data for e in raw.of(h2e.DataReceived, sid)) == b"page"
+    assert not raw.of(h2e.StreamReset)
+    raw.close()
+
+
+async def test_http11_with_the_option_gets_a_103_then_the_response(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend(**_hints_on(True))
+    w = await worker_for(fe, features=FEATURES)
+    conn = await RawConn.open(fe.port)
+    await conn.send(GET)
+    req = await w.request()
+    w.send(ev.EarlyHints(req.stream_id, LINKS))
+    assert await conn.read_head() == (
+        b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload; as=style\r\n"
+        b"link: </app.js>; rel=preload; as=script\r\n\r\n"
+    )
+    w.respond(req.stream_id, 200, ((b"content-length", b"2"),), b"ok")
+    head = await conn.read_head()
+    assert head.startswith(b"HTTP/1.1 200 ") and await conn.read_exactly(2) == b"ok"
+    # The connection goes on: the next request is served as usual.
+    await conn.send(GET)
+    req = await w.request()
+    w.respond(req.stream_id, 200, ((b"content-length", b"1"),), b"2")
+    assert (await conn.read_head()).startswith(b"HTTP/1.1 200 ")
+    conn.close()
+
+
+@pytest.mark.parametrize("option, request_line", [(False, GET), (True, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")])
+async def test_no_103_on_http11_without_the_option_nor_ever_on_http10(
+    start_frontend: Any, worker_for: Any, option: bool, request_line: bytes
+) -> None:
+    fe = await start_frontend(**_hints_on(option))
+    w = await worker_for(fe, features=FEATURES)
+    conn = await RawConn.open(fe.port)
+    await conn.send(request_line)
+    req = await w.request()
+    w.send(ev.EarlyHints(req.stream_id, LINKS))
+    await asyncio.sleep(0.1)
+    w.respond(req.stream_id, 200, ((b"content-length", b"2"),), b"ok")
+    head = await conn.read_head()
+    assert head.startswith((b"HTTP/1.1 200 ", b"HTTP/1.0 200 ")), head
+    assert b"103" not in head and await conn.read_exactly(2) == b"ok"
+    conn.close()
+
+
+async def test_the_feature_is_agreed_at_welcome(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe, features=FEATURES)
+    assert "early-hints" in w.welcome.features
+
+
+async def test_a_bad_link_from_a_worker_resets_that_stream_never_reaches_the_client(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend(**_hints_on(True))
+    w = await worker_for(fe, features=FEATURES)
+    conn = await RawConn.open(fe.port)
+    await conn.send(GET)
+    req = await w.request()
+    # A raw event the codec refuses (a CR/LF link would split the 103): RESET(PROTOCOL_ERROR).
+    w.send_raw([codec.pack_value([[int(ev.Kind.EARLY_HINTS), req.stream_id, [b"</a>\r\nset-cookie: x=1"]]])])
+    reset = await w.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (req.stream_id, ResetCode.PROTOCOL_ERROR)
+    head = await conn.read_head()
+    assert head.startswith(b"HTTP/1.1 502 ") and b"set-cookie" not in head
+    conn.close()
+
+
+async def test_hints_from_a_worker_without_the_feature_are_a_protocol_error(
+    start_frontend: Any, worker_for: Any
+) -> None:
+    fe = await start_frontend(**_hints_on(True))
+    w = await worker_for(fe)  # no "early-hints" in its HELLO
+    conn = await RawConn.open(fe.port)
+    await conn.send(GET)
+    req = await w.request()
+    w.send(ev.EarlyHints(req.stream_id, LINKS))
+    reset = await w.expect(ev.Reset)
+    assert (reset.stream_id, reset.code) == (req.stream_id, ResetCode.PROTOCOL_ERROR)
+    assert (await conn.read_head()).startswith(b"HTTP/1.1 502 ")
+    conn.close()
+
+
+def _build(args: list[str]) -> cfg.FrontendConfig:
+    from frontend import cli
+
+    return cli.build_config(cli.command.make_context("frontend", args).params)
+
+
+def test_the_option_is_off_by_default_and_set_by_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cfg.FrontendConfig().http.early_hints is False and _build([]).http.early_hints is False
+    assert _build(["--early-hints"]).http.early_hints is True
+    monkeypatch.setenv("ZASGI_EARLY_HINTS", "true")
+    assert _build([]).http.early_hints is True
+    assert _build(["--no-early-hints"]).http.early_hints is False
+
+
+def test_zasgi_run_passes_it_on_from_a_config_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from appserver import cli as zasgi_cli
+    from appserver.commands import process
+
+    seen: list[Any] = []
+    monkeypatch.setattr(process, "supervise", lambda supervisor, *, banner: seen.append(supervisor) or 0)
+    monkeypatch.setattr(process, "setup_logging", lambda *args: None)
+    path = tmp_path / "zasgi.toml"
+    path.write_text("early-hints = true\n")
+    result = CliRunner().invoke(zasgi_cli.main, ["run", "a:b", "-c", str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "--early-hints" in list(seen[0].fleet.argv)
