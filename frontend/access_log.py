@@ -127,6 +127,25 @@ class AccessLog:
                            ex.rid, worker, ex.status, bytes_in, ex.bytes_out, duration_s)  # fmt: skip
             self.logger.info(self._line(entry))
 
+    def upgrade_ended(self, conn: Any, status: int, bytes_out: int) -> None:
+        """A WebSocket upgrade request's end (ws_bridge): its session (101) or its HTTP answer."""
+        duration_s = perf_counter() - conn.started
+        if status == 101:
+            self.metrics.websocket_ended()
+        else:
+            self.metrics.request_ended(status, duration_s, 0, bytes_out)
+        if self.enabled:
+            message = conn.message
+            if conn.client_set:
+                client = conn.client[0] if conn.client is not None else None
+            else:
+                peer = conn.peer
+                client = peer[0] if peer is not None else None
+            worker = conn.worker.worker_id if conn.worker is not None else None
+            entry = _Entry(message.method, message.path, message.version, message.headers, client,
+                           conn.rid, worker, status, 0, bytes_out, duration_s)  # fmt: skip
+            self.logger.info(self._line(entry))
+
     def session_ended(self, request: web.BaseRequest, ws: web.WebSocketResponse) -> None:
         """A WebSocket session ended (ws_bridge), whichever side closed it."""
         self.finished(request, ws, 0.0)

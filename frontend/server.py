@@ -53,7 +53,6 @@ import zmq
 from wire.states import WorkerState
 
 from . import http1
-from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Shared
@@ -160,7 +159,7 @@ async def serve(
 
 class HttpServer:
     """The HTTP listener and its connections (``connection.Connection``, our own protocol);
-    connections handed over for WebSocket upgrades live on in ``upgrade.Upgrades`` (aiohttp).
+    connections handed over for WebSocket upgrades live on in ``upgrade.Upgrades`` (ws_connection).
 
     ``shutdown``: stop accepting; idle keep-alive connections close at once, busy ones after
     their current response; in-flight HTTP requests get up to the timeout (a second signal cuts
@@ -173,17 +172,7 @@ class HttpServer:
         access = services.access
         self._services = services
         self._limits = limits
-        self.upgrades = Upgrades(
-            services.websocket.handle_upgrade,
-            gate=gate,
-            handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
-            access_log=access.logger,  # aiohttp calls the hook as each response ends
-            access_log_class=hook_class(access),
-            max_line_size=limits.max_line_bytes,
-            max_field_size=limits.max_field_bytes,
-            max_headers=limits.max_headers,
-            keepalive_timeout=limits.keepalive_timeout_s,
-        )
+        self.upgrades = Upgrades(services.websocket.handle_upgrade, gate=gate)
         self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
                              upgrades=self.upgrades)  # fmt: skip
         self._server: asyncio.AbstractServer | None = None

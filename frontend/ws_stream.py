@@ -228,15 +228,15 @@ class WsStream:
         if not held:
             self._held = None
 
-    def _can_take(self) -> bool:
-        """May the pump read another client message now?"""
+    def can_take(self) -> bool:
+        """May the client connection read another message now? (ws_connection)"""
         if self.phase is WsPhase.HANDING_OFF:
             return self._held_bytes < self._hold_limit
         return self.worker is not None and self.window.open and not self._held
 
     async def wait_window(self) -> bool:
         """Until the stream can take another client message (True) or the session is over (False)."""
-        while not self._can_take():
+        while not self.can_take():
             if self.worker is None and self.phase is not WsPhase.HANDING_OFF:
                 return False
             self._window_waiter = asyncio.get_running_loop().create_future()
