@@ -172,7 +172,8 @@ class HttpServer:
         access = services.access
         self._services = services
         self._limits = limits
-        self.upgrades = Upgrades(services.websocket.handle_upgrade, gate=gate)
+        websocket = services.websocket
+        self.upgrades = Upgrades(websocket.handle_upgrade, ended=websocket.session_ended, gate=gate)
         self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
                              upgrades=self.upgrades)  # fmt: skip
         self._server: asyncio.AbstractServer | None = None

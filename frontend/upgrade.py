@@ -27,8 +27,15 @@ log = logging.getLogger(__name__)
 class Upgrades:
     """The connections handed over for WebSocket upgrades, until each is lost."""
 
-    def __init__(self, handler: Callable[[WsConnection], Awaitable[None]], *, gate: Gate) -> None:
+    def __init__(
+        self,
+        handler: Callable[[WsConnection], Awaitable[None]],
+        *,
+        ended: Callable[[WsConnection], None],
+        gate: Gate,
+    ) -> None:
         self._handler = handler
+        self._ended = ended  # an open session's end (the bridge's bookkeeping)
         self._gate = gate
         self.connections: set[WsConnection] = set()
         self._emptied: asyncio.Event | None = None  # (only while shutdown waits)
@@ -54,6 +61,8 @@ class Upgrades:
     def lost(self, conn: WsConnection) -> None:
         """``conn``'s transport is closed."""
         self.connections.discard(conn)
+        if conn.stream is not None:
+            self._ended(conn)
         if conn.admitted:
             conn.admitted = False
             self._gate.release()

@@ -15,9 +15,11 @@ send WS_CONNECT. The worker's first answer decides what the client gets:
 * WS_CLOSE: 403; RESET: 500; worker lost / protocol violation: 502 unless the
   stream can be replayed on another worker (Rule 20).
 
-An open session (ws_session.py) costs the handler task (worker -> client);
-client messages go to the worker from the connection's ``data_received``;
-flow control and close codes are described there and in ws_stream.
+An open session has no task: worker events are written to the client as they
+arrive (ws_session.deliver, the stream's listener), client messages go to the
+worker from the connection's ``data_received`` (ws_connection); flow control
+and close codes are described there and in ws_stream. The handshake's task
+ends with the 101; the session's end (its connection closed) is ``session_ended``.
 
 Handoff (feature "handoff", PROTOCOL §8.1): a worker's WS_HANDOFF does not
 close the client. The handler writes the worker's messages that came before
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from time import perf_counter
 from typing import Any
 
@@ -52,7 +55,7 @@ from .responses import describe_failure
 from .slots import NoCapacity
 from .ws_connection import WsConnection
 from .ws_frames import accept_key, negotiate_deflate
-from .ws_session import GOING_AWAY, SERVICE_RESTART, run
+from .ws_session import GOING_AWAY, SERVICE_RESTART, deliver
 from .ws_stream import WsLocal, WsStream
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,17 @@ class WsBridge:
             conn.client_set, conn.client = True, proxied[0]
         ext = self._heads.ext(rid, self._heads.tls_of(transport))
         status, bytes_out = await self._handle(conn, head, ext)
-        if status:
+        if status and status != 101:  # (a session is logged when it ends: session_ended)
             self._access.upgrade_ended(conn, status, bytes_out)
+
+    def session_ended(self, conn: WsConnection) -> None:
+        """An open session's connection is closed."""
+        stream = conn.stream
+        assert stream is not None
+        stream.listener = None
+        stream.finish()  # WS_CLOSE(1006) if still open on the wire
+        self._streams.discard(stream)
+        self._access.upgrade_ended(conn, 101, 0)
 
     async def _handle(self, conn: WsConnection, head: tuple[Any, ...], ext: dict[str, Any]) -> Answer:
         headers = conn.message.headers
@@ -121,14 +133,17 @@ class WsBridge:
             return _error(conn, 503, retry_after_s=1)
         stream = WsStream(self._dispatcher, connect=_connect_fields(headers, head, ext))
         self._streams.add(stream)
+        status = 0
         try:
-            return await self._run(conn, stream, key)
+            status, sent = await self._run(conn, stream, key)
+            return status, sent
         except asyncio.CancelledError:
             log.debug("client went away from WebSocket stream %d", stream.stream_id)
             raise
         finally:
-            stream.finish()  # WS_CLOSE(1006) if still open on the wire
-            self._streams.discard(stream)
+            if status != 101:  # (an open session ends with its connection: session_ended)
+                stream.finish()  # WS_CLOSE(1006) if still open on the wire
+                self._streams.discard(stream)
 
     # ----------------------------------------------------------- handshake
 
@@ -231,7 +246,8 @@ class WsBridge:
             stream.fail()  # handle()'s finish() tells the worker
             return 0, 0
         stream.opened()
-        await run(conn, stream, self._resume)
+        stream.listener = partial(deliver, conn, self._resume)
+        deliver(conn, self._resume)  # what the worker sent before the 101 went out
         return 101, 0
 
     async def _resume(self, stream: WsStream) -> Any:

@@ -15,8 +15,10 @@ goes out and the session opens (``open``): from then on
   spent, or a handoff holding enough), reading pauses and the messages
   already parsed wait in ``_backlog`` until the window reopens
   (``_wait_window``, a task that exists only while it waits).
-* worker -> client: ``send`` writes a frame; ``drain`` waits while the
-  transport's buffer is over its high-water mark (``pause_writing``).
+* worker -> client: ``send`` writes a frame (ws_session.deliver, called from
+  the dispatcher's callback); ``credit`` returns the worker's credit at once,
+  or after ``resume_writing`` while the transport's buffer is over its
+  high-water mark. (``drain`` is for the denial response's task.)
 * closing: ``close`` writes our close frame and waits ``CLOSE_TIMEOUT_S`` at
   most for the client's; a client's close frame is answered with its code and
   the connection ends; a framing error fails it with its code (1002, 1007,
@@ -51,7 +53,7 @@ class WsConnection(asyncio.Protocol):
         "worker",
         "stream", "handler", "_upgrades", "_loop", "_reader", "_writer", "_closing", "_client_gone",
         "_timer", "_ping_at", "_seen_at", "_settings", "_backlog", "_window_task", "_write_paused",
-        "_drain_waiter", "_read_paused",
+        "_drain_waiter", "_read_paused", "delivering", "_owed", "resuming",
     )  # fmt: skip
 
     def __init__(self, upgrades: Upgrades, message: Any, tail: bytes, admitted: bool) -> None:
@@ -82,6 +84,9 @@ class WsConnection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._read_paused = False
+        self.delivering = False  # ws_session.deliver is running (a re-entry guard)
+        self.resuming: asyncio.Task[None] | None = None  # a handed-off session waits for a worker
+        self._owed = 0  # credit held back while the transport's buffer drains
 
     # ------------------------------------------------------ asyncio side
 
@@ -94,6 +99,9 @@ class WsConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._wake_drain()
+        owed, self._owed = self._owed, 0
+        if owed and self.stream is not None:
+            self.stream.consumed(owed)
 
     def data_received(self, data: bytes) -> None:
         reader = self._reader
@@ -189,6 +197,13 @@ class WsConnection(asyncio.Protocol):
         assert self._writer is not None
         transport.write(self._writer.frame(TEXT if text else BINARY, data))
         return True
+
+    def credit(self, n: int) -> None:
+        """``n`` bytes of worker messages were written: credit them now, or once the buffer drains."""
+        if self._write_paused:
+            self._owed += n
+        else:
+            self.stream.consumed(n)  # type: ignore[union-attr]
 
     async def drain(self) -> None:
         """Until the transport's buffer is below its high-water mark (or the connection is gone)."""
