@@ -35,7 +35,8 @@ IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most t
 class Reporter(Protocol):
     """A front-end connection as admission sees it (connection.FrontendConnection)."""
 
-    reports_limit: bool  # welcomed with feature "limit", not draining
+    @property
+    def reports_limit(self) -> bool: ...  # welcomed with feature "limit", not draining
 
     def admission_counts(self) -> tuple[int, int]: ...  # (running HTTP requests, bodies still arriving)
     def report_limit(self, limit: int) -> None: ...  # send LIMIT if it changed

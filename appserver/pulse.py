@@ -140,7 +140,7 @@ class Pulse:
             while not self._stop.is_set():
                 targets = self._targets()
                 self._sync_sockets(targets, poller)
-                for sock, _ in poller.poll(POLL_S * 1000):
+                for sock, _ in poller.poll(int(POLL_S * 1000)):
                     self._read(sock)
                 self._beat(targets, time.monotonic())
         except Exception:  # the pulse must never take the worker down; it only stops

@@ -228,7 +228,7 @@ class StreamRouter:
                 self._http_open -= 1
                 completed = self._completed
                 if completed is not None:
-                    opened_at = cycle.opened_at  # type: ignore[attr-defined]
+                    opened_at = cycle.opened_at
                     completed(perf_counter() - opened_at if opened_at else None)
 
     def cycle_of(self, task: Any) -> Any:

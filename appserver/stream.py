@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from wire import DEFAULT_LIMITS, SendWindow
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ Emit = Callable[[Any], None]
 Defer = Callable[[Callable[[], None]], Any]  # EndOfTick.defer, or the loop's call_soon
 
 
+@mypyc_attr(native_class=False)  # compiled (wire/compiled.py), and mypyc cannot subclass OSError natively
 class ClientDisconnected(OSError):
     """The client went away (or the stream was reset): ``send()`` cannot deliver.
 
@@ -72,10 +75,13 @@ class Wakeup:
 
     async def wait(self) -> None:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
+        # Tested through a local: mypy would keep ``self._waiters`` narrowed (not None) across
+        # the await below, and the compiled read after it would check that; set() empties it.
+        waiters = self._waiters
+        if waiters is None:
             self._waiters = [future]
         else:
-            self._waiters.append(future)
+            waiters.append(future)
         try:
             await future
         finally:

@@ -98,7 +98,10 @@ class WebSocketCycle:
     ) -> None:
         """``draining()`` says the worker drains: an app opting in then is offered the handoff at once."""
         resumed = type(opener) is ev.WsResume
-        connect = replace(opener.connect, stream_id=opener.stream_id) if resumed else opener  # type: ignore[union-attr]
+        if isinstance(opener, ev.WsResume):
+            connect = replace(opener.connect, stream_id=opener.stream_id)
+        else:
+            connect = opener
         self.stream_id = connect.stream_id
         self.scope = websocket_scope(connect, state=settings.state, handoff=settings.handoff)
         if not settings.ws_denial:
@@ -298,7 +301,7 @@ class WebSocketCycle:
             raise ClientDisconnected(f"WebSocket {self.stream_id}: the client went away")
         kind = message.get("type")
         handler = _SENDERS.get(kind)  # type: ignore[arg-type]
-        if handler is None or not self._agreed(kind):
+        if handler is None or not self._agreed(str(kind)):  # (a key of _SENDERS: a str)
             raise RuntimeError(f"unexpected ASGI message type {kind!r} on a websocket connection")
         await handler(self, message)
 

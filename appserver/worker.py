@@ -49,7 +49,7 @@ from typing import Any
 
 import zmq
 
-from wire import logsetup
+from wire import compiled, logsetup
 
 from . import logctx
 from .admission import Admission
@@ -258,6 +258,7 @@ class Worker:
                 # ~16 ms for the front end's modules alone, longer for a framework) skips them.
                 gc.freeze()
                 log.info("worker %s ready (%d front end(s))", self.worker_id, len(self.connections))
+                log.debug("hot path: %s", compiled.describe())
                 if self._ready is not None:
                     self._ready()
                 await _first(self._stop.wait(), frontends.refused.wait())

@@ -83,8 +83,8 @@ def configure(*, server: str | None, date: bool, extra: tuple[tuple[str, str], .
     global _SERVER_LINE, _DATE_ON, _EXTRA, _EXTRA_FIELDS
     _SERVER_LINE = b"Server: %s\r\n" % server.encode("latin-1") if server else b""
     _DATE_ON = date
-    for name in [n for n in _DEFAULTED if n not in (b"x-request-id", b"date", b"server")]:
-        del _DEFAULTED[name]
+    for stale in [n for n in _DEFAULTED if n not in (b"x-request-id", b"date", b"server")]:
+        del _DEFAULTED[stale]
     lines = []
     for i, (name, value) in enumerate(extra):
         bit = 16 << i
@@ -163,6 +163,7 @@ def whole_head(
     """The head of a whole-body response; None when ``head`` must decide (framing headers from
     the worker other than an exact Content-Length, a control character in a field)."""
     key = (version, status, headers)
+    known: tuple[bytes, int, bytes | None] | None
     try:
         known = _FIELDS_CACHE[key]
     except KeyError:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import ClassVar
 
 from .codel import QueueMode, QueuePolicy
 from .pool import Pool, WorkerRecord
@@ -46,29 +47,29 @@ from .pool import Pool, WorkerRecord
 class NoCapacity(Exception):
     """No worker slot for a request: the client gets 503."""
 
-    reason = "timeout"  # the ``shed`` counter it adds to
+    reason: ClassVar[str] = "timeout"  # the ``shed`` counter it adds to
 
 
 class QueueFull(NoCapacity):
-    reason = "full"
+    reason: ClassVar[str] = "full"
 
 
 class QueueTimeout(NoCapacity):
-    reason = "timeout"
+    reason: ClassVar[str] = "timeout"
 
 
 class Overloaded(NoCapacity):
     """It would have waited longer than the target in a queue that stands (codel.py)."""
 
-    reason = "overload"
+    reason: ClassVar[str] = "overload"
 
 
 class NoWorkers(NoCapacity):
-    reason = "no_workers"
+    reason: ClassVar[str] = "no_workers"
 
 
 class ShuttingDown(NoCapacity):
-    reason = "shutdown"
+    reason: ClassVar[str] = "shutdown"
 
 
 SHED_REASONS = ("overload", "timeout", "full", "no_workers", "shutdown")

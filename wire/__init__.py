@@ -7,11 +7,15 @@ must be shared by ``frontend`` and ``appserver``, which may not import each othe
 ``wire.frontend_options`` (the front end's options, once; click) and ``wire.logsetup``.
 """
 
-from .codec import DEFAULT_LIMITS, INLINE_MAX_BYTES, Limits, decode, encode
-from .errors import DecodeError, ProtocolViolation, WireError
-from .events import CONTROL_STREAM, Event, Invalid, Kind, ResetCode
-from .flow import ReceiveWindow, SendWindow, cost
-from .states import (
+from .compiled import install_pure_hook
+
+install_pure_hook()  # before the hot modules below are imported: ZASGI_PURE=1 loads their .py sources
+
+from .codec import DEFAULT_LIMITS, INLINE_MAX_BYTES, Limits, decode, encode  # noqa: E402
+from .errors import DecodeError, ProtocolViolation, WireError  # noqa: E402
+from .events import CONTROL_STREAM, Event, Invalid, Kind, ResetCode  # noqa: E402
+from .flow import ReceiveWindow, SendWindow, cost  # noqa: E402
+from .states import (  # noqa: E402
     RequestHalf,
     RequestTracker,
     ResponseHalf,

@@ -25,7 +25,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from struct import error as struct_error
-from typing import Any
+from typing import Any, cast
 
 import zmq
 from zmq.utils.monitor import parse_monitor_message
@@ -118,7 +118,7 @@ class Channel:
         self._on_unreachable = on_unreachable
         self._limits = limits
         self._loop = asyncio.get_running_loop()
-        self._fd = sock.getsockopt(zmq.FD)
+        self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
         self._blocked: deque[_Blocked] = deque()  # encoded, waiting for POLLOUT
@@ -279,7 +279,7 @@ class Channel:
 
     def _check_input(self) -> None:
         try:
-            ready = self.sock.getsockopt(_EVENTS)
+            ready = cast(int, self.sock.getsockopt(_EVENTS))
         except zmq.ZMQError:
             return
         if ready & _POLLIN or (self._blocked and ready & _POLLOUT):
@@ -322,7 +322,7 @@ class SocketMonitor:
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._pair = sock.get_monitor_socket(events)
-        self._fd = self._pair.getsockopt(zmq.FD)
+        self._fd = cast(int, self._pair.getsockopt(zmq.FD))
         self._closed = False
         self._loop.add_reader(self._fd, self._drain)
         self._loop.call_soon(self._drain)  # events queued before the reader was added
@@ -344,9 +344,8 @@ class SocketMonitor:
                 log.debug("unreadable monitor message: %s", exc)
                 continue
             endpoint = message.get("endpoint", b"")
-            if isinstance(endpoint, bytes):
-                endpoint = endpoint.decode(errors="replace")
-            self._on_event(int(message["event"]), endpoint)
+            name = endpoint.decode(errors="replace") if isinstance(endpoint, bytes) else str(endpoint)
+            self._on_event(int(message["event"]), name)
         if not self._closed:
             self._loop.call_soon(self._drain)  # more may be waiting: yield first
 

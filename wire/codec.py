@@ -142,7 +142,8 @@ def _payload(v: Any) -> Any:
 def _ws_connect_fields(v: Any) -> ev.WsConnect:
     if type(v) is not tuple:
         raise _Bad("connect must be an array")
-    return _build(ev.WsConnect, (0, *v), ())
+    connect: ev.WsConnect = _build(ev.WsConnect, (0, *v), ())
+    return connect
 
 
 Check = Callable[[Any], Any]
@@ -177,7 +178,7 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.WsResume: (_ws_connect_fields, _opt_str, _any),
 }
 
-KIND_TO_CLASS: dict[int, type] = {cls.KIND: cls for cls in SCHEMA}  # type: ignore[attr-defined]
+KIND_TO_CLASS: dict[int, type] = {ev.KIND_OF[cls]: cls for cls in SCHEMA}
 CONTROL_KINDS = frozenset(k for k in ev.Kind if k < 16)
 _FIELD_NAMES = {cls: tuple(f.name for f in dataclasses.fields(cls))[1:] for cls in SCHEMA}
 _PAYLOAD_FIELD = {ev.Request: "body", ev.Body: "body", ev.Response: "body", ev.WsMessage: "data"}
@@ -240,7 +241,7 @@ def _packable_generic(event: Any, frames: list[Any], inline_max: int) -> list[An
             values[index] = bytes(payload)
     if cls is ev.WsResume:
         values[0] = _packable(values[0], frames, inline_max)[2:]
-    return [cls.KIND, event.stream_id, *values]
+    return [ev.KIND_OF[cls], event.stream_id, *values]
 
 
 def encode(events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES) -> list[Any]:
@@ -256,7 +257,8 @@ def encode(events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES) ->
 
 def pack_value(value: Any) -> bytes:
     """One value packed as ``encode`` packs fields (raises TypeError, ValueError, OverflowError...)."""
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def unpack_value(data: bytes, *, lists: bool = False) -> Any:
@@ -339,13 +341,13 @@ def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
     if (kind in CONTROL_KINDS) != (stream_id == 0):
         return ev.Invalid(stream_id, f"{cls.__name__} on the wrong stream id {stream_id}")
     if cls is ev.Request:
-        event = _request(raw)
-        if event is not None:
-            return event
+        request = _request(raw)
+        if request is not None:
+            return request
     elif cls is ev.Response:
-        event = _response(raw)
-        if event is not None:
-            return event
+        response = _response(raw)
+        if response is not None:
+            return response
     try:
         event = _build(cls, raw[1:], frames)
     except _Bad as exc:

@@ -83,7 +83,6 @@ class Hello:
     window_bytes: int  # initial request-direction window the worker grants
     features: tuple[str, ...] = ()
     info: dict[str, Any] = field(default_factory=dict)
-    KIND = Kind.HELLO
 
 
 @dataclass(slots=True)
@@ -97,20 +96,17 @@ class Welcome:
     window_bytes: int  # initial response-direction window the front end grants
     max_payload_bytes: int
     features: tuple[str, ...] = ()
-    KIND = Kind.WELCOME
 
 
 @dataclass(slots=True)
 class Refuse:
     stream_id: int
     reason: str
-    KIND = Kind.REFUSE
 
 
 @dataclass(slots=True)
 class Heartbeat:
     stream_id: int = CONTROL_STREAM
-    KIND = Kind.HEARTBEAT
 
 
 @dataclass(slots=True)
@@ -118,7 +114,6 @@ class Drain:
     """Worker -> front end: open no new streams to me; in-flight ones go on."""
 
     stream_id: int = CONTROL_STREAM
-    KIND = Kind.DRAIN
 
 
 @dataclass(slots=True)
@@ -127,14 +122,12 @@ class Linger:
     responses already started, and serves just those until they end or its drain limit passes."""
 
     stream_id: int = CONTROL_STREAM
-    KIND = Kind.LINGER
 
 
 @dataclass(slots=True)
 class Bye:
     stream_id: int
     reason: str
-    KIND = Kind.BYE
 
 
 @dataclass(slots=True)
@@ -142,7 +135,6 @@ class UnknownPeer:
     """Front end -> sender it has no handshake with: say HELLO again."""
 
     stream_id: int = CONTROL_STREAM
-    KIND = Kind.UNKNOWN_PEER
 
 
 @dataclass(slots=True)
@@ -151,7 +143,6 @@ class Limit:
 
     stream_id: int
     limit: int  # 1..HELLO.capacity
-    KIND = Kind.LIMIT
 
 
 @dataclass(slots=True)
@@ -166,7 +157,6 @@ class Pulse:
     request_id: str = ""  # the request on the loop while it is stalled ("" none, or not known)
     method: str = ""
     path: str = ""
-    KIND = Kind.PULSE
 
 
 @dataclass(slots=True)
@@ -176,7 +166,6 @@ class Evict:
 
     stream_id: int
     reason: str
-    KIND = Kind.EVICT
 
 
 # ---------------------------------------------------------------- HTTP
@@ -204,7 +193,6 @@ class Request:
     more_body: bool = False
     expect_continue: bool = False
     ext: dict[str, Any] = field(default_factory=dict)
-    KIND = Kind.REQUEST
 
 
 @dataclass(slots=True)
@@ -214,7 +202,6 @@ class Body:
     stream_id: int
     body: Payload = b""
     more_body: bool = False
-    KIND = Kind.BODY
 
 
 @dataclass(slots=True)
@@ -222,7 +209,6 @@ class Disconnect:
     """Front end -> worker: the client went away (ASGI ``http.disconnect``)."""
 
     stream_id: int
-    KIND = Kind.DISCONNECT
 
 
 @dataclass(slots=True)
@@ -231,7 +217,6 @@ class Credit:
 
     stream_id: int
     bytes: int
-    KIND = Kind.CREDIT
 
 
 @dataclass(slots=True)
@@ -244,7 +229,6 @@ class Response:
     body: Payload = b""
     more_body: bool = False
     trailers: bool = False
-    KIND = Kind.RESPONSE
 
 
 @dataclass(slots=True)
@@ -252,7 +236,6 @@ class Trailers:
     stream_id: int
     headers: Headers
     more_trailers: bool = False
-    KIND = Kind.TRAILERS
 
 
 @dataclass(slots=True)
@@ -261,7 +244,6 @@ class Pathsend:
 
     stream_id: int
     path: str
-    KIND = Kind.PATHSEND
 
 
 @dataclass(slots=True)
@@ -269,7 +251,6 @@ class Reset:
     stream_id: int
     code: int
     reason: str = ""
-    KIND = Kind.RESET
 
 
 # ---------------------------------------------------------------- WebSocket
@@ -290,7 +271,6 @@ class WsConnect:
     server: Address
     subprotocols: tuple[str, ...] = ()
     ext: dict[str, Any] = field(default_factory=dict)
-    KIND = Kind.WS_CONNECT
 
 
 @dataclass(slots=True)
@@ -298,7 +278,6 @@ class WsAccept:
     stream_id: int
     subprotocol: str | None = None
     headers: Headers = ()
-    KIND = Kind.WS_ACCEPT
 
 
 @dataclass(slots=True)
@@ -308,7 +287,6 @@ class WsMessage:
     stream_id: int
     text: bool
     data: Payload
-    KIND = Kind.WS_MESSAGE
 
 
 @dataclass(slots=True)
@@ -318,7 +296,6 @@ class WsClose:
     stream_id: int
     code: int = 1000
     reason: str = ""
-    KIND = Kind.WS_CLOSE
 
 
 @dataclass(slots=True)
@@ -327,7 +304,6 @@ class WsHandoff:
 
     stream_id: int
     state: Any = None
-    KIND = Kind.WS_HANDOFF
 
 
 @dataclass(slots=True)
@@ -338,7 +314,6 @@ class WsResume:
     connect: WsConnect  # on the wire: WS_CONNECT's fields after stream_id, as an array
     subprotocol: str | None
     state: Any = None
-    KIND = Kind.WS_RESUME
 
 
 @dataclass(slots=True)
@@ -351,6 +326,37 @@ class Invalid:
 
     stream_id: int
     reason: str
+
+
+# Each event class's kind: a table, not a class attribute, because mypyc compiles these
+# dataclasses (wire/compiled.py) and takes any annotated class attribute for a field.
+KIND_OF: dict[type, Kind] = {
+    Hello: Kind.HELLO,
+    Welcome: Kind.WELCOME,
+    Refuse: Kind.REFUSE,
+    Heartbeat: Kind.HEARTBEAT,
+    Drain: Kind.DRAIN,
+    Linger: Kind.LINGER,
+    Bye: Kind.BYE,
+    UnknownPeer: Kind.UNKNOWN_PEER,
+    Limit: Kind.LIMIT,
+    Pulse: Kind.PULSE,
+    Evict: Kind.EVICT,
+    Request: Kind.REQUEST,
+    Body: Kind.BODY,
+    Disconnect: Kind.DISCONNECT,
+    Credit: Kind.CREDIT,
+    Response: Kind.RESPONSE,
+    Trailers: Kind.TRAILERS,
+    Pathsend: Kind.PATHSEND,
+    Reset: Kind.RESET,
+    WsConnect: Kind.WS_CONNECT,
+    WsAccept: Kind.WS_ACCEPT,
+    WsMessage: Kind.WS_MESSAGE,
+    WsClose: Kind.WS_CLOSE,
+    WsHandoff: Kind.WS_HANDOFF,
+    WsResume: Kind.WS_RESUME,
+}
 
 
 Event = Union[

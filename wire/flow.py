@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from . import events as ev
 from .errors import ProtocolViolation
 
@@ -26,6 +28,8 @@ def cost(event: Any) -> int:
     return 0
 
 
+# Compiled (wire/compiled.py), and subclassed by the app server's CreditGate.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class SendWindow:
     __slots__ = ("available",)
 

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import click
 
+from wire import compiled
+
 from . import appserver, frontend, keygen, reload, run, status
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="zasgi")
+@click.version_option(package_name="zasgi", message=f"%(prog)s %(version)s ({compiled.describe()})")
 def main() -> None:
     """zasgi: an ASGI server split into an HTTP front end and app-server workers over ZeroMQ."""
 

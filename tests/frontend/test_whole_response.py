@@ -81,7 +81,7 @@ HELLO = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
     ],
 )
 async def test_whole_head_is_aiohttp_s_head(version: Any, status: int, headers: Any, body: bytes) -> None:
-    start = ev.Response(1, status, headers, body)
+    start = ev.Response(1, status, tuple(headers), body)
     request = _request(version)
     ours = http1.whole_head(version, status, headers, body, RID, request.keep_alive)
     theirs = await _aiohttp_head(_request(version), start)

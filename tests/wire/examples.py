@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from wire import events as ev
 
 _CONNECT = ev.WsConnect(
@@ -32,7 +34,7 @@ EXAMPLES: list[ev.Event] = [
     ev.Trailers(7, ((b"x-checksum", b"abc"),), False),
     ev.Pathsend(7, "/srv/file.bin"),
     ev.Reset(7, ev.ResetCode.APP_ERROR, "boom"),
-    ev.WsConnect(9, *[getattr(_CONNECT, f) for f in _CONNECT.__slots__[1:]]),
+    dataclasses.replace(_CONNECT, stream_id=9),
     ev.WsAccept(9, "v1", ((b"x-extra", b"1"),)),
     ev.WsMessage(9, True, "héllo".encode()),
     ev.WsClose(9, 1001, "going away"),
