@@ -3,16 +3,14 @@
 Theory of operation. A request ends in one of two places, and both feed the
 same ``AccessLog``: the front end's own connections (``connection.py``) call
 ``request_ended`` after each answered request (``response.ResponseWriter``);
-aiohttp, which still serves WebSocket upgrades (``upgrade.py``), calls its
-access logger after each response it finished writing, with the request, the
-response and the seconds since the request's head was parsed (``hook_class``
--> ``finished``). Both always feed the metrics (a few counter increments)
+WebSocket upgrades (``ws_bridge``) call ``upgrade_ended`` with their
+``WsConnection``, when a session ends or after any other answer. (``finished``
+and ``hook_class``: the same for a response aiohttp wrote, kept for an aiohttp
+server; the front end no longer uses them.) Both always feed the metrics (a few counter increments)
 and, only when the access log is on and the ``zasgi.access`` logger is
 enabled for INFO (decided once, at start), format one line. A request whose
 client vanished before any response is not seen. A WebSocket is seen once,
-when its session ends, with status 101, whoever closed it: ws_bridge calls
-``session_ended`` (aiohttp's hook skips sessions: it misses those whose
-handler the client's close cancelled).
+when its session ends, with status 101, whoever closed it.
 
 Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 (so a proxy's id carries through), anything else is replaced by 16 random hex
@@ -125,6 +123,25 @@ class AccessLog:
             worker = ex.worker.worker_id if ex.worker is not None else None
             entry = _Entry(message.method, message.path, message.version, message.headers, client,
                            ex.rid, worker, ex.status, bytes_in, ex.bytes_out, duration_s)  # fmt: skip
+            self.logger.info(self._line(entry))
+
+    def upgrade_ended(self, conn: Any, status: int, bytes_out: int) -> None:
+        """A WebSocket upgrade request's end (ws_bridge): its session (101) or its HTTP answer."""
+        duration_s = perf_counter() - conn.started
+        if status == 101:
+            self.metrics.websocket_ended()
+        else:
+            self.metrics.request_ended(status, duration_s, 0, bytes_out)
+        if self.enabled:
+            message = conn.message
+            if conn.client_set:
+                client = conn.client[0] if conn.client is not None else None
+            else:
+                peer = conn.peer
+                client = peer[0] if peer is not None else None
+            worker = conn.worker.worker_id if conn.worker is not None else None
+            entry = _Entry(message.method, message.path, message.version, message.headers, client,
+                           conn.rid, worker, status, 0, bytes_out, duration_s)  # fmt: skip
             self.logger.info(self._line(entry))
 
     def session_ended(self, request: web.BaseRequest, ws: web.WebSocketResponse) -> None:

@@ -13,10 +13,9 @@ Flow control comes from ``aiohttp.base_protocol.BaseProtocol``: a body
 socket buffer pauses writers (``drain``). At most ``MAX_QUEUED`` requests
 wait parsed; then the socket is paused until half of them are answered.
 
-* WebSocket upgrades go to aiohttp (``Upgrades.hand_over``; upgrade.py): when
-  the upgrade request's turn comes, its head is rebuilt from the parsed
-  message, and with the bytes that followed it handed to an aiohttp
-  ``RequestHandler`` that takes over the transport.
+* WebSocket upgrades go to ``ws_connection.WsConnection`` (``Upgrades.hand_over``;
+  upgrade.py): when the upgrade request's turn comes, the parsed message and
+  the bytes that followed it go with the transport.
 * Header read timeout (slowloris): the clock starts at the first byte of a
   request's head on an idle connection and stops when the parser produced
   the request (or an error). Past it: ``408`` + ``connection: close``. A body
@@ -48,7 +47,7 @@ wait parsed; then the socket is paused until half of them are answered.
 What the connection does with the bytes it reads is one phase (``ConnPhase``,
 ``TRANSITIONS``, written only by ``_to``):
 
-    READING ──> UPGRADING ──> HANDED_OVER     (aiohttp has the transport)
+    READING ──> UPGRADING ──> HANDED_OVER     (a WsConnection has the transport)
        │  <──────┘ │                          (the upgrade answered as plain HTTP)
        ├──> STOPPING (shutdown: the current request's body only, then close)
        ├──> LINGERING (an unread body dropped, then close)
@@ -87,7 +86,7 @@ from .gate import Gate
 from .parse_errors import ParseError, error, status_of
 from .request_head import addresses
 from .response import ResponseWriter
-from .upgrade import is_websocket, request_bytes
+from .upgrade import is_websocket
 
 if TYPE_CHECKING:
     from .access_log import AccessLog
@@ -104,11 +103,11 @@ LINGER_S = 10.0  # a body left unread is read and dropped this long before closi
 
 class ConnPhase(Enum):
     READING = "reading"  # parsing requests, serving them in turn
-    UPGRADING = "upgrading"  # the parser switched protocols: what follows is held for aiohttp
+    UPGRADING = "upgrading"  # the parser switched protocols: what follows is held for the WebSocket
     STOPPING = "stopping"  # shutdown: the current request's body is read, nothing new; then close
     LINGERING = "lingering"  # a body the app left unread is read and dropped, then close
     FAILED = "failed"  # the parser hit an error (or the head timed out): nothing more is read
-    HANDED_OVER = "handed over"  # the transport went to aiohttp (a WebSocket upgrade) or to HTTP/2
+    HANDED_OVER = "handed over"  # the transport went to a WsConnection (a WebSocket upgrade) or to HTTP/2
     CLOSED = "closed"
 
 
@@ -139,7 +138,7 @@ class Shared:
     gate: Gate
     requests: HttpRequests  # takes each request in turn; its writer's finish() comes back here
     access: AccessLog  # access log + metrics, once per answered request
-    upgrades: Upgrades  # WebSocket upgrades: aiohttp takes the transport
+    upgrades: Upgrades  # WebSocket upgrades: a WsConnection takes the transport
     connections: set[Any] = field(default_factory=set)  # (HTTP/2's too: h2_connection)
     stopping: bool = False
     retiring: bool = False  # a successor serves the port: every response says connection: close
@@ -328,7 +327,7 @@ class Connection(BaseProtocol):
     def data_received(self, data: bytes) -> None:
         phase = self._phase
         if phase is not _READING:
-            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, in the upgrade's turn
+            if phase is _UPGRADING:  # bytes of the upgraded protocol: the WebSocket's, in its turn
                 self._upgrade_tail += data
                 if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
                     self._pause_reading_for_buffer()
@@ -504,14 +503,13 @@ class Connection(BaseProtocol):
         self._close()
 
     def _hand_over(self, writer: ResponseWriter) -> None:
-        """A WebSocket upgrade: aiohttp's handler takes the transport, and the request again."""
+        """A WebSocket upgrade: a ``WsConnection`` takes the transport, the request head and the tail."""
         message = writer.message
         if writer.payload is not EMPTY_PAYLOAD:  # a body we already consumed: cannot be replayed
             self._answer_and_close(error(400, message.version))
             return
         transport = self.transport
-        data = request_bytes(message) + self._upgrade_tail
-        self._upgrade_tail = b""
+        tail, self._upgrade_tail = self._upgrade_tail, b""
         self._current = None
         self._cancel_timers()
         self._shared.connections.discard(self)
@@ -521,7 +519,7 @@ class Connection(BaseProtocol):
             self._buffer_paused = self._reading_paused = False
             self._resume_transport_reading()
         self.transport = None  # ours no more: connection_lost goes to the new protocol
-        self._shared.upgrades.hand_over(transport, data, admitted)
+        self._shared.upgrades.hand_over(transport, message, tail, admitted)
 
     def _to_h2(self, data: bytes) -> None:
         """HTTP/2 (ALPN h2, or the h2c preface): h2_connection takes the transport and ``data``."""

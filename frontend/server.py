@@ -32,7 +32,7 @@ The admin endpoint (admin.py, its own port) starts after the HTTP listener
 and before the ready line (which then ends with ``admin=URL``); once shutdown
 begins its /readyz says 503, and it stops last. The access-log hook
 (access_log.py) is called as each response ends: by our connections for
-HTTP, as aiohttp's ``access_log_class`` for WebSocket upgrades.
+HTTP, by ws_bridge for WebSocket upgrades (``upgrade_ended``).
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ from wire import compiled
 from wire.states import WorkerState
 
 from . import handoff, http1
-from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
 from .connection import Connection, Shared
@@ -175,7 +174,7 @@ async def serve(
 
 class HttpServer:
     """The HTTP listener and its connections (``connection.Connection``, our own protocol);
-    connections handed over for WebSocket upgrades live on in ``upgrade.Upgrades`` (aiohttp).
+    connections handed over for WebSocket upgrades live on in ``upgrade.Upgrades`` (ws_connection).
 
     ``shutdown``: stop accepting; idle keep-alive connections close at once, busy ones after
     their current response; in-flight HTTP requests get up to the timeout (a second signal cuts
@@ -188,17 +187,8 @@ class HttpServer:
         access = services.access
         self._services = services
         self._limits = limits
-        self.upgrades = Upgrades(
-            services.websocket.handle_upgrade,
-            gate=gate,
-            handler_cancellation=True,  # a vanished client cancels its handler: WS_CLOSE 1006
-            access_log=access.logger,  # aiohttp calls the hook as each response ends
-            access_log_class=hook_class(access),
-            max_line_size=limits.max_line_bytes,
-            max_field_size=limits.max_field_bytes,
-            max_headers=limits.max_headers,
-            keepalive_timeout=limits.keepalive_timeout_s,
-        )
+        websocket = services.websocket
+        self.upgrades = Upgrades(websocket.handle_upgrade, ended=websocket.session_ended, gate=gate)
         self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
                              upgrades=self.upgrades)  # fmt: skip
         self.h2 = _h2_shared(config, services, self.shared)

@@ -1,73 +1,89 @@
-"""WebSocket upgrades on aiohttp: a connection whose next request is an upgrade is handed over.
+"""WebSocket upgrades: a connection whose next request is an upgrade is handed over to ``WsConnection``.
 
-``connection.Connection`` serves plain HTTP itself; aiohttp's WebSocket
-implementation (handshake, permessage-deflate, pings, fragments) is kept, so
-when an upgrade request's turn comes the connection gives its transport to an
-aiohttp ``RequestHandler`` created as ``web.Server.__call__`` does, and feeds
-it the request head (rebuilt from the parsed message: ``request_bytes``)
-plus whatever followed it. aiohttp then runs ``WsBridge.handle_upgrade``
-(ws_bridge) for it, and the connection ends with the WebSocket (every answer
-to an upgrade closes it). The ``--limit-concurrency`` slot moves with the transport.
+``connection.Connection`` serves plain HTTP itself. When an upgrade request's
+turn comes it gives its transport, the parsed request head and whatever
+followed it to ``Upgrades.hand_over``, which puts a ``ws_connection.WsConnection``
+on the transport and starts the bridge's handler for it (``WsBridge.handle_upgrade``:
+the handshake with the worker, then the session). The connection ends with
+the WebSocket (every answer to an upgrade closes it). The ``--limit-concurrency``
+slot moves with the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import hdrs, web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp import hdrs
 
-from . import http1
 from .gate import Gate
+from .ws_connection import WsConnection
+
+log = logging.getLogger(__name__)
 
 
-class _Request(web.BaseRequest):
-    """aiohttp's request, whose response gets the front end's Server, Date and --header policy
-    (http1.configure) as our own HTTP/1 responses do, once aiohttp has set its fields."""
+class Upgrades:
+    """The connections handed over for WebSocket upgrades, until each is lost."""
 
-    async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        http1.fill_fields(response.headers)
-
-
-class UpgradeHandler(RequestHandler):
-    __slots__ = ("_gate", "_admitted")
-
-    def __init__(self, manager: web.Server, *, gate: Gate, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
+    def __init__(
+        self,
+        handler: Callable[[WsConnection], Awaitable[None]],
+        *,
+        ended: Callable[[WsConnection], None],
+        gate: Gate,
+    ) -> None:
+        self._handler = handler
+        self._ended = ended  # an open session's end (the bridge's bookkeeping)
         self._gate = gate
-        self._admitted = False
+        self.connections: set[WsConnection] = set()
+        self._emptied: asyncio.Event | None = None  # (only while shutdown waits)
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._admitted:
-            self._admitted = False
+    def hand_over(self, transport: asyncio.Transport, message: Any, tail: bytes, admitted: bool) -> None:
+        conn = WsConnection(self, message, tail, admitted)
+        self.connections.add(conn)
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        conn.handler = asyncio.get_running_loop().create_task(self._run(conn))
+
+    async def _run(self, conn: WsConnection) -> None:
+        try:
+            await self._handler(conn)
+        except asyncio.CancelledError:
+            pass  # the client left during the handshake (WsConnection.connection_lost)
+        except Exception:  # a bug of ours: the connection must still end
+            log.exception("WebSocket upgrade handler failed")
+            conn.abort()
+        finally:
+            conn.handler = None
+
+    def lost(self, conn: WsConnection) -> None:
+        """``conn``'s transport is closed."""
+        self.connections.discard(conn)
+        if conn.stream is not None:
+            self._ended(conn)
+        if conn.admitted:
+            conn.admitted = False
             self._gate.release()
-        super().connection_lost(exc)
+        if not self.connections and self._emptied is not None:
+            self._emptied.set()
 
-
-class Upgrades(web.Server):
-    """aiohttp's low-level server, fed connections by ``hand_over`` rather than by a listener."""
-
-    def __init__(self, handler: Any, *, gate: Gate, **kwargs: Any) -> None:
-        super().__init__(handler, request_factory=self._request, **kwargs)
-        self._gate = gate
-
-    def _request(self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
-        return _Request(message, payload, protocol, writer, task, self._loop)
-
-    def __call__(self) -> UpgradeHandler:
-        return UpgradeHandler(self, loop=self._loop, gate=self._gate, **self._kwargs)
-
-    def hand_over(self, transport: asyncio.Transport, data: bytes, admitted: bool) -> None:
-        handler = self()
-        handler._admitted = admitted
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        handler.data_received(data)
+    async def shutdown(self, timeout_s: float) -> None:
+        """Until every handed-over connection has ended (their closes under way), at most ``timeout_s``."""
+        if not self.connections:
+            return
+        self._emptied = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._emptied.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._emptied = None
 
     def close_all(self) -> None:
-        for conn in self.connections:
-            conn.force_close()
+        for conn in list(self.connections):
+            conn.abort()
 
 
 def is_websocket(message: Any) -> bool:
@@ -76,15 +92,3 @@ def is_websocket(message: Any) -> bool:
         and message.version >= (1, 1)
         and message.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
     )
-
-
-def request_bytes(message: Any) -> bytes:
-    """The request's head as the client sent it (raw target, raw header bytes), for aiohttp to parse."""
-    version = message.version
-    lines = [
-        b"%s %s HTTP/%d.%d\r\n"
-        % (message.method.encode(), message.path.encode("utf-8", "surrogateescape"), version[0], version[1])
-    ]
-    lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
-    lines.append(b"\r\n")
-    return b"".join(lines)

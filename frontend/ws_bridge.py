@@ -1,28 +1,31 @@
 """aiohttp WebSocket <-> wire WebSocket stream (PROTOCOL §5 "WebSocket stream", §6.2, §7).
 
-Theory of operation. aiohttp runs ``handle_upgrade`` for a connection handed
-over with an upgrade request (GET, HTTP/1.1, ``Upgrade: websocket``; upgrade.py);
-its head is built as an HTTP request's (request_head.py). We check
+Theory of operation. ``handle_upgrade`` runs for a connection handed over with
+an upgrade request (GET, HTTP/1.1, ``Upgrade: websocket``; upgrade.py) on its
+``ws_connection.WsConnection``; its head is built as an HTTP request's
+(request_head.py). We check
 the handshake is well-formed (else 400, before any worker is bothered), take
 a WebSocket slot (HELLO.ws_capacity, its own wait queue; 503 as for HTTP) and
 send WS_CONNECT. The worker's first answer decides what the client gets:
 
-* WS_ACCEPT: aiohttp's ``WebSocketResponse`` completes the handshake (the
-  subprotocol echoed, the worker's extra headers added, permessage-deflate,
-  pings, the message size limit);
+* WS_ACCEPT: the 101 (Sec-WebSocket-Accept, the subprotocol, the worker's
+  extra headers, permessage-deflate as ws_frames negotiates it), then the
+  session on the WsConnection (pings, the message size limit: ws_connection);
 * RESPONSE (+ BODY*): the denial response, sent as plain HTTP;
 * WS_CLOSE: 403; RESET: 500; worker lost / protocol violation: 502 unless the
   stream can be replayed on another worker (Rule 20).
 
-An open session (ws_session.py) costs the handler task (worker -> client)
-and one pump task (client -> worker); events arrive by direct calls
-(``ws_stream``); flow control and close codes are described there.
+An open session has no task: worker events are written to the client as they
+arrive (ws_session.deliver, the stream's listener), client messages go to the
+worker from the connection's ``data_received`` (ws_connection); flow control
+and close codes are described there and in ws_stream. The handshake's task
+ends with the 101; the session's end (its connection closed) is ``session_ended``.
 
 Handoff (feature "handoff", PROTOCOL §8.1): a worker's WS_HANDOFF does not
 close the client. The handler writes the worker's messages that came before
 it, takes a WebSocket slot on another READY worker (the slot queue, up to the
-queue timeout) and ``WsStream.resume``s the session there, while the pump goes
-on reading the client into the stream's held messages (bounded). No worker in
+queue timeout) and ``WsStream.resume``s the session there, while the connection
+goes on reading the client into the stream's held messages (bounded). No worker in
 time, or a refused resume retried out: the client is closed with 1012.
 
 On front-end shutdown ``going_away`` closes both sides with 1001; a retired front
@@ -33,34 +36,37 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from time import perf_counter
 from typing import Any
 
-from aiohttp import web
-from aiohttp.http import HttpVersion11
-from aiohttp.log import ws_logger
+from aiohttp import hdrs
 
 from wire import events as ev
 from wire.events import ResetCode
 
-from .access_log import CLIENT, REQUEST_ID, STARTED, WORKER, AccessLog, request_id
+from . import http1
+from .access_log import AccessLog, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .parse_errors import error_response
+from .parse_errors import error
 from .request_head import RequestHeads, addresses
-from .responses import describe_failure, str_headers
+from .responses import describe_failure
 from .slots import NoCapacity
-from .ws_session import GOING_AWAY, SERVICE_RESTART, client_socket, run
+from .ws_connection import WsConnection
+from .ws_frames import accept_key, negotiate_deflate
+from .ws_session import GOING_AWAY, SERVICE_RESTART, deliver
 from .ws_stream import WsLocal, WsStream
 
 log = logging.getLogger(__name__)
 
-
-class _NoOverlapWarning(logging.Filter):
-    # aiohttp warns whenever the client offered subprotocols and the app chose
-    # none of them: ordinary for an ASGI app, one line per connection.
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("%s: Client protocols")
+# The handshake is ours to write: the worker's headers may not override it.
+_HANDSHAKE_HEADERS = frozenset(
+    {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions",
+     b"sec-websocket-protocol"}  # fmt: skip
+)
+_VERSIONS = ("13", "8", "7")  # Sec-WebSocket-Version values accepted (13 is RFC 6455; as aiohttp)
+Answer = tuple[int, int]  # (status the client got, body bytes written); status 0: nothing to log
 
 
 class WsBridge:
@@ -74,16 +80,6 @@ class WsBridge:
         self._queue_timeout_s = config.queue.timeout_s
         self._streams: set[WsStream] = set()  # handlers running, for shutdown
         self._closing = False
-        if not any(isinstance(f, _NoOverlapWarning) for f in ws_logger.filters):
-            ws_logger.addFilter(_NoOverlapWarning())
-
-    @staticmethod
-    def wants(request: web.BaseRequest) -> bool:
-        return (
-            request.method == "GET"
-            and request.version >= HttpVersion11
-            and request.headers.get("Upgrade", "").strip().lower() == "websocket"
-        )
 
     @property
     def open_count(self) -> int:
@@ -96,67 +92,83 @@ class WsBridge:
         for stream in list(self._streams):
             stream.going_away(restart)
 
-    async def handle_upgrade(self, request: web.BaseRequest) -> Any:
-        """aiohttp's handler for a connection handed over with a WebSocket upgrade (upgrade.py)."""
-        request[STARTED] = perf_counter()
-        rid = request[REQUEST_ID] = request_id(request.headers)
-        if not self.wants(request):  # (connection.py hands over upgrades only)
-            resp = error_response(400, close=True)
-        else:
-            transport = request.transport
-            client, server = addresses(transport)
-            head, proxied = self._heads.build(
-                request.method, request.raw_path, request.version, request.headers, request.raw_headers,
-                client, server,
-            )  # fmt: skip
-            if proxied is not None:
-                request[CLIENT] = proxied[0]
-            resp = await self._handle(request, head, self._heads.ext(rid, self._heads.tls_of(transport)))
-        if not resp.prepared:  # our own error responses
-            resp.headers["X-Request-ID"] = rid
-            resp.force_close()
-        return resp
+    async def handle_upgrade(self, conn: WsConnection) -> None:
+        """The handler of a connection handed over with a WebSocket upgrade (upgrade.py)."""
+        conn.started = perf_counter()
+        message = conn.message
+        conn.rid = rid = request_id(message.headers)
+        transport = conn.transport
+        client, server = addresses(transport)
+        conn.peer = client
+        head, proxied = self._heads.build(
+            message.method, message.path, message.version, message.headers, message.raw_headers,
+            client, server,
+        )  # fmt: skip
+        if proxied is not None:
+            conn.client_set, conn.client = True, proxied[0]
+        ext = self._heads.ext(rid, self._heads.tls_of(transport))
+        status, bytes_out = await self._handle(conn, head, ext)
+        if status and status != 101:  # (a session is logged when it ends: session_ended)
+            self._access.upgrade_ended(conn, status, bytes_out)
 
-    async def _handle(self, request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> Any:
-        if not web.WebSocketResponse().can_prepare(request):
-            return error_response(400, close=True)
+    def session_ended(self, conn: WsConnection) -> None:
+        """An open session's connection is closed."""
+        stream = conn.stream
+        assert stream is not None
+        stream.listener = None
+        stream.finish()  # WS_CLOSE(1006) if still open on the wire
+        self._streams.discard(stream)
+        self._access.upgrade_ended(conn, 101, 0)
+
+    async def _handle(self, conn: WsConnection, head: tuple[Any, ...], ext: dict[str, Any]) -> Answer:
+        headers = conn.message.headers
+        key = accept_key(headers.get(hdrs.SEC_WEBSOCKET_KEY, ""))
+        if (
+            key is None
+            or "upgrade" not in headers.get(hdrs.CONNECTION, "").lower()
+            or headers.get(hdrs.SEC_WEBSOCKET_VERSION, "") not in _VERSIONS
+        ):
+            return _error(conn, 400)
         if self._closing:
-            return error_response(503, retry_after_s=1, close=True)
-        stream = WsStream(self._dispatcher, connect=_connect_fields(request, head, ext))
+            return _error(conn, 503, retry_after_s=1)
+        stream = WsStream(self._dispatcher, connect=_connect_fields(headers, head, ext))
         self._streams.add(stream)
+        status = 0
         try:
-            return await self._run(request, stream)
+            status, sent = await self._run(conn, stream, key)
+            return status, sent
         except asyncio.CancelledError:
             log.debug("client went away from WebSocket stream %d", stream.stream_id)
             raise
         finally:
-            stream.finish()  # WS_CLOSE(1006) if still open on the wire
-            self._streams.discard(stream)
+            if status != 101:  # (an open session ends with its connection: session_ended)
+                stream.finish()  # WS_CLOSE(1006) if still open on the wire
+                self._streams.discard(stream)
 
     # ----------------------------------------------------------- handshake
 
-    async def _run(self, request: web.BaseRequest, stream: WsStream) -> Any:
+    async def _run(self, conn: WsConnection, stream: WsStream, key: str) -> Answer:
         try:
             stream.dispatch(await self._dispatcher.acquire(websocket=True))
-            request[WORKER] = stream.worker  # for the access log (the first worker of the session)
+            conn.worker = stream.worker  # for the access log (the first worker of the session)
         except NoCapacity as exc:
-            log.info("no worker for WebSocket %s: %s", request.path, exc)
-            return error_response(503, retry_after_s=self._queue_timeout_s, close=True)
+            log.info("no worker for WebSocket %s: %s", conn.message.path, exc)
+            return _error(conn, 503, retry_after_s=self._queue_timeout_s)
         while True:
             item = await stream.next()
             kind = type(item)
             if kind is ev.WsAccept:
-                return await self._session(request, stream, item)
+                return await self._session(conn, stream, item, key)
             if kind is ev.Response:
-                return await self._deny(request, stream, item)
+                return await self._deny(conn, stream, item)
             if kind is ev.WsClose:
                 stream.done()
-                return error_response(403, close=True)
+                return _error(conn, 403)
             if item is WsLocal.GOING_AWAY or item is WsLocal.RESTARTING:
                 stream.close(GOING_AWAY if item is WsLocal.GOING_AWAY else SERVICE_RESTART)
-                return error_response(503, retry_after_s=1, close=True)
+                return _error(conn, 503, retry_after_s=1)
             if not stream.can_replay(item):
-                return _failure(stream, item)
+                return _failure(conn, stream, item)
             log.info(
                 "replaying WebSocket stream %d on another worker (%s)",
                 stream.stream_id,
@@ -165,40 +177,33 @@ class WsBridge:
             try:
                 stream.replay(await self._dispatcher.acquire(websocket=True))
             except NoCapacity:
-                return error_response(503, retry_after_s=self._queue_timeout_s, close=True)
+                return _error(conn, 503, retry_after_s=self._queue_timeout_s)
 
-    async def _deny(self, request: web.BaseRequest, stream: WsStream, start: ev.Response) -> Any:
+    async def _deny(self, conn: WsConnection, stream: WsStream, start: ev.Response) -> Answer:
         """The denial response (``websocket.http.response``): plain HTTP, then the connection closes."""
         stream.denying()
         try:
-            resp = web.StreamResponse(status=start.status, headers=str_headers(start.headers))
-            resp.force_close()
-            if not start.more_body and resp.content_length is None:
-                resp.content_length = len(start.body)
-            await resp.prepare(request)
-        except (ValueError, RuntimeError) as exc:
+            head = http1.head(
+                conn.message.version, "GET", start.status, start.headers, conn.rid, keep_alive=False,
+                whole_length=None if start.more_body else len(start.body), trailers=False,
+            )  # fmt: skip
+        except http1.BadHead as exc:
             stream.reset(ResetCode.PROTOCOL_ERROR, f"bad denial response head: {exc}")
             log.warning("stream %d: worker sent a bad denial response head: %s", stream.stream_id, exc)
-            return error_response(502, close=True)
-        except ConnectionError:  # the client left first: handle()'s finish() tells the worker
+            return _error(conn, 502)
+        if not conn.write_head(head.data):  # the client left first: handle()'s finish() tells the worker
             log.debug("client went away before WebSocket stream %d's denial response", stream.stream_id)
             stream.fail()
-            return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
-        try:
-            await self._deny_body(request, stream, resp, start)
-        except ConnectionError:  # as above, mid-body: the response is cut short anyway
-            log.debug("client went away during WebSocket stream %d's denial response", stream.stream_id)
-            stream.fail()
-        return resp
-
-    @staticmethod
-    async def _deny_body(
-        request: web.BaseRequest, stream: WsStream, resp: web.StreamResponse, start: ev.Response
-    ) -> None:
-        body, more = start.body, start.more_body
+            return 0, 0
+        body, more, sent = start.body, start.more_body, 0
         while True:
-            if body:
-                await resp.write(body)
+            if body and not head.empty:
+                if not conn.write_head(b"%x\r\n%s\r\n" % (len(body), body) if head.chunked else body):
+                    log.debug("client went away during stream %d's denial response", stream.stream_id)
+                    stream.fail()
+                    return start.status, sent
+                sent += len(body)
+                await conn.drain()
                 stream.consumed(len(body))
             if not more:
                 break
@@ -208,36 +213,42 @@ class WsBridge:
                     "stream %d: denial response cut short (%s)", stream.stream_id, describe_failure(item)
                 )
                 stream.fail()
-                if request.transport is not None:
-                    request.transport.abort()
-                return
+                conn.abort()
+                return start.status, sent
             body, more = item.body, item.more_body
-        await resp.write_eof()
+        conn.answer(http1.LAST_CHUNK if head.chunked else b"")
         stream.done()
+        return start.status, sent
 
     # ------------------------------------------------------------- session
 
-    async def _session(self, request: web.BaseRequest, stream: WsStream, accept: ev.WsAccept) -> Any:
-        ws = client_socket(self._settings, accept)
-        ws.headers.setdefault("X-Request-ID", request[REQUEST_ID])
+    async def _session(self, conn: WsConnection, stream: WsStream, accept: ev.WsAccept, key: str) -> Answer:
+        settings = self._settings
+        deflate = None
+        if settings.per_message_deflate:
+            offers = ", ".join(conn.message.headers.getall(hdrs.SEC_WEBSOCKET_EXTENSIONS, ()))
+            deflate = negotiate_deflate(offers) if offers else None
+        fields = [pair for pair in accept.headers if pair[0].lower() not in _HANDSHAKE_HEADERS]
+        fields += [(b"Upgrade", b"websocket"), (b"Sec-WebSocket-Accept", key.encode())]
         try:
-            await ws.prepare(request)
+            if accept.subprotocol:
+                fields.append((b"Sec-WebSocket-Protocol", accept.subprotocol.encode("latin-1")))
+            if deflate is not None:
+                fields.append((b"Sec-WebSocket-Extensions", deflate.header.encode()))
+            head = http1.head(conn.message.version, "GET", 101, fields, conn.rid, keep_alive=True,
+                              whole_length=None, trailers=False).data  # fmt: skip
         except ValueError as exc:  # CR/LF in a worker's header and the like
             stream.reset(ResetCode.PROTOCOL_ERROR, f"bad accept headers: {exc}")
             log.warning("stream %d: worker sent bad WebSocket accept headers: %s", stream.stream_id, exc)
-            return error_response(502, close=True)
-        except ConnectionError:  # the client left before its 101: handle()'s finish() tells the worker
+            return _error(conn, 502)
+        if not conn.open(head[:-2] + b"Connection: Upgrade\r\n\r\n", stream, settings, deflate):
             log.debug("client went away before WebSocket stream %d opened", stream.stream_id)
-            stream.fail()
-            return error_response(502, close=True)  # aiohttp drops it quietly (transport closed)
+            stream.fail()  # handle()'s finish() tells the worker
+            return 0, 0
         stream.opened()
-        try:
-            await run(ws, stream, self._resume, self._settings.max_message_bytes)
-        finally:
-            # Logged here, not by aiohttp's hook: a client's close often ends the TCP connection
-            # before the handler returns, and aiohttp logs nothing for a cancelled handler.
-            self._access.session_ended(request, ws)
-        return ws
+        stream.listener = partial(deliver, conn, self._resume)
+        deliver(conn, self._resume)  # what the worker sent before the 101 went out
+        return 101, 0
 
     async def _resume(self, stream: WsStream) -> Any:
         """Resume a handed-off session on another worker: None once done, else why not."""
@@ -263,21 +274,27 @@ class WsBridge:
         return None
 
 
-def _failure(stream: WsStream, item: Any) -> web.StreamResponse:
+def _error(conn: WsConnection, status: int, *, retry_after_s: float | None = None) -> Answer:
+    data = error(status, conn.message.version, conn.rid, retry_after_s=retry_after_s)
+    conn.answer(data)
+    return status, len(data)
+
+
+def _failure(conn: WsConnection, stream: WsStream, item: Any) -> Answer:
     stream.fail()
     log.warning(
         "WebSocket stream %d failed before the handshake: %s", stream.stream_id, describe_failure(item)
     )
     if type(item) is ev.Reset and item.code != ResetCode.REFUSED:
-        return error_response(500, close=True)
-    return error_response(502, close=True)
+        return _error(conn, 500)
+    return _error(conn, 502)
 
 
-def _connect_fields(request: web.BaseRequest, head: tuple[Any, ...], ext: dict[str, Any]) -> tuple[Any, ...]:
+def _connect_fields(headers: Any, head: tuple[Any, ...], ext: dict[str, Any]) -> tuple[Any, ...]:
     """WS_CONNECT's fields after stream_id, from the REQUEST head (method, scheme, ...server)."""
     offered = tuple(
         token.strip()
-        for line in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for line in headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
         for token in line.split(",")
         if token.strip()
     )

@@ -3,12 +3,13 @@
 Theory of operation. As ``stream.HttpStream`` does, the dispatcher calls
 ``on_event`` / ``on_violation`` / ``on_worker_lost`` synchronously from the
 ZeroMQ reader callback. Worker events are checked with ``wire.states.WsTracker``
-and put in a small inbox the connection's handler task drains with ``next()``;
+and put in a small inbox the handshake's task drains with ``next()`` (an open
+session's connection is called instead: ``listener``, ``take``);
 local happenings (worker lost, protocol violation, client closed, shutdown)
-travel the same way as ``WsLocal`` markers, so the handler alone decides what
-the client sees. The client-reading pump (ws_bridge) sends WS_MESSAGE through
-``send_message`` and parks on ``wait_window()`` while the send window is spent;
-a CREDIT reopens it by resolving that one future.
+travel the same way as ``WsLocal`` markers, so one place decides what the
+client sees. The client's connection (ws_connection) sends WS_MESSAGE through
+``send_message`` and, with the send window spent, stops reading and parks on
+``wait_window()``; a CREDIT reopens it by resolving that one future.
 
 Two views of the same stream, each an explicit state:
 * ``phase`` (``WsPhase``, ``TRANSITIONS``): what the *client* has seen.
@@ -38,6 +39,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from enum import Enum
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wire import events as ev
@@ -100,7 +102,7 @@ class WsStream:
         "stream_id", "worker", "phase", "replays", "resumes", "tracker", "window", "recv", "acquiring",
         "_dispatcher", "_connect", "_delivered", "_inbox", "_waiter", "_window_waiter",
         "_keep", "_unacked", "_credited", "_held", "_held_bytes", "_hold_limit", "_subprotocol", "_state",
-        "_retryable",
+        "_retryable", "listener",
     )  # fmt: skip
 
     def __init__(self, dispatcher: Dispatcher, *, connect: tuple[Any, ...]) -> None:
@@ -129,6 +131,9 @@ class WsStream:
         self._subprotocol: str | None = None  # the accepted one, for WS_RESUME
         self._state: Any = None  # the app's handoff state, for WS_RESUME
         self._retryable = False  # a resumed session the client saw nothing of yet: a lost worker retries it
+        # An open session's connection (ws_session.deliver): called as each item is pushed, so the
+        # session needs no task waiting on ``next()`` (which still works: it is woken too).
+        self.listener: Callable[[], None] | None = None
 
     # ------------------------------------------------------ handler side
 
@@ -181,6 +186,11 @@ class WsStream:
                 self._waiter = None
         return inbox.popleft()
 
+    def take(self) -> Any:
+        """The next worker event or ``WsLocal`` marker, or None (for ``listener``'s owner)."""
+        inbox = self._inbox
+        return inbox.popleft() if inbox else None
+
     def can_replay(self, item: Any) -> bool:
         """Rule 20: nothing came back for the stream, and the worker lost it or refused it."""
         if self.phase is not WsPhase.CONNECTING or self._delivered or self.replays >= MAX_REPLAYS:
@@ -228,15 +238,15 @@ class WsStream:
         if not held:
             self._held = None
 
-    def _can_take(self) -> bool:
-        """May the pump read another client message now?"""
+    def can_take(self) -> bool:
+        """May the client connection read another message now? (ws_connection)"""
         if self.phase is WsPhase.HANDING_OFF:
             return self._held_bytes < self._hold_limit
         return self.worker is not None and self.window.open and not self._held
 
     async def wait_window(self) -> bool:
         """Until the stream can take another client message (True) or the session is over (False)."""
-        while not self._can_take():
+        while not self.can_take():
             if self.worker is None and self.phase is not WsPhase.HANDING_OFF:
                 return False
             self._window_waiter = asyncio.get_running_loop().create_future()
@@ -426,3 +436,5 @@ class WsStream:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+        if self.listener is not None:
+            self.listener()

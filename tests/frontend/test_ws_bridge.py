@@ -10,9 +10,9 @@ from unittest import mock
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from frontend import config as cfg
+from frontend.ws_connection import WsConnection
 from wire import events as ev
 from wire.events import ResetCode
 
@@ -87,23 +87,22 @@ async def test_denial_response(start_frontend: Any, worker_for: Any) -> None:
 async def test_client_gone_before_the_denial_is_written_is_quiet(
     start_frontend: Any, worker_for: Any, caplog: pytest.LogCaptureFixture, where: str
 ) -> None:
-    """The race behind the fix: the client's RST closed the transport but aiohttp has not yet
-    run connection_lost (which cancels the handler) when the handler writes the denial."""
+    """The race behind the fix: the client's RST closed the transport but connection_lost has not
+    run yet when the handler writes the denial's head ("prepare") or its body ("write")."""
     fe, w = await ws_setup(start_frontend, worker_for)
-    original = getattr(web.StreamResponse, where)
+    original = WsConnection.write_head
+    calls = []
 
-    async def client_just_left(resp: web.StreamResponse, *args: Any) -> Any:
-        if resp.status == 401:  # the denial only; our own 502 afterwards goes through untouched
-            request = args[0] if where == "prepare" else resp._req  # write() runs after prepare()
-            transport = request.transport if request is not None else None
-            if transport is not None:
-                transport.abort()  # is_closing() now; connection_lost comes on the next loop turn
-        return await original(resp, *args)
+    def client_just_left(conn: WsConnection, data: bytes) -> bool:
+        calls.append(data)
+        if len(calls) == (1 if where == "prepare" else 2) and conn.transport is not None:
+            conn.transport.abort()  # is_closing() now; connection_lost comes on the next loop turn
+        return original(conn, data)
 
     raw = await RawConn.open(fe.port)
     await raw.send(HANDSHAKE + b"\r\n")
     conn = await w.ws_connect()
-    with mock.patch.object(web.StreamResponse, where, client_just_left):
+    with mock.patch.object(WsConnection, "write_head", client_just_left):
         w.respond(conn.stream_id, 401, (), b"nope", more_body=True)
         reset = await w.expect(ev.Reset)  # handle()'s finish(): the worker hears the client left
     assert reset.stream_id == conn.stream_id and reset.reason == "client went away"
