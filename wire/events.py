@@ -157,7 +157,6 @@ class Pulse:
     request_id: str = ""  # the request on the loop while it is stalled ("" none, or not known)
     method: str = ""
     path: str = ""
-    KIND = Kind.PULSE
 
 
 @dataclass(slots=True)
@@ -167,7 +166,6 @@ class Evict:
 
     stream_id: int
     reason: str
-    KIND = Kind.EVICT
 
 
 # ---------------------------------------------------------------- HTTP
@@ -342,6 +340,8 @@ KIND_OF: dict[type, Kind] = {
     Bye: Kind.BYE,
     UnknownPeer: Kind.UNKNOWN_PEER,
     Limit: Kind.LIMIT,
+    Pulse: Kind.PULSE,
+    Evict: Kind.EVICT,
     Request: Kind.REQUEST,
     Body: Kind.BODY,
     Disconnect: Kind.DISCONNECT,
