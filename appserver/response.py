@@ -39,7 +39,7 @@ from wire import events as ev
 
 from .stream import ClientDisconnected, CreditGate, Defer, Emit, StreamSettings, checked_headers
 
-# Enum members as globals: an Enum class attribute costs ~70 ns a lookup on 3.11, a global ~5.
+# (hot-path rule 1: tests/benchmarks/README.md)
 _WAITING, _SENDING = ResponseHalf.WAITING, ResponseHalf.SENDING
 _TRAILERS, _DONE = ResponseHalf.TRAILERS, ResponseHalf.DONE
 

@@ -51,9 +51,7 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-import msgpack
-
-from wire import ProtocolViolation, ReceiveWindow, ResetCode, WsState, WsTracker, cost
+from wire import ProtocolViolation, ReceiveWindow, ResetCode, WsState, WsTracker, codec, cost
 from wire import events as ev
 from wire.scope import HANDOFF_EXTENSION, websocket_scope
 
@@ -439,16 +437,12 @@ _SENDERS: dict[str, Callable[[WebSocketCycle, dict[str, Any]], Any]] = {
 }
 
 
-def _reject_ext(code: int, data: bytes) -> Any:
-    raise TypeError(f"msgpack extension type {code}")
-
-
 def _state_problem(state: Any) -> str | None:
     """Why ``state`` cannot travel in WS_HANDOFF (PROTOCOL Rule 4 types, the size limit), or None."""
     try:
-        packed = msgpack.packb(state, use_bin_type=True)
-        msgpack.unpackb(packed, raw=False, strict_map_key=True, ext_hook=_reject_ext)  # as the codec reads it
-    except Exception as exc:  # packb/unpackb raise TypeError, ValueError, OverflowError...
+        packed = codec.pack_value(state)
+        codec.unpack_value(packed)  # as the codec reads it
+    except Exception as exc:  # msgpack raises TypeError, ValueError, OverflowError...
         return f"is not msgpack-able ({type(exc).__name__}: {exc})"
     if len(packed) > MAX_HANDOFF_STATE_BYTES:
         return f"is {len(packed)} bytes encoded, over the limit of {MAX_HANDOFF_STATE_BYTES}"
@@ -457,4 +451,4 @@ def _state_problem(state: Any) -> str | None:
 
 def _with_lists(state: Any) -> Any:
     """The resumed state as the app gave it: msgpack arrays as lists (the codec decodes tuples)."""
-    return msgpack.unpackb(msgpack.packb(state, use_bin_type=True), raw=False, strict_map_key=False)
+    return codec.unpack_value(codec.pack_value(state), lists=True)

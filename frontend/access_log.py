@@ -48,9 +48,9 @@ from multidict import istr
 from wire import logsetup
 
 if TYPE_CHECKING:
-    from .response import ResponseWriter
     from .metrics import Metrics
     from .pool import WorkerRecord
+    from .response import ResponseWriter
 
 ACCESS_LOGGER = "zasgi.access"
 _Key: Any = getattr(web, "RequestKey", lambda name, kind: name)  # typed keys from aiohttp 3.12 on

@@ -43,7 +43,6 @@ wait parsed; then the socket is paused until half of them are answered.
 * Retirement (``retire``; retire.py: a successor front end serves the port):
   nothing closes early. The next response says ``connection: close`` and the
   connection closes after it; an idle one closes at its keep-alive timeout.
-  (A flag, ``_retiring``, not a phase: the connection keeps READING as usual.)
 
 What the connection does with the bytes it reads is one phase (``ConnPhase``,
 ``TRANSITIONS``, written only by ``_to``):
@@ -56,20 +55,19 @@ What the connection does with the bytes it reads is one phase (``ConnPhase``,
        └──> CLOSED (from every phase: the transport is gone)
 
 Within READING, idle / reading a head / busy follow from ``_current``,
-``_queue`` and the head timer. ``_in_next`` is a re-entry guard, not a phase.
+``_queue`` and the head timer; ``_retiring`` (retire.py) is a mode of READING
+and STOPPING (each response closes after it). ``_in_next`` is a re-entry guard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
-from enum import Enum
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import hdrs
 from aiohttp._http_parser import HttpRequestParser
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
@@ -82,9 +80,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .config import HttpLimits
+from .gate import Gate
 from .parse_errors import ParseError, error, status_of
 from .request_head import addresses
 from .response import ResponseWriter
+from .upgrade import is_websocket, request_bytes
 
 if TYPE_CHECKING:
     from .access_log import AccessLog
@@ -119,37 +119,12 @@ TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
     ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
     ConnPhase.CLOSED: frozenset(),
 }
-_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase  # (hot path)
+# (hot-path rule 1: tests/benchmarks/README.md)
+_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase
 
 
 class IllegalTransition(RuntimeError):
     pass
-
-
-@dataclass
-class Gate:
-    """Connections admitted under ``--limit-concurrency`` (None: no limit)."""
-
-    limit: int | None
-    open: int = 0
-    refused: int = 0  # since the last log line: a flood of connections logs once a second
-    _logged_at: float = 0.0
-
-    def admit(self) -> bool:
-        if self.limit is not None and self.open >= self.limit:
-            self.refused += 1
-            now = time.monotonic()
-            if now - self._logged_at >= 1.0:
-                log.warning(
-                    "over --limit-concurrency %d: %d connection(s) answered 503", self.limit, self.refused
-                )
-                self._logged_at, self.refused = now, 0
-            return False
-        self.open += 1
-        return True
-
-    def release(self) -> None:
-        self.open -= 1
 
 
 @dataclass(eq=False)
@@ -176,7 +151,7 @@ class Connection(BaseProtocol):
     __slots__ = (
         "_shared", "_queue", "_current", "_phase", "_gate", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
-        "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls",
+        "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls", "paused",
     )  # fmt: skip
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
@@ -205,7 +180,8 @@ class Connection(BaseProtocol):
         self._upgrade_tail = b""  # (UPGRADING) the bytes after the upgrade request
         self._addresses: tuple[Any, Any] | None = None
         self._lingering: Any = None  # (LINGERING) the unread body being dropped before the close
-        self.tls: Any = None  # the bridge's per-connection cache of the TLS extension
+        self.tls: Any = None  # the request path's per-connection cache of the TLS extension
+        self.paused = False  # (pause_writing) a writer should ``drain`` before the next request
 
     # ------------------------------------------------------------ lifecycle
 
@@ -252,10 +228,13 @@ class Connection(BaseProtocol):
             pair = self._addresses = addresses(self.transport)
         return pair
 
-    @property
-    def paused(self) -> bool:
-        """The transport's buffer is over its high-water mark: a writer should ``drain``."""
-        return self._paused
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused = True  # the transport's buffer is over its high-water mark: writers ``drain``
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        super().resume_writing()
 
     @property
     def phase(self) -> ConnPhase:
@@ -310,7 +289,7 @@ class Connection(BaseProtocol):
     def data_received(self, data: bytes) -> None:
         phase = self._phase
         if phase is not _READING:
-            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, once the upgrade's turn comes
+            if phase is _UPGRADING:  # bytes of the upgraded protocol: aiohttp's, in the upgrade's turn
                 self._upgrade_tail += data
                 if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
                     self._pause_reading_for_buffer()
@@ -320,7 +299,9 @@ class Connection(BaseProtocol):
         if self.transport is None:
             return
         timing = self._head_timer is not None
-        starting = bool(data) and not timing and self._current is None and not self._queue and phase is _READING
+        starting = (
+            bool(data) and not timing and self._current is None and not self._queue and phase is _READING
+        )
         if starting:
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
@@ -392,7 +373,8 @@ class Connection(BaseProtocol):
                 parser = self._parser
                 if parser is not None:
                     parser.message_consumed()
-                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and self._phase is not _UPGRADING:
+                unpaused = self._phase is not _UPGRADING
+                if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and unpaused:
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
                         self._resume_reading_for_buffer()
@@ -406,7 +388,7 @@ class Connection(BaseProtocol):
                     self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
                 self._current = writer
-                if self._phase is _UPGRADING and not self._queue and _is_websocket(message):
+                if self._phase is _UPGRADING and not self._queue and is_websocket(message):
                     self._hand_over(writer)
                     return
                 self._shared.requests.start(writer)
@@ -486,7 +468,7 @@ class Connection(BaseProtocol):
             self._answer_and_close(error(400, message.version))
             return
         transport = self.transport
-        data = _request_head(message) + self._upgrade_tail
+        data = request_bytes(message) + self._upgrade_tail
         self._upgrade_tail = b""
         self._current = None
         self._cancel_timers()
@@ -538,26 +520,6 @@ class Connection(BaseProtocol):
         )  # fmt: skip
         self._to(_FAILED)
         self._answer_and_close(error(408))
-
-
-def _is_websocket(message: Any) -> bool:
-    return (
-        message.method == "GET"
-        and message.version >= (1, 1)
-        and message.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
-    )
-
-
-def _request_head(message: Any) -> bytes:
-    """The request's head as the client sent it (raw target, raw header bytes), for aiohttp to parse."""
-    version = message.version
-    lines = [
-        b"%s %s HTTP/%d.%d\r\n"
-        % (message.method.encode(), message.path.encode("utf-8", "surrogateescape"), version[0], version[1])
-    ]
-    lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
-    lines.append(b"\r\n")
-    return b"".join(lines)
 
 
 def _peer(transport: Any) -> str:

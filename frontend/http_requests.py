@@ -72,7 +72,6 @@ class HttpRequests:
         self._tls = heads.has_tls
         self._max_body = config.http.max_body_bytes
         self._retry_after_s = config.queue.timeout_s
-        self._try_acquire = dispatcher.slots.try_acquire  # (bound once: per-request calls)
         self._active = 0  # HTTP requests in flight; shutdown closes WebSockets once it is 0
         self._idle: asyncio.Future[None] | None = None
 
@@ -93,17 +92,17 @@ class HttpRequests:
             w.finish()
             return
         self._active += 1
-        worker = self._try_acquire()
+        worker = self.dispatcher.slots.try_acquire()
         if worker is None:
             self._spawn(w, stream, self._queued(w, stream))
             return
         self.metrics.dispatched_at_once()
-        stream.dispatch(worker)
         w.worker = worker
         if stream.upload.needs_pump:  # the body is still arriving: a task reads it
+            stream.dispatch(worker, False)
             self._spawn(w, stream, self._answer(w, stream))
             return
-        stream.first_event()  # 2. no task: the worker's first event comes to first_event
+        stream.dispatch(worker, True)  # 2. no task: the worker's first event comes to first_event
         w.pending = stream
 
     def _new_stream(self, w: ResponseWriter) -> HttpStream:
@@ -134,7 +133,7 @@ class HttpRequests:
             ext = self._heads.ext(w.rid, conn.tls)
         else:
             ext = {"request_id": w.rid}
-        return HttpStream(self, head, ext, upload, w)  # (by position: no kwargs dict)
+        return HttpStream(self, head, ext, upload, w)  # (hot-path rule 3: tests/benchmarks/README.md)
 
     # ------------------------------------------------------------ 2. without a task
 
@@ -144,7 +143,7 @@ class HttpRequests:
         w.pending = None
         try:
             if type(item) is ev.Response and w.whole(stream, item):
-                if not w.must_drain:
+                if not w.conn.paused:
                     self._release(stream)
                     w.finish()  # the connection starts its next request from here
                     return
@@ -204,7 +203,7 @@ class HttpRequests:
         """No slot was free: wait for one in the queue (or 503), then answer."""
         queued_at = perf_counter()
         try:
-            stream.dispatch(await self.dispatcher.acquire())
+            stream.dispatch(await self.dispatcher.acquire(), False)
         except NoCapacity as exc:
             self.metrics.queue_waited(perf_counter() - queued_at)
             log.info("no worker for %s %s: %s", w.message.method, w.message.path, exc)
@@ -223,7 +222,7 @@ class HttpRequests:
             if type(item) is ev.Response:
                 if not w.whole(stream, item):
                     await w.respond(stream, item)
-                elif w.must_drain:  # a slow reader: wait before the next request
+                elif w.conn.paused:  # a slow reader: wait before the next request
                     await w.drain()
                 return
             if not stream.can_replay(item):

@@ -35,7 +35,7 @@ from typing import Any
 
 from wire.states import WORKER_TRANSITIONS, WorkerState
 
-_READY = WorkerState.READY  # (a global: EnumType.__getattr__ makes the attribute slow in 3.11)
+_READY = WorkerState.READY  # (hot-path rule 1: tests/benchmarks/README.md)
 _BUSY = WorkerState.BUSY
 
 

@@ -40,11 +40,18 @@ def addresses(transport: Any) -> tuple[Address | None, Address | None]:
 def split_target(target: bytes) -> tuple[bytes, bytes]:
     """(path, query) of a request target as sent; an absolute-form target's path only."""
     path, _, query = target.partition(b"?")
-    if not path.startswith(b"/") and b"://" in path:  # absolute-form target
-        authority_path = path.split(b"://", 1)[1]
-        slash = authority_path.find(b"/")
-        path = authority_path[slash:] if slash >= 0 else b"/"
+    if not path.startswith(b"/"):
+        path = _origin_path(path)
     return path, query
+
+
+def _origin_path(path: bytes) -> bytes:
+    """The path of an absolute-form target (``http://host/path``); others (``*``) as they are."""
+    if b"://" not in path:
+        return path
+    authority_path = path.split(b"://", 1)[1]
+    slash = authority_path.find(b"/")
+    return authority_path[slash:] if slash >= 0 else b"/"
 
 
 class RequestHeads:
@@ -72,7 +79,9 @@ class RequestHeads:
     ) -> tuple[tuple[Any, ...], tuple[Address | None] | None]:
         """REQUEST's fields from method to server, in wire order; and (client,) when trusted proxy
         headers named the client (the access log's client, as the scope's)."""
-        path, query = split_target(target.encode("utf-8", "surrogateescape"))
+        path, _, query = target.encode("utf-8", "surrogateescape").partition(b"?")  # (split_target)
+        if not path.startswith(b"/"):
+            path = _origin_path(path)
         http_version = _VERSIONS.get(version) or f"{version[0]}.{version[1]}"
         scheme = self.scheme
         proxies = self._proxies

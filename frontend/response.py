@@ -162,10 +162,6 @@ class ResponseWriter:
         except ConnectionError:
             log.debug("client went away after its response")
 
-    @property
-    def must_drain(self) -> bool:
-        return self.conn.paused
-
     def abort(self, stream: HttpStream | None = None, why: Any = None) -> None:
         """After the status line (or a bug of ours): break the connection so the client sees a
         truncated body."""

@@ -57,8 +57,9 @@ from . import http1
 from .access_log import hook_class
 from .admin import Admin
 from .config import FrontendConfig
-from .connection import Connection, Gate, Shared
+from .connection import Connection, Shared
 from .dispatch import Dispatcher
+from .gate import Gate
 from .listen import inherited, open_listener
 from .retire import FrontendLifecycle, FrontendPhase
 from .services import Services

@@ -4,10 +4,10 @@
 implementation (handshake, permessage-deflate, pings, fragments) is kept, so
 when an upgrade request's turn comes the connection gives its transport to an
 aiohttp ``RequestHandler`` created as ``web.Server.__call__`` does, and feeds
-it the request head (rebuilt from the parsed message) plus whatever followed
-it. aiohttp then runs ``WsBridge.handle_upgrade`` (ws_bridge) for it, and
-the connection ends with the WebSocket (every answer to an upgrade closes
-it). The ``--limit-concurrency`` slot moves with the transport.
+it the request head (rebuilt from the parsed message: ``request_bytes``)
+plus whatever followed it. aiohttp then runs ``WsBridge.handle_upgrade``
+(ws_bridge) for it, and the connection ends with the WebSocket (every answer
+to an upgrade closes it). The ``--limit-concurrency`` slot moves with the transport.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestHandler
 
 from . import http1
-from .connection import Gate
+from .gate import Gate
 
 
 class _Request(web.BaseRequest):
@@ -68,3 +68,23 @@ class Upgrades(web.Server):
     def close_all(self) -> None:
         for conn in self.connections:
             conn.force_close()
+
+
+def is_websocket(message: Any) -> bool:
+    return (
+        message.method == "GET"
+        and message.version >= (1, 1)
+        and message.headers.get(hdrs.UPGRADE, "").strip().lower() == "websocket"
+    )
+
+
+def request_bytes(message: Any) -> bytes:
+    """The request's head as the client sent it (raw target, raw header bytes), for aiohttp to parse."""
+    version = message.version
+    lines = [
+        b"%s %s HTTP/%d.%d\r\n"
+        % (message.method.encode(), message.path.encode("utf-8", "surrogateescape"), version[0], version[1])
+    ]
+    lines.extend(b"%s: %s\r\n" % pair for pair in message.raw_headers)
+    lines.append(b"\r\n")
+    return b"".join(lines)

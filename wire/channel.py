@@ -57,8 +57,7 @@ RETRY_MAX_S = 0.1
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 500
 
-# pyzmq's constants are IntFlag members: each ``|`` or ``&`` on them is a Python-level call
-# (~0.6 µs), so the hot path uses their plain values.
+# (hot-path rule 2: tests/benchmarks/README.md)
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)

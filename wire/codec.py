@@ -255,6 +255,17 @@ def encode(events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES) ->
     return frames
 
 
+def pack_value(value: Any) -> bytes:
+    """One value packed as ``encode`` packs fields (raises TypeError, ValueError, OverflowError...)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack_value(data: bytes, *, lists: bool = False) -> Any:
+    """One value read as ``decode`` reads fields (arrays as tuples, or lists with ``lists``): what the
+    codec refuses raises (an extension type, a non-string map key...)."""
+    return msgpack.unpackb(data, use_list=lists, raw=False, strict_map_key=True, ext_hook=_reject_ext)
+
+
 # ------------------------------------------------------------------ decode
 
 

@@ -101,8 +101,7 @@ def _response_symbol(event: Any) -> str:
     raise ProtocolViolation(f"{kind.__name__} is not a response event", stream_id=event.stream_id)
 
 
-# The trackers' states as module globals: in 3.11 EnumType defines __getattr__, so each
-# ``ResponseHalf.DONE`` is a Python-level attribute lookup (~0.07 µs; a global: ~0.01).
+# (hot-path rule 1: tests/benchmarks/README.md)
 _WAITING, _SENDING, _TRAILERS, _DONE, _RESET = ResponseHalf
 _RECEIVING, _REQUEST_DONE, _DISCONNECTED = RequestHalf
 

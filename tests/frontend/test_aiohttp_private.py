@@ -43,7 +43,11 @@ PRIVATE_NAMES = [
     ("aiohttp.helpers", "DEFAULT_CHUNK_SIZE", "frontend/connection.py: the parser's chunk size"),
     ("aiohttp.http", "RawRequestMessage", "frontend/connection.py, response.py: the parsed request head"),
     ("aiohttp.http", "HttpVersion10", "frontend/http1.py, http_requests.py, parse_errors.py"),
-    ("aiohttp.http", "HttpVersion11", "frontend/http1.py, http_requests.py, response.py, parse_errors.py, ws_bridge.py"),
+    (
+        "aiohttp.http",
+        "HttpVersion11",
+        "frontend/http1.py, http_requests.py, response.py, parse_errors.py, ws_bridge.py",
+    ),
     (
         "aiohttp.web_response",
         "SERVER_SOFTWARE",
@@ -54,10 +58,10 @@ PRIVATE_NAMES = [
         "BaseRequest._prepare_hook",
         "frontend/upgrade.py: response fields of handshakes",
     ),
-    ("aiohttp.http", "WebSocketError", "frontend/ws_bridge.py: close codes of a failed WebSocket read"),
-    ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/connection.py: 400s"),
+    ("aiohttp.http", "WebSocketError", "frontend/ws_session.py: close codes of a failed WebSocket read"),
+    ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/parse_errors.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
-    ("aiohttp.http_exceptions", "LineTooLong", "frontend/connection.py: 414/431"),
+    ("aiohttp.http_exceptions", "LineTooLong", "frontend/parse_errors.py: 414/431"),
     ("aiohttp.log", "ws_logger", "frontend/ws_bridge.py: a filter for a per-connection warning"),
     (
         "aiohttp.streams",
@@ -127,7 +131,7 @@ async def test_the_parser_is_built_and_fed_as_connection_py_does() -> None:
 async def test_the_private_attributes_the_websocket_path_sets_or_reads() -> None:
     ws = web.WebSocketResponse(heartbeat=5.0)
     assert not _missing(ws, ("_pong_heartbeat",)), (
-        f"aiohttp {aiohttp.__version__}: WebSocketResponse._pong_heartbeat is gone; frontend/ws_bridge.py "
+        f"aiohttp {aiohttp.__version__}: WebSocketResponse._pong_heartbeat is gone; frontend/ws_session.py "
         "sets it for --ws-ping-timeout"
     )
 

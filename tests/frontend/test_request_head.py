@@ -17,7 +17,9 @@ CLIENT, SERVER = ("127.0.0.1", 5000), ("127.0.0.1", 8000)
 
 
 def _heads(tmp_path: Path, **overrides: object) -> RequestHeads:
-    config = replace(cfg.FrontendConfig(port=0, backend=cfg.Backend(endpoint=f"ipc://{tmp_path}/x")), **overrides)
+    config = replace(
+        cfg.FrontendConfig(port=0, backend=cfg.Backend(endpoint=f"ipc://{tmp_path}/x")), **overrides
+    )
     return RequestHeads(config, None)
 
 
