@@ -22,6 +22,19 @@ _compiled = runpy.run_path(os.path.join(HERE, "wire", "compiled.py"))
 
 def _warn(message: str) -> None:
     print(f"zasgi build: {message}; installing pure Python", file=sys.stderr)
+    _remove_stale_extensions()
+
+
+def _remove_stale_extensions() -> None:
+    """An earlier in-place (editable) build's extensions would shadow the .py files: remove them."""
+    for name in _compiled["HOT_MODULES"]:
+        folder, _, leaf = os.path.join(HERE, *name.split(".")).rpartition(os.sep)
+        for entry in os.listdir(folder):
+            if entry.startswith(leaf + ".") and entry.endswith(".so"):
+                os.remove(os.path.join(folder, entry))
+    for entry in os.listdir(HERE):
+        if "__mypyc." in entry and entry.endswith(".so"):
+            os.remove(os.path.join(HERE, entry))
 
 
 # pip runs this file once per build step; the metadata steps need no extensions (and mypyc

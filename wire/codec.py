@@ -257,7 +257,8 @@ def encode(events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES) ->
 
 def pack_value(value: Any) -> bytes:
     """One value packed as ``encode`` packs fields (raises TypeError, ValueError, OverflowError...)."""
-    return msgpack.packb(value, use_bin_type=True)
+    packed: bytes = msgpack.packb(value, use_bin_type=True)
+    return packed
 
 
 def unpack_value(data: bytes, *, lists: bool = False) -> Any:
