@@ -509,6 +509,7 @@ class Connection(BaseProtocol):
             self._answer_and_close(error(400, message.version))
             return
         transport = self.transport
+        assert transport is not None  # the upgrade request just arrived on it
         tail, self._upgrade_tail = self._upgrade_tail, b""
         self._current = None
         self._cancel_timers()

@@ -158,7 +158,7 @@ def _fields(version: Any, status: int, headers: Any) -> tuple[bytes, int, bytes 
 
 
 def whole_head(
-    version: Any, status: int, headers: Any, body: bytes, rid: str, keep_alive: bool
+    version: Any, status: int, headers: Any, body: bytes | bytearray | memoryview, rid: str, keep_alive: bool
 ) -> bytes | None:
     """The head of a whole-body response; None when ``head`` must decide (framing headers from
     the worker other than an exact Content-Length, a control character in a field)."""

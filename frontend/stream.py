@@ -37,6 +37,8 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from mypy_extensions import mypyc_attr
+
 from wire import events as ev
 from wire.errors import ProtocolViolation
 from wire.events import ResetCode
@@ -73,6 +75,7 @@ TRANSITIONS: dict[Phase, frozenset[Phase]] = {
 }
 
 
+@mypyc_attr(native_class=False)  # compiled (wire/compiled.py): mypyc cannot subclass RuntimeError natively
 class IllegalTransition(RuntimeError):
     pass
 
@@ -150,7 +153,8 @@ class HttpStream:
             self.response = ResponseTracker()
         self.recv = None  # made by the first event that costs (on_event)
         body, more = upload.first(worker.window_bytes) if upload.has_body else (b"", False)
-        request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)
+        # (``_head``: the nine fields from method to server, request_head.RequestHeads.build)
+        request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)  # type: ignore[call-arg]
         self.request_half = RequestTracker(request)
         self.phase = _DISPATCHED
         self._first = first
@@ -200,7 +204,7 @@ class HttpStream:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._inbox.popleft()  # type: ignore[union-attr]  (queue made it)
+        return self._inbox.popleft()  # type: ignore[union-attr]  # (queue made it)
 
     def can_replay(self, item: Any) -> bool:
         if self.phase is not _DISPATCHED or self.replays >= MAX_REPLAYS:

@@ -39,8 +39,8 @@ class JsonFormatter(logging.Formatter):
             out["request_id"] = rid
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        elif getattr(record, "traceback", None):  # a traceback told, not raised (the app's part)
-            out["exc"] = record.traceback
+        elif told := getattr(record, "traceback", None):  # a traceback told, not raised (the app's part)
+            out["exc"] = told
         return json.dumps(out, separators=(",", ":"), default=str)
 
 

@@ -11,6 +11,8 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
 
     hello     wrk -t1 at c64 and c256, GET / -> "Hello, world!": req/s, p50/p99, CPU µs/request
               (with a reference row "aiohttp bare": aiohttp's low-level server answering by itself)
+    fastapi   wrk -t1 -c64 on a FastAPI endpoint (path + query parameter, ~1 KiB pydantic JSON,
+              fastapi_app.py): zasgi w1 and w2 against uvicorn w2
     download  one connection fetching a 10 MiB chunked response over and over (wrk -c1): MiB/s
     upload    one connection posting 50 MiB bodies over and over (wrk -c1, a Lua body): MiB/s
     ws        WebSocket echo, 100 connections, one message in flight each (a raw-socket client): msg/s
@@ -64,6 +66,7 @@ HERE = Path(__file__).resolve().parent
 APP = "bench_app:app"
 CASES = (
     "hello",
+    "fastapi",
     "download",
     "upload",
     "ws",
@@ -101,16 +104,17 @@ def apt_install(*packages: str) -> bool:
 
 
 def ensure_tools(want_nginx: bool, want_h2: bool = False) -> bool:
-    """wrk (required), uvicorn + psutil (pip), nginx, h2load + hypercorn (optional); returns whether
-    nginx is there."""
+    """wrk (required), uvicorn + psutil + fastapi (pip), nginx, h2load + hypercorn (optional); returns
+    whether nginx is there."""
     if shutil.which("wrk") is None and not apt_install("wrk"):
         sys.exit("wrk is missing and could not be installed (need root for apt-get install wrk)")
     try:
+        import fastapi  # noqa: F401
         import psutil  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "uvicorn[standard]", "psutil"], check=True
+            [sys.executable, "-m", "pip", "install", "-q", "uvicorn[standard]", "psutil", "fastapi"], check=True
         )
     if want_h2 and shutil.which("h2load") is None and not apt_install("nghttp2-client"):
         print("h2load not installable (Debian nghttp2-client): the h2 case is left out", file=sys.stderr)
@@ -320,8 +324,8 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
     out = [
         *([Server("zasgi@base w1", main | w1, zasgi(1, tree=baseline))] if baseline is not None else []),
         *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
-        Server("zasgi w1", main | {"scaleout", "h2"} | w1, zasgi(1)),
-        Server("zasgi w2", {"hello", "download", "h2"} | w2, zasgi(2)),
+        Server("zasgi w1", main | {"scaleout", "h2", "fastapi"} | w1, zasgi(1)),
+        Server("zasgi w2", {"hello", "download", "h2", "fastapi"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
         # Two front ends on the port (issue 19): what a second core of HTTP is worth.
@@ -329,7 +333,7 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         # What SCHED_BATCH (the default, appserver/sched.py) is worth: the same under the default policy.
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main | w1, uvicorn(1)),
-        Server("uvicorn w2", main | {"scaleout"} | w2, uvicorn(2)),
+        Server("uvicorn w2", main | {"scaleout", "fastapi"} | w2, uvicorn(2)),
         Server("hypercorn w1", {"h2"}, hypercorn(1)),
         Server("hypercorn w2", {"h2"}, hypercorn(2)),
         *([Server("granian w1", {"h2"}, granian(1))] if _importable("granian") else []),
@@ -681,6 +685,10 @@ def run_server(server: Server, selected: set[str], plan: Plan, log_dir: Path) ->
         if "hello" in todo and "cap8" not in server.name:
             for c in plan.hello_conns:
                 measure(server, procs, "hello", f"c{c}", 1, lambda c=c: wrk(f"{base}/", c, d))
+        if "fastapi" in todo:  # a realistic endpoint (fastapi_app.py): two app processes each, c64
+            url = f"{base}/fastapi/items/42?q=shoes"
+            wrk(url, 64, 1)  # warm-up (and the app's first import)
+            measure(server, procs, "fastapi", "c64", 1, lambda: wrk(url, 64, d))
         if "download" in todo:
             size = plan.download_size
             measure(
@@ -748,6 +756,7 @@ def run_wire() -> dict[str, float]:
 
 UNIT = {
     "hello": "req/s",
+    "fastapi": "req/s",
     "download": "MiB/s",
     "upload": "MiB/s",
     "ws": "msg/s",
@@ -758,6 +767,7 @@ UNIT = {
 CPU_UNIT = {"download": "µs/MiB", "upload": "µs/MiB", "ws": "µs/msg"}
 ANCHORS = {
     "hello": ("uvicorn w2", "uvicorn w1", "nginx>uvicorn"),
+    "fastapi": ("uvicorn w2",),
     "download": ("uvicorn w1", "nginx>uvicorn"),
     "upload": ("uvicorn w1", "nginx>uvicorn"),
     "ws": ("uvicorn w2", "uvicorn w1"),

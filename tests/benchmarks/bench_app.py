@@ -7,6 +7,8 @@
 /io          awaits 50 ms (an app waiting on a database), then hello world
 /cpu         burns 2 ms of CPU without awaiting (a CPU-bound endpoint), then hello world
 /slow-upload reads the whole body (which a client trickles in), answers its length
+/fastapi/items/{id}?q=..  a realistic endpoint: FastAPI, a path and a query parameter, a pydantic
+             model of ~1 KiB answered as JSON (fastapi_app.py; imported at the first such request)
 websocket    echo
 """
 
@@ -26,6 +28,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     kind = scope["type"]
     if kind == "http":
         path = scope["path"]
+        if path.startswith("/fastapi/"):
+            await _fastapi()(scope, receive, send)
+            return
         if path == "/big":
             await big(scope, send)
             return
@@ -48,6 +53,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await send({"type": message["type"] + ".complete"})
             if message["type"] == "lifespan.shutdown":
                 return
+
+
+_FASTAPI: Any = None
+
+
+def _fastapi() -> Any:
+    global _FASTAPI
+    if _FASTAPI is None:
+        from fastapi_app import app as fastapi_app  # (beside this file, on the servers' path)
+
+        _FASTAPI = fastapi_app
+    return _FASTAPI
 
 
 def burn(cpu_s: float) -> None:
