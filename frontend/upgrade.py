@@ -40,7 +40,7 @@ class Upgrades:
         self.connections: set[WsConnection] = set()
         self._emptied: asyncio.Event | None = None  # (only while shutdown waits)
 
-    def hand_over(self, transport: asyncio.Transport, message: Any, tail: bytes, admitted: bool) -> None:
+    def hand_over(self, transport: Any, message: Any, tail: bytes, admitted: bool) -> None:
         conn = WsConnection(self, message, tail, admitted)
         self.connections.add(conn)
         transport.set_protocol(conn)

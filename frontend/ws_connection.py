@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .ws_frames import BINARY, CLOSE, PING, PONG, TEXT, Deflate, FrameError, FrameReader, FrameWriter
 from .ws_stream import ABNORMAL, WsPhase
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Buffer = bytes | bytearray | memoryview  # what the codec's WS_MESSAGE / BODY payloads may be
 CLOSE_TIMEOUT_S = 5.0  # how long our close waits for the client's close frame
 MAX_EARLY_BYTES = 2**16  # client bytes kept before the handshake is answered
 
@@ -123,12 +124,12 @@ class WsConnection(asyncio.Protocol):
             return
         for opcode, payload in frames:
             if opcode == TEXT or opcode == BINARY:
-                self._message(opcode == TEXT, payload)  # type: ignore[arg-type]
+                self._message(opcode == TEXT, cast(bytes, payload))
             elif opcode == PING:
-                self._write(PONG, payload)  # type: ignore[arg-type]
+                self._write(PONG, cast(bytes, payload))
             elif opcode == CLOSE:
                 self._reader = None
-                code, reason = payload  # type: ignore[misc]
+                code, reason = cast("tuple[int, str]", payload)
                 if not self._closing:  # the client closes: answer with its code, tell the worker
                     self._client_ended(code, reason)
                     self._write_close(code, "")
@@ -159,7 +160,7 @@ class WsConnection(asyncio.Protocol):
             transport.write(data)
             transport.close()
 
-    def write_head(self, data: bytes) -> bool:
+    def write_head(self, data: Buffer) -> bool:
         """The head (and maybe a part of the body) of a denial response; False if the client is gone."""
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -189,7 +190,7 @@ class WsConnection(asyncio.Protocol):
             self.data_received(tail)
         return True
 
-    def send(self, text: bool, data: bytes) -> bool:
+    def send(self, text: bool, data: Buffer) -> bool:
         """A worker message to the client; False if the connection is closing or gone."""
         transport = self.transport
         if transport is None or self._closing or transport.is_closing():

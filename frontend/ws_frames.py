@@ -244,7 +244,7 @@ class FrameWriter:
         self._deflate = deflate
         self._deflater: zlib._Compress | None = None
 
-    def frame(self, opcode: int, payload: bytes) -> bytes:
+    def frame(self, opcode: int, payload: bytes | bytearray | memoryview) -> bytes:
         rsv1 = 0
         deflate = self._deflate
         if deflate is not None and opcode in _DATA:
