@@ -157,7 +157,15 @@ def _worker(record: Any, now: float) -> dict[str, Any]:
         "uptime_s": round(now - joined, 3) if joined is not None else 0.0,  # since it joined us
         "served": record.served,
         "features": sorted(record.features),
+        # Its event loop stalled (PULSE, Rule 9a): for how long, and the request on it; None while it runs.
+        "blocked_s": round(now - record.blocked_since, 1) if record.blocked_since is not None else None,
+        "blocked_by": _stall(record.stall) if record.blocked_since is not None else None,
     }
+
+
+def _stall(stall: tuple[str, str, str]) -> str:
+    rid, method, path = stall
+    return f"{rid or '-'} {method} {path}" if method else ""
 
 
 def _sessions(record: Any) -> int:

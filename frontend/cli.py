@@ -120,6 +120,7 @@ def build_config(options: dict[str, Any]) -> cfg.FrontendConfig:
             ),
             access_log=options["access_log"],
             log_format=options["log_format"],
+            http2=cfg.http2_limits(options["http2"], options["http2_max_concurrent_streams"]),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -21,6 +21,8 @@ from wire import frontend_options as fo
 if TYPE_CHECKING:
     from wire.curve import ServerKeys
 
+    from .h2_session import H2Limits
+
 _d = fo.default  # every option's default lives in wire/frontend_options.py, once
 
 
@@ -270,6 +272,7 @@ class FrontendConfig:
     headers: Headers = field(default_factory=Headers)
     access_log: bool = _d("access_log")  # one line per request on "zasgi.access", if INFO is enabled
     log_format: str = _d("log_format")  # access log: "text" (combined) or "json" (one object per line)
+    http2: H2Limits | None = field(default_factory=lambda: _http2_defaults())  # None: HTTP/1.1 only
 
     def __post_init__(self) -> None:
         if self.log_format not in LOG_FORMATS:
@@ -284,6 +287,19 @@ class FrontendConfig:
             raise ValueError("--uds and --fd name two listeners: give one")
         if self.uds_mode is not None and not 0 <= self.uds_mode <= 0o7777:
             raise ValueError(f"uds_mode must be permission bits like 0o660, got {oct(self.uds_mode)}")
+
+
+def http2_limits(enabled: bool, max_concurrent_streams: int) -> H2Limits | None:
+    """``FrontendConfig.http2`` from --http2/--no-http2 and --http2-max-concurrent-streams."""
+    if not enabled:
+        return None
+    from .h2_session import H2Limits  # (h2 is imported only by a front end that serves it)
+
+    return H2Limits(max_concurrent_streams=max_concurrent_streams)
+
+
+def _http2_defaults() -> H2Limits | None:
+    return http2_limits(_d("http2"), _d("http2_max_concurrent_streams"))
 
 
 def runtime_dir() -> str:

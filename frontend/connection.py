@@ -64,6 +64,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -105,15 +106,16 @@ class ConnPhase(Enum):
     STOPPING = "stopping"  # shutdown: the current request's body is read, nothing new; then close
     LINGERING = "lingering"  # a body the app left unread is read and dropped, then close
     FAILED = "failed"  # the parser hit an error (or the head timed out): nothing more is read
-    HANDED_OVER = "handed over"  # the transport went to aiohttp (a WebSocket upgrade)
+    HANDED_OVER = "handed over"  # the transport went to aiohttp (a WebSocket upgrade) or to HTTP/2
     CLOSED = "closed"
 
 
 _ENDING = frozenset({ConnPhase.LINGERING, ConnPhase.FAILED, ConnPhase.CLOSED})
 TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
-    ConnPhase.READING: frozenset({ConnPhase.UPGRADING, ConnPhase.STOPPING}) | _ENDING,
+    # (-> HANDED_OVER from READING or STOPPING: HTTP/2 by ALPN or its preface, h2_connection)
+    ConnPhase.READING: frozenset({ConnPhase.UPGRADING, ConnPhase.STOPPING, ConnPhase.HANDED_OVER}) | _ENDING,
     ConnPhase.UPGRADING: frozenset({ConnPhase.READING, ConnPhase.STOPPING, ConnPhase.HANDED_OVER}) | _ENDING,
-    ConnPhase.STOPPING: _ENDING,
+    ConnPhase.STOPPING: frozenset({ConnPhase.HANDED_OVER}) | _ENDING,
     ConnPhase.LINGERING: frozenset({ConnPhase.FAILED, ConnPhase.CLOSED}),
     ConnPhase.FAILED: frozenset({ConnPhase.CLOSED}),
     ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
@@ -136,9 +138,13 @@ class Shared:
     requests: HttpRequests  # takes each request in turn; its writer's finish() comes back here
     access: AccessLog  # access log + metrics, once per answered request
     upgrades: Upgrades  # WebSocket upgrades: aiohttp takes the transport
-    connections: set[Connection] = field(default_factory=set)
+    connections: set[Any] = field(default_factory=set)  # (HTTP/2's too: h2_connection)
     stopping: bool = False
     retiring: bool = False  # a successor serves the port: every response says connection: close
+    # HTTP/2 (h2_connection.H2Shared.take_over(transport, bytes read, admitted)); None: HTTP/1 only.
+    # ``alpn``: the listener is TLS and offers "h2", so connection_made asks what was chosen.
+    h2: Callable[[Any, bytes, bool], None] | None = None
+    alpn: bool = False
 
 
 # What the access log shows for a request the parser refused (aiohttp's server logged its own).
@@ -194,6 +200,11 @@ class Connection(BaseProtocol):
         if self._shared.stopping:  # accepted as shutdown began: closed at once
             self._to(_STOPPING)
         self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
+        if self._shared.alpn:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+                self._to_h2(b"")
+                return
         self._idle()  # the keep-alive clock also bounds a connection that never sends a request
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -303,6 +314,9 @@ class Connection(BaseProtocol):
             bool(data) and not timing and self._current is None and not self._queue and phase is _READING
         )
         if starting:
+            if data[:4] == b"PRI " and self._shared.h2 is not None:  # HTTP/2's preface: h2c
+                self._to_h2(data)
+                return
             self._head_bytes, self._line_len = 0, None
         if (starting or timing) and self._line_len is None:  # where the request line ends: 414 or 431
             newline = data.find(b"\n")
@@ -481,6 +495,17 @@ class Connection(BaseProtocol):
             self._resume_transport_reading()
         self.transport = None  # ours no more: connection_lost goes to the new protocol
         self._shared.upgrades.hand_over(transport, data, admitted)
+
+    def _to_h2(self, data: bytes) -> None:
+        """HTTP/2 (ALPN h2, or the h2c preface): h2_connection takes the transport and ``data``."""
+        transport = self.transport
+        self._cancel_timers()
+        self._shared.connections.discard(self)
+        admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
+        self._to(_HANDED_OVER)
+        self.transport = None  # ours no more: connection_lost goes to the new protocol
+        assert self._shared.h2 is not None
+        self._shared.h2(transport, data, admitted)
 
     # ------------------------------------------------------------ timers
 

@@ -72,6 +72,7 @@ __all__ = [
 ]  # fmt: skip
 
 KIB = 1024
+Payload = bytes | bytearray | memoryview  # (the wire's: a worker's body arrives as any buffer)
 _R, _S = RequestHalf, ResponseHalf
 _RESPONSE_OVER = (_S.DONE, _S.RESET)
 _BODILESS_STATUS = frozenset({204, 304})
@@ -118,7 +119,12 @@ SESSION_TRANSITIONS: dict[tuple[SessionState, str], SessionState] = {
 class H2Session:
     def __init__(self, limits: H2Limits | None = None) -> None:
         self.limits = limits = limits or H2Limits()
-        config = H2Configuration(client_side=False, header_encoding=None)
+        # Outbound headers are checked and lower-cased by clean_fields (one pass): h2's own outbound
+        # validation would walk them again per field. Inbound validation stays on: that is the client.
+        config = H2Configuration(
+            client_side=False, header_encoding=None,
+            validate_outbound_headers=False, normalize_outbound_headers=False,
+        )  # fmt: skip
         self._conn = conn = H2Connection(config)
         conn.local_settings = Settings(
             client=False,
@@ -176,6 +182,11 @@ class H2Session:
         return self.state is SessionState.CLOSED or (
             self.state is SessionState.DRAINING and not self._streams
         )
+
+    def pending(self, stream_id: int) -> int:
+        """Response bytes of one stream waiting for the client's window."""
+        stream = self._streams.get(stream_id)
+        return sum(len(chunk) for chunk in stream.out) if stream is not None else 0
 
     @property
     def pending_bytes(self) -> int:
@@ -364,7 +375,7 @@ class H2Session:
             raise BadResponse(f"informational status {status}")
         self._send_headers(stream, status, headers, end=False)
 
-    def respond(self, stream_id: int, status: int, headers: Headers, body: bytes = b"",
+    def respond(self, stream_id: int, status: int, headers: Headers, body: Payload = b"",
                 end: bool = False) -> int:  # fmt: skip
         """The response head and its first body bytes; returns the bytes sent at once.
 
@@ -388,7 +399,7 @@ class H2Session:
             return len(body)  # dropped, and credited: the worker need not wait for a window
         return self.send_body(stream_id, body, end)
 
-    def send_body(self, stream_id: int, data: bytes, end: bool = False) -> int:
+    def send_body(self, stream_id: int, data: Payload, end: bool = False) -> int:
         """Queue body bytes (``end``: the body and the response are complete); returns what went
         out at once, the rest follows as the client's windows open (``Sent`` events)."""
         stream = self._streams.get(stream_id)

@@ -81,7 +81,7 @@ class HttpRequests:
         """A request's turn on its connection: dispatch it now, answer it later."""
         message = w.message
         w.rid = request_id(message.headers)
-        if message.version != HttpVersion11 and _bad_framing(message):
+        if message.version < HttpVersion11 and _bad_framing(message):  # (HTTP/2's (2, 0): framed by h2)
             w.error(400)
             w.finish()
             return
@@ -115,7 +115,7 @@ class HttpRequests:
                 raise BodyTooLarge(f"Content-Length {length} over {self._max_body}")
         expect = (
             content is not EMPTY_PAYLOAD  # (most requests: nothing more to ask)
-            and message.version == HttpVersion11
+            and message.version >= HttpVersion11  # (HTTP/2 too: h2_exchange writes the 100)
             and not content.is_eof()
             and headers.get("Expect", "").lower() == "100-continue"
         )

@@ -20,7 +20,7 @@ from .proxy import Origin, TrustedProxies, carries_proxy_headers, resolve
 from .tls import TlsInfo
 
 Address = tuple[str, int]
-_VERSIONS = {(1, 1): "1.1", (1, 0): "1.0"}
+_VERSIONS = {(1, 1): "1.1", (1, 0): "1.0", (2, 0): "2"}  # (HTTP/2: ASGI says "2")
 
 
 def address(value: Any) -> Address | None:

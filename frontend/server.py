@@ -45,6 +45,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import aiohttp.web_response as aiohttp_response
@@ -60,6 +61,7 @@ from .config import FrontendConfig
 from .connection import Connection, Shared
 from .dispatch import Dispatcher
 from .gate import Gate
+from .h2_connection import H2Shared
 from .listen import inherited, open_listener
 from .retire import FrontendLifecycle, FrontendPhase
 from .services import Services
@@ -107,6 +109,8 @@ async def serve(
     phase = lifecycle if lifecycle is not None else FrontendLifecycle()
     force = asyncio.Event()
     ssl_context = server_context(config.tls) if config.tls.enabled else None  # bad files: fail first
+    if ssl_context is not None and config.http2 is not None:
+        ssl_context.set_alpn_protocols(["h2", "http/1.1"])
     _configure_headers(config)
     ctx = zmq_context if zmq_context is not None else zmq.Context()
     dispatcher = Dispatcher(config, ctx, frontend_id=frontend_id)
@@ -188,6 +192,10 @@ class HttpServer:
         )
         self.shared = Shared(limits=limits, gate=gate, requests=services.requests, access=access,
                              upgrades=self.upgrades)  # fmt: skip
+        self.h2 = _h2_shared(config, services, self.shared)
+        if self.h2 is not None:
+            self.shared.h2 = self.h2.take_over
+            self.shared.alpn = config.tls.enabled
         self._server: asyncio.AbstractServer | None = None
 
     async def start(self, sock: socket.socket, ssl_context: ssl.SSLContext | None, backlog: int) -> None:
@@ -212,9 +220,14 @@ class HttpServer:
         deadline = loop.time() + timeout_s
         self.stop_listening()
         self.shared.stopping = True
+        if self.h2 is not None:
+            self.h2.stopping = True
         for conn in list(self.shared.connections):
-            conn.stop()
-        if not await _unless_forced(self._services.requests.wait_idle(timeout_s), force):
+            conn.stop()  # (an HTTP/2 connection: GOAWAY, then close once its streams are done)
+        idle = [self._services.requests.wait_idle(timeout_s)]
+        if self.h2 is not None:
+            idle.append(self.h2.wait_idle(timeout_s))
+        if not await _unless_forced(asyncio.gather(*idle), force):
             self.close_all()
             return
         websocket = self._services.websocket
@@ -238,8 +251,10 @@ class HttpServer:
         self.stop_listening()
         shared, websocket = self.shared, self._services.websocket
         shared.retiring = True
+        if self.h2 is not None:
+            self.h2.stopping = True  # (HTTP/2 connections accepted from now on: GOAWAY at once)
         for conn in list(shared.connections):
-            conn.retire()
+            conn.retire()  # (an HTTP/2 connection: GOAWAY, then close once its streams are done)
         while shared.connections or websocket.open_count or self.upgrades.connections:
             if force.is_set() or loop.time() >= deadline:
                 break
@@ -274,6 +289,21 @@ class HttpServer:
         for conn in list(self.shared.connections):
             conn.force_close()
         self.upgrades.close_all()
+
+
+def _h2_shared(config: FrontendConfig, services: Services, shared: Shared) -> H2Shared | None:
+    """HTTP/2's per-listener state (h2_connection), None when --no-http2."""
+    if config.http2 is None:
+        return None
+    # One field / fields per request: the HTTP/1 limits (--limit-max-header-size, --limit-max-headers).
+    http = config.http
+    limits = replace(config.http2, max_field_bytes=http.max_field_bytes, max_headers=http.max_headers)
+    h2 = H2Shared(
+        limits=limits, requests=services.requests, access=services.access,
+        connections=shared.connections, gate=shared.gate, keepalive_s=http.keepalive_timeout_s,
+    )  # fmt: skip
+    services.metrics.registry.register(h2.counts)
+    return h2
 
 
 async def _report_workers(dispatcher: Dispatcher, report: Callable[[str], None]) -> None:

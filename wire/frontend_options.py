@@ -219,6 +219,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--ssl-cert-reqs",), 0, _Int(0, 2),
            "TLS client certificates: 0 not asked, 1 optional, 2 required (ssl.CERT_*)."),
     Option(("--ssl-ciphers",), None, help="TLS: OpenSSL cipher list.", shown_default="OpenSSL's"),
+    # ---- HTTP/2
+    Option(("--http2/--no-http2",), True,
+           help="Serve HTTP/2: negotiated by ALPN over TLS, and to cleartext clients that open with its "
+           "preface (h2c, prior knowledge)."),
+    Option(("--http2-max-concurrent-streams",), 100, _Int(1, 2**31 - 1),
+           "HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)."),
     # ---- proxies
     Option(("--proxy-headers/--no-proxy-headers",), True,
            help="Take client, scheme and host from Forwarded / X-Forwarded-* sent by a trusted proxy."),

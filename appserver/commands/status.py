@@ -99,6 +99,8 @@ def command(admins: tuple[str, ...], timeout: float, as_json: bool) -> None:
         shed = fe.get("shed") if isinstance(fe.get("shed"), dict) else {}
         refused = sum(v for v in shed.values() if isinstance(v, int))
         lingering = _lingering(workers)
+        busy = sum(1 for w in workers if isinstance(w, dict) and w.get("state") == "busy")
+        lingering = (f"{busy} busy (event loop blocked), " if busy else "") + lingering
         click.echo(f"front end {fe.get('id', '?')} {fe.get('url', '')} (admin {url}): "
                    f"{len(workers)} worker{plural}, {ready} ready, {lingering}{queue} queued{mode}, "
                    f"{refused} refused")  # fmt: skip

@@ -16,6 +16,10 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
     download  one connection fetching a 10 MiB chunked response over and over (wrk -c1): MiB/s
     upload    one connection posting 50 MiB bodies over and over (wrk -c1, a Lua body): MiB/s
     ws        WebSocket echo, 100 connections, one message in flight each (a raw-socket client): msg/s
+    h2        HTTP/2 with prior knowledge (h2c), h2load -c16 -m32 (16 connections, 32 streams in flight
+              each), GET / -> "Hello, world!": req/s, p50/p99 (from h2load's per-request log), against
+              hypercorn (the pure-Python HTTP/2 anchor; uvicorn has no HTTP/2) with as many workers,
+              and granian w1 (Rust) when it installs
     scaleout  an app that awaits 5 ms per request, wrk -c256, zasgi workers 1/2/4/8 at --capacity 8
               (plus workers 1 at the default capacity): req/s until the front end is the limit
     wire      the ZeroMQ hop alone (bench_wire.py): REQUEST -> RESPONSE round trips/s, 64 in flight
@@ -66,6 +70,7 @@ CASES = (
     "download",
     "upload",
     "ws",
+    "h2",
     "scaleout",
     "wire",
     "io-burst",
@@ -98,8 +103,9 @@ def apt_install(*packages: str) -> bool:
     return True
 
 
-def ensure_tools(want_nginx: bool) -> bool:
-    """wrk (required), uvicorn + psutil + fastapi (pip), nginx (optional); returns whether nginx is there."""
+def ensure_tools(want_nginx: bool, want_h2: bool = False) -> bool:
+    """wrk (required), uvicorn + psutil + fastapi (pip), nginx, h2load + hypercorn (optional); returns
+    whether nginx is there."""
     if shutil.which("wrk") is None and not apt_install("wrk"):
         sys.exit("wrk is missing and could not be installed (need root for apt-get install wrk)")
     try:
@@ -110,6 +116,11 @@ def ensure_tools(want_nginx: bool) -> bool:
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "uvicorn[standard]", "psutil", "fastapi"], check=True
         )
+    if want_h2 and shutil.which("h2load") is None and not apt_install("nghttp2-client"):
+        print("h2load not installable (Debian nghttp2-client): the h2 case is left out", file=sys.stderr)
+    for module in ("hypercorn", "granian") if want_h2 else ():  # granian: a row only if it installs
+        if not _importable(module):
+            subprocess.run([sys.executable, "-m", "pip", "install", "-q", module], check=False)
     if want_nginx and nginx_path() is None and not apt_install("nginx-light") and not apt_install("nginx"):
         print("nginx not installable: the nginx -> uvicorn rows are left out", file=sys.stderr)
     return nginx_path() is not None
@@ -230,6 +241,29 @@ def uvicorn(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes]]
     return start
 
 
+def hypercorn(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+    """hypercorn (HTTP/1.1 and HTTP/2; h2c with prior knowledge on cleartext), uvloop workers."""
+
+    def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        argv = [sys.executable, "-m", "hypercorn", APP, "--bind", f"127.0.0.1:{port}",
+                "--workers", str(workers), "--worker-class", "uvloop", "--log-level", "warning"]  # fmt: skip
+        return [spawn(argv, log_dir / f"hypercorn-w{workers}.log")]
+
+    return start
+
+
+def granian(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+    """granian (Rust HTTP/1.1 and HTTP/2, h2c with prior knowledge), ASGI, uvloop: the compiled anchor."""
+
+    def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
+        argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", str(workers), "--loop", "uvloop", "--http", "auto",
+                "--log-level", "warning", "--no-access-log", APP]  # fmt: skip
+        return [spawn(argv, log_dir / f"granian-w{workers}.log")]
+
+    return start
+
+
 NGINX_CONF = """
 {user}
 worker_processes auto;
@@ -290,14 +324,17 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
     out = [
         *([Server("zasgi@base w1", main | w1, zasgi(1, tree=baseline))] if baseline is not None else []),
         *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
-        Server("zasgi w1", main | {"scaleout", "fastapi"} | w1, zasgi(1)),
-        Server("zasgi w2", {"hello", "fastapi"} | w2, zasgi(2)),
+        Server("zasgi w1", main | {"scaleout", "h2", "fastapi"} | w1, zasgi(1)),
+        Server("zasgi w2", {"hello", "h2", "fastapi"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
         # What SCHED_BATCH (the default, appserver/sched.py) is worth: the same under the default policy.
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main | w1, uvicorn(1)),
         Server("uvicorn w2", main | {"scaleout", "fastapi"} | w2, uvicorn(2)),
+        Server("hypercorn w1", {"h2"}, hypercorn(1)),
+        Server("hypercorn w2", {"h2"}, hypercorn(2)),
+        *([Server("granian w1", {"h2"}, granian(1))] if _importable("granian") else []),
         Server("aiohttp bare", {"hello"}, aiohttp_bare),  # the floor of an aiohttp web-layer front end
         Server("protocol bare", {"hello"}, protocol_bare),  # the floor of a protocol-level front end
     ]
@@ -306,6 +343,14 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
     for w in (1, 2) if quick else (1, 2, 4, 8):
         out.append(Server(f"zasgi w{w} cap8", {"scaleout"}, zasgi(w, 8)))
     return [s for s in out if s.cases & selected]
+
+
+def _importable(module: str) -> bool:
+    import importlib
+    import importlib.util
+
+    importlib.invalidate_caches()  # (it may have been pip-installed a moment ago)
+    return importlib.util.find_spec(module) is not None
 
 
 def wait_ready(port: int, procs: list[subprocess.Popen[bytes]], timeout_s: float = 60) -> None:
@@ -399,6 +444,39 @@ def wrk(
         "p99": latency("99"),
         "errors": (float(non2xx.group(1)) if non2xx else 0.0) + (sum(map(int, sock.groups())) if sock else 0),
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+    }
+
+
+def h2load(url: str, conns: int, streams: int, duration_s: float, log_dir: Path) -> dict[str, float]:
+    """h2load over h2c (prior knowledge) for ``duration_s``; p50/p99 from its per-request log."""
+    log = log_dir / f"h2load-{time.monotonic_ns()}.tsv"
+    argv = ["h2load", "-t1", f"-c{conns}", f"-m{streams}", "-D", f"{duration_s:g}", "--log-file", str(log)]
+    argv.append(url)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60).stdout
+    done = re.search(r"requests: .* (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    took = re.search(r"finished in ([\d.]+)(ms|s),", out)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    elapsed_ms = []
+    if log.exists():
+        for line in log.read_text().splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[2].isdigit():
+                elapsed_ms.append(int(parts[2]) / 1000)
+        log.unlink()
+    elapsed_ms.sort()
+
+    def pct(p: float) -> float:
+        return elapsed_ms[min(len(elapsed_ms) - 1, int(len(elapsed_ms) * p))] if elapsed_ms else float("nan")
+
+    ok = float(codes.group(1)) if codes else 0.0
+    failed = sum(float(g) for g in done.groups()[2:]) if done else 1.0
+    return {
+        "requests": ok,
+        "seconds": float(took.group(1)) / (1000 if took.group(2) == "ms" else 1) if took else duration_s,
+        "p50": pct(0.5),
+        "p99": pct(0.99),
+        "errors": failed + (sum(float(g) for g in codes.groups()[1:]) if codes else 0.0),
+        "non2xx": sum(float(g) for g in codes.groups()[1:]) if codes else 0.0,
     }
 
 
@@ -639,6 +717,9 @@ def run_server(server: Server, selected: set[str], plan: Plan, log_dir: Path) ->
                 1,
                 lambda: asyncio.run(ws_echo(port, n, d, min(1.0, d / 2))),
             )
+        if "h2" in todo and shutil.which("h2load"):
+            h2load(f"{base}/", 16, 32, 1, log_dir)  # warm-up
+            measure(server, procs, "h2", "c16 m32", 1, lambda: h2load(f"{base}/", 16, 32, d, log_dir))
         if "scaleout" in todo:
             measure(server, procs, "scaleout", "5 ms app, c256", 1, lambda: wrk(f"{base}/sleep", 256, d))
     finally:
@@ -677,6 +758,7 @@ UNIT = {
     "download": "MiB/s",
     "upload": "MiB/s",
     "ws": "msg/s",
+    "h2": "req/s",
     "scaleout": "req/s",
     "wire": "rt/s",
 }
@@ -687,6 +769,7 @@ ANCHORS = {
     "download": ("uvicorn w1", "nginx>uvicorn"),
     "upload": ("uvicorn w1", "nginx>uvicorn"),
     "ws": ("uvicorn w2", "uvicorn w1"),
+    "h2": ("hypercorn w2", "hypercorn w1"),
     "scaleout": ("uvicorn w2",),
     "io-burst": ("uvicorn w2",),
     "cpu-overload": ("uvicorn w2",),
@@ -812,7 +895,7 @@ def main() -> None:
         plan, rounds = Plan(args.duration, [64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
     keep = {n.strip() for n in args.servers.split(",") if n.strip()}
     want_nginx = bool(selected & {"hello", "download", "upload"}) and (not keep or "nginx>uvicorn" in keep)
-    all_servers = servers(selected, ensure_tools(want_nginx), args.quick, args.baseline)
+    all_servers = servers(selected, ensure_tools(want_nginx, "h2" in selected), args.quick, args.baseline)
     if keep:
         all_servers = [s for s in all_servers if s.name in keep or s.name == "zasgi@base w1"]
     log_dir = Path(tempfile.mkdtemp(prefix="zasgi-bench-"))

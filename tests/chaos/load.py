@@ -3,6 +3,7 @@
 Every request and message is checked and accounted for in ``Tally``:
 * keep-alive HTTP clients alternate GET /big (a pattern() body, compared byte
   for byte) and POST /digest (a random body; the app's sha256 must match);
+  HTTP/2 clients (h2c, 4 streams at a time on one connection) do the same;
 * streaming clients read 20 MiB responses (sha256 against pattern()) and slow
   chunked streams that span a drain (every chunk and the final line present);
 * handoff WebSocket clients (/ws/handoff) check that the app's message counter
@@ -85,6 +86,41 @@ async def http_client(url: str, tally: Tally, stop: asyncio.Event, seed: int) ->
                 tally.http_ok += 1
             else:
                 tally.http_failed.append(what)
+            await asyncio.sleep(0.005)
+
+
+async def h2_client(url: str, tally: Tally, stop: asyncio.Event, seed: int) -> None:
+    """HTTP/2 with prior knowledge (h2c, httpx): the http_client's requests, 4 streams at a time on
+    one connection; counted with the HTTP requests."""
+    import httpx
+
+    rng = random.Random(seed)
+
+    async def one(client: httpx.AsyncClient, n: int) -> tuple[bool, str]:
+        try:
+            if n % 2:
+                size = rng.randint(1, 64 * 1024)
+                r = await client.get(f"{url}/big?size={size}")
+                ok = r.http_version == "HTTP/2" and r.status_code == 200 and r.content == pattern(size)
+                return ok, f"h2 GET /big?size={size}: {r.status_code} {r.http_version}, {len(r.content)} B"
+            body = os.urandom(rng.randint(1, 256 * 1024))
+            r = await client.post(f"{url}/digest", content=body)
+            answer = r.json() if r.status_code == 200 else {}
+            ok = answer.get("sha256") == hashlib.sha256(body).hexdigest()
+            return ok, f"h2 POST /digest {len(body)} bytes: {r.status_code} {answer}"
+        except Exception as exc:  # any client-visible error counts
+            return False, f"h2 {type(exc).__name__}: {exc}"
+
+    async with httpx.AsyncClient(http1=False, http2=True, timeout=60) as client:
+        n = 0
+        while not stop.is_set():
+            results = await asyncio.gather(*(one(client, n + i) for i in range(4)))
+            n += 4
+            for ok, what in results:
+                if ok:
+                    tally.http_ok += 1
+                else:
+                    tally.http_failed.append(what)
             await asyncio.sleep(0.005)
 
 
@@ -179,9 +215,11 @@ async def plain_client(url: str, tally: Tally, stop: asyncio.Event, name: str) -
 
 
 def start_load(
-    url: str, tally: Tally, stop: asyncio.Event, *, http: int = 50, streaming: int = 10, handoff: int = 10, plain: int = 10
+    url: str, tally: Tally, stop: asyncio.Event, *, http: int = 50, streaming: int = 10, handoff: int = 10,
+    plain: int = 10, h2: int = 0,
 ) -> list[asyncio.Task[None]]:
     tasks = [http_client(url, tally, stop, seed=i) for i in range(http)]
+    tasks += [h2_client(url, tally, stop, seed=1000 + i) for i in range(h2)]
     tasks += [streaming_client(url, tally, stop) for _ in range(streaming)]
     tasks += [handoff_client(url, tally, stop, f"h{i}") for i in range(handoff)]
     tasks += [plain_client(url, tally, stop, f"p{i}") for i in range(plain)]

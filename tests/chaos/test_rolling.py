@@ -1,7 +1,8 @@
 """Three rolling restarts of a 3-worker pool under a mixed load: nobody notices.
 
 The issue's acceptance test: >= 50 keep-alive clients doing GET and POST with
-bodies, 10 clients streaming 20 MiB (and slow chunked) responses, 20
+bodies (and 5 HTTP/2 clients doing the same, 4 streams at a time: issue 22),
+10 clients streaming 20 MiB (and slow chunked) responses, 20
 WebSockets (10 on an app that opts in to handoff, 10 on a plain echo), and
 three SIGHUP rolls of `zasgi run --workers 3`. Expected: 0 failed or reset
 HTTP requests, 0 truncated bodies, every handoff session continues with no
@@ -57,7 +58,7 @@ async def test_three_rolling_restarts_under_load(pool: Server) -> None:
     supervisor = pool.procs[0]
     old = await wait_workers(supervisor, lambda p: len(p) == WORKERS, "initial workers", 30)
     tally, stop_event = Tally(), asyncio.Event()
-    tasks = start_load(pool.url, tally, stop_event)
+    tasks = start_load(pool.url, tally, stop_event, h2=5)
     try:
         await asyncio.sleep(2.0)  # every client is going
         for roll in range(ROLLS):

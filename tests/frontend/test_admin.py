@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from frontend import config as cfg
 from frontend.server import serve
 from tests.frontend.conftest import Frontend, make_config
+from wire import events as ev
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -243,3 +245,34 @@ async def start_admin(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterato
             worker.close()
         fe.shutdown.set()
         await asyncio.wait_for(fe.task, 10)
+
+
+async def test_a_busy_worker_in_workers_json_and_metrics(start_admin: Any, worker_for: Any) -> None:
+    """PULSE (Rule 9a): /workers shows the busy worker and what blocks it; the stall, once its loop
+    runs again, lands in zasgi_worker_loop_blocked_seconds."""
+    fe, admin = await start_admin()
+    w = await worker_for(fe, features=("http", "pulse"))
+    pulser = await worker_for(fe, hello=False)
+    peer = f"{w.worker_id}-{os.getpid()}".encode()  # (ScriptedWorker's routing id)
+    async with httpx.AsyncClient() as http:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            pulser.send(ev.Pulse(0, peer, 2500, 0, "r-9", "GET", "/report"))
+            [worker] = (await http.get(admin + "/workers")).json()["workers"]
+            if worker["state"] == "busy" or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        assert worker["state"] == "busy"
+        assert worker["blocked_s"] >= 2.5 and worker["blocked_by"] == "r-9 GET /report"
+        pulser.send(ev.Pulse(0, peer, 0, 3100, "", "", ""))
+        while True:
+            samples = _samples((await http.get(admin + "/metrics")).text)
+            if samples.get(("zasgi_worker_loop_blocked_seconds_count", ())) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        [worker] = (await http.get(admin + "/workers")).json()["workers"]
+    assert samples[("zasgi_worker_loop_blocked_seconds_count", ())] == 1
+    assert samples[("zasgi_worker_loop_blocked_seconds_bucket", (("le", "2.5"),))] == 0
+    assert samples[("zasgi_worker_loop_blocked_seconds_bucket", (("le", "5.0"),))] == 1
+    assert (worker["state"], worker["blocked_s"], worker["blocked_by"]) == ("ready", None, None)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+
+from tests.helpers.processes import zasgi
 
 from .conftest import Server, start_run, stop
 
@@ -25,9 +28,12 @@ APP = "tests.apps.blocking:app"
 CLIENTS = 4
 
 
-async def _with_get_load(url: str, path: str, *, after_s: float = 1.0) -> tuple[int, float, list[Any], int]:
+async def _with_get_load(
+    url: str, path: str, *, after_s: float = 1.0, during: Any = None
+) -> tuple[int, float, list[Any], int]:
     """(status, seconds) of one request to ``path`` while CLIENTS loop GET /; and the failures and
-    successes of those GETs, which go on ``after_s`` after it."""
+    successes of those GETs, which go on ``after_s`` after it. ``during``: a function run in a thread
+    2 s after the request was sent."""
     failures: list[Any] = []
     ok = 0
     stop_load = asyncio.Event()
@@ -51,6 +57,8 @@ async def _with_get_load(url: str, path: str, *, after_s: float = 1.0) -> tuple[
         load = [asyncio.ensure_future(client(session)) for _ in range(CLIENTS)]
         await asyncio.sleep(0.5)
         started = time.monotonic()
+        if during is not None:
+            asyncio.get_running_loop().call_later(2.0, lambda: asyncio.ensure_future(asyncio.to_thread(during)))
         async with session.get(url + path) as r:
             await r.read()
             status, took = r.status, time.monotonic() - started
@@ -58,6 +66,11 @@ async def _with_get_load(url: str, path: str, *, after_s: float = 1.0) -> tuple[
         stop_load.set()
         await asyncio.gather(*load)
     return status, took, failures, ok
+
+
+def zasgi_status(admin: str) -> str:
+    done = subprocess.run(zasgi("status", "--admin", admin), capture_output=True, text=True, timeout=60)
+    return done.stdout + done.stderr
 
 
 def _runs(server: Server, name: str) -> list[str]:
@@ -69,8 +82,17 @@ def test_blocked_worker_is_busy_not_dead(tmp_path: Path) -> None:
     """6 s of time.sleep in an async handler under -w2: 200 after ~6 s, run once, every GET 200, and
     one warning naming the handler's line (main before issue 18: 502 after 9.2 s, run 3 times)."""
     server = start_run(tmp_path, workers=2, app=APP)
+    admin = re.search(r"admin\s+(http://\S+)", server.procs[0].log())
+    assert admin is not None, server.logs()
+    seen: list[str] = []
+
+    def status_while_blocked() -> None:
+        seen.append(zasgi_status(admin.group(1)))
+
     try:
-        status, took, failures, ok = asyncio.run(_with_get_load(server.url, "/block?s=6"))
+        status, took, failures, ok = asyncio.run(
+            _with_get_load(server.url, "/block?s=6", during=status_while_blocked)
+        )
         log = server.procs[0].log()
     finally:
         stop(server)
@@ -84,6 +106,8 @@ def test_blocked_worker_is_busy_not_dead(tmp_path: Path) -> None:
     assert "GET /block" in warnings[0]
     assert 'blocking.py", line' in warnings[0] and "time.sleep(" in warnings[0]
     assert "lost" not in log  # no worker was declared lost
+    assert len(seen) == 1 and "1 busy" in seen[0], seen  # `zasgi status` while it blocked
+    assert re.search(r"\sbusy\s", seen[0].split("\n", 1)[1]), seen
 
 
 def test_request_that_kills_its_worker_runs_twice_at_most(tmp_path: Path) -> None:
