@@ -35,7 +35,7 @@ def test_mypy_is_clean_on_the_compiled_modules() -> None:
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install -e '.[test]' installs it)")
     paths = [name.replace(".", "/") + ".py" for name in compiled.HOT_MODULES]
-    mypy = [sys.executable, "-m", "mypy", "--follow-imports=silent", *paths, "wire/compiled.py"]
+    mypy = [sys.executable, "-m", "mypy", "--follow-imports=silent", "--no-site-packages", *paths, "wire/compiled.py"]
     # As the build checks them (setup.py: pyproject's config, imported modules' errors not shown).
     out = subprocess.run(mypy, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
