@@ -65,3 +65,17 @@ def test_describe_tells_what_actually_loads() -> None:
 def test_version_names_the_build() -> None:
     out = _run("from appserver.cli import main; main(['--version'])", ZASGI_PURE="1")
     assert out.endswith("(pure Python (ZASGI_PURE=1))"), out
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    # A non-editable install ships only the packages pyproject lists (appserver.commands was once
+    # missing: `pip install .` gave a zasgi that could not start, while editable installs worked).
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("wire", "frontend", "appserver")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found == listed
