@@ -62,7 +62,10 @@ def _ext_modules() -> list:
         # debug_level 0: no C debug info (smaller, faster to build); opt_level 3: gcc -O3.
         # follow-imports=silent: the other modules' types are used, their own errors are not ours
         # to fail a build on (tests/test_build.py holds the compiled ones to --strict).
-        return mypycify(["--follow-imports=silent", *paths], opt_level="3", debug_level="0")
+        # no-site-packages: third-party types (aiohttp, msgpack...) are Any, as in pip's isolated
+        # build env on a fresh machine; seeing them where installed made builds differ by machine.
+        options = ["--follow-imports=silent", "--no-site-packages"]
+        return mypycify([*options, *paths], opt_level="3", debug_level="0")
     except (Exception, SystemExit) as exc:  # mypy's type errors end in SystemExit
         _warn(f"mypyc could not translate the hot modules ({exc!r})")
         return []

@@ -160,6 +160,9 @@ class Connection(BaseProtocol):
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
         "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls", "paused",
     )  # fmt: skip
+    # BaseProtocol's, declared again for a build without aiohttp's types (setup.py: mypyc
+    # checks with --no-site-packages; the compiled response.py reads it).
+    transport: asyncio.Transport | None
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
         limits = shared.limits

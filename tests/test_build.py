@@ -35,7 +35,7 @@ def test_mypy_is_clean_on_the_compiled_modules() -> None:
     if importlib.util.find_spec("mypy") is None:
         pytest.skip("mypy is not installed (pip install -e '.[test]' installs it)")
     paths = [name.replace(".", "/") + ".py" for name in compiled.HOT_MODULES]
-    mypy = [sys.executable, "-m", "mypy", "--follow-imports=silent", *paths, "wire/compiled.py"]
+    mypy = [sys.executable, "-m", "mypy", "--follow-imports=silent", "--no-site-packages", *paths, "wire/compiled.py"]
     # As the build checks them (setup.py: pyproject's config, imported modules' errors not shown).
     out = subprocess.run(mypy, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -65,3 +65,17 @@ def test_describe_tells_what_actually_loads() -> None:
 def test_version_names_the_build() -> None:
     out = _run("from appserver.cli import main; main(['--version'])", ZASGI_PURE="1")
     assert out.endswith("(pure Python (ZASGI_PURE=1))"), out
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    # A non-editable install ships only the packages pyproject lists (appserver.commands was once
+    # missing: `pip install .` gave a zasgi that could not start, while editable installs worked).
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("wire", "frontend", "appserver")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found == listed
