@@ -37,7 +37,6 @@ plain stderr setup from ``configure_logging``.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import secrets
@@ -49,7 +48,7 @@ from typing import Any
 
 import zmq
 
-from wire import compiled, logsetup
+from wire import compiled, gcpolicy, logsetup
 
 from . import logctx
 from .admission import Admission
@@ -253,10 +252,7 @@ class Worker:
         try:
             if await _first(frontends.ready(), self._stop.wait(), frontends.refused.wait()) == 0:
                 self.lifecycle.to(WorkerPhase.READY)
-                # The app and everything it imported live as long as the process: out of the
-                # collector's sight, so a full collection (each a pause of the whole worker,
-                # ~16 ms for the front end's modules alone, longer for a framework) skips them.
-                gc.freeze()
+                gcpolicy.settle()  # the app's own thresholds, if it set any, are kept
                 log.info("worker %s ready (%d front end(s))", self.worker_id, len(self.connections))
                 log.debug("hot path: %s", compiled.describe())
                 if self._ready is not None:
