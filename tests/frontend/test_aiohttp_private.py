@@ -63,7 +63,6 @@ PRIVATE_NAMES = [
     ),
     ("aiohttp.tcp_helpers", "tcp_keepalive", "frontend/connection.py: SO_KEEPALIVE on accepted sockets"),
     ("aiohttp.web_protocol", "RequestPayloadError", "frontend/connection.py: the parser's payload exception"),
-    ("aiohttp.abc", "AbstractAccessLogger", "frontend/access_log.py: hook_class, an aiohttp access hook"),
 ]
 
 
