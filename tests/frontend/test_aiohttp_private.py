@@ -51,7 +51,7 @@ PRIVATE_NAMES = [
     (
         "aiohttp.web_response",
         "SERVER_SOFTWARE",
-        "frontend/server.py: the Server field of aiohttp's responses (admin.py)",
+        "frontend/admin.py: the Server field of aiohttp's own answers (parse errors)",
     ),
     ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/parse_errors.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
