@@ -44,6 +44,7 @@ from wire import logsetup
 
 if TYPE_CHECKING:
     from .metrics import Metrics
+    from .pool import WorkerRecord
     from .response import ResponseWriter
 
 ACCESS_LOGGER = "zasgi.access"
