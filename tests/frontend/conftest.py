@@ -15,7 +15,7 @@ import zmq
 
 from frontend import config as cfg
 from frontend.server import serve
-from tests.frontend import rawhttp
+from tests.frontend import rawh2, rawhttp
 from tests.frontend.scripted_worker import ScriptedWorker
 
 TERM_TIMEOUT_S = 5.0
@@ -24,9 +24,10 @@ IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux
 
 @pytest.fixture(autouse=True)
 async def _raw_connections_closed() -> AsyncIterator[None]:
-    """In the test's loop, before it closes: raw connections a test left open (rawhttp.close_all)."""
+    """In the test's loop, before it closes: raw connections a test left open (rawhttp, rawh2)."""
     yield
     rawhttp.close_all()
+    rawh2.close_all()
 
 
 @pytest.fixture
