@@ -1,25 +1,24 @@
-"""Request ids, the access log and its hook: one call per finished request, cheap when the log is off.
+"""Request ids and the access log: one call per finished request, cheap when the log is off.
 
 Theory of operation. A request ends in one of two places, and both feed the
 same ``AccessLog``: the front end's own connections (``connection.py``) call
 ``request_ended`` after each answered request (``response.ResponseWriter``);
 WebSocket upgrades (``ws_bridge``) call ``upgrade_ended`` with their
-``WsConnection``, when a session ends or after any other answer. (``finished``
-and ``hook_class``: the same for a response aiohttp wrote, kept for an aiohttp
-server; the front end no longer uses them.) Both always feed the metrics (a few counter increments)
-and, only when the access log is on and the ``zasgi.access`` logger is
-enabled for INFO (decided once, at start), format one line. A request whose
-client vanished before any response is not seen. A WebSocket is seen once,
-when its session ends, with status 101, whoever closed it.
+``WsConnection``, when a session ends or after any other answer. Both always
+feed the metrics (a few counter increments) and, only when the access log is
+on and the ``zasgi.access`` logger is enabled for INFO (decided once, at
+start), format one line. A request whose client vanished before any response
+is not seen. A WebSocket is seen once, when its session ends, with status 101,
+whoever closed it.
 
 Request ids (``request_id``): a well-formed incoming ``X-Request-ID`` is kept
 (so a proxy's id carries through), anything else is replaced by 16 random hex
 digits. The bridges put it in REQUEST's / WS_CONNECT's ``ext`` map (the app
 server tags its log lines with it), in the response header ``x-request-id``,
-and on the writer (``ResponseWriter.rid``; ``REQUEST_ID`` on an aiohttp request) for
-this log; they also note the worker the request was sent to (``WORKER``, a
+and on the writer (``ResponseWriter.rid``, ``WsConnection.rid``) for this log;
+they also note the worker the request was sent to (``worker``, a
 ``WorkerRecord``) and, when trusted proxy headers named the client, that
-client (``CLIENT``: what the scope's ``client`` says, logged instead of the
+client (``client``: what the scope's ``client`` says, logged instead of the
 TCP peer, as uvicorn does).
 
 Formats: ``text`` is nginx/Apache "combined" plus request id, worker id and
@@ -39,8 +38,6 @@ import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 from multidict import istr
 
 from wire import logsetup
@@ -51,12 +48,6 @@ if TYPE_CHECKING:
     from .response import ResponseWriter
 
 ACCESS_LOGGER = "zasgi.access"
-_Key: Any = getattr(web, "RequestKey", lambda name, kind: name)  # typed keys from aiohttp 3.12 on
-REQUEST_ID = _Key("zasgi.request_id", str)  # request[...] keys, set by the bridges
-WORKER: web.RequestKey[WorkerRecord | None] = _Key("zasgi.worker", object)
-STARTED = _Key("zasgi.started", float)  # perf_counter(): uvloop's clock ticks in whole ms
-# (host, port), or None for ``for=unknown``, from trusted proxy headers; absent: the TCP peer's
-CLIENT: web.RequestKey[tuple[str, int] | None] = _Key("zasgi.client", object)
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 _VALID_ID = re.compile(r"[A-Za-z0-9._:+/=@-]{1,128}")  # uuids, hex, base64, dotted trace ids
@@ -144,28 +135,6 @@ class AccessLog:
                            conn.rid, worker, status, 0, bytes_out, duration_s)  # fmt: skip
             self.logger.info(self._line(entry))
 
-    def session_ended(self, request: web.BaseRequest, ws: web.WebSocketResponse) -> None:
-        """A WebSocket session ended (ws_bridge), whichever side closed it."""
-        self.finished(request, ws, 0.0)
-
-    def finished(self, request: web.BaseRequest, response: web.StreamResponse, duration_s: float) -> None:
-        """A response aiohttp finished (a WebSocket session, or an answer to an upgrade request)."""
-        started = request.get(STARTED)
-        if started is not None:  # else a request our handler never saw: aiohttp's time
-            duration_s = perf_counter() - started
-        bytes_in = request.content.total_bytes
-        bytes_out = response.body_length
-        if isinstance(response, web.WebSocketResponse):
-            self.metrics.websocket_ended()
-        else:
-            self.metrics.request_ended(response.status, duration_s, bytes_in, bytes_out)
-        if self.enabled:
-            record = request.get(WORKER)
-            entry = _Entry(request.method, request.raw_path, request.version, request.headers,
-                           _client(request), request.get(REQUEST_ID), record.worker_id if record else None,
-                           response.status, bytes_in, bytes_out, duration_s)  # fmt: skip
-            self.logger.info(self._line(entry))
-
     # ------------------------------------------------------------ formats
 
     def _combined(self, e: _Entry) -> str:
@@ -205,31 +174,6 @@ class AccessLog:
             self._stamp_second = now
             self._stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(now))
         return self._stamp
-
-
-def hook_class(access: AccessLog) -> type[AbstractAccessLogger]:
-    """The class ``web.Server(access_log_class=...)`` instantiates per connection, bound to ``access``."""
-
-    class _Hook(AbstractAccessLogger):
-        __slots__ = ()
-
-        def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-            if isinstance(response, web.WebSocketResponse):
-                return  # a session: logged as it ends (AccessLog.session_ended)
-            try:
-                access.finished(request, response, time)
-            except Exception:  # a bug here must not cost the connection
-                logging.getLogger(__name__).exception("access log hook failed")
-
-    return _Hook
-
-
-def _client(request: web.BaseRequest) -> str | None:
-    """The client the scope names: the proxy headers' (None for ``for=unknown``), else the peer."""
-    if CLIENT in request:
-        client = request[CLIENT]
-        return None if client is None else client[0]  # an address proxy.py parsed: log-safe
-    return request.remote
 
 
 def _safe(text: str) -> str:

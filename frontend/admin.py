@@ -8,7 +8,10 @@
 Kept apart from the client-facing listener so that probes and scrapes never
 wait behind client traffic, are never exposed with it, and never appear in
 the access log or the request metrics. Everything is read from the
-dispatcher when asked; nothing here runs between requests.
+dispatcher when asked; nothing here runs between requests. Its ``Server``
+field follows the client-facing one (``server``: ``zasgi``, or none with
+--no-server-header), not aiohttp's default (which names Python, aiohttp and
+their versions); only a request aiohttp's parser refused gets "zasgi" always.
 
 A port given by the operator that cannot be bound stops the front end (one
 line); the default one (``Admin.required`` false) only turns the endpoint off,
@@ -22,10 +25,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import aiohttp.web_response as aiohttp_response
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from .config import Admin as AdminConfig
+from .http1 import SERVER_NAME
 from .metrics import Metrics
 
 if TYPE_CHECKING:
@@ -41,9 +46,11 @@ class Admin:
         dispatcher: Dispatcher,
         metrics: Metrics,
         *,
+        server: str | None,
         reuse_port: bool = False,
     ) -> None:
         self._config = config
+        self._server = server  # the Server field's value, None: no Server field
         self._reuse_port = reuse_port  # beside our predecessor on its port during a front-end roll
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -68,6 +75,10 @@ class Admin:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/workers", self._workers)
         app.router.add_get("/", self._index)
+        app.on_response_prepare.append(self._server_field)
+        # aiohttp's own answers (a request its parser refused) skip that hook and take this
+        # module global: there at least "zasgi", not the Python and aiohttp versions.
+        aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -99,6 +110,13 @@ class Admin:
             await runner.cleanup()
 
     # ------------------------------------------------------------ handlers
+
+    async def _server_field(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Runs after aiohttp filled in its own Server field, before the head is written.
+        if self._server is None:
+            response.headers.popall("Server", None)
+        else:
+            response.headers["Server"] = self._server
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -41,7 +41,6 @@ SERVER_NAME = "zasgi"  # no version: it tells a scanner nothing
 _SERVER_LINE = b"Server: zasgi\r\n"  # b"": --no-server-header
 _DATE_ON = True  # --no-date-header: False
 _EXTRA: tuple[tuple[int, bytes], ...] = ()  # --header fields: (bit, line)
-_EXTRA_FIELDS: tuple[tuple[str, str], ...] = ()  # the same, for aiohttp's responses (upgrade.py)
 _STATUS_LINES: dict[tuple[Any, int], bytes] = {}
 LAST_CHUNK = b"0\r\n\r\n"
 
@@ -80,7 +79,7 @@ def date_line() -> bytes:
 def configure(*, server: str | None, date: bool, extra: tuple[tuple[str, str], ...] = ()) -> None:
     """The fields every response gets unless the worker sent them: ``Server`` (None: none),
     ``Date`` (on or off), and extra ones; called once, before the first request."""
-    global _SERVER_LINE, _DATE_ON, _EXTRA, _EXTRA_FIELDS
+    global _SERVER_LINE, _DATE_ON, _EXTRA
     _SERVER_LINE = b"Server: %s\r\n" % server.encode("latin-1") if server else b""
     _DATE_ON = date
     for stale in [n for n in _DEFAULTED if n not in (b"x-request-id", b"date", b"server")]:
@@ -90,19 +89,8 @@ def configure(*, server: str | None, date: bool, extra: tuple[tuple[str, str], .
         bit = 16 << i
         _DEFAULTED[name.lower().encode("latin-1")] = bit
         lines.append((bit, b"%s: %s\r\n" % (name.encode("latin-1"), value.encode("latin-1"))))
-    _EXTRA, _EXTRA_FIELDS = tuple(lines), tuple(extra)
+    _EXTRA = tuple(lines)
     _FIELDS_CACHE.clear()  # its seen-masks were computed with the old names
-
-
-def fill_fields(headers: Any) -> None:
-    """The same policy on a response aiohttp writes (a WebSocket handshake or denial), whose
-    Server and Date aiohttp has set already: drop them if off, add the --header fields."""
-    if not _SERVER_LINE and headers.get("Server") == SERVER_NAME:
-        del headers["Server"]
-    if not _DATE_ON:
-        headers.popall("Date", None)
-    for name, value in _EXTRA_FIELDS:
-        headers.setdefault(name, value)
 
 
 def add_defaults(out: list[bytes], seen: int) -> None:

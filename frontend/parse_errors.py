@@ -2,11 +2,9 @@
 
 ``error`` is the one builder: 4xx/5xx the front end answers itself (parse
 errors, 408, 413, 502, 503 + Retry-After...), as bytes for our connections
-(response.py, connection.py); ``error_response`` is the same response as an
-aiohttp ``web.Response`` for the WebSocket upgrade path (aiohttp writes it).
-A short text body that echoes nothing of the request; ``connection: close``
-unless asked to keep the connection (said explicitly to HTTP/1.0 too: a
-smuggler must read it).
+(response.py, connection.py, ws_bridge.py). A short text body that echoes
+nothing of the request; ``connection: close`` unless asked to keep the
+connection (said explicitly to HTTP/1.0 too: a smuggler must read it).
 
 Parse errors (connection.py): ``414`` for a request line over
 ``--limit-max-line-size``, ``431`` for a header field over
@@ -19,7 +17,6 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 
@@ -67,16 +64,6 @@ def error(
     out.append(b"\r\n")
     out.append(body)
     return b"".join(out)
-
-
-def error_response(status: int, *, retry_after_s: float | None = None, close: bool = False) -> web.Response:
-    """``error`` for aiohttp to write (the WebSocket upgrade path)."""
-    resp = web.Response(status=status, body=_body(status), content_type="text/plain", charset="utf-8")
-    if retry_after_s is not None:
-        resp.headers["Retry-After"] = str(_retry_after(retry_after_s))
-    if close:
-        resp.force_close()
-    return resp
 
 
 class ParseError:

@@ -48,7 +48,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
-import aiohttp.web_response as aiohttp_response
 import zmq
 
 from wire import compiled
@@ -122,7 +121,8 @@ async def serve(
     try:
         dispatcher.start()
         services = Services(config, dispatcher, ssl_context=ssl_context, frontend_id=frontend_id)
-        admin = Admin(config.admin, dispatcher, services.metrics, reuse_port=reuse_port)
+        admin = Admin(config.admin, dispatcher, services.metrics, server=_server_field(config),
+                      reuse_port=reuse_port)  # fmt: skip
         http = HttpServer(config, services)
         listener = None
         try:
@@ -423,10 +423,12 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Even
             loop.remove_signal_handler(sig)
 
 
+def _server_field(config: FrontendConfig) -> str | None:
+    """The Server field's value (None: --no-server-header), for our responses and the admin endpoint's."""
+    return http1.SERVER_NAME if config.headers.server else None
+
+
 def _configure_headers(config: FrontendConfig) -> None:
-    """The fields our HTTP/1 responses add (http1), and the Server field of aiohttp's (WebSocket
-    handshakes): aiohttp's module global, or it names itself and its version."""
+    """The fields our HTTP/1 responses add (http1)."""
     headers = config.headers
-    http1.configure(server=http1.SERVER_NAME if headers.server else None, date=headers.date,
-                    extra=headers.extra)  # fmt: skip
-    aiohttp_response.SERVER_SOFTWARE = http1.SERVER_NAME
+    http1.configure(server=_server_field(config), date=headers.date, extra=headers.extra)

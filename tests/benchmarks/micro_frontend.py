@@ -94,18 +94,24 @@ def _responses(requests: list[Any]) -> list[Any]:
     )
 
 
-async def _run(requests: int, batch: int, repeat: int) -> None:
+def on_a_list(capacity: int) -> tuple[zmq.Context[Any], Dispatcher, _Channel, HttpServer]:
+    """The front end with its channel a list and one READY worker (``PEER``) of ``capacity``
+    (in a running loop; the caller terms the context): this benchmark's set-up and walk_get.py's."""
     config = FrontendConfig(port=0, backend=Backend(endpoint="ipc:///tmp/unused"), access_log=False)
-    ctx = zmq.Context()
+    ctx: zmq.Context[Any] = zmq.Context()
     dispatcher = Dispatcher(config, ctx)
     dispatcher._loop = asyncio.get_running_loop()
     channel = _Channel()
     dispatcher._channel = channel  # type: ignore[assignment]
-    record = WorkerRecord(peer=PEER, worker_id="w1", pid=1, capacity=10_000, window_bytes=1 << 20,
+    record = WorkerRecord(peer=PEER, worker_id="w1", pid=1, capacity=capacity, window_bytes=1 << 20,
                           features=frozenset({"http"}), now=0.0)  # fmt: skip
     dispatcher.pool.add(record)
     dispatcher.pool.welcome(PEER, 0.0)
-    server = HttpServer(config, Services(config, dispatcher))
+    return ctx, dispatcher, channel, HttpServer(config, Services(config, dispatcher))
+
+
+async def _run(requests: int, batch: int, repeat: int) -> None:
+    ctx, dispatcher, channel, server = on_a_list(capacity=10_000)
     loop = asyncio.get_running_loop()
     conns = []
     for _ in range(batch):

@@ -31,30 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import zmq  # noqa: E402
-from micro_frontend import PEER, REQUEST, _Channel, _responses, _Transport  # noqa: E402
+from micro_frontend import PEER, REQUEST, _responses, _Transport, on_a_list  # noqa: E402
 
-from frontend.config import Backend, FrontendConfig  # noqa: E402
 from frontend.connection import Connection  # noqa: E402
-from frontend.dispatch import Dispatcher  # noqa: E402
-from frontend.pool import WorkerRecord  # noqa: E402
-from frontend.server import HttpServer  # noqa: E402
 from wire import codec  # noqa: E402
 
 OURS = ("frontend/", "wire/")
-
-
-def _server(config: FrontendConfig, dispatcher: Dispatcher) -> HttpServer:
-    try:
-        from frontend.services import Services
-    except ImportError:  # a checkout before issue 15
-        from frontend.http_bridge import HttpBridge  # type: ignore[import-not-found]
-
-        from frontend.access_log import AccessLog
-
-        bridge = HttpBridge(config, dispatcher)
-        return HttpServer(config, bridge, AccessLog(bridge.metrics, enabled=False))  # type: ignore[call-arg]
-    return HttpServer(config, Services(config, dispatcher))
 
 
 def _where(filename: str) -> str:
@@ -70,17 +52,7 @@ def _where(filename: str) -> str:
 
 
 async def _walk() -> None:
-    config = FrontendConfig(port=0, backend=Backend(endpoint="ipc:///tmp/unused"), access_log=False)
-    ctx = zmq.Context()
-    dispatcher = Dispatcher(config, ctx)
-    dispatcher._loop = asyncio.get_running_loop()
-    channel = _Channel()
-    dispatcher._channel = channel  # type: ignore[assignment]
-    record = WorkerRecord(peer=PEER, worker_id="w1", pid=1, capacity=100, window_bytes=1 << 20,
-                          features=frozenset({"http"}), now=0.0)  # fmt: skip
-    dispatcher.pool.add(record)
-    dispatcher.pool.welcome(PEER, 0.0)
-    server = _server(config, dispatcher)
+    ctx, dispatcher, channel, server = on_a_list(capacity=100)
     conn = Connection(server.shared, asyncio.get_running_loop())
     transport = _Transport()
     conn.connection_made(transport)  # type: ignore[arg-type]

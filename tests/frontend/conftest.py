@@ -15,18 +15,27 @@ import zmq
 
 from frontend import config as cfg
 from frontend.server import serve
-from tests.frontend import rawhttp
+from tests.frontend import rawh2, rawhttp
 from tests.frontend.scripted_worker import ScriptedWorker
 
 TERM_TIMEOUT_S = 5.0
 IPC_PATH_MAX = 100  # sun_path is 108 bytes on Linux
+# A worker silent for interval x liveness is gone. The default here is tolerant: the CI machine is
+# a loaded 2-core box, where a test process can stall for a second or more, and a tight one would
+# lose a healthy worker (a 502 or a replay where the test expects neither). Tests about liveness
+# itself (a silent worker, a busy one) ask for the tight one: ``start_frontend(heartbeat=TIGHT_HEARTBEAT)``,
+# or a module overrides the ``heartbeat`` fixture. (A worker that disconnects is noticed at once
+# either way: test_worker_loss.)
+TOLERANT_HEARTBEAT = cfg.Heartbeat(interval_ms=1000, liveness=5)
+TIGHT_HEARTBEAT = cfg.Heartbeat(interval_ms=100, liveness=3)  # silent 0.3 s: gone
 
 
 @pytest.fixture(autouse=True)
 async def _raw_connections_closed() -> AsyncIterator[None]:
-    """In the test's loop, before it closes: raw connections a test left open (rawhttp.close_all)."""
+    """In the test's loop, before it closes: raw connections a test left open (rawhttp, rawh2)."""
     yield
     rawhttp.close_all()
+    rawh2.close_all()
 
 
 @pytest.fixture
@@ -72,7 +81,7 @@ def make_config(
     base = cfg.FrontendConfig(
         port=0,
         backend=cfg.Backend(endpoint=f"ipc://{_ipc_dir(tmp_path)}/fe.sock", **(backend_kw or {})),
-        heartbeat=cfg.Heartbeat(interval_ms=100, liveness=3),
+        heartbeat=TOLERANT_HEARTBEAT,
         queue=cfg.Queue(size=100, timeout_s=2.0),
         shutdown_timeout_s=2.0,
     )
@@ -83,11 +92,20 @@ StartFrontend = Callable[..., Awaitable[Frontend]]
 
 
 @pytest.fixture
-async def start_frontend(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[StartFrontend]:
+def heartbeat() -> cfg.Heartbeat:
+    """``start_frontend``'s heartbeat unless a test gives one; a module about liveness overrides it."""
+    return TOLERANT_HEARTBEAT
+
+
+@pytest.fixture
+async def start_frontend(
+    tmp_path: Path, zmq_ctx: zmq.Context[Any], heartbeat: cfg.Heartbeat
+) -> AsyncIterator[StartFrontend]:
     """``await start_frontend(**config_overrides)`` -> a running in-process Frontend."""
     running: list[Frontend] = []
 
     async def start(**overrides: Any) -> Frontend:
+        overrides.setdefault("heartbeat", heartbeat)
         config = make_config(tmp_path, **overrides)
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[str] = loop.create_future()

@@ -6,13 +6,14 @@ import asyncio
 import json
 import logging
 import re
+from time import perf_counter
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
 import httpx
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import make_mocked_request
+from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from frontend import access_log as al
@@ -41,17 +42,31 @@ class _Worker:
     worker_id = "host-42-abc"
 
 
-def _request(headers: dict[str, str] | None = None, path: str = "/a?b=1") -> web.BaseRequest:
-    request = make_mocked_request("GET", path, headers=headers or {})
-    request[al.REQUEST_ID] = "rid-1"
-    request[al.WORKER] = _Worker()  # type: ignore[assignment]
-    return request
+PEER = ("192.0.2.1", 40000)
 
 
-def _response(status: int = 200, length: int = 123) -> web.StreamResponse:
-    resp = web.Response(status=status)
-    resp._body_length = length  # what aiohttp sets once the response is written
-    return resp
+def _message(headers: dict[str, str] | None, path: str) -> Any:
+    """What aiohttp's parser gives the request path (RawRequestMessage): the fields the log reads."""
+    return SimpleNamespace(method="GET", path=path, version=HttpVersion11, headers=CIMultiDict(headers or {}))
+
+
+def _writer(
+    headers: dict[str, str] | None = None, path: str = "/a?b=1", status: int = 200, bytes_out: int = 123
+) -> Any:
+    """A request answered on one of our connections (response.ResponseWriter), as the log sees it."""
+    return SimpleNamespace(
+        started=perf_counter() - 0.01, payload=SimpleNamespace(total_bytes=5), status=status,
+        bytes_out=bytes_out, message=_message(headers, path), client_set=False, client=None,
+        conn=SimpleNamespace(addresses=(PEER, ("127.0.0.1", 8000))), worker=_Worker(), rid="rid-1",
+    )  # fmt: skip
+
+
+def _upgrade(headers: dict[str, str] | None = None, path: str = "/ws") -> Any:
+    """A WebSocket upgrade request (ws_connection.WsConnection), as the log sees it."""
+    return SimpleNamespace(
+        started=perf_counter() - 0.01, message=_message(headers, path), client_set=False, client=None,
+        peer=PEER, worker=_Worker(), rid="rid-2",
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -77,32 +92,31 @@ def test_request_id_kept_when_well_formed_else_made() -> None:
 def test_combined_line_has_the_fields(access_logger: Any) -> None:
     metrics = _Metrics()
     log = al.AccessLog(metrics, log_format="text")  # type: ignore[arg-type]
-    request = _request({"User-Agent": 'curl "8"', "Referer": "http://r/"})
-    log.finished(request, _response(201, 77), 0.0123)
+    log.request_ended(_writer({"User-Agent": 'curl "8"', "Referer": "http://r/"}, status=201, bytes_out=77))
     (line,), _ = access_logger.call_args
     m = COMBINED.match(line)
     assert m, line
     assert m[3] == "GET /a?b=1 HTTP/1.1" and (m["status"], m["bytes"]) == ("201", "77")
     assert m[6] == "http://r/" and m[7] == 'curl \\"8\\"'  # quotes escaped, not closing the field
     assert (m["rid"], m["worker"]) == ("rid-1", "host-42-abc")
-    assert float(m["dur"]) > 0
-    assert metrics.calls == [("http", 201, pytest.approx(float(m["dur"]), abs=1e-5), 0, 77)]
+    assert float(m["dur"]) >= 0.01 and m["client"] == PEER[0]
+    assert metrics.calls == [("http", 201, pytest.approx(float(m["dur"]), abs=1e-5), 5, 77)]
 
 
 def test_control_characters_in_the_path_are_escaped(access_logger: Any) -> None:
     log = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
-    log.finished(_request(path='/x"\x1b[31m'), _response(), 0.001)
+    log.request_ended(_writer(path='/x"\x1b[31m'))
     (line,), _ = access_logger.call_args
     assert "\x1b" not in line and '\\"' in line and COMBINED.match(line)
 
 
 def test_json_line_has_the_fields(access_logger: Any) -> None:
     log = al.AccessLog(_Metrics(), log_format="json")  # type: ignore[arg-type]
-    log.finished(_request({"User-Agent": "ua"}), _response(404, 9), 0.5)
+    log.request_ended(_writer({"User-Agent": "ua"}, status=404, bytes_out=9))
     (line,), _ = access_logger.call_args
     entry = json.loads(line)
     assert entry["method"] == "GET" and entry["path"] == "/a?b=1" and entry["http_version"] == "1.1"
-    assert (entry["status"], entry["bytes_out"], entry["bytes_in"]) == (404, 9, 0)
+    assert (entry["status"], entry["bytes_out"], entry["bytes_in"]) == (404, 9, 5)
     assert (entry["request_id"], entry["worker"], entry["user_agent"]) == ("rid-1", "host-42-abc", "ua")
     assert entry["duration_s"] > 0 and entry["time"] > 0 and entry["referer"] is None
 
@@ -110,9 +124,10 @@ def test_json_line_has_the_fields(access_logger: Any) -> None:
 def test_disabled_log_writes_nothing_but_metrics_still_count(access_logger: Any) -> None:
     metrics = _Metrics()
     log = al.AccessLog(metrics, enabled=False)  # type: ignore[arg-type]
-    log.finished(_request(), _response(), 0.001)
+    log.request_ended(_writer())
+    log.upgrade_ended(_upgrade(), 101, 0)
     access_logger.assert_not_called()
-    assert len(metrics.calls) == 1
+    assert [call[0] for call in metrics.calls] == ["http", "ws"]
 
 
 def test_log_level_above_info_disables_it() -> None:
@@ -121,11 +136,28 @@ def test_log_level_above_info_disables_it() -> None:
         assert not al.AccessLog(_Metrics()).enabled  # type: ignore[arg-type]
 
 
-def test_hook_never_raises(caplog: pytest.LogCaptureFixture) -> None:
-    access = mock.Mock(finished=mock.Mock(side_effect=RuntimeError("bug")))
-    hook = al.hook_class(access)(logging.getLogger(al.ACCESS_LOGGER), "")
-    hook.log(_request(), _response(), 0.1)
-    assert "access log hook failed" in caplog.text
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_an_upgrade_answered_without_a_session_is_a_request(access_logger: Any, log_format: str) -> None:
+    """A refused upgrade (here 403) counts and logs as an HTTP request; a session (101) as a WebSocket."""
+    metrics = _Metrics()
+    log = al.AccessLog(metrics, log_format=log_format)  # type: ignore[arg-type]
+    log.upgrade_ended(_upgrade({"User-Agent": "ua"}), 403, 12)
+    log.upgrade_ended(_upgrade(), 101, 0)
+    assert metrics.calls == [("http", 403, pytest.approx(0.01, abs=5), 0, 12), ("ws",)]
+    first, second = (call.args[0] for call in access_logger.call_args_list)
+    if log_format == "json":
+        entry = json.loads(first)
+        assert (entry["status"], entry["bytes_out"], entry["path"]) == (403, 12, "/ws")
+        assert entry["client"] == PEER[0] and entry["duration_s"] >= 0.01
+        assert (entry["request_id"], entry["worker"], entry["user_agent"]) == ("rid-2", "host-42-abc", "ua")
+        assert json.loads(second)["status"] == 101
+    else:
+        m = COMBINED.match(first)
+        assert m and m[3] == "GET /ws HTTP/1.1"
+        assert (m["status"], m["bytes"], m["rid"]) == ("403", "12", "rid-2")
+        assert m["client"] == PEER[0] and float(m["dur"]) >= 0.01
+        m = COMBINED.match(second)
+        assert m and m["status"] == "101"
 
 
 def test_json_formatter_for_other_records() -> None:
@@ -155,19 +187,24 @@ async def test_one_line_per_request_in_process(
     assert m["worker"] == w.worker_id
 
 
-def test_client_is_the_one_proxy_headers_named(access_logger: Any) -> None:
-    text = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
-    json_log = al.AccessLog(_Metrics(), log_format="json")  # type: ignore[arg-type]
-    for client, logged in ((("203.0.113.9", 0), "203.0.113.9"), (None, None)):  # None: for=unknown
-        request = _request()
-        request[al.CLIENT] = client
-        text.finished(request, _response(), 0.001)
-        m = COMBINED.match(access_logger.call_args.args[0])
-        assert m and m["client"] == (logged or "-")
-        json_log.finished(request, _response(), 0.001)
-        assert json.loads(access_logger.call_args.args[0])["client"] == logged
-    json_log.finished(_request(), _response(), 0.001)  # no proxy headers: the TCP peer
-    assert json.loads(access_logger.call_args.args[0])["client"] == _request().remote
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_client_is_the_one_proxy_headers_named(access_logger: Any, log_format: str) -> None:
+    log = al.AccessLog(_Metrics(), log_format=log_format)  # type: ignore[arg-type]
+    ex, conn = _writer(), _upgrade()
+    log.request_ended(ex)  # no proxy headers: the TCP peer
+    log.upgrade_ended(conn, 101, 0)
+    for client in (("203.0.113.9", 0), None):  # None: for=unknown
+        ex.client_set = conn.client_set = True
+        ex.client = conn.client = client
+        log.request_ended(ex)
+        log.upgrade_ended(conn, 101, 0)
+    lines = [call.args[0] for call in access_logger.call_args_list]
+    if log_format == "json":
+        clients = [json.loads(line)["client"] for line in lines]
+    else:
+        clients = [m["client"] if (m := COMBINED.match(line)) else "unmatched" for line in lines]
+        clients = [None if c == "-" else c for c in clients]
+    assert clients == [PEER[0]] * 2 + ["203.0.113.9"] * 2 + [None] * 2
 
 
 async def test_trusted_proxy_headers_reach_the_line(

@@ -217,6 +217,25 @@ async def test_websocket_sessions_closed_by_the_client_are_counted(start_admin: 
         assert _samples((await http.get(admin + "/metrics")).text).get(key) == 2
 
 
+async def test_the_admin_server_field_follows_the_http_one(start_admin: Any, worker_for: Any) -> None:
+    """Not aiohttp's default (Python and aiohttp versions): ``zasgi``, or none with --no-server-header."""
+    for server, expected in ((True, "zasgi"), (False, None)):
+        fe, admin = await start_admin(headers=cfg.Headers(server=server))
+        w = await worker_for(fe)
+        async with httpx.AsyncClient() as http, _answering(w):
+            for url in (admin + "/healthz", admin + "/metrics", admin + "/no-such-page", fe.url + "/"):
+                resp = await http.get(url)
+                assert resp.headers.get("server") == expected, (server, url, resp.headers)
+        host, port = admin.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")  # aiohttp's parser answers
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer and b"Python" not in answer
+        fe.shutdown.set()  # (one front end at a time: both load http1's module-wide fields)
+        await asyncio.wait_for(fe.task, 10)
+
+
 @pytest.fixture
 async def start_admin(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[Any]:
     """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None); conftest's, plus admin."""

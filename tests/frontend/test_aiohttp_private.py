@@ -51,7 +51,7 @@ PRIVATE_NAMES = [
     (
         "aiohttp.web_response",
         "SERVER_SOFTWARE",
-        "frontend/server.py: the Server field of aiohttp's responses (admin.py)",
+        "frontend/admin.py: the Server field of aiohttp's own answers (parse errors)",
     ),
     ("aiohttp.http_exceptions", "BadHttpMessage", "frontend/parse_errors.py: 400s"),
     ("aiohttp.http_exceptions", "HttpProcessingError", "frontend/connection.py: 4xx from the parser"),
@@ -63,7 +63,6 @@ PRIVATE_NAMES = [
     ),
     ("aiohttp.tcp_helpers", "tcp_keepalive", "frontend/connection.py: SO_KEEPALIVE on accepted sockets"),
     ("aiohttp.web_protocol", "RequestPayloadError", "frontend/connection.py: the parser's payload exception"),
-    ("aiohttp.abc", "AbstractAccessLogger", "frontend/access_log.py: hook_class, an aiohttp access hook"),
 ]
 
 

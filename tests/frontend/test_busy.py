@@ -17,9 +17,16 @@ import pytest
 from frontend import config as cfg
 from wire import events as ev
 
+from .conftest import TIGHT_HEARTBEAT
+
 pytestmark = pytest.mark.timeout(30)
 
 FEATURES = ("http", "trailers", "pulse")
+
+
+@pytest.fixture
+def heartbeat() -> cfg.Heartbeat:
+    return TIGHT_HEARTBEAT  # liveness is what this module is about: silent 0.3 s is lost
 
 
 def routing_id(worker: Any) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 from wire import events as ev
 from wire.events import ResetCode
 
+from .conftest import TIGHT_HEARTBEAT
 from .rawhttp import RawConn, status_of
 
 pytestmark = pytest.mark.timeout(30)
@@ -22,7 +23,8 @@ async def test_welcome_negotiates_features(start_frontend: Any, worker_for: Any)
     w = await worker_for(fe, features=("http", "websocket", "pathsend", "trailers", "future-thing"))
     assert w.welcome is not None
     assert set(w.welcome.features) == {"http", "websocket", "trailers", "pathsend"}  # ipc: pathsend ok
-    assert (w.welcome.heartbeat_ms, w.welcome.liveness) == (100, 3)
+    heartbeat = fe.config.heartbeat
+    assert (w.welcome.heartbeat_ms, w.welcome.liveness) == (heartbeat.interval_ms, heartbeat.liveness)
     assert w.welcome.window_bytes == fe.config.backend.window_bytes
 
 
@@ -76,7 +78,7 @@ async def test_draining_worker_gets_no_new_streams(start_frontend: Any, worker_f
 async def test_silent_worker_is_gone_and_delivered_stream_gets_502(
     start_frontend: Any, worker_for: Any
 ) -> None:
-    fe = await start_frontend()
+    fe = await start_frontend(heartbeat=TIGHT_HEARTBEAT)
     w = await worker_for(fe, window_bytes=10)
     conn = await RawConn.open(fe.port)
     await conn.send(

@@ -15,7 +15,6 @@ from aiohttp.http_writer import _serialize_headers
 from aiohttp.test_utils import make_mocked_request
 
 from frontend import http1, parse_errors
-from frontend.access_log import REQUEST_ID
 from frontend.responses import str_headers
 from wire import events as ev
 
@@ -41,7 +40,7 @@ class _Capture:
 async def _aiohttp_head(request: Any, start: ev.Response) -> bytes:
     """What _respond's general path writes (the code as it stood before the one-write path)."""
     resp = web.StreamResponse(status=start.status, headers=str_headers(start.headers))
-    resp.headers.setdefault("X-Request-ID", request[REQUEST_ID])
+    resp.headers.setdefault("X-Request-ID", RID)
     if resp.content_length is None:
         resp.content_length = len(start.body)
     await resp.prepare(request)
@@ -56,9 +55,7 @@ RID = "0123456789abcdef"
 
 
 def _request(version: Any) -> Any:
-    request = make_mocked_request("GET", "/", version=version, writer=_Capture())
-    request[REQUEST_ID] = RID
-    return request
+    return make_mocked_request("GET", "/", version=version, writer=_Capture())
 
 
 HELLO = [(b"content-type", b"text/plain"), (b"content-length", b"13")]

@@ -16,6 +16,7 @@ from frontend.ws_connection import WsConnection
 from wire import events as ev
 from wire.events import ResetCode
 
+from .conftest import TIGHT_HEARTBEAT
 from .rawhttp import RawConn, header, status_of
 from .ws_helpers import HANDSHAKE, RECEIVE_TIMEOUT_S, WS_FEATURES, connect, receive, ws_setup, ws_url
 
@@ -265,7 +266,7 @@ async def test_worker_side_failures_close_the_client_with_1011(
 
 
 async def test_draining_worker_lost_is_1012(start_frontend: Any, worker_for: Any, session: Any) -> None:
-    fe, w = await ws_setup(start_frontend, worker_for)
+    fe, w = await ws_setup(start_frontend, worker_for, fe_kw={"heartbeat": TIGHT_HEARTBEAT})
     ws, _ = await connect(session, fe, w)
     w.send(ev.Drain())
     w.go_silent()  # expired after liveness x heartbeat (300 ms here)

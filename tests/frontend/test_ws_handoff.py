@@ -14,6 +14,7 @@ from wire import events as ev
 from frontend.stream import MAX_REPLAYS
 from wire.events import ResetCode
 
+from .conftest import TIGHT_HEARTBEAT
 from .ws_helpers import RECEIVE_TIMEOUT_S, WS_FEATURES, connect, receive, ws_setup, ws_url
 
 pytestmark = pytest.mark.timeout(30)
@@ -178,7 +179,7 @@ async def test_resume_lost_to_a_bye_is_retried(start_frontend: Any, worker_for: 
 async def test_resume_lost_before_the_client_saw_it_is_retried_with_every_message(
     start_frontend: Any, worker_for: Any, session: Any
 ) -> None:
-    fe, w1 = await setup(start_frontend, worker_for)
+    fe, w1 = await setup(start_frontend, worker_for, heartbeat=TIGHT_HEARTBEAT)
     ws, conn = await connect(session, fe, w1)
     w1.send(ev.Drain(), ev.WsHandoff(conn.stream_id, {"n": 7}))
     w2 = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
@@ -201,7 +202,7 @@ async def test_resume_lost_before_the_client_saw_it_is_retried_with_every_messag
 async def test_resume_lost_after_the_client_saw_it_is_not_retried(
     start_frontend: Any, worker_for: Any, session: Any
 ) -> None:
-    fe, w1 = await setup(start_frontend, worker_for)
+    fe, w1 = await setup(start_frontend, worker_for, heartbeat=TIGHT_HEARTBEAT)
     ws, conn = await connect(session, fe, w1)
     w1.send(ev.Drain(), ev.WsHandoff(conn.stream_id, None))
     w2 = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)
@@ -219,7 +220,7 @@ async def test_resume_lost_after_the_client_saw_it_is_not_retried(
 async def test_resumes_lost_again_and_again_close_1012(
     start_frontend: Any, worker_for: Any, session: Any
 ) -> None:
-    fe, w1 = await setup(start_frontend, worker_for)
+    fe, w1 = await setup(start_frontend, worker_for, heartbeat=TIGHT_HEARTBEAT)
     ws, conn = await connect(session, fe, w1)
     w1.send(ev.Drain(), ev.WsHandoff(conn.stream_id, "s"))
     dying = await worker_for(fe, ws_capacity=4, features=HANDOFF_FEATURES)

@@ -10,13 +10,13 @@ import signal
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.load import GetLoad
 from tests.helpers.processes import Proc, zasgi
 
 pytestmark = pytest.mark.timeout(120)
@@ -116,48 +116,11 @@ def test_a_front_end_retiring_under_keep_alive_load_fails_nothing(fleet: Fleet) 
     front ends retires: every request is answered 200 (by it, or by the one left)."""
     a, _ = fleet.frontend("a"), fleet.frontend("b")
     fleet.workers("a", "b")
-    stop = threading.Event()
-    results: dict[str, int] = {"ok": 0, "failed": 0}
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def client(keep_alive: bool) -> None:
-        conn: http.client.HTTPConnection | None = None
-        while not stop.is_set():
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", fleet.port, timeout=30)
-                conn.request("GET", "/", headers={} if keep_alive else {"Connection": "close"})
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-                if resp.will_close or not keep_alive:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                ok = False
-                with lock:
-                    errors.append(repr(exc))
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with lock:
-                results["ok" if ok else "failed"] += 1
-        if conn is not None:
-            conn.close()
-
-    threads = [threading.Thread(target=client, args=(i % 2 == 0,), daemon=True) for i in range(6)]
-    for t in threads:
-        t.start()
-    try:
+    with GetLoad(fleet.port, [i % 2 == 0 for i in range(6)]) as load:
         time.sleep(1.5)
-        before = results["ok"]
+        before = load.ok
         a.signal(signal.SIGUSR1)
         assert a.wait_exit(30) == 0
         time.sleep(1.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
-    assert results["failed"] == 0, (results, errors[:5])
-    assert before > 20 and results["ok"] > before + 20
+    assert load.failed == 0, (load.counts, load.errors[:5])
+    assert before > 20 and load.ok > before + 20

@@ -15,7 +15,6 @@ import socket
 import ssl
 import subprocess
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.helpers.load import GetLoad
 from tests.helpers.processes import Proc, zasgi
 from tests.integration.conftest import PROBE, Server, start_run, stop
 
@@ -104,41 +104,8 @@ def test_both_front_ends_get_traffic_and_every_worker_joins_each(fleet2: Server)
 
 def test_rolls_under_keep_alive_load_fail_and_refuse_nothing(fleet2: Server) -> None:
     port = fleet2.host_port[1]
-    stop_event = threading.Event()
-    counts = {"ok": 0, "failed": 0}
-    errors: list[str] = []
-    lock = threading.Lock()
-
-    def client(keep_alive: bool) -> None:
-        conn: http.client.HTTPConnection | None = None
-        while not stop_event.is_set():
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-                conn.request("GET", "/", headers={} if keep_alive else {"Connection": "close"})
-                resp = conn.getresponse()
-                resp.read()
-                ok = resp.status == 200
-                if resp.will_close or not keep_alive:
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as exc:
-                ok = False
-                with lock:
-                    errors.append(repr(exc))
-                if conn is not None:
-                    conn.close()
-                conn = None
-            with lock:
-                counts["ok" if ok else "failed"] += 1
-        if conn is not None:
-            conn.close()
-
-    threads = [threading.Thread(target=client, args=(i % 3 != 0,), daemon=True) for i in range(6)]
-    for t in threads:
-        t.start()
     proc = fleet2.procs[0]
-    try:
+    with GetLoad(port, [i % 3 != 0 for i in range(6)]) as load:
         time.sleep(1.0)
         for roll in range(2):
             reload = subprocess.run(zasgi("reload", "--frontends", "--pid-file", str(fleet2.pid_file)),  # type: ignore[attr-defined]
@@ -147,12 +114,8 @@ def test_rolls_under_keep_alive_load_fail_and_refuse_nothing(fleet2: Server) -> 
             _wait_count(proc, ROLL_DONE, roll + 1, 60)
             _wait_count(proc, "retired and exited", 2 * (roll + 1), 60)  # the old ones drained
             time.sleep(0.5)
-    finally:
-        stop_event.set()
-        for t in threads:
-            t.join(30)
-    assert counts["failed"] == 0, (counts, errors[:5])
-    assert counts["ok"] > 200
+    assert load.failed == 0, (load.counts, load.errors[:5])
+    assert load.ok > 200
     assert "front-end roll stopped" not in proc.log()
     assert len(_admins(fleet2)) == 2 and _get(port) == 200
 
