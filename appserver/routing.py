@@ -46,7 +46,7 @@ from wire import events as ev
 
 from .cycle import HttpCycle
 from .stream import Emit, EndOfTick, StreamSettings
-from .websocket import WebSocketCycle
+from .websocket import IdleCredit, WebSocketCycle
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class StreamRouter:
         whose body was still arriving when it opened (not a fair sample)."""
         self._loop = asyncio.get_running_loop()
         self._defer = EndOfTick(self._loop).defer  # the HTTP responses' end-of-tick flushes
+        self._idle_credit = IdleCredit(self._loop)  # the WebSockets' idle credit, swept together
         self.http_tasks: set[asyncio.Task[None]] = set()
         self.ws_tasks: set[asyncio.Task[None]] = set()
         self._app = app
@@ -211,7 +212,7 @@ class StreamRouter:
         try:
             cycle = WebSocketCycle(
                 opener, emit=self._post, settings=self._settings, on_closed=self._on_closed,
-                draining=self._is_draining,
+                draining=self._is_draining, idle_credit=self._idle_credit,
             )  # fmt: skip
         except ProtocolViolation as exc:
             self._protocol_error(opener.stream_id, str(exc))

@@ -14,8 +14,10 @@ it, with what code), which decides what ``receive()`` and ``send()`` do next.
 * ``receive()``: ``websocket.connect`` first; then queued messages in order;
   then ``websocket.disconnect`` with the close code (1006 for a RESET or a
   lost front end). Credit for a message (len + 32, Rule 15) goes back as the
-  app takes it, batched, and flushed whenever the app waits with nothing
-  queued.
+  app takes it, batched (half the window), and the rest once the app waits
+  with nothing queued: at once without an ``IdleCredit``, else in its next
+  sweep (``IDLE_CREDIT_DELAY_S``), so an echo does not cost a CREDIT per
+  message each way.
 * ``send()``: ``websocket.send`` waits while the send window is spent, so a
   slow client pauses the app. Once the connection went away under the app
   (client close, RESET, drain) sends raise ``ClientDisconnected``; sends the
@@ -65,6 +67,10 @@ ABNORMAL_CLOSURE = 1006  # RFC 6455: never sent, reported when the connection ju
 INTERNAL_ERROR = 1011
 SERVICE_RESTART = 1012
 MAX_HANDOFF_STATE_BYTES = 64 * 1024  # encoded: it crosses the front end twice, in a header frame
+# How long an idle app's leftover credit waits (IdleCredit). The front end is never blocked by it:
+# credit goes back at once past half the window, so an idle app leaves the sender over half of it.
+# Only the front end's copies of unconsumed messages (Rule 22) wait that long longer.
+IDLE_CREDIT_DELAY_S = 0.05
 
 
 class ClosedBy(Enum):
@@ -82,10 +88,38 @@ class Handoff(Enum):
     HANDED_OFF = "handed off"  # WS_HANDOFF sent: the session goes on on another worker
 
 
+class IdleCredit:
+    """The credit idle WebSocket apps owe, sent for all of them in one sweep ``IDLE_CREDIT_DELAY_S`` later.
+
+    Flushing at once whenever the app waits with nothing queued (Rule 17's
+    "idle") made an echo cost a CREDIT per message: encoded here, decoded and
+    routed by the front end. One per connection (StreamRouter); one timer for all
+    its WebSockets, and only while one of them owes credit.
+    """
+
+    __slots__ = ("_loop", "_owing", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._owing: dict[WebSocketCycle, None] = {}  # (ordered: credit leaves in idle order)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def owe(self, cycle: WebSocketCycle) -> None:
+        self._owing[cycle] = None
+        if self._timer is None:
+            self._timer = self._loop.call_later(IDLE_CREDIT_DELAY_S, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        owing, self._owing = self._owing, {}
+        for cycle in owing:
+            cycle.flush_credit()
+
+
 class WebSocketCycle:
     __slots__ = ("stream_id", "scope", "task", "_emit", "_settings", "_on_closed", "_draining", "_ws",
                  "_gate", "_recv", "_inbox", "_readable", "_greeted", "_ending", "_denial",
-                 "_handoff")  # fmt: skip
+                 "_handoff", "_idle_credit")  # fmt: skip
 
     def __init__(
         self,
@@ -95,8 +129,10 @@ class WebSocketCycle:
         settings: StreamSettings,
         on_closed: Callable[[WebSocketCycle], None] | None = None,
         draining: Callable[[], bool] | None = None,
+        idle_credit: IdleCredit | None = None,
     ) -> None:
-        """``draining()`` says the worker drains: an app opting in then is offered the handoff at once."""
+        """``draining()`` says the worker drains: an app opting in then is offered the handoff at once.
+        ``idle_credit``: where an idle app's leftover credit waits (None: it goes at once)."""
         resumed = type(opener) is ev.WsResume
         if isinstance(opener, ev.WsResume):
             connect = replace(opener.connect, stream_id=opener.stream_id)
@@ -113,6 +149,7 @@ class WebSocketCycle:
         self._settings = settings
         self._on_closed = on_closed
         self._draining = draining
+        self._idle_credit = idle_credit
         self._handoff = Handoff.RESUMED if resumed else Handoff.OFF
         self._ws = WsTracker(resumed=resumed)
         self._gate = CreditGate(settings.response_window_bytes)
@@ -287,8 +324,16 @@ class WebSocketCycle:
             ending = self._ending
             if ending is not None:
                 return {"type": "websocket.disconnect", "code": ending[1], "reason": ending[2]}
-            self._credit(self._recv.flush())  # idle: return everything consumed
+            if self._recv.unreturned:  # idle: return everything consumed, now or in the next sweep
+                if self._idle_credit is None:
+                    self._credit(self._recv.flush())
+                else:
+                    self._idle_credit.owe(self)
             await self._readable.wait()
+
+    def flush_credit(self) -> None:
+        """Credit everything the app consumed (IdleCredit's sweep)."""
+        self._credit(self._recv.flush())
 
     def _credit(self, n: int) -> None:
         if n > 0 and self._ws.state is WsState.OPEN:

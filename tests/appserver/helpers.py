@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from appserver.cycle import HttpCycle, StreamSettings
-from appserver.websocket import WebSocketCycle
+from appserver.websocket import IdleCredit, WebSocketCycle
 from wire import events as ev
 
 WAIT_S = 5.0
@@ -114,6 +114,7 @@ class WsHarness:
         max_payload_bytes: int = 1 << 20,
         ws_denial: bool = True,
         state: dict[str, Any] | None = None,
+        idle_credit: IdleCredit | None = None,
     ) -> None:
         self.emitted: list[Any] = []
         self.closed: list[WebSocketCycle] = []
@@ -130,6 +131,7 @@ class WsHarness:
             emit=self.emitted.append,
             settings=settings,
             on_closed=self.closed.append,
+            idle_credit=idle_credit,
         )
         self.task: asyncio.Task[None] | None = None
 

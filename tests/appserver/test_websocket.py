@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from appserver.stream import ClientDisconnected
+from appserver.websocket import IDLE_CREDIT_DELAY_S, IdleCredit
 from wire import ProtocolViolation, ResetCode, WsState
 from wire import events as ev
 
@@ -261,6 +262,25 @@ async def test_credit_goes_back_as_the_app_receives_batched_then_flushed_when_id
     release.set()
     await until(lambda: sum(c.bytes for c in h.of(ev.Credit)) == 800)
     assert [c.bytes for c in h.of(ev.Credit)] == [600, 200]  # half the window, then the idle flush
+    h.cycle.feed(ev.WsClose(1, 1000, ""))
+    await h.finish()
+
+
+async def test_an_echoing_app_credits_its_idle_leftovers_in_one_sweep_not_per_message() -> None:
+    h = WsHarness(request_window_bytes=1000, idle_credit=IdleCredit(asyncio.get_running_loop()))
+
+    async def body(receive: Any, send: Any) -> None:
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+    await accept_then(h, body)
+    for i in range(1, 6):  # each one received and echoed before the next: the app goes idle 5 times
+        h.cycle.feed(ev.WsMessage(1, False, b"x" * 8))  # cost 40
+        await until(lambda: len(h.of(ev.WsMessage)) == i)
+        await settle()
+    assert len(h.of(ev.WsMessage)) == 5 and h.of(ev.Credit) == []  # not one CREDIT per message
+    await asyncio.sleep(IDLE_CREDIT_DELAY_S * 2)
+    assert h.of(ev.Credit) == [ev.Credit(1, 5 * 40)]  # everything consumed, in one sweep
     h.cycle.feed(ev.WsClose(1, 1000, ""))
     await h.finish()
 

@@ -325,7 +325,7 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         *([Server("zasgi@base w1", main | w1, zasgi(1, tree=baseline))] if baseline is not None else []),
         *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
         Server("zasgi w1", main | {"scaleout", "h2", "fastapi"} | w1, zasgi(1)),
-        Server("zasgi w2", {"hello", "download", "h2", "fastapi"} | w2, zasgi(2)),
+        Server("zasgi w2", {"hello", "download", "h2", "fastapi", "ws"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
         # Two front ends on the port (issue 19): what a second core of HTTP is worth.
