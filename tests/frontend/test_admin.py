@@ -7,17 +7,14 @@ import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from frontend import config as cfg
-from frontend.server import serve
-from tests.frontend.conftest import Frontend, make_config
+from tests.frontend.conftest import Frontend
 from wire import events as ev
 
 pytestmark = pytest.mark.timeout(30)
@@ -237,33 +234,16 @@ async def test_the_admin_server_field_follows_the_http_one(start_admin: Any, wor
 
 
 @pytest.fixture
-async def start_admin(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[Any]:
-    """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None); conftest's, plus admin."""
-    running: list[Frontend] = []
+def start_admin(start_frontend: Any) -> Any:
+    """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None): start_frontend's,
+    with the admin endpoint on a free port unless told otherwise."""
 
     async def start(**overrides: Any) -> tuple[Frontend, str | None]:
         overrides.setdefault("admin", cfg.Admin(port=0))
-        config = make_config(tmp_path, **overrides)
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        shutdown = asyncio.Event()
-        task = asyncio.ensure_future(
-            serve(config, ready=ready.set_result, shutdown=shutdown, zmq_context=zmq_ctx)
-        )
-        await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # raises what serve() raised
-        fields = ready.result().split(" ")
-        admin = fields[4].removeprefix("admin=") if len(fields) > 4 else None
-        fe = Frontend(config, fields[2], fields[3].removeprefix("backend="), shutdown, task)
-        running.append(fe)
-        return fe, admin
+        fe = await start_frontend(**overrides)
+        return fe, fe.admin
 
-    yield start
-    for fe in running:
-        for worker in fe.workers:
-            worker.close()
-        fe.shutdown.set()
-        await asyncio.wait_for(fe.task, 10)
+    return start
 
 
 async def test_a_busy_worker_in_workers_json_and_metrics(start_admin: Any, worker_for: Any) -> None:
