@@ -8,10 +8,12 @@
 Kept apart from the client-facing listener so that probes and scrapes never
 wait behind client traffic, are never exposed with it, and never appear in
 the access log or the request metrics. Everything is read from the
-dispatcher when asked; nothing here runs between requests. Its ``Server``
-field follows the client-facing one (``server``: ``zasgi``, or none with
---no-server-header), not aiohttp's default (which names Python, aiohttp and
-their versions); only a request aiohttp's parser refused gets "zasgi" always.
+dispatcher when asked; nothing here runs between requests. Its responses get
+the fields the client-facing ones get (``fields``: ``Server: zasgi`` unless
+--no-server-header, ``Date`` unless --no-date-header, the --header fields),
+not aiohttp's ``Server`` (which names Python, aiohttp and their versions);
+only a request aiohttp's parser refused gets aiohttp's own fields, with
+``Server: zasgi``.
 
 A port given by the operator that cannot be bound stops the front end (one
 line); the default one (``Admin.required`` false) only turns the endpoint off,
@@ -30,6 +32,7 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from .config import Admin as AdminConfig
+from .config import Headers
 from .http1 import SERVER_NAME
 from .metrics import Metrics
 
@@ -46,11 +49,11 @@ class Admin:
         dispatcher: Dispatcher,
         metrics: Metrics,
         *,
-        server: str | None,
+        fields: Headers,
         reuse_port: bool = False,
     ) -> None:
         self._config = config
-        self._server = server  # the Server field's value, None: no Server field
+        self._fields = fields
         self._reuse_port = reuse_port  # beside our predecessor on its port during a front-end roll
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -75,7 +78,7 @@ class Admin:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/workers", self._workers)
         app.router.add_get("/", self._index)
-        app.on_response_prepare.append(self._server_field)
+        app.on_response_prepare.append(self._add_fields)
         # aiohttp's own answers (a request its parser refused) skip that hook and take this
         # module global: there at least "zasgi", not the Python and aiohttp versions.
         aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
@@ -111,12 +114,17 @@ class Admin:
 
     # ------------------------------------------------------------ handlers
 
-    async def _server_field(self, request: web.Request, response: web.StreamResponse) -> None:
-        # Runs after aiohttp filled in its own Server field, before the head is written.
-        if self._server is None:
-            response.headers.popall("Server", None)
+    async def _add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Runs after aiohttp filled in its own Server and Date fields, before the head is written.
+        fields, headers = self._fields, response.headers
+        if fields.server:
+            headers["Server"] = SERVER_NAME
         else:
-            response.headers["Server"] = self._server
+            headers.popall("Server", None)
+        if not fields.date:
+            headers.popall("Date", None)
+        for name, value in fields.extra:
+            headers.setdefault(name, value)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

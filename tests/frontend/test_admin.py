@@ -214,15 +214,19 @@ async def test_websocket_sessions_closed_by_the_client_are_counted(start_admin: 
         assert _samples((await http.get(admin + "/metrics")).text).get(key) == 2
 
 
-async def test_the_admin_server_field_follows_the_http_one(start_admin: Any, worker_for: Any) -> None:
-    """Not aiohttp's default (Python and aiohttp versions): ``zasgi``, or none with --no-server-header."""
-    for server, expected in ((True, "zasgi"), (False, None)):
-        fe, admin = await start_admin(headers=cfg.Headers(server=server))
+async def test_the_admin_fields_follow_the_http_ones(start_admin: Any, worker_for: Any) -> None:
+    """Server, Date and --header as on the client-facing port; not aiohttp's Server field (Python and
+    aiohttp versions)."""
+    on = cfg.Headers(extra=(("X-Frame-Options", "DENY"),))
+    off = cfg.Headers(server=False, date=False)
+    for fields, server, date, frame in ((on, "zasgi", True, "DENY"), (off, None, False, None)):
+        fe, admin = await start_admin(headers=fields)
         w = await worker_for(fe)
         async with httpx.AsyncClient() as http, _answering(w):
             for url in (admin + "/healthz", admin + "/metrics", admin + "/no-such-page", fe.url + "/"):
-                resp = await http.get(url)
-                assert resp.headers.get("server") == expected, (server, url, resp.headers)
+                headers = (await http.get(url)).headers
+                seen = (headers.get("server"), "date" in headers, headers.get("x-frame-options"))
+                assert seen == (server, date, frame), (url, headers)
         host, port = admin.removeprefix("http://").rsplit(":", 1)
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")  # aiohttp's parser answers
