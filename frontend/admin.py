@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp.web_response as aiohttp_response
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
 from .config import Admin as AdminConfig
@@ -40,6 +41,25 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
+
+
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a request its parser refused as an error with a traceback: bad input is no bug of
+    ours, so one warning line instead (as uvicorn's "Invalid HTTP request received")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            what = (str(exc.message).splitlines() or [""])[0][:100]  # its first line: no request bytes
+            record.msg, record.args = "admin endpoint: bad request from %s (%d %s)", (peer, exc.code, what)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_server_log = logging.getLogger(__name__ + ".server")  # the log of aiohttp's request handler
+_server_log.addFilter(_BadRequestsInOneLine())
 
 
 class Admin:
@@ -82,7 +102,7 @@ class Admin:
         # aiohttp's own answers (a request its parser refused) skip that hook and take this
         # module global: there at least "zasgi", not the Python and aiohttp versions.
         aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_log)
         await runner.setup()
         try:
             await web.TCPSite(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -227,14 +228,26 @@ async def test_the_admin_fields_follow_the_http_ones(start_admin: Any, worker_fo
                 headers = (await http.get(url)).headers
                 seen = (headers.get("server"), "date" in headers, headers.get("x-frame-options"))
                 assert seen == (server, date, frame), (url, headers)
-        host, port = admin.removeprefix("http://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")  # aiohttp's parser answers
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer and b"Python" not in answer
         fe.shutdown.set()  # (one front end at a time: both load http1's module-wide fields)
         await asyncio.wait_for(fe.task, 10)
+
+
+async def test_a_request_the_admin_parser_refuses_is_a_400_and_one_log_line(
+    start_admin: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp answers it (its own fields, but Server: zasgi) and would log a traceback."""
+    _, admin = await start_admin()
+    host, port = admin.removeprefix("http://").rsplit(":", 1)
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer
+    assert b"\r\nServer: zasgi\r\n" in answer and b"Python" not in answer
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert record.getMessage() == "admin endpoint: bad request from 127.0.0.1 (400 Invalid header token:)"
 
 
 @pytest.fixture
