@@ -8,10 +8,12 @@
 Kept apart from the client-facing listener so that probes and scrapes never
 wait behind client traffic, are never exposed with it, and never appear in
 the access log or the request metrics. Everything is read from the
-dispatcher when asked; nothing here runs between requests. Its ``Server``
-field follows the client-facing one (``server``: ``zasgi``, or none with
---no-server-header), not aiohttp's default (which names Python, aiohttp and
-their versions); only a request aiohttp's parser refused gets "zasgi" always.
+dispatcher when asked; nothing here runs between requests. Its responses get
+the fields the client-facing ones get (``fields``: ``Server: zasgi`` unless
+--no-server-header, ``Date`` unless --no-date-header, the --header fields),
+not aiohttp's ``Server`` (which names Python, aiohttp and their versions);
+only a request aiohttp's parser refused gets aiohttp's own fields, with
+``Server: zasgi``.
 
 A port given by the operator that cannot be bound stops the front end (one
 line); the default one (``Admin.required`` false) only turns the endpoint off,
@@ -27,9 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp.web_response as aiohttp_response
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client.exposition import choose_encoder
 
 from .config import Admin as AdminConfig
+from .config import Headers
 from .http1 import SERVER_NAME
 from .metrics import Metrics
 
@@ -39,6 +43,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _BadRequestsInOneLine(logging.Filter):
+    """aiohttp logs a request its parser refused as an error with a traceback: bad input is no bug of
+    ours, so one warning line instead (as uvicorn's "Invalid HTTP request received")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            peer = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            what = (str(exc.message).splitlines() or [""])[0][:100]  # its first line: no request bytes
+            record.msg, record.args = "admin endpoint: bad request from %s (%d %s)", (peer, exc.code, what)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_server_log = logging.getLogger(__name__ + ".server")  # the log of aiohttp's request handler
+_server_log.addFilter(_BadRequestsInOneLine())
+
+
 class Admin:
     def __init__(
         self,
@@ -46,11 +69,11 @@ class Admin:
         dispatcher: Dispatcher,
         metrics: Metrics,
         *,
-        server: str | None,
+        fields: Headers,
         reuse_port: bool = False,
     ) -> None:
         self._config = config
-        self._server = server  # the Server field's value, None: no Server field
+        self._fields = fields
         self._reuse_port = reuse_port  # beside our predecessor on its port during a front-end roll
         self._dispatcher = dispatcher
         self._metrics = metrics
@@ -75,11 +98,11 @@ class Admin:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/workers", self._workers)
         app.router.add_get("/", self._index)
-        app.on_response_prepare.append(self._server_field)
+        app.on_response_prepare.append(self._add_fields)
         # aiohttp's own answers (a request its parser refused) skip that hook and take this
         # module global: there at least "zasgi", not the Python and aiohttp versions.
         aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_log)
         await runner.setup()
         try:
             await web.TCPSite(
@@ -111,12 +134,17 @@ class Admin:
 
     # ------------------------------------------------------------ handlers
 
-    async def _server_field(self, request: web.Request, response: web.StreamResponse) -> None:
-        # Runs after aiohttp filled in its own Server field, before the head is written.
-        if self._server is None:
-            response.headers.popall("Server", None)
+    async def _add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Runs after aiohttp filled in its own Server and Date fields, before the head is written.
+        fields, headers = self._fields, response.headers
+        if fields.server:
+            headers["Server"] = SERVER_NAME
         else:
-            response.headers["Server"] = self._server
+            headers.popall("Server", None)
+        if not fields.date:
+            headers.popall("Date", None)
+        for name, value in fields.extra:
+            headers.setdefault(name, value)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")

@@ -121,7 +121,7 @@ async def serve(
     try:
         dispatcher.start()
         services = Services(config, dispatcher, ssl_context=ssl_context, frontend_id=frontend_id)
-        admin = Admin(config.admin, dispatcher, services.metrics, server=_server_field(config),
+        admin = Admin(config.admin, dispatcher, services.metrics, fields=config.headers,
                       reuse_port=reuse_port)  # fmt: skip
         http = HttpServer(config, services)
         listener = None
@@ -423,12 +423,8 @@ def _signals(shutdown: asyncio.Event, force: asyncio.Event, retire: asyncio.Even
             loop.remove_signal_handler(sig)
 
 
-def _server_field(config: FrontendConfig) -> str | None:
-    """The Server field's value (None: --no-server-header), for our responses and the admin endpoint's."""
-    return http1.SERVER_NAME if config.headers.server else None
-
-
 def _configure_headers(config: FrontendConfig) -> None:
-    """The fields our HTTP/1 responses add (http1)."""
+    """The fields our HTTP/1 responses add (http1; the admin endpoint's: admin.py)."""
     headers = config.headers
-    http1.configure(server=_server_field(config), date=headers.date, extra=headers.extra)
+    http1.configure(server=http1.SERVER_NAME if headers.server else None, date=headers.date,
+                    extra=headers.extra)  # fmt: skip

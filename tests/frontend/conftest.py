@@ -63,6 +63,7 @@ class Frontend:
     shutdown: asyncio.Event
     task: asyncio.Task[None]
     workers: list[ScriptedWorker] = field(default_factory=list)
+    admin: str | None = None  # the admin endpoint's URL, when it is on
 
     @property
     def port(self) -> int:
@@ -113,12 +114,13 @@ async def start_frontend(
         task = asyncio.ensure_future(
             serve(config, ready=ready.set_result, shutdown=shutdown, zmq_context=zmq_ctx)
         )
-        await asyncio.wait({task, ready}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             task.result()  # raises what serve() raised
-        line = ready.result()  # zasgi-ready frontend http://H:P backend=E
-        _, _, url, backend = line.split(" ")[:4]  # admin=URL may follow
-        fe = Frontend(config, url, backend.removeprefix("backend="), shutdown, task)
+        fields = ready.result().split(" ")  # zasgi-ready frontend http://H:P backend=E [admin=URL]
+        fe = Frontend(config, fields[2], fields[3].removeprefix("backend="), shutdown, task)
+        if len(fields) > 4:
+            fe.admin = fields[4].removeprefix("admin=")
         running.append(fe)
         return fe
 

@@ -99,6 +99,17 @@ class ScriptedWorker:
     async def request(self, timeout: float = DEFAULT_TIMEOUT_S) -> ev.Request:
         return await self.expect(ev.Request, timeout=timeout)
 
+    async def expect_past(self, kind: type, *passed: type, timeout: float = DEFAULT_TIMEOUT_S) -> Any:
+        """The next ``kind`` event, events of the ``passed`` kinds on the way skipped; all within
+        ``timeout`` (however many are skipped)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for _ in range(100_000):
+            event = await self.expect(kind, *passed, timeout=deadline - loop.time())
+            if type(event) is kind:
+                return event
+        raise AssertionError(f"no {kind.__name__} among 100000 events")
+
     def respond(self, stream_id: int, status: int = 200, headers: tuple[tuple[bytes, bytes], ...] = (),
                 body: bytes = b"", *, more_body: bool = False, trailers: bool = False) -> None:  # fmt: skip
         self.send(ev.Response(stream_id, status, headers, body, more_body, trailers))
@@ -121,10 +132,8 @@ class ScriptedWorker:
 
     async def ws_message(self, timeout: float = DEFAULT_TIMEOUT_S) -> ev.WsMessage:
         """The next WS_MESSAGE (CREDIT events on the way are skipped)."""
-        while True:
-            event = await self.expect(ev.WsMessage, ev.Credit, timeout=timeout)
-            if type(event) is ev.WsMessage:
-                return event
+        event: ev.WsMessage = await self.expect_past(ev.WsMessage, ev.Credit, timeout=timeout)
+        return event
 
     def go_silent(self) -> None:
         self.heartbeats = False

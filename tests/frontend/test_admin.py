@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import zmq
 from prometheus_client.parser import text_string_to_metric_families
 
 from frontend import config as cfg
-from frontend.server import serve
-from tests.frontend.conftest import Frontend, make_config
+from tests.frontend.conftest import Frontend
 from wire import events as ev
 
 pytestmark = pytest.mark.timeout(30)
@@ -217,53 +215,52 @@ async def test_websocket_sessions_closed_by_the_client_are_counted(start_admin: 
         assert _samples((await http.get(admin + "/metrics")).text).get(key) == 2
 
 
-async def test_the_admin_server_field_follows_the_http_one(start_admin: Any, worker_for: Any) -> None:
-    """Not aiohttp's default (Python and aiohttp versions): ``zasgi``, or none with --no-server-header."""
-    for server, expected in ((True, "zasgi"), (False, None)):
-        fe, admin = await start_admin(headers=cfg.Headers(server=server))
+async def test_the_admin_fields_follow_the_http_ones(start_admin: Any, worker_for: Any) -> None:
+    """Server, Date and --header as on the client-facing port; not aiohttp's Server field (Python and
+    aiohttp versions)."""
+    on = cfg.Headers(extra=(("X-Frame-Options", "DENY"),))
+    off = cfg.Headers(server=False, date=False)
+    for fields, server, date, frame in ((on, "zasgi", True, "DENY"), (off, None, False, None)):
+        fe, admin = await start_admin(headers=fields)
         w = await worker_for(fe)
         async with httpx.AsyncClient() as http, _answering(w):
             for url in (admin + "/healthz", admin + "/metrics", admin + "/no-such-page", fe.url + "/"):
-                resp = await http.get(url)
-                assert resp.headers.get("server") == expected, (server, url, resp.headers)
-        host, port = admin.removeprefix("http://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")  # aiohttp's parser answers
-        answer = await asyncio.wait_for(reader.read(), 10)
-        writer.close()
-        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer and b"Python" not in answer
+                headers = (await http.get(url)).headers
+                seen = (headers.get("server"), "date" in headers, headers.get("x-frame-options"))
+                assert seen == (server, date, frame), (url, headers)
         fe.shutdown.set()  # (one front end at a time: both load http1's module-wide fields)
         await asyncio.wait_for(fe.task, 10)
 
 
+async def test_a_request_the_admin_parser_refuses_is_a_400_and_one_log_line(
+    start_admin: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp answers it (its own fields, but Server: zasgi) and would log a traceback."""
+    _, admin = await start_admin()
+    host, port = admin.removeprefix("http://").rsplit(":", 1)
+    with caplog.at_level(logging.INFO):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.") and b" 400 " in answer
+    assert b"\r\nServer: zasgi\r\n" in answer and b"Python" not in answer
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert (record.levelname, record.exc_info) == ("WARNING", None)
+    assert record.getMessage() == "admin endpoint: bad request from 127.0.0.1 (400 Invalid header token:)"
+
+
 @pytest.fixture
-async def start_admin(tmp_path: Path, zmq_ctx: zmq.Context[Any]) -> AsyncIterator[Any]:
-    """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None); conftest's, plus admin."""
-    running: list[Frontend] = []
+def start_admin(start_frontend: Any) -> Any:
+    """``await start_admin(**config_overrides)`` -> (Frontend, admin URL or None): start_frontend's,
+    with the admin endpoint on a free port unless told otherwise."""
 
     async def start(**overrides: Any) -> tuple[Frontend, str | None]:
         overrides.setdefault("admin", cfg.Admin(port=0))
-        config = make_config(tmp_path, **overrides)
-        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        shutdown = asyncio.Event()
-        task = asyncio.ensure_future(
-            serve(config, ready=ready.set_result, shutdown=shutdown, zmq_context=zmq_ctx)
-        )
-        await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            task.result()  # raises what serve() raised
-        fields = ready.result().split(" ")
-        admin = fields[4].removeprefix("admin=") if len(fields) > 4 else None
-        fe = Frontend(config, fields[2], fields[3].removeprefix("backend="), shutdown, task)
-        running.append(fe)
-        return fe, admin
+        fe = await start_frontend(**overrides)
+        return fe, fe.admin
 
-    yield start
-    for fe in running:
-        for worker in fe.workers:
-            worker.close()
-        fe.shutdown.set()
-        await asyncio.wait_for(fe.task, 10)
+    return start
 
 
 async def test_a_busy_worker_in_workers_json_and_metrics(start_admin: Any, worker_for: Any) -> None:

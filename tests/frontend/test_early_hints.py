@@ -15,6 +15,7 @@ from wire import codec
 from wire import events as ev
 from wire.events import ResetCode
 
+from .cli_config import build, run_argv
 from .rawh2 import h2_setup
 from .rawhttp import RawConn
 from .scripted_worker import ScriptedWorker
@@ -123,31 +124,13 @@ async def test_hints_from_a_worker_without_the_feature_are_a_protocol_error(
     assert (await conn.read_head()).startswith(b"HTTP/1.1 502 ")
 
 
-def _build(args: list[str]) -> cfg.FrontendConfig:
-    from frontend import cli
-
-    return cli.build_config(cli.command.make_context("frontend", args).params)
-
-
 def test_the_option_is_off_by_default_and_set_by_flag_or_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cfg.FrontendConfig().http.early_hints is False and _build([]).http.early_hints is False
-    assert _build(["--early-hints"]).http.early_hints is True
+    assert cfg.FrontendConfig().http.early_hints is False and build([]).http.early_hints is False
+    assert build(["--early-hints"]).http.early_hints is True
     monkeypatch.setenv("ZASGI_EARLY_HINTS", "true")
-    assert _build([]).http.early_hints is True
-    assert _build(["--no-early-hints"]).http.early_hints is False
+    assert build([]).http.early_hints is True
+    assert build(["--no-early-hints"]).http.early_hints is False
 
 
 def test_zasgi_run_passes_it_on_from_a_config_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from click.testing import CliRunner
-
-    from appserver import cli as zasgi_cli
-    from appserver.commands import process
-
-    seen: list[Any] = []
-    monkeypatch.setattr(process, "supervise", lambda supervisor, *, banner: seen.append(supervisor) or 0)
-    monkeypatch.setattr(process, "setup_logging", lambda *args: None)
-    path = tmp_path / "zasgi.toml"
-    path.write_text("early-hints = true\n")
-    result = CliRunner().invoke(zasgi_cli.main, ["run", "a:b", "-c", str(path)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    assert "--early-hints" in list(seen[0].fleet.argv)
+    assert "--early-hints" in run_argv(tmp_path, monkeypatch, "early-hints = true\n")

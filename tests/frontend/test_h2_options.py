@@ -7,14 +7,11 @@ from typing import Any
 
 import pytest
 
-from frontend import cli
 from frontend import config as cfg
 from frontend.h2_session import H2Limits
 from wire import frontend_options as fo
 
-
-def build(args: list[str]) -> cfg.FrontendConfig:
-    return cli.build_config(cli.command.make_context("frontend", args).params)
+from .cli_config import build, run_argv
 
 
 def test_on_by_default_with_the_table_defaults() -> None:
@@ -48,18 +45,6 @@ def test_a_bad_stream_limit_is_a_usage_error() -> None:
 
 
 def test_zasgi_run_passes_them_on_from_a_config_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from click.testing import CliRunner
-
-    from appserver import cli as zasgi_cli
-    from appserver.commands import process
-
-    seen: list[Any] = []
-    monkeypatch.setattr(process, "supervise", lambda supervisor, *, banner: seen.append(supervisor) or 0)
-    monkeypatch.setattr(process, "setup_logging", lambda *args: None)
-    path = tmp_path / "zasgi.toml"
-    path.write_text("http2 = false\nhttp2-max-concurrent-streams = 50\n")
-    result = CliRunner().invoke(zasgi_cli.main, ["run", "a:b", "-c", str(path)], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    argv = list(seen[0].fleet.argv)  # zasgi run's front ends (appserver/fleet.py)
+    argv = run_argv(tmp_path, monkeypatch, "http2 = false\nhttp2-max-concurrent-streams = 50\n")
     assert "--no-http2" in argv
     assert argv[argv.index("--http2-max-concurrent-streams") + 1] == "50"

@@ -118,11 +118,9 @@ def listener() -> Any:
 
 
 async def _answer(w: ScriptedWorker, body: bytes = b"ok") -> ev.Request:
-    while True:
-        event = await w.expect(ev.Request, ev.Credit)
-        if type(event) is ev.Request:
-            w.respond(event.stream_id, 200, ((b"content-length", b"%d" % len(body)),), body)
-            return event
+    event: ev.Request = await w.expect_past(ev.Request, ev.Credit)
+    w.respond(event.stream_id, 200, ((b"content-length", b"%d" % len(body)),), body)
+    return event
 
 
 async def test_keep_alive_connection_gets_connection_close_on_its_next_response(

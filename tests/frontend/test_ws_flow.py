@@ -115,10 +115,7 @@ async def test_http_served_among_websockets(start_frontend: Any, worker_for: Any
         for _ in range(50):
             await ws.send_str("chatter")
     pending = asyncio.ensure_future(session.get(fe.url + "/plain"))
-    while True:  # the REQUEST comes among the WS_MESSAGEs
-        event = await w.expect(ev.Request, ev.WsMessage, ev.Credit)
-        if type(event) is ev.Request:
-            break
+    event = await w.expect_past(ev.Request, ev.WsMessage, ev.Credit)  # among the WS_MESSAGEs
     w.respond(event.stream_id, 200, (), b"ok")
     resp = await asyncio.wait_for(pending, 5)
     assert resp.status == 200 and await resp.read() == b"ok"

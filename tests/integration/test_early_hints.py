@@ -44,20 +44,20 @@ def received(trace: bytes) -> list[bytes]:
 
 
 @needs_curl
-def test_curl_http2_prior_knowledge_shows_the_103_before_the_200(server: Server) -> None:
-    body, trace = curl_v("--http2-prior-knowledge", server.url + "/early-hints")
+@pytest.mark.parametrize(
+    ("flag", "hint", "final"),
+    [
+        ("--http2-prior-knowledge", b"http/2 103", b"http/2 200"),  # always on HTTP/2
+        ("--http1.1", b"http/1.1 103 early hints", b"http/1.1 200 ok"),  # with --early-hints
+    ],
+)
+def test_curl_shows_the_103_before_the_final_response(
+    server: Server, flag: str, hint: bytes, final: bytes
+) -> None:
+    body, trace = curl_v(flag, server.url + "/early-hints")
     lines = received(trace)
-    assert b"http/2 103" in lines and LINK in lines, trace.decode()
-    assert lines.index(b"http/2 103") < lines.index(b"http/2 200")
-    assert json.loads(body) == {"offered": True, "error": ""}
-
-
-@needs_curl
-def test_curl_http11_shows_the_103_with_the_option(server: Server) -> None:
-    body, trace = curl_v("--http1.1", server.url + "/early-hints")
-    lines = received(trace)
-    assert b"http/1.1 103 early hints" in lines and LINK in lines, trace.decode()
-    assert lines.index(b"http/1.1 103 early hints") < lines.index(b"http/1.1 200 ok")
+    assert hint in lines and LINK in lines, trace.decode()
+    assert lines.index(hint) < lines.index(final)
     assert json.loads(body) == {"offered": True, "error": ""}
 
 
