@@ -48,7 +48,7 @@ from wire import logsetup
 if TYPE_CHECKING:
     from .metrics import Metrics
     from .pool import WorkerRecord
-    from .response import ResponseWriter
+    from .writer import RequestWriter
 
 ACCESS_LOGGER = "zasgi.access"
 _Key: Any = getattr(web, "RequestKey", lambda name, kind: name)  # typed keys from aiohttp 3.12 on
@@ -107,7 +107,7 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp = ""
 
-    def request_ended(self, ex: ResponseWriter) -> None:
+    def request_ended(self, ex: RequestWriter) -> None:
         """A request answered on one of our connections."""
         duration_s = perf_counter() - ex.started
         payload = ex.payload
