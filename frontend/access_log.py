@@ -45,7 +45,7 @@ from wire import logsetup
 if TYPE_CHECKING:
     from .metrics import Metrics
     from .pool import WorkerRecord
-    from .response import ResponseWriter
+    from .writer import RequestWriter
 
 ACCESS_LOGGER = "zasgi.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -98,7 +98,7 @@ class AccessLog:
         self._stamp_second = -1
         self._stamp = ""
 
-    def request_ended(self, ex: ResponseWriter) -> None:
+    def request_ended(self, ex: RequestWriter) -> None:
         """A request answered on one of our connections."""
         duration_s = perf_counter() - ex.started
         payload = ex.payload

@@ -225,9 +225,7 @@ class H2Protocol(asyncio.Protocol):
                 ended = event  # type: ignore[assignment]
         start = self.shared.requests.start
         for ex in new.values():
-            # After the read's body bytes are in: a small body goes in the REQUEST. (An H2Exchange is
-            # a writer as response.ResponseWriter is: the same names, not the same class.)
-            start(ex)  # type: ignore[arg-type]
+            start(ex)  # after the read's body bytes are in: a small body goes in the REQUEST
         if ended is not None:
             self._ended(ended)
 
@@ -299,7 +297,7 @@ class H2Protocol(asyncio.Protocol):
             return
         self.shared.stream_done()
         if ex.status:
-            self.shared.access.request_ended(ex)  # type: ignore[arg-type]
+            self.shared.access.request_ended(ex)
         if not self._exchanges:
             self._idle_since = self._loop.time()
         if self.session.finished and self.transport is not None:

@@ -3,7 +3,7 @@
 Read top to bottom, one request goes:
 
 1. ``start`` (called by ``connection.Connection`` for each request in turn,
-   with its ``response.ResponseWriter``): the REQUEST head (``request_head``),
+   with its writer, ``response.ResponseWriter``): the REQUEST head (``request_head``),
    the body (``upload``), a worker slot, and the stream sent, synchronously.
 2. The common case (body whole, a slot free) needs no task: the stream calls
    ``first_event`` from the dispatcher's callback with the worker's first
@@ -22,9 +22,11 @@ reset the stream), 413/400 (the body); after it, response.py aborts the
 connection. A client that goes away is not an error: its task is cancelled
 (or, without a task, its stream: ``lost``), the worker gets DISCONNECT.
 
-A second protocol (HTTP/2) drives the same path with its own writer: the
-writer is the request's sink (``whole``/``respond``/``error``/``finish``) and
-carries the request (``message``: method, path, version, headers; ``payload``).
+A second protocol (HTTP/2) drives the same path with its own writer
+(``h2_exchange.H2Exchange``): the writer is the request's sink
+(``whole``/``respond``/``error``/``finish``) and carries the request
+(``message``: method, path, version, headers; ``payload``); what both provide
+is ``writer.RequestWriter``.
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .metrics import Metrics
 from .request_head import RequestHeads
-from .response import ResponseWriter
 from .responses import describe_failure
 from .slots import NoCapacity
 from .stream import HttpStream, Local
 from .upload import BodyTooLarge, new_upload
+from .writer import RequestWriter
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class HttpRequests:
 
     # ------------------------------------------------------------ 1. start
 
-    def start(self, w: ResponseWriter) -> None:
+    def start(self, w: RequestWriter) -> None:
         """A request's turn on its connection: dispatch it now, answer it later."""
         message = w.message
         w.rid = request_id(message.headers)
@@ -105,7 +107,7 @@ class HttpRequests:
         stream.dispatch(worker, True)  # 2. no task: the worker's first event comes to first_event
         w.pending = stream
 
-    def _new_stream(self, w: ResponseWriter) -> HttpStream:
+    def _new_stream(self, w: RequestWriter) -> HttpStream:
         message = w.message
         content = w.payload
         headers = message.headers
@@ -139,7 +141,8 @@ class HttpRequests:
 
     def first_event(self, stream: HttpStream, item: Any) -> None:
         """The worker's first event for a request dispatched without a task (dispatcher's callback)."""
-        w: ResponseWriter = stream.writer
+        w = stream.writer
+        assert w is not None  # (a finished stream takes no first event)
         w.pending = None
         try:
             if type(item) is ev.Response and w.whole(stream, item):
@@ -167,13 +170,13 @@ class HttpRequests:
 
     # ------------------------------------------------------------ 3. with a task
 
-    def _spawn(self, w: ResponseWriter, stream: HttpStream, work: Any) -> None:
+    def _spawn(self, w: RequestWriter, stream: HttpStream, work: Any) -> None:
         """The request's task, doing ``work`` (a coroutine) and then ending stream and request."""
         task = asyncio.get_running_loop().create_task(self._serve(w, stream, work))
         w.pending = task
         task.add_done_callback(lambda done: self._unstarted(done, w, stream, work))
 
-    def _unstarted(self, task: asyncio.Task[None], w: ResponseWriter, stream: HttpStream, work: Any) -> None:
+    def _unstarted(self, task: asyncio.Task[None], w: RequestWriter, stream: HttpStream, work: Any) -> None:
         """A task cancelled (its client gone) before its first step never ran ``_serve``'s
         ``finally``: end the stream here, or its slot would stay taken."""
         if w.pending is task:
@@ -182,7 +185,7 @@ class HttpRequests:
             stream.fail()
             self._release(stream)
 
-    async def _serve(self, w: ResponseWriter, stream: HttpStream, work: Any) -> None:
+    async def _serve(self, w: RequestWriter, stream: HttpStream, work: Any) -> None:
         """A request's task: ``work`` (``_queued``, ``_answer``...), then the stream and request end."""
         try:
             await work
@@ -199,7 +202,7 @@ class HttpRequests:
             self._release(stream)
         w.finish()
 
-    async def _queued(self, w: ResponseWriter, stream: HttpStream) -> None:
+    async def _queued(self, w: RequestWriter, stream: HttpStream) -> None:
         """No slot was free: wait for one in the queue (or 503), then answer."""
         queued_at = perf_counter()
         try:
@@ -212,7 +215,7 @@ class HttpRequests:
         self.metrics.queue_waited(perf_counter() - queued_at)
         await self._answer(w, stream)
 
-    async def _answer(self, w: ResponseWriter, stream: HttpStream) -> None:
+    async def _answer(self, w: RequestWriter, stream: HttpStream) -> None:
         """From dispatch to the end of the response: replays, failures, the general path."""
         if stream.upload.needs_pump:
             stream.start_pump(w.write_continue)
@@ -255,7 +258,7 @@ class HttpRequests:
                 self._idle = None
 
 
-def _failure(w: ResponseWriter, stream: HttpStream, item: Any) -> None:
+def _failure(w: RequestWriter, stream: HttpStream, item: Any) -> None:
     """The stream failed before the response: our own status instead."""
     stream.fail()
     if type(item) is ev.Reset:

@@ -51,6 +51,7 @@ from .upload import BodyTooLarge, NoBody, Upload
 if TYPE_CHECKING:
     from .http_requests import HttpRequests
     from .pool import WorkerRecord
+    from .writer import RequestWriter
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ class HttpStream:
         head: tuple[Any, ...],  # REQUEST's fields from method to server, in wire order
         ext: dict[str, Any],
         upload: Upload | NoBody,
-        writer: Any,  # where its response goes (response.ResponseWriter)
+        writer: RequestWriter,  # where its response goes
     ) -> None:
         self.stream_id = 0
         self.worker: WorkerRecord | None = None
@@ -124,7 +125,7 @@ class HttpStream:
         self.request_half: RequestTracker | None = None
         self.response = ResponseTracker()
         self.recv: ReceiveWindow | None = None
-        self.writer = writer
+        self.writer: RequestWriter | None = writer  # (None once finished)
         self._requests = requests
         self._first = False  # ``first_event``: the request path awaits the first event without a task
         self._dispatcher = requests.dispatcher

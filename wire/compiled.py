@@ -26,9 +26,9 @@ from types import ModuleType
 # Kept only while a benchmark shows each pays (tests/benchmarks/README.md).
 # Not wire.events: its dataclasses compiled build slower from the interpreted
 # modules that construct them (the __init__ dataclasses generates stays
-# interpreted and sets each field through a type-checked descriptor). Not yet
-# frontend.stream / http_requests: their tests build them with object.__new__ or
-# hand them duck-typed doubles, which compiled code refuses (it checks declared types).
+# interpreted and sets each field through a type-checked descriptor). Compiled code
+# checks declared types: a writer is typed by its Protocol (frontend/writer.py), so
+# HTTP/1's and HTTP/2's both pass; tests build real objects, never object.__new__.
 HOT_MODULES: tuple[str, ...] = (
     "wire.errors",
     "wire.codec",
@@ -43,6 +43,9 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.gate",
     "frontend.dispatch",
     "frontend.response",
+    "frontend.request_head",
+    "frontend.stream",
+    "frontend.http_requests",
     "appserver.stream",
     "appserver.response",
     "appserver.cycle",

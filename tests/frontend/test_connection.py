@@ -10,6 +10,8 @@ import pytest
 
 from frontend.dispatch import Dispatcher
 from frontend.services import Services
+from frontend.stream import HttpStream, Phase
+from frontend.upload import NoBody
 from wire import events as ev
 
 from .conftest import make_config
@@ -250,20 +252,6 @@ async def test_http_10_streamed_body_ends_at_close(start_frontend: Any, worker_f
     assert await conn.read_to_close() == b"abcd"  # unframed: the close ends it
 
 
-class _Stream:
-    stream_id = 1
-
-    def __init__(self) -> None:
-        self.failed = 0
-        self.finished = 0
-
-    def fail(self) -> None:
-        self.failed += 1
-
-    def finish(self) -> None:
-        self.finished += 1
-
-
 class _Writer:
     pending: Any = None
     finished = 0
@@ -278,7 +266,9 @@ async def test_a_task_cancelled_before_its_first_step_still_ends_its_stream(
     """A client gone in the same loop iteration its request got a task: the task never runs,
     so its ``finally`` does not either; the stream must end anyway (else its slot leaks)."""
     requests = Services(make_config(tmp_path), Dispatcher(make_config(tmp_path), zmq_ctx)).requests
-    stream, w = _Stream(), _Writer()
+    w = _Writer()
+    head = ("GET", "http", "1.1", b"/", b"", "", (), None, None)
+    stream = HttpStream(requests, head, {"request_id": "r"}, NoBody(), w)  # type: ignore[arg-type]
 
     async def work() -> None:
         raise AssertionError("never runs")
@@ -288,5 +278,6 @@ async def test_a_task_cancelled_before_its_first_step_still_ends_its_stream(
     w.pending.cancel()  # what Connection.connection_lost does (ResponseWriter.lost)
     for _ in range(3):
         await asyncio.sleep(0)
-    assert stream.finished == 1 and stream.failed == 1 and requests._active == 0 and w.pending is None
+    assert stream.phase is Phase.FAILED and stream.writer is None  # failed, then finished
+    assert requests._active == 0 and w.pending is None
     assert w.finished == 0  # a vanished client's request is not logged
