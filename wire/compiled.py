@@ -43,6 +43,7 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.gate",
     "frontend.dispatch",
     "frontend.response",
+    "frontend.ws_frames",
     "appserver.stream",
     "appserver.response",
     "appserver.cycle",
@@ -50,6 +51,7 @@ HOT_MODULES: tuple[str, ...] = (
     "appserver.limiter",
     "appserver.admission",
     "appserver.connection",
+    "appserver.websocket",
 )
 
 PURE_ENV = "ZASGI_PURE"
