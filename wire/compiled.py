@@ -44,6 +44,7 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.dispatch",
     "frontend.response",
     "frontend.ws_frames",
+    "frontend.ws_stream",
     "appserver.stream",
     "appserver.response",
     "appserver.cycle",
