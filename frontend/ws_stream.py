@@ -81,7 +81,7 @@ TRANSITIONS: dict[WsPhase, frozenset[WsPhase]] = {
 }
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(Exception):  # (a bug of ours; Exception: mypyc compiles no RuntimeError subclass)
     pass
 
 

@@ -46,6 +46,8 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.request_head",
     "frontend.stream",
     "frontend.http_requests",
+    "frontend.ws_frames",
+    "frontend.ws_stream",
     "appserver.stream",
     "appserver.response",
     "appserver.cycle",
@@ -53,6 +55,7 @@ HOT_MODULES: tuple[str, ...] = (
     "appserver.limiter",
     "appserver.admission",
     "appserver.connection",
+    "appserver.websocket",
 )
 
 PURE_ENV = "ZASGI_PURE"
