@@ -66,7 +66,7 @@ from wire.curve import ClientKeys, apply_client
 from .admission import Admission
 from .pulse import PulseTarget
 from .routing import StreamRouter
-from .stream import StreamSettings
+from .stream import RESPONSE_CHUNK_BYTES, StreamSettings
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class FrontendConnection:
         settings = StreamSettings(
             request_window_bytes=self._window_bytes,
             response_window_bytes=welcome.window_bytes,
-            chunk_bytes=max(1, min(welcome.max_payload_bytes, 64 * 1024)),
+            chunk_bytes=max(1, min(welcome.max_payload_bytes, RESPONSE_CHUNK_BYTES)),
             max_payload_bytes=welcome.max_payload_bytes,
             trailers="trailers" in features,
             pathsend="pathsend" in features,

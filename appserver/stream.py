@@ -29,7 +29,7 @@ from wire import DEFAULT_LIMITS, SendWindow
 
 log = logging.getLogger(__name__)
 
-RESPONSE_CHUNK_BYTES = 64 * 1024  # Rule 16: small enough to interleave streams, big enough to be cheap
+RESPONSE_CHUNK_BYTES = 1024 * 1024  # Rule 16: one ZeroMQ frame and one client write per MiB; small enough to interleave streams
 Emit = Callable[[Any], None]
 Defer = Callable[[Callable[[], None]], Any]  # EndOfTick.defer, or the loop's call_soon
 

@@ -164,6 +164,7 @@ class Dispatcher:
         self._channel = Channel(
             sock, routed=True, on_events=self._on_events, on_bad_message=self._on_bad_message,
             on_unreachable=self._on_unreachable, limits=limits,
+            payload_views=True,  # response bodies are only written on: no copy (wire/channel.py)
         )  # fmt: skip
         self._schedule_tick()
         self._workers_changed()

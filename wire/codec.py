@@ -7,7 +7,9 @@ A message is a list of frames (the ZeroMQ routing envelope already removed):
 
 A payload field holds either the bytes themselves (msgpack bin, for small
 payloads: one frame, one copy) or the positive integer index of a raw frame
-(large payloads: never copied through msgpack, sent zero-copy by pyzmq).
+(large payloads: never copied through msgpack, sent zero-copy by pyzmq). A
+received payload frame may be a memoryview (the receiver's choice, to skip a
+copy): BODY and RESPONSE keep it, every other event gets bytes.
 
 ``decode`` validates every field against the schema below. It raises
 ``DecodeError`` for a message it cannot read at all and yields ``Invalid``
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import msgpack
 
@@ -32,6 +34,9 @@ from .errors import DecodeError
 INLINE_MAX_BYTES = 16 * 1024
 
 _UINT_MAX = 2**63 - 1
+
+# A received frame: bytes, or a memoryview of a large payload (channel.Channel's payload_views).
+Frame = Union[bytes, memoryview]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,7 @@ _PAYLOAD_FIELD = {ev.Request: "body", ev.Body: "body", ev.Response: "body", ev.W
 _PAYLOAD_INDEX = {cls: _FIELD_NAMES[cls].index(name) for cls, name in _PAYLOAD_FIELD.items()}
 
 
-def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[bytes]) -> Any:
+def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[Frame]) -> Any:
     checks = SCHEMA[cls]
     if len(raw) - 1 < len(checks):
         raise _Bad(f"{cls.__name__} needs {len(checks)} fields, got {len(raw) - 1}")
@@ -209,7 +214,12 @@ def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[bytes]) -> Any:
         ref = values[index]
         if ref >= len(frames):
             raise _Bad(f"payload frame {ref} does not exist")
-        values[index] = frames[ref]
+        frame = frames[ref]
+        # A memoryview frame (Channel's payload_views) stays one only where its receiver writes it
+        # on: BODY and RESPONSE bodies. Every other payload is read as bytes.
+        if type(frame) is not bytes and cls is not ev.Body and cls is not ev.Response:
+            frame = bytes(frame)
+        values[index] = frame
     return cls(raw[0], *values)
 
 
@@ -342,7 +352,7 @@ def _response(raw: tuple[Any, ...]) -> ev.Response | None:
     return ev.Response(sid, status, headers, body, more, trailers)
 
 
-def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
+def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int]) -> Any:
     if type(raw) is not tuple or len(raw) < 2:
         return ev.Invalid(0, "event must be an array [kind, stream_id, ...]")
     kind, stream_id = raw[0], raw[1]
@@ -373,7 +383,7 @@ def _decode_event(raw: Any, frames: Sequence[bytes], used: set[int]) -> Any:
     return event
 
 
-def decode(frames: Sequence[bytes], *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
+def decode(frames: Sequence[Frame], *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
     """Events in the message, in order; ``Invalid`` in place of any bad one.
 
     Raises:

@@ -22,8 +22,9 @@ from typing import Any, Union
 
 Headers = tuple[tuple[bytes, bytes], ...]
 Address = Union[tuple[str, int], None]
-# Payload bytes (bodies, WebSocket data). The encoder accepts any buffer;
-# the decoder always yields bytes.
+# Payload bytes (bodies, WebSocket data). The encoder accepts any buffer; the
+# decoder yields bytes, or for BODY/RESPONSE bodies a memoryview when the
+# receiver asked for zero-copy frames (channel.Channel's payload_views).
 Payload = Union[bytes, bytearray, memoryview]
 
 CONTROL_STREAM = 0

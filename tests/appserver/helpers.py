@@ -57,6 +57,7 @@ class CycleHarness:
         *,
         request_window_bytes: int = 1000,
         response_window_bytes: int = 1 << 20,
+        chunk_bytes: int = 64 * 1024,  # the tests' sizes (the default is RESPONSE_CHUNK_BYTES)
         trailers: bool = True,
         pathsend: bool = False,
         early_hints: bool = False,
@@ -67,6 +68,7 @@ class CycleHarness:
         settings = StreamSettings(
             request_window_bytes=request_window_bytes,
             response_window_bytes=response_window_bytes,
+            chunk_bytes=chunk_bytes,
             request_slack_bytes=64 * 1024,
             trailers=trailers,
             pathsend=pathsend,

@@ -116,3 +116,29 @@ async def test_a_full_batch_leaves_at_once_and_in_order(ctx: zmq.Context[Any], t
     assert max(map(len, batches)) <= BATCH_MAX_EVENTS
     router.close()
     dealer.close()
+
+
+async def test_payload_views_receive_large_bodies_uncopied(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """payload_views (the front end's channel): a body frame of VIEW_MIN_BYTES or more arrives as a
+    memoryview, smaller ones and every other kind's payload as bytes; the bytes are the same."""
+    from wire.channel import VIEW_MIN_BYTES
+
+    got: list[Any] = []
+    sock = ctx.socket(zmq.ROUTER)
+    configure_router(sock)
+    sock.bind(f"ipc://{tmp_path}/r.sock")
+    router = Channel(sock, routed=True, on_events=lambda _peer, events: got.extend(events),
+                     on_bad_message=lambda *args: None, payload_views=True)  # fmt: skip
+    dealer_sock = ctx.socket(zmq.DEALER)
+    configure_dealer(dealer_sock, routing_id=b"w1")
+    dealer_sock.connect(f"ipc://{tmp_path}/r.sock")
+    dealer = Channel(dealer_sock, routed=False, on_events=lambda *args: None, on_bad_message=lambda *args: None)
+    big, mid = bytes(range(256)) * (VIEW_MIN_BYTES // 256 + 1), b"m" * (VIEW_MIN_BYTES - 1)
+    sent = [ev.Body(1, big, True), ev.Body(1, mid, False), ev.WsMessage(2, False, big), ev.Body(3, b"s", False)]
+    for event in sent:
+        dealer.post(event)
+    await _until(lambda: len(got) >= len(sent))
+    assert got == sent
+    assert [type(e.body if isinstance(e, ev.Body) else e.data) for e in got] == [memoryview, bytes, bytes, bytes]
+    router.close()
+    dealer.close()

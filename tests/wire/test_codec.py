@@ -48,6 +48,20 @@ def test_memoryview_payload_is_accepted() -> None:
     assert codec.decode([bytes(f) for f in frames]) == [ev.Body(1, bytes(data[10:]), True)]
 
 
+def test_memoryview_frames_stay_views_only_for_bodies() -> None:
+    """A receiver may hand large payload frames over as memoryviews (Channel's payload_views):
+    BODY and RESPONSE keep them (written on uncopied), every other payload is read as bytes."""
+    big = b"v" * (codec.INLINE_MAX_BYTES + 1)
+    events = [ev.Body(1, big, True), ev.Response(2, 200, (), big, True, False),
+              ev.WsMessage(3, False, big), ev.Request(4, "POST", "http", "1.1", b"/", b"", "", (), None, None,
+                                                      big, True, False, {})]  # fmt: skip
+    frames = codec.encode(events)
+    out = codec.decode([frames[0], *(memoryview(bytes(f)) for f in frames[1:])])
+    assert out == events
+    assert [type(e.body if not isinstance(e, ev.WsMessage) else e.data) for e in out] == [
+        memoryview, memoryview, bytes, bytes]
+
+
 def test_extra_trailing_fields_are_ignored() -> None:
     header = msgpack.packb([[int(ev.Kind.CREDIT), 3, 100, "future field"]], use_bin_type=True)
     assert codec.decode([header]) == [ev.Credit(3, 100)]
@@ -154,6 +168,15 @@ _stream_events = st.one_of(
 @given(st.lists(_stream_events, min_size=1, max_size=8))
 def test_generated_batches_roundtrip(events: list[ev.Event]) -> None:
     assert codec.decode(codec.encode(events)) == events
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_stream_events, min_size=1, max_size=8))
+def test_generated_batches_roundtrip_from_memoryview_frames(events: list[ev.Event]) -> None:
+    # As the front end receives them: payload frames as views of the received messages.
+    frames = codec.encode(events)
+    views = [frames[0], *(memoryview(bytes(f)) for f in frames[1:])]
+    assert codec.decode(views) == events
 
 
 @settings(max_examples=1000, deadline=None)
