@@ -19,7 +19,8 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
     ws-10k    10,000 idle WebSockets (bench_ws.py's client, on a fresh server of its own), then 3 rounds
               of one echo on each, spread over 3 s: connections opened, echoes answered of sent, echo
               p50/p99, RSS growth per connection (zasgi: the front end alone; others: every process),
-              CPU µs per connection; zasgi w1 against uvicorn w2 (--quick: 200 connections, 1 round)
+              CPU µs per connection; zasgi w1 against uvicorn w2 and w1 (--quick: 200 connections,
+              1 echo round)
     h2        HTTP/2 with prior knowledge (h2c), h2load -c16 -m32 (16 connections, 32 streams in flight
               each), GET / -> "Hello, world!": req/s, p50/p99 (from h2load's per-request log), against
               hypercorn (the pure-Python HTTP/2 anchor; uvicorn has no HTTP/2) with as many workers,
@@ -86,7 +87,7 @@ CASES = (
 )
 OVERLOAD = {"io-burst": 2, "cpu-overload": 2, "c10k": 1, "slow-upload": 1}  # case -> workers
 WS10K = "ws-10k"  # like the overload cases, on a fresh server of its own; a table of its own
-WS10K_SERVERS = {"zasgi@base w1", "zasgi w1", "uvicorn w2"}
+WS10K_SERVERS = {"zasgi@base w1", "zasgi w1", "uvicorn w1", "uvicorn w2"}
 MIB = 1 << 20
 
 
