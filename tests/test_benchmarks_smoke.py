@@ -1,4 +1,4 @@
-"""The benchmark script (tests/benchmarks/bench.py) starts and completes one tiny case.
+"""The benchmark script (tests/benchmarks/bench.py) starts and completes tiny cases.
 
 CI does not benchmark (that needs quiet cores): this only keeps the script working. It
 installs wrk with apt itself when root; without wrk and without root it is skipped.
@@ -39,6 +39,24 @@ def test_bench_quick_hello_completes() -> None:
     assert row, out.stdout
     assert int(row.group(1).replace(",", "")) > 0
     assert row.group(2) == "0", f"zasgi answered errors under wrk:\n{out.stdout}"
+
+
+def test_bench_quick_ws10k_completes() -> None:
+    """The ws-10k case (scaled to 200 WebSockets by --quick) opens every connection and answers
+    every echo on zasgi, and prints its ratios to uvicorn w2."""
+    if shutil.which("wrk") is None and os.geteuid() != 0:
+        pytest.skip("wrk is not installed and we are not root to apt-get install it")  # bench.py requires it
+    argv = [sys.executable, "tests/benchmarks/bench.py", "--quick", "--cases", "ws-10k",
+            "--servers", "zasgi w1,uvicorn w2"]  # fmt: skip
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=100)
+    if out.returncode and "could not be installed" in out.stderr:
+        pytest.skip(out.stderr.strip().splitlines()[-1])
+    assert out.returncode == 0, out.stderr[-3000:]
+    row = re.search(r"^ws-10k\s+200 idle\s+zasgi w1\s+(-?[\d.]+) .*? (\d+)/200\s+(\d+)/(\d+) .*x uvicorn w2$",
+                    out.stdout, re.M)  # fmt: skip
+    assert row, out.stdout
+    assert row.group(2) == "200", f"zasgi opened fewer than 200 WebSockets:\n{out.stdout}"
+    assert row.group(3) == row.group(4) == "200", f"zasgi left echoes unanswered:\n{out.stdout}"
 
 
 def test_micro_frontend_answers_every_request() -> None:

@@ -16,6 +16,11 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
     download  one connection fetching a 10 MiB chunked response over and over (wrk -c1): MiB/s
     upload    one connection posting 50 MiB bodies over and over (wrk -c1, a Lua body): MiB/s
     ws        WebSocket echo, 100 connections, one message in flight each (a raw-socket client): msg/s
+    ws-10k    10,000 idle WebSockets (bench_ws.py's client, on a fresh server of its own), then 3 rounds
+              of one echo on each, spread over 3 s: connections opened, echoes answered of sent, echo
+              p50/p99, RSS growth per connection (zasgi: the front end alone; others: every process),
+              CPU µs per connection; zasgi w1 against uvicorn w2 and w1 (--quick: 200 connections,
+              1 echo round)
     h2        HTTP/2 with prior knowledge (h2c), h2load -c16 -m32 (16 connections, 32 streams in flight
               each), GET / -> "Hello, world!": req/s, p50/p99 (from h2load's per-request log), against
               hypercorn (the pure-Python HTTP/2 anchor; uvicorn has no HTTP/2) with as many workers,
@@ -58,6 +63,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +76,7 @@ CASES = (
     "download",
     "upload",
     "ws",
+    "ws-10k",
     "h2",
     "scaleout",
     "wire",
@@ -79,6 +86,8 @@ CASES = (
     "slow-upload",
 )
 OVERLOAD = {"io-burst": 2, "cpu-overload": 2, "c10k": 1, "slow-upload": 1}  # case -> workers
+WS10K = "ws-10k"  # like the overload cases, on a fresh server of its own; a table of its own
+WS10K_SERVERS = {"zasgi@base w1", "zasgi w1", "uvicorn w1", "uvicorn w2"}
 MIB = 1 << 20
 
 
@@ -344,6 +353,9 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         out.append(Server("nginx>uvicorn", {"hello", "download", "upload"}, nginx_uvicorn))
     for w in (1, 2) if quick else (1, 2, 4, 8):
         out.append(Server(f"zasgi w{w} cap8", {"scaleout"}, zasgi(w, 8)))
+    for s in out:
+        if s.name in WS10K_SERVERS:
+            s.cases.add(WS10K)
     return [s for s in out if s.cases & selected]
 
 
@@ -628,6 +640,9 @@ class Plan:
     c10k_conns: int = 10000
     slow_conns: int = 600
     slow_gets: int = 50
+    ws10k_conns: int = 10_000
+    ws10k_rounds: int = 3  # echo rounds on the held connections
+    ws10k_spread_s: float = 3.0  # one echo round's messages go out over this long
 
 
 def measure(
@@ -668,10 +683,53 @@ OVERLOAD_VARIANT = {
 }
 
 
+def ws10k_limits(n: int) -> None:
+    """bench_ws.py's file limit for ``n`` WebSockets (servers inherit it), or a one-line exit."""
+    import resource
+
+    import bench_ws
+
+    need = n + 1024  # per process: the client holds n sockets, the server's front end n more
+    try:
+        bench_ws.raise_fd_limit(n)
+    except (ValueError, OSError) as e:
+        sys.exit(f"ws-10k: cannot raise the open-file limit to {need}: {e}")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < need:
+        sys.exit(f"ws-10k: {n:,} WebSockets need {need:,} open files per process; the limit is {soft:,} "
+                 f"(hard {hard:,}: raise it with ulimit -Hn, or leave the case out)")  # fmt: skip
+
+
+def run_ws10k(server: Server, plan: Plan, log_dir: Path) -> None:
+    """ws-10k on a server of its own, started for it, with bench_ws.py's client (``hold``)."""
+    import bench_ws
+
+    port = free_port()
+    procs = server.start(port, log_dir)
+    try:
+        wait_ready(port, procs)
+        cpu0 = cpu_by_role(procs)
+        url = f"ws://127.0.0.1:{port}/"  # bench_app.py echoes a WebSocket on any path
+        hold = bench_ws.hold(url, plan.ws10k_conns, plan.ws10k_rounds, plan.ws10k_spread_s, procs[0])
+        r: dict[str, Any] = asyncio.run(hold)
+        cpu1 = cpu_by_role(procs)
+    finally:
+        stop(procs)
+    kib, nan = r["kib_per_conn"], float("nan")
+    cpu = {role: (cpu1[role] - cpu0[role]) / max(r["open"], 1) * 1e6 for role in cpu0}
+    server.results.setdefault((WS10K, f"{plan.ws10k_conns} idle"), []).append(
+        {"kib": kib.get("frontend", kib.get("all", nan)), "kib_wk": kib.get("appserver", nan),
+         "open": r["open"], "answered": r["answered"], "sent": r["sent"], "p50": r["p50_ms"], "p99": r["p99_ms"],
+         "cpu": cpu["fe"] + cpu["wk"] + cpu["sup"], "cpu_fe": cpu["fe"], "cpu_wk": cpu["wk"]}  # fmt: skip
+    )
+
+
 def run_server(server: Server, selected: set[str], plan: Plan, log_dir: Path) -> None:
     for case in sorted(server.cases & selected & set(OVERLOAD)):
         run_overload(server, case, plan, log_dir)
-    if not (server.cases & selected) - set(OVERLOAD):
+    if WS10K in server.cases & selected:
+        run_ws10k(server, plan, log_dir)
+    if not (server.cases & selected) - set(OVERLOAD) - {WS10K}:
         return
     port = free_port()
     procs = server.start(port, log_dir)
@@ -771,6 +829,7 @@ ANCHORS = {
     "download": ("uvicorn w1", "nginx>uvicorn"),
     "upload": ("uvicorn w1", "nginx>uvicorn"),
     "ws": ("uvicorn w2", "uvicorn w1"),
+    "ws-10k": ("uvicorn w2", "uvicorn w1"),
     "h2": ("hypercorn w2", "hypercorn w1"),
     "scaleout": ("uvicorn w2",),
     "io-burst": ("uvicorn w2",),
@@ -820,6 +879,44 @@ def overload_report(all_servers: list[Server]) -> list[str]:
     return lines
 
 
+def ws10k_report(all_servers: list[Server]) -> list[str]:
+    """ws-10k: RSS per connection, echoes answered, echo latency, CPU per connection; ratios to uvicorn."""
+    med = statistics.median
+    head = (f"{'case':<9} {'variant':<12} {'server':<15} {'KiB/conn median (min-max)':>26} {'wk KiB':>6} "
+            f"{'opened':>13} {'answered/sent':>15} {'p50 ms':>7} {'p99 ms':>8} {'CPU µs/conn':>11} "
+            f"{'fe/wk µs':>10}  ratios (median/median)")  # fmt: skip
+    lines = [head, "-" * len(head)]
+    for _, variant in sorted({k for s in all_servers for k in s.results if k[0] == WS10K}):
+        rows = [(s.name, s.results[(WS10K, variant)]) for s in all_servers if (WS10K, variant) in s.results]
+        anchors = {n: rs for n, rs in rows if n in ANCHORS[WS10K]}
+        for name, rs in rows:
+            kib, p50, p99 = med(r["kib"] for r in rs), med(r["p50"] for r in rs), med(r["p99"] for r in rs)
+            span = f"{kib:.1f} ({min(r['kib'] for r in rs):.1f}-{max(r['kib'] for r in rs):.1f})"
+            n = int(variant.split()[0])
+            opened = f"{med(r['open'] for r in rs):,.0f}/{n:,}"
+            answered = f"{med(r['answered'] for r in rs):,.0f}/{med(r['sent'] for r in rs):,.0f}"
+            zasgi = name.startswith("zasgi")
+            split = f"{med(r['cpu_fe'] for r in rs):.0f}/{med(r['cpu_wk'] for r in rs):.0f}" if zasgi else ""
+            ratios = "  ".join(
+                f"KiB {kib / med(r['kib'] for r in ars):.2f}x  p50 {p50 / med(r['p50'] for r in ars):.2f}x  "
+                f"p99 {p99 / med(r['p99'] for r in ars):.2f}x {a}"
+                for a, ars in anchors.items()
+                if a != name and zasgi
+            )
+            wk = f"{med(r['kib_wk'] for r in rs):.1f}" if zasgi else ""
+            lines.append(
+                f"{WS10K:<9} {variant:<12} {name:<15} {span:>26} {wk:>6} {opened:>13} {answered:>15} "
+                f"{p50:>7.2f} {p99:>8.1f} {med(r['cpu'] for r in rs):>11.0f} {split:>10}  {ratios}"
+            )
+        lines.append("")
+    lines.append(
+        "KiB/conn: RSS growth per open WebSocket over the idle server (zasgi: the front end alone, "
+        "wk: its app server; others: every process). CPU per connection: its whole life (open, echoes, "
+        "close). opened, answered/sent, p50, p99: medians over rounds."
+    )
+    return lines
+
+
 def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
     lines = []
     keys = []
@@ -827,10 +924,13 @@ def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
         for k in s.results:
             if k not in keys:
                 keys.append(k)
-    keys = [k for k in keys if k[0] not in OVERLOAD]
+    keys = [k for k in keys if k[0] not in OVERLOAD and k[0] != WS10K]
     keys.sort(key=lambda k: CASES.index(k[0]))
     if any(k[0] in OVERLOAD for s in all_servers for k in s.results):
         lines += overload_report(all_servers) + [""]
+    ws10k = ws10k_report(all_servers) if any(k[0] == WS10K for s in all_servers for k in s.results) else []
+    if ws10k and not keys and not wire:  # ws-10k alone: no empty main table
+        return "\n".join(lines + ws10k)
     head = (
         f"{'case':<9} {'variant':<15} {'server':<15} {'rate median (min-max)':>28} "
         f"{'p50 ms':>7} {'p99 ms':>7} "
@@ -867,6 +967,8 @@ def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
         "CPU/unit: CPU µs per request (hello, scaleout), per MiB (download, upload), per message (ws), "
         "summed over every process of the server; fe/wk: zasgi's front end / app servers."
     )
+    if ws10k:
+        lines += [""] + ws10k
     return "\n".join(lines)
 
 
@@ -895,11 +997,15 @@ def main() -> None:
         plan, rounds = Plan(1.0, [64], 1 * MIB, 1 * MIB, 10, 2.0, 300, 100, 1000, 60, 10), 1
     else:
         plan, rounds = Plan(args.duration, [64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
+    if args.quick:  # ws-10k: a few hundred WebSockets are enough to see it work
+        plan.ws10k_conns, plan.ws10k_rounds, plan.ws10k_spread_s = 200, 1, 0.5
     keep = {n.strip() for n in args.servers.split(",") if n.strip()}
     want_nginx = bool(selected & {"hello", "download", "upload"}) and (not keep or "nginx>uvicorn" in keep)
     all_servers = servers(selected, ensure_tools(want_nginx, "h2" in selected), args.quick, args.baseline)
     if keep:
         all_servers = [s for s in all_servers if s.name in keep or s.name == "zasgi@base w1"]
+    if WS10K in selected and any(WS10K in s.cases for s in all_servers):
+        ws10k_limits(plan.ws10k_conns)
     log_dir = Path(tempfile.mkdtemp(prefix="zasgi-bench-"))
     wire: list[dict[str, float]] = []
     started = time.monotonic()

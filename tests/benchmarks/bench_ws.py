@@ -4,7 +4,8 @@
 Opens N connections to an echo app, then for a few rounds sends one message on
 every connection (spread over the round) and times each echo. Reports the RSS
 per connection of the front end and of the app server (growth over the idle
-server), echo round-trip p50/p99, and how many echoes came back.
+server), echo round-trip p50/p99, and how many echoes came back. bench.py's
+``ws-10k`` case runs the same client (``hold``) against its servers.
 
 Run from the repository root: ``python tests/benchmarks/bench_ws.py [--connections 10000]``.
 """
@@ -69,22 +70,31 @@ def wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not come up")
 
 
-def processes(proc: subprocess.Popen[bytes]) -> dict[str, psutil.Process]:
-    """The server's processes by role (zasgi: front end and worker; uvicorn: the one)."""
+def processes(proc: subprocess.Popen[bytes]) -> dict[str, list[psutil.Process]]:
+    """The server's processes by role: zasgi's front end and app servers; any other server's whole
+    tree as one role, "all" (uvicorn --workers 2: its supervisor and both workers)."""
     root = psutil.Process(proc.pid)
-    roles = {}
-    for child in [root, *root.children(recursive=True)]:
+    tree = [root, *root.children(recursive=True)]
+    tree = [p for p in tree if "resource_tracker" not in " ".join(p.cmdline())]
+    roles: dict[str, list[psutil.Process]] = {}
+    for child in tree:
         cmd = " ".join(child.cmdline())
         if "-m frontend" in cmd:
-            roles["frontend"] = child
-        elif "multiprocessing" in cmd and "resource_tracker" not in cmd:
-            roles["appserver"] = child
-    return roles or {"uvicorn": root}
+            roles.setdefault("frontend", []).append(child)
+        elif "multiprocessing" in cmd:
+            roles.setdefault("appserver", []).append(child)
+    return roles if "frontend" in roles else {"all": tree}
+
+
+def rss(roles: dict[str, list[psutil.Process]]) -> dict[str, int]:
+    return {k: sum(p.memory_info().rss for p in ps) for k, ps in roles.items()}
 
 
 async def hold(url: str, n: int, rounds: int, spread_s: float, proc: subprocess.Popen[bytes]) -> dict[str, object]:
+    """Open ``n`` WebSockets, let them idle, then ``rounds`` rounds of one echo on each. A connection
+    that fails to open is counted (``open`` < n), not fatal; RSS growth is divided by those opened."""
     roles = processes(proc)
-    base = {k: p.memory_info().rss for k, p in roles.items()}
+    base = rss(roles)
     sem = asyncio.Semaphore(500)
     sockets = []
 
@@ -92,9 +102,9 @@ async def hold(url: str, n: int, rounds: int, spread_s: float, proc: subprocess.
         async with sem:
             sockets.append(await connect(url, open_timeout=120, ping_interval=None, max_size=None))
 
-    await asyncio.gather(*(open_one(i) for i in range(n)))
+    await asyncio.gather(*(open_one(i) for i in range(n)), return_exceptions=True)
     await asyncio.sleep(2)
-    held = {k: p.memory_info().rss for k, p in roles.items()}
+    held = rss(roles)
     rtts: list[float] = []
     answered = 0
 
@@ -112,10 +122,12 @@ async def hold(url: str, n: int, rounds: int, spread_s: float, proc: subprocess.
     for ws in sockets:
         await ws.close()
     rtts.sort()
+    opened = len(sockets)
     return {
-        "open": len(sockets),
-        "answered": f"{answered}/{n * rounds}",
-        "kib_per_conn": {k: (held[k] - base[k]) / 1024 / n for k in roles},
+        "open": opened,
+        "answered": answered,
+        "sent": opened * rounds,
+        "kib_per_conn": {k: (held[k] - base[k]) / 1024 / max(opened, 1) for k in roles},
         "p50_ms": statistics.median(rtts) if rtts else float("nan"),
         "p99_ms": rtts[int(len(rtts) * 0.99) - 1] if rtts else float("nan"),
     }
