@@ -45,6 +45,7 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.response",
     "frontend.ws_frames",
     "frontend.ws_stream",
+    "frontend.ws_session",
     "appserver.stream",
     "appserver.response",
     "appserver.cycle",
