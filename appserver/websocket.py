@@ -345,6 +345,9 @@ class WebSocketCycle:
         if not self._live():
             raise ClientDisconnected(f"WebSocket {self.stream_id}: the client went away")
         kind = message.get("type")
+        if kind == "websocket.send":  # the one that repeats: no table, no extension check
+            await self._send_message(message)
+            return
         handler = _SENDERS.get(kind)  # type: ignore[arg-type]
         if handler is None or not self._agreed(str(kind)):  # (a key of _SENDERS: a str)
             raise RuntimeError(f"unexpected ASGI message type {kind!r} on a websocket connection")

@@ -48,6 +48,7 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.http_requests",
     "frontend.ws_frames",
     "frontend.ws_stream",
+    "frontend.ws_session",
     "appserver.stream",
     "appserver.response",
     "appserver.cycle",
