@@ -1,7 +1,7 @@
 """One HTTP/2 request body, read the way ``upload.Upload`` reads aiohttp's StreamReader.
 
 The session feeds the client's DATA here (``feed``); ``Upload`` takes it with
-``read_nowait`` / ``readany`` as the worker's credit allows, and every byte
+``read_nowait`` / ``readchunk`` as the worker's credit allows, and every byte
 taken is reported to ``on_read``, which reopens the client's HTTP/2 window by
 that much (``H2Session.consumed``). So the client may be ahead of the worker
 by one stream window, never more: the same bound the socket buffer gives on
@@ -70,6 +70,10 @@ class H2Body:
         data = self._chunks.popleft()
         self._on_read(len(data))
         return data
+
+    async def readchunk(self) -> tuple[bytes, bool]:
+        """One piece, as StreamReader.readchunk (what ``Upload.pump`` reads): (data, False)."""
+        return await self.readany(), False
 
     def _wake(self) -> None:
         waiter = self._waiter
