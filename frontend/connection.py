@@ -122,8 +122,6 @@ TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
     ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
     ConnPhase.CLOSED: frozenset(),
 }
-# (hot-path rule 1: tests/benchmarks/README.md)
-_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase
 
 
 @mypyc_attr(native_class=False)  # compiled (wire/compiled.py): mypyc cannot subclass RuntimeError natively
@@ -186,7 +184,7 @@ class Connection:
         self._shared = shared
         self._queue: deque[tuple[Any, Any]] = deque()
         self._current: ResponseWriter | None = None
-        self._phase = _READING
+        self._phase = ConnPhase.READING
         self._gate: Gate | None = None  # the --limit-concurrency gate whose slot we hold
         self._retiring = False  # answer what comes with connection: close; idle: the keep-alive timeout
         self._in_next = False
@@ -220,7 +218,7 @@ class Connection:
             self._gate = self._shared.gate
         self._shared.connections.add(self)
         if self._shared.stopping:  # accepted as shutdown began: closed at once
-            self._to(_STOPPING)
+            self._to(ConnPhase.STOPPING)
         self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
         if self._shared.alpn:
             sslobj = transport.get_extra_info("ssl_object")
@@ -234,7 +232,7 @@ class Connection:
         if self._gate is not None:
             self._gate.release()
             self._gate = None
-        self._to(_CLOSED)
+        self._to(ConnPhase.CLOSED)
         self._cancel_timers()
         self.transport = None
         waiter, self._drain_waiter = self._drain_waiter, None
@@ -346,8 +344,8 @@ class Connection:
 
     def stop(self) -> None:
         """Shutdown: close when idle, at once if idle now; queued requests are not started."""
-        if self._phase is _READING or self._phase is _UPGRADING:  # (the others close anyway)
-            self._to(_STOPPING)
+        if self._phase is ConnPhase.READING or self._phase is ConnPhase.UPGRADING:  # (others close anyway)
+            self._to(ConnPhase.STOPPING)
         self._queue.clear()
         current = self._current
         if current is None:
@@ -375,7 +373,7 @@ class Connection:
             or self._current is not None
             or self._queue
             or self._head_timer is not None
-            or self._phase is not _READING
+            or self._phase is not ConnPhase.READING
             or transport.get_write_buffer_size()
         ):
             return False
@@ -404,8 +402,8 @@ class Connection:
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
-        if phase is not _READING:
-            if phase is _UPGRADING:  # bytes of the upgraded protocol: the WebSocket's, in its turn
+        if phase is not ConnPhase.READING:
+            if phase is ConnPhase.UPGRADING:  # bytes of the upgraded protocol: the WebSocket's, in its turn
                 self._upgrade_tail += data
                 if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
                     self._pause_reading_for_buffer()
@@ -416,7 +414,11 @@ class Connection:
             return
         timing = self._head_timer is not None
         starting = (
-            bool(data) and not timing and self._current is None and not self._queue and phase is _READING
+            bool(data)
+            and not timing
+            and self._current is None
+            and not self._queue
+            and phase is ConnPhase.READING
         )
         if starting:
             if data[:4] == b"PRI " and self._shared.h2 is not None:  # HTTP/2's preface: h2c
@@ -434,8 +436,8 @@ class Connection:
             self._disarm()
             self._parse_error(exc)
             return
-        if upgraded and phase is _READING:  # (else the connection closes after this request)
-            self._to(_UPGRADING)
+        if upgraded and phase is ConnPhase.READING:  # (else the connection closes after this request)
+            self._to(ConnPhase.UPGRADING)
             self._upgrade_tail = tail
         if messages:
             if self._head_timer is not None:
@@ -450,16 +452,16 @@ class Connection:
 
     def _body_arriving(self) -> bool:
         """STOPPING or LINGERING: a body still arriving (the current request's, or the one dropped)?"""
-        if self._phase is _LINGERING:
+        if self._phase is ConnPhase.LINGERING:
             payload = self._lingering
-        elif self._phase is _STOPPING and self._current is not None:
+        elif self._phase is ConnPhase.STOPPING and self._current is not None:
             payload = self._current.payload
         else:
             return False
         return payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
 
     def _parse_error(self, exc: HttpProcessingError) -> None:
-        self._to(_FAILED)  # llhttp stays in its error state: nothing more can be parsed
+        self._to(ConnPhase.FAILED)  # llhttp stays in its error state: nothing more can be parsed
         last = self._queue[-1][1] if self._queue else (self._current.payload if self._current else None)
         if last is not None and last is not EMPTY_PAYLOAD and not last.is_eof():
             # A bad chunk of a body still arriving: llhttp reports it here, not to the body's
@@ -486,13 +488,13 @@ class Connection:
                 self._current is None
                 and self._queue
                 and self.transport is not None
-                and self._phase is not _LINGERING
+                and self._phase is not ConnPhase.LINGERING
             ):
                 message, payload = self._queue.popleft()
                 parser = self._parser
                 if parser is not None:
                     parser.message_consumed()
-                unpaused = self._phase is not _UPGRADING
+                unpaused = self._phase is not ConnPhase.UPGRADING
                 if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and unpaused:
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
@@ -507,7 +509,7 @@ class Connection:
                     self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
                 self._current = writer
-                if self._phase is _UPGRADING and not self._queue and is_websocket(message):
+                if self._phase is ConnPhase.UPGRADING and not self._queue and is_websocket(message):
                     self._hand_over(writer)
                     return
                 self._shared.requests.start(writer)
@@ -529,19 +531,20 @@ class Connection:
             # our socket, would send the client a reset that can destroy the response before it
             # reads it. Read and drop the rest for a while first, as aiohttp did; then close.
             self._queue.clear()
-            if self._phase is _FAILED:  # a bad body: the parser reads no more of it
+            if self._phase is ConnPhase.FAILED:  # a bad body: the parser reads no more of it
                 self._close()
                 return
-            self._to(_LINGERING)
+            self._to(ConnPhase.LINGERING)
             self._lingering = payload
             self._loop.create_task(self._drop_body(payload))
             return
         transport = self.transport
-        if not writer.keep_alive or self._phase is _STOPPING or transport is None or transport.is_closing():
+        stopping = self._phase is ConnPhase.STOPPING
+        if not writer.keep_alive or stopping or transport is None or transport.is_closing():
             self._close()  # (a client that went away: its queued requests are not started)
             return
-        if self._phase is _UPGRADING and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
-            self._to(_READING)
+        if self._phase is ConnPhase.UPGRADING and not self._queue:  # an upgrade (CONNECT...) answered as HTTP
+            self._to(ConnPhase.READING)
             parser = self._parser
             if parser is not None:
                 parser.set_upgraded(False)
@@ -593,7 +596,7 @@ class Connection:
         self._cancel_timers()
         self._shared.connections.discard(self)
         admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
-        self._to(_HANDED_OVER)
+        self._to(ConnPhase.HANDED_OVER)
         if self._buffer_paused or self._reading_paused:
             self._buffer_paused = self._reading_paused = False
             self._resume_transport_reading()
@@ -606,7 +609,7 @@ class Connection:
         self._cancel_timers()
         self._shared.connections.discard(self)
         admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
-        self._to(_HANDED_OVER)
+        self._to(ConnPhase.HANDED_OVER)
         self.transport = None  # ours no more: connection_lost goes to the new protocol
         assert self._shared.h2 is not None
         self._shared.h2(transport, data, admitted)
@@ -614,7 +617,7 @@ class Connection:
     # ------------------------------------------------------------ timers
 
     def _idle(self) -> None:
-        if self._phase is _STOPPING:
+        if self._phase is ConnPhase.STOPPING:
             self._close()
             return
         self._idle_since = self._loop.time()
@@ -648,7 +651,7 @@ class Connection:
             "request head not received within %.1fs from %s: 408",
             self._shared.limits.header_timeout_s, _peer(transport),
         )  # fmt: skip
-        self._to(_FAILED)
+        self._to(ConnPhase.FAILED)
         self._answer_and_close(error(408))
 
 
