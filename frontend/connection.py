@@ -8,9 +8,10 @@ When its response is done (``response_done``) the connection logs it
 (``AccessLog.request_ended``) and starts the next one, or closes (no
 keep-alive, a body left unread, shutdown). No aiohttp web object is built per
 request; the writer writes responses straight to the transport.
-Flow control comes from ``aiohttp.base_protocol.BaseProtocol``: a body
-``StreamReader`` over its limit pauses the parser and the socket, a full
-socket buffer pauses writers (``drain``). At most ``MAX_QUEUED`` requests
+Flow control, as aiohttp's ``BaseProtocol`` does it (written here: compiled,
+a native class extends no Python class): a body ``StreamReader`` over its
+limit pauses the parser and the socket, a full socket buffer pauses writers
+(``drain``). At most ``MAX_QUEUED`` requests
 wait parsed; then the socket is paused until half of them are answered.
 
 * WebSocket upgrades go to ``ws_connection.WsConnection`` (``Upgrades.hand_over``;
@@ -67,31 +68,30 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from aiohttp._http_parser import HttpRequestParser
-from aiohttp.base_protocol import BaseProtocol
 from aiohttp.helpers import DEFAULT_CHUNK_SIZE
 from aiohttp.http import HttpVersion11, RawRequestMessage
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.tcp_helpers import tcp_keepalive
+from aiohttp.tcp_helpers import tcp_keepalive, tcp_nodelay
 from aiohttp.web_protocol import RequestPayloadError
+from mypy_extensions import mypyc_attr
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import handoff
+# (AccessLog, HttpRequests, Upgrades: imported at run time, not only for type checking, because
+# the compiled ``Shared`` dataclass records its fields' types when the module loads.)
+from .access_log import AccessLog
 from .config import HttpLimits
 from .gate import Gate
+from .http_requests import HttpRequests
 from .parse_errors import ParseError, error, status_of
 from .request_head import addresses
 from .response import ResponseWriter
-from .upgrade import is_websocket
-
-if TYPE_CHECKING:
-    from .access_log import AccessLog
-    from .http_requests import HttpRequests
-    from .upgrade import Upgrades
+from .upgrade import Upgrades, is_websocket
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +122,15 @@ TRANSITIONS: dict[ConnPhase, frozenset[ConnPhase]] = {
     ConnPhase.HANDED_OVER: frozenset({ConnPhase.CLOSED}),  # (connection_lost goes to aiohttp's)
     ConnPhase.CLOSED: frozenset(),
 }
-# (hot-path rule 1: tests/benchmarks/README.md)
-_READING, _UPGRADING, _STOPPING, _LINGERING, _FAILED, _HANDED_OVER, _CLOSED = ConnPhase
 
 
+@mypyc_attr(native_class=False)  # compiled (wire/compiled.py): mypyc cannot subclass RuntimeError natively
 class IllegalTransition(RuntimeError):
     pass
+
+
+# What transport.pause_reading() / resume_reading() raise on a transport without flow control.
+_NO_FLOW_CONTROL = (AttributeError, NotImplementedError, RuntimeError)
 
 
 @dataclass(eq=False)
@@ -154,15 +157,17 @@ _UNPARSED = RawRequestMessage(
 )
 
 
-class Connection(BaseProtocol):
+class Connection:
+    """An ``asyncio.Protocol`` (the loop calls its methods; no base class: compiled, it is a native
+    class, which can extend no Python class) with the flow control of aiohttp's ``BaseProtocol``
+    that the parser's body readers call (``pause_reading``, ``resume_reading``, ``connected``)."""
+
     __slots__ = (
         "_shared", "_queue", "_current", "_phase", "_gate", "_in_next",
         "_keepalive_s", "_keepalive_timer", "_idle_since", "_head_timer", "_head_bytes", "_line_len",
         "_upgrade_tail", "_addresses", "_lingering", "_retiring", "tls", "paused",
+        "transport", "_loop", "_parser", "_drain_waiter", "_reading_paused", "_buffer_paused",
     )  # fmt: skip
-    # BaseProtocol's, declared again for a build without aiohttp's types (setup.py: mypyc
-    # checks with --no-site-packages; the compiled response.py reads it).
-    transport: asyncio.Transport | None
 
     def __init__(self, shared: Shared, loop: asyncio.AbstractEventLoop) -> None:
         limits = shared.limits
@@ -173,11 +178,13 @@ class Connection(BaseProtocol):
             auto_decompress=False,  # the body goes to the app as the client sent it
             max_msg_queue_size=MAX_QUEUED,
         )  # fmt: skip
-        super().__init__(loop, parser)
+        self._loop = loop
+        self._parser: Any = parser  # (None once handed over)
+        self.transport: asyncio.Transport | None = None
         self._shared = shared
         self._queue: deque[tuple[Any, Any]] = deque()
         self._current: ResponseWriter | None = None
-        self._phase = _READING
+        self._phase = ConnPhase.READING
         self._gate: Gate | None = None  # the --limit-concurrency gate whose slot we hold
         self._retiring = False  # answer what comes with connection: close; idle: the keep-alive timeout
         self._in_next = False
@@ -192,6 +199,9 @@ class Connection(BaseProtocol):
         self._lingering: Any = None  # (LINGERING) the unread body being dropped before the close
         self.tls: Any = None  # the request path's per-connection cache of the TLS extension
         self.paused = False  # (pause_writing) a writer should ``drain`` before the next request
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._reading_paused = False  # a body reader is over its limit (pause_reading)
+        self._buffer_paused = False  # too many requests queued, or an upgrade's tail held
 
     @property
     def early_hints(self) -> bool:
@@ -201,13 +211,14 @@ class Connection(BaseProtocol):
     # ------------------------------------------------------------ lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)  # TCP_NODELAY
-        tcp_keepalive(transport)  # type: ignore[arg-type]
+        tr = self.transport = cast(asyncio.Transport, transport)  # (a stream server's are)
+        tcp_nodelay(tr, True)
+        tcp_keepalive(tr)
         if self._shared.gate.admit():
             self._gate = self._shared.gate
         self._shared.connections.add(self)
         if self._shared.stopping:  # accepted as shutdown began: closed at once
-            self._to(_STOPPING)
+            self._to(ConnPhase.STOPPING)
         self._retiring = self._shared.retiring  # accepted as a retirement began: one answer, then close
         if self._shared.alpn:
             sslobj = transport.get_extra_info("ssl_object")
@@ -221,9 +232,15 @@ class Connection(BaseProtocol):
         if self._gate is not None:
             self._gate.release()
             self._gate = None
-        self._to(_CLOSED)
+        self._to(ConnPhase.CLOSED)
         self._cancel_timers()
-        super().connection_lost(exc)  # transport None; a writer waiting in drain() gets ConnectionError
+        self.transport = None
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():  # a writer waiting in drain(): gone
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(ConnectionResetError(f"client went away: {exc}"))
         current, self._current = self._current, None
         payloads = [payload for _, payload in self._queue] + [self._lingering]
         self._queue.clear()
@@ -248,13 +265,73 @@ class Connection(BaseProtocol):
             pair = self._addresses = addresses(self.transport)
         return pair
 
+    # ------------------------------------------------------------ flow control
+
     def pause_writing(self) -> None:
-        super().pause_writing()
         self.paused = True  # the transport's buffer is over its high-water mark: writers ``drain``
 
     def resume_writing(self) -> None:
         self.paused = False
-        super().resume_writing()
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Until the socket's buffer is below its high-water mark; ConnectionResetError once the
+        client is gone."""
+        if not self.paused:
+            return
+        if self.transport is None:
+            raise ConnectionResetError("client went away")
+        waiter = self._drain_waiter
+        if waiter is None:
+            waiter = self._drain_waiter = self._loop.create_future()
+        await waiter
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None
+
+    def pause_reading(self) -> None:
+        """A body reader over its limit (aiohttp's StreamReader): parse and read no more."""
+        self._reading_paused = True
+        if self._parser is not None:
+            self._parser.pause_reading()
+        self._pause_transport_reading()
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        """The body reader drained: parse what the pause left unparsed, read again."""
+        self._reading_paused = False
+        if resume_parser:
+            self.data_received(b"")
+        if not self._reading_paused and not self._buffer_paused:  # (parsing may have paused again)
+            self._resume_transport_reading()
+
+    def _pause_reading_for_buffer(self) -> None:
+        """Too much held here (queued requests, an upgrade's tail): stop reading the socket."""
+        self._buffer_paused = True
+        self._pause_transport_reading()
+
+    def _resume_reading_for_buffer(self) -> None:
+        self._buffer_paused = False
+        if not self._reading_paused:
+            self._resume_transport_reading()
+
+    def _pause_transport_reading(self) -> None:
+        if self.transport is not None:
+            try:
+                self.transport.pause_reading()
+            except _NO_FLOW_CONTROL:
+                pass
+
+    def _resume_transport_reading(self) -> None:
+        if self.transport is not None:
+            try:
+                self.transport.resume_reading()
+            except _NO_FLOW_CONTROL:
+                pass
+
+    # ------------------------------------------------------------ phases
 
     @property
     def phase(self) -> ConnPhase:
@@ -267,8 +344,8 @@ class Connection(BaseProtocol):
 
     def stop(self) -> None:
         """Shutdown: close when idle, at once if idle now; queued requests are not started."""
-        if self._phase is _READING or self._phase is _UPGRADING:  # (the others close anyway)
-            self._to(_STOPPING)
+        if self._phase is ConnPhase.READING or self._phase is ConnPhase.UPGRADING:  # (others close anyway)
+            self._to(ConnPhase.STOPPING)
         self._queue.clear()
         current = self._current
         if current is None:
@@ -296,7 +373,7 @@ class Connection(BaseProtocol):
             or self._current is not None
             or self._queue
             or self._head_timer is not None
-            or self._phase is not _READING
+            or self._phase is not ConnPhase.READING
             or transport.get_write_buffer_size()
         ):
             return False
@@ -321,16 +398,12 @@ class Connection(BaseProtocol):
             self._keepalive_timer = None
         self._disarm()
 
-    async def drain(self) -> None:
-        if self._paused:
-            await self._drain_helper()  # raises ConnectionResetError once the client is gone
-
     # ------------------------------------------------------------ reading
 
     def data_received(self, data: bytes) -> None:
         phase = self._phase
-        if phase is not _READING:
-            if phase is _UPGRADING:  # bytes of the upgraded protocol: the WebSocket's, in its turn
+        if phase is not ConnPhase.READING:
+            if phase is ConnPhase.UPGRADING:  # bytes of the upgraded protocol: the WebSocket's, in its turn
                 self._upgrade_tail += data
                 if len(self._upgrade_tail) > MAX_UPGRADE_TAIL and not self._buffer_paused:
                     self._pause_reading_for_buffer()
@@ -341,7 +414,11 @@ class Connection(BaseProtocol):
             return
         timing = self._head_timer is not None
         starting = (
-            bool(data) and not timing and self._current is None and not self._queue and phase is _READING
+            bool(data)
+            and not timing
+            and self._current is None
+            and not self._queue
+            and phase is ConnPhase.READING
         )
         if starting:
             if data[:4] == b"PRI " and self._shared.h2 is not None:  # HTTP/2's preface: h2c
@@ -354,13 +431,13 @@ class Connection(BaseProtocol):
                 self._line_len = self._head_bytes + newline
             self._head_bytes += len(data)
         try:
-            messages, upgraded, tail = self._parser.feed_data(data)  # type: ignore[union-attr]
+            messages, upgraded, tail = self._parser.feed_data(data)
         except HttpProcessingError as exc:
             self._disarm()
             self._parse_error(exc)
             return
-        if upgraded and phase is _READING:  # (else the connection closes after this request)
-            self._to(_UPGRADING)
+        if upgraded and phase is ConnPhase.READING:  # (else the connection closes after this request)
+            self._to(ConnPhase.UPGRADING)
             self._upgrade_tail = tail
         if messages:
             if self._head_timer is not None:
@@ -375,16 +452,16 @@ class Connection(BaseProtocol):
 
     def _body_arriving(self) -> bool:
         """STOPPING or LINGERING: a body still arriving (the current request's, or the one dropped)?"""
-        if self._phase is _LINGERING:
+        if self._phase is ConnPhase.LINGERING:
             payload = self._lingering
-        elif self._phase is _STOPPING and self._current is not None:
+        elif self._phase is ConnPhase.STOPPING and self._current is not None:
             payload = self._current.payload
         else:
             return False
         return payload is not None and payload is not EMPTY_PAYLOAD and not payload.is_eof()
 
     def _parse_error(self, exc: HttpProcessingError) -> None:
-        self._to(_FAILED)  # llhttp stays in its error state: nothing more can be parsed
+        self._to(ConnPhase.FAILED)  # llhttp stays in its error state: nothing more can be parsed
         last = self._queue[-1][1] if self._queue else (self._current.payload if self._current else None)
         if last is not None and last is not EMPTY_PAYLOAD and not last.is_eof():
             # A bad chunk of a body still arriving: llhttp reports it here, not to the body's
@@ -411,13 +488,13 @@ class Connection(BaseProtocol):
                 self._current is None
                 and self._queue
                 and self.transport is not None
-                and self._phase is not _LINGERING
+                and self._phase is not ConnPhase.LINGERING
             ):
                 message, payload = self._queue.popleft()
                 parser = self._parser
                 if parser is not None:
                     parser.message_consumed()
-                unpaused = self._phase is not _UPGRADING
+                unpaused = self._phase is not ConnPhase.UPGRADING
                 if self._buffer_paused and len(self._queue) <= MAX_QUEUED // 2 and unpaused:
                     self.data_received(b"")  # parse what the pause left unparsed
                     if len(self._queue) < MAX_QUEUED:
@@ -432,7 +509,7 @@ class Connection(BaseProtocol):
                     self._refuse(writer, error(503, message.version, retry_after_s=RETRY_AFTER_S))
                     return
                 self._current = writer
-                if self._phase is _UPGRADING and not self._queue and is_websocket(message):
+                if self._phase is ConnPhase.UPGRADING and not self._queue and is_websocket(message):
                     self._hand_over(writer)
                     return
                 self._shared.requests.start(writer)
@@ -454,19 +531,20 @@ class Connection(BaseProtocol):
             # our socket, would send the client a reset that can destroy the response before it
             # reads it. Read and drop the rest for a while first, as aiohttp did; then close.
             self._queue.clear()
-            if self._phase is _FAILED:  # a bad body: the parser reads no more of it
+            if self._phase is ConnPhase.FAILED:  # a bad body: the parser reads no more of it
                 self._close()
                 return
-            self._to(_LINGERING)
+            self._to(ConnPhase.LINGERING)
             self._lingering = payload
             self._loop.create_task(self._drop_body(payload))
             return
         transport = self.transport
-        if not writer.keep_alive or self._phase is _STOPPING or transport is None or transport.is_closing():
+        stopping = self._phase is ConnPhase.STOPPING
+        if not writer.keep_alive or stopping or transport is None or transport.is_closing():
             self._close()  # (a client that went away: its queued requests are not started)
             return
-        if self._phase is _UPGRADING and not self._queue:  # an upgrade (CONNECT...) answered as plain HTTP
-            self._to(_READING)
+        if self._phase is ConnPhase.UPGRADING and not self._queue:  # an upgrade (CONNECT...) answered as HTTP
+            self._to(ConnPhase.READING)
             parser = self._parser
             if parser is not None:
                 parser.set_upgraded(False)
@@ -518,7 +596,7 @@ class Connection(BaseProtocol):
         self._cancel_timers()
         self._shared.connections.discard(self)
         admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
-        self._to(_HANDED_OVER)
+        self._to(ConnPhase.HANDED_OVER)
         if self._buffer_paused or self._reading_paused:
             self._buffer_paused = self._reading_paused = False
             self._resume_transport_reading()
@@ -531,7 +609,7 @@ class Connection(BaseProtocol):
         self._cancel_timers()
         self._shared.connections.discard(self)
         admitted, self._gate = self._gate is not None, None  # the gate slot goes with the transport
-        self._to(_HANDED_OVER)
+        self._to(ConnPhase.HANDED_OVER)
         self.transport = None  # ours no more: connection_lost goes to the new protocol
         assert self._shared.h2 is not None
         self._shared.h2(transport, data, admitted)
@@ -539,7 +617,7 @@ class Connection(BaseProtocol):
     # ------------------------------------------------------------ timers
 
     def _idle(self) -> None:
-        if self._phase is _STOPPING:
+        if self._phase is ConnPhase.STOPPING:
             self._close()
             return
         self._idle_since = self._loop.time()
@@ -573,7 +651,7 @@ class Connection(BaseProtocol):
             "request head not received within %.1fs from %s: 408",
             self._shared.limits.header_timeout_s, _peer(transport),
         )  # fmt: skip
-        self._to(_FAILED)
+        self._to(ConnPhase.FAILED)
         self._answer_and_close(error(408))
 
 

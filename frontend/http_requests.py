@@ -135,7 +135,7 @@ class HttpRequests:
             ext = self._heads.ext(w.rid, conn.tls)
         else:
             ext = {"request_id": w.rid}
-        return HttpStream(self, head, ext, upload, w)  # (hot-path rule 3: tests/benchmarks/README.md)
+        return HttpStream(self, head, ext, upload, w)
 
     # ------------------------------------------------------------ 2. without a task
 

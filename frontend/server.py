@@ -197,7 +197,7 @@ class HttpServer:
             self.shared.alpn = config.tls.enabled
         self._server: asyncio.AbstractServer | None = None
         self._handoff: HandoffServer | None = None
-        self._factory: Callable[[], Connection] | None = None
+        self._factory: Callable[[], Any] | None = None  # (a Connection: see start)
         self._tls = False
         self._adopting: set[asyncio.Task[None]] = set()
 
@@ -232,7 +232,7 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         shared = self.shared
 
-        def factory() -> Connection:
+        def factory() -> Any:  # an asyncio.Protocol by its methods (compiled, Connection has no Python base)
             return Connection(shared, loop)
 
         self._factory = factory

@@ -81,12 +81,6 @@ class IllegalTransition(RuntimeError):
     pass
 
 
-_QUEUED, _DISPATCHED, _RESPONDING, _DONE, _FAILED = Phase  # (hot-path rule 1: tests/benchmarks/README.md)
-_RESPONSE_DONE, _RESPONSE_RESET = ResponseHalf.DONE, ResponseHalf.RESET
-_RESPONSE_WAITING = ResponseHalf.WAITING
-_RECEIVING, _DISCONNECTED = RequestHalf.RECEIVING, RequestHalf.DISCONNECTED
-
-
 class Local(Enum):
     """Inbox markers for failures found on this side of the wire."""
 
@@ -115,7 +109,7 @@ class HttpStream:
     ) -> None:
         self.stream_id = 0
         self.worker: WorkerRecord | None = None
-        self.phase = _QUEUED
+        self.phase = Phase.QUEUED
         self.replays = 0
         self.undelivered = False  # set when the worker is lost: its app never saw this attempt
         self.lost_on: tuple[str, ...] = ()  # the workers lost with this request on them (replay.py)
@@ -143,8 +137,9 @@ class HttpStream:
         request path awaits the first worker event (or ``Local`` marker) without a task: it goes to
         ``HttpRequests.first_event``, from the dispatcher's callback; the rest queue."""
         phase = self.phase
-        if phase is not _QUEUED and phase is not _DISPATCHED:  # TRANSITIONS, inline (hot-path rule 7)
-            self._illegal(_DISPATCHED)
+        # TRANSITIONS, inline (hot-path rule 7)
+        if phase is not Phase.QUEUED and phase is not Phase.DISPATCHED:
+            self._illegal(Phase.DISPATCHED)
         dispatcher = self._dispatcher
         upload = self.upload
         self.worker = worker
@@ -157,7 +152,7 @@ class HttpStream:
         # (``_head``: the nine fields from method to server, request_head.RequestHeads.build)
         request = ev.Request(stream_id, *self._head, body, more, upload.expect_continue, self._ext)  # type: ignore[call-arg]
         self.request_half = RequestTracker(request)
-        self.phase = _DISPATCHED
+        self.phase = Phase.DISPATCHED
         self._first = first
         dispatcher.post(request, worker)
         if more:  # (the rest of the body, as the window allows)
@@ -170,19 +165,20 @@ class HttpStream:
 
     def responding(self) -> None:
         """The status line went to the client."""
-        self._to(_RESPONDING)
+        self._to(Phase.RESPONDING)
 
     def done(self) -> None:
         """The whole response went to the client."""
         phase = self.phase
-        if phase is not _DISPATCHED and phase is not _RESPONDING:  # TRANSITIONS, inline (hot-path rule 7)
-            self._illegal(_DONE)
-        self.phase = _DONE
+        # TRANSITIONS, inline (hot-path rule 7)
+        if phase is not Phase.DISPATCHED and phase is not Phase.RESPONDING:
+            self._illegal(Phase.DONE)
+        self.phase = Phase.DONE
 
     def fail(self) -> None:
         """The client will get no (more) response: gone, refused, or cut short."""
-        if self.phase is not _FAILED:
-            self._to(_FAILED)
+        if self.phase is not Phase.FAILED:
+            self._to(Phase.FAILED)
 
     def _to(self, phase: Phase) -> None:
         if phase not in TRANSITIONS[self.phase]:
@@ -208,7 +204,7 @@ class HttpStream:
         return self._inbox.popleft()  # type: ignore[union-attr]  # (queue made it)
 
     def can_replay(self, item: Any) -> bool:
-        if self.phase is not _DISPATCHED or self.replays >= MAX_REPLAYS:
+        if self.phase is not Phase.DISPATCHED or self.replays >= MAX_REPLAYS:
             return False
         if item is Local.WORKER_LOST:
             if not may_replay(len(self.lost_on)):
@@ -243,17 +239,17 @@ class HttpStream:
         if upload.has_body:
             upload.stop()
             upload.send = _no_send  # it names us (hot-path rule 4: tests/benchmarks/README.md)
-        if self.phase is not _DONE and self.phase is not _FAILED:
-            self._to(_FAILED)
+        if self.phase is not Phase.DONE and self.phase is not Phase.FAILED:
+            self._to(Phase.FAILED)
         self._first = False
         self.writer = None
         if self.worker is None:
             return
         half = self.request_half
-        answered = self.response.state in (_RESPONSE_DONE, _RESPONSE_RESET)
-        if half is not None and half.state is not _DISCONNECTED:
+        answered = self.response.state in (ResponseHalf.DONE, ResponseHalf.RESET)
+        if half is not None and half.state is not RequestHalf.DISCONNECTED:
             # The body will not be forwarded, or nobody waits for the answer.
-            if half.state is _RECEIVING or not answered:
+            if half.state is RequestHalf.RECEIVING or not answered:
                 half.feed(ev.Disconnect(self.stream_id))
                 self._dispatcher.post(ev.Disconnect(self.stream_id), self.worker)
         if answered:
@@ -280,7 +276,7 @@ class HttpStream:
                 recv = self.recv
                 if recv is not None:
                     recv.received(n, self.stream_id)
-                elif state is not _RESPONSE_DONE:  # a whole response needs no window: one event
+                elif state is not ResponseHalf.DONE:  # a whole response needs no window: one event
                     # cannot overrun a fresh one (the codec caps a payload at its slack)
                     dispatcher = self._dispatcher
                     recv = self.recv = ReceiveWindow(dispatcher.window_bytes, dispatcher.max_payload_bytes)
@@ -289,7 +285,7 @@ class HttpStream:
             self.on_violation(str(exc))
             return
         phase = self.phase
-        if phase is _DONE or phase is _FAILED:
+        if phase is Phase.DONE or phase is Phase.FAILED:
             self._linger(n, state)
         else:
             self._push(event)
@@ -303,28 +299,29 @@ class HttpStream:
             self.on_violation("EarlyHints: feature not agreed at WELCOME")
             return
         writer = self.writer
-        if writer is None or self.phase is not _DISPATCHED or self.response.state is not _RESPONSE_WAITING:
+        started = self.phase is not Phase.DISPATCHED or self.response.state is not ResponseHalf.WAITING
+        if writer is None or started:
             log.debug("stream %d: early hints after the response started: dropped", self.stream_id)
             return
         writer.early_hints(event.links)
 
     def _on_reset(self, event: ev.Reset) -> None:
-        if self.response.state is not _RESPONSE_DONE:
+        if self.response.state is not ResponseHalf.DONE:
             self.response.feed(event)
         self._detach()
-        if self.phase not in (_DONE, _FAILED):
+        if self.phase not in (Phase.DONE, Phase.FAILED):
             self._push(event)
 
     def _linger(self, n: int, state: ResponseHalf) -> None:
         """The client is gone; the worker is still answering: discard, but keep it moving."""
         if n and self.worker is not None:
             self._dispatcher.post(ev.Credit(self.stream_id, n), self.worker)
-        if state is _RESPONSE_DONE:
+        if state is ResponseHalf.DONE:
             self._detach()
 
     def on_violation(self, reason: str) -> None:
         self.reset(ResetCode.PROTOCOL_ERROR, reason)
-        if self.phase not in (_DONE, _FAILED):
+        if self.phase not in (Phase.DONE, Phase.FAILED):
             self._push(Local.VIOLATION)
 
     def on_worker_lost(self) -> None:
@@ -333,12 +330,12 @@ class HttpStream:
             self.undelivered = self.stream_id in record.unsent or (record.said_bye and self.upload.replayable)
             if not self.undelivered:  # it may have run there (a REQUEST that never left proves nothing)
                 self.lost_on += (record.worker_id,)
-                if not may_replay(len(self.lost_on)) and self.phase is _DISPATCHED:
+                if not may_replay(len(self.lost_on)) and self.phase is Phase.DISPATCHED:
                     path = self._head[3].decode("utf-8", "replace")
                     rid = str(self._ext.get("request_id", "-"))
                     log.warning(poison_message(self._head[0], path, rid, self.lost_on))
         self._detach()
-        if self.phase not in (_DONE, _FAILED):
+        if self.phase not in (Phase.DONE, Phase.FAILED):
             self._push(Local.WORKER_BLOCKED if self._blocked_by(record) else Local.WORKER_LOST)
 
     def _blocked_by(self, record: WorkerRecord | None) -> bool:
@@ -372,7 +369,7 @@ class HttpStream:
     def _fail_upload(self, marker: Local) -> None:
         self.upload.stop()
         self.reset(ResetCode.CANCELLED, marker.value)
-        if self.phase not in (_DONE, _FAILED):
+        if self.phase not in (Phase.DONE, Phase.FAILED):
             self._push(marker)
 
     def _return_credit(self) -> None:

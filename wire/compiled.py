@@ -46,6 +46,7 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.request_head",
     "frontend.stream",
     "frontend.http_requests",
+    "frontend.connection",
     "frontend.ws_frames",
     "frontend.ws_stream",
     "frontend.ws_session",

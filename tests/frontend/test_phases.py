@@ -7,6 +7,7 @@ module assigns its phase (others call its methods)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from enum import Enum
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from frontend import connection, retire, stream, ws_stream
 from frontend.dispatch import Dispatcher
 from frontend.pool import WorkerRecord
+from frontend.server import HttpServer
 from frontend.services import Services
 from frontend.upload import NoBody
 
@@ -129,9 +131,12 @@ def test_ws_stream_moves(tmp_path: Path, zmq_ctx: Any) -> None:
     assert s.phase is ws_stream.WsPhase.DONE
 
 
-def test_connection_moves() -> None:
-    c = object.__new__(connection.Connection)
-    c._phase = connection.ConnPhase.FAILED
+async def test_connection_moves(tmp_path: Path, zmq_ctx: Any) -> None:
+    config = make_config(tmp_path)
+    server = HttpServer(config, Services(config, Dispatcher(config, zmq_ctx)))
+    c = connection.Connection(server.shared, asyncio.get_running_loop())
+    assert c.phase is connection.ConnPhase.READING
+    c._to(connection.ConnPhase.FAILED)
     with pytest.raises(connection.IllegalTransition):
         c._to(connection.ConnPhase.READING)
     assert c.phase is connection.ConnPhase.FAILED
