@@ -15,9 +15,6 @@ from typing import Any
 import pytest
 
 from frontend import connection, retire, stream, ws_stream
-from frontend.dispatch import Dispatcher
-
-from .conftest import make_config
 
 FRONTEND = Path(connection.__file__).parent
 TABLES = [
@@ -93,6 +90,10 @@ def test_http_stream_moves() -> None:
 
 def test_ws_stream_moves(tmp_path: Path, zmq_ctx: Any) -> None:
     # Built whole (not object.__new__): the compiled build's WsStream is a native class.
+    from frontend.dispatch import Dispatcher
+
+    from .conftest import make_config
+
     s = ws_stream.WsStream(Dispatcher(make_config(tmp_path), zmq_ctx), connect=())
     assert s.phase is ws_stream.WsPhase.QUEUED
     with pytest.raises(ws_stream.IllegalTransition):
