@@ -49,6 +49,7 @@ from typing import Any
 import zmq
 
 from wire import compiled, gcpolicy, logsetup
+from wire.heap import tune_malloc
 
 from . import logctx
 from .admission import Admission
@@ -96,6 +97,7 @@ def run_worker(
     requests, read by the supervisor for --max-requests; None counts nothing.
     """
     configure_logging(config.log_level, config.log_format, config.log_config)
+    tune_malloc()  # large body buffers reuse their pages (wire/heap.py)
     try:
         import uvloop
 

@@ -32,6 +32,7 @@ import click
 from wire import frontend_options as fo
 from wire import gcpolicy
 from wire import logsetup
+from wire.heap import tune_malloc
 
 from . import access_log
 from . import config as cfg
@@ -175,6 +176,7 @@ def _setup_logging(level: str, log_format: str, log_config: str | None) -> None:
 
 
 def _run(coro: Any) -> None:
+    tune_malloc()  # large body buffers reuse their pages (wire/heap.py)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
