@@ -44,7 +44,6 @@ from wire import logsetup
 
 if TYPE_CHECKING:
     from .metrics import Metrics
-    from .pool import WorkerRecord
     from .writer import RequestWriter
 
 ACCESS_LOGGER = "zasgi.access"
