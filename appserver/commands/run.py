@@ -33,11 +33,28 @@ _OWN = [opt.click_option(**({"help": "ZeroMQ endpoint between the tiers [default
         for opt in fo.where(fo.Run.OWN)]  # fmt: skip
 
 
+class FrontendCount(click.ParamType):
+    """--frontends: a count, or "auto" (listeners.auto_count, resolved once the workers are known)."""
+
+    name = "N|auto"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            self.fail(f"{value!r} is neither a number nor 'auto'", param, ctx)
+
+
 _FLEET = [
-    click.Option(["--frontends"], default=1, show_default=True, type=int, envvar="ZASGI_FRONTENDS",
-                 show_envvar=True,
+    click.Option(["--frontends"], default="auto", show_default=True, type=FrontendCount(),
+                 envvar="ZASGI_FRONTENDS", show_envvar=True,
                  help="Front-end processes on the one port (SO_REUSEPORT; Linux): HTTP on that many cores, "
-                      "every worker joined to each. SIGUSR2 (zasgi reload --frontends) replaces them one at "
+                      "every worker joined to each. auto: one per worker, at most one per CPU core (1 with "
+                      "--uds, a tcp:// --backend, or off Linux). SIGUSR2 (zasgi reload --frontends) replaces them one at "
                       "a time, new one first. More than the CPU cores needs --force."),
     click.Option(["--force"], is_flag=True, envvar="ZASGI_FORCE", show_envvar=True,
                  help="Allow --frontends above the number of CPU cores."),
@@ -52,6 +69,9 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     process.setup_logging(opts["log_level"], opts["log_format"], opts["log_config"])
     options.load_env_file(opts.pop("env_file"))
     count = opts.pop("frontends")
+    if count == "auto":
+        fixed_backend = backend is not None and not backend.startswith("ipc://")
+        count = listeners.auto_count(opts["workers"], single=opts["uds"] is not None or fixed_backend)
     try:
         listeners.check_count(count, force=opts.pop("force"))
         if count > 1 and opts["uds"] is not None:

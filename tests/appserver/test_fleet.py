@@ -10,7 +10,7 @@ import pytest
 
 from appserver.fleet import FrontendProc
 from appserver.frontroll import FE_TRANSITIONS, ROLL_TRANSITIONS, FeState, Roll, RollPhase
-from appserver.listeners import FleetError, bind_listeners, check_count, free_admin_port
+from appserver.listeners import FleetError, auto_count, bind_listeners, check_count, free_admin_port
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's"
@@ -36,6 +36,24 @@ def test_good_frontend_counts() -> None:
     check_count(1, platform="darwin")
     check_count(2, cores=2, platform="linux")
     check_count(8, cores=2, platform="linux", force=True)
+
+
+@pytest.mark.parametrize(
+    ("workers", "kw", "count"),
+    [
+        (1, {"cores": 8}, 1),
+        (2, {"cores": 2}, 2),  # uvicorn --workers 2 has HTTP on two cores; so does zasgi run -w 2
+        (8, {"cores": 2}, 2),  # never more than the cores
+        (4, {"cores": 8}, 4),
+        (4, {"cores": 8, "single": True}, 1),  # --uds, a fixed tcp:// backend
+        (4, {"cores": 8, "platform": "darwin"}, 1),  # no SO_REUSEPORT spreading
+        (0, {"cores": 8}, 1),
+    ],
+)
+def test_auto_frontends_one_per_worker_at_most_one_per_core(workers: int, kw: dict[str, object], count: int) -> None:
+    kw.setdefault("platform", "linux")
+    assert auto_count(workers, **kw) == count  # type: ignore[arg-type]
+    check_count(count, cores=kw["cores"], platform=kw["platform"])  # type: ignore[arg-type]  # never refused
 
 
 def test_roll_phases_only_move_forward_and_end() -> None:

@@ -49,10 +49,14 @@ class Server:
 def start_run(
     tmp: Path, *extra: str, workers: int = 2, env: dict[str, str] | None = None, app: str = PROBE
 ) -> Server:
+    """``zasgi run`` with one front end unless ``extra`` names ``--frontends``: these tests read
+    one front end's log, metrics and admin endpoint (test_fleet.py covers several, and the
+    default of one per worker)."""
     probe_dir = tmp / "probe"
     probe_dir.mkdir(exist_ok=True)
     env = {"PROBE_DIR": str(probe_dir), **(env or {})}
-    proc = Proc("run", zasgi("run", app, "--port", "0", "--workers", str(workers), *extra), tmp, env)
+    fleet = () if "--frontends" in extra else ("--frontends", "1")
+    proc = Proc("run", zasgi("run", app, "--port", "0", "--workers", str(workers), *fleet, *extra), tmp, env)
     server = Server("", probe_dir, [proc])
     try:
         server.url = proc.wait_for(READY_RUN, 60).group(1)

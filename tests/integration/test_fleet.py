@@ -24,8 +24,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from appserver.listeners import usable_cores
 from tests.helpers.load import GetLoad
-from tests.helpers.processes import Proc, zasgi
+from tests.helpers.processes import Proc, free_tcp_port, zasgi
 from tests.integration.conftest import PROBE, Server, start_run, stop
 
 pytestmark = [
@@ -302,3 +303,39 @@ async def test_a_websocket_on_a_rolled_front_end_closes_1012_and_reconnects(flee
         assert (await again.receive(timeout=30)).data == "hi"
         await again.close()
     await asyncio.to_thread(_wait_count, proc, ROLL_DONE, 1, 60)
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="auto gives one front end per core")
+def test_default_is_one_front_end_per_worker_and_both_serve(tmp_path: Path) -> None:
+    """No --frontends: ``zasgi run -w 2`` puts HTTP on two cores, as ``uvicorn --workers 2`` does
+    (listeners.auto_count); every connection is answered whichever front end the kernel picks."""
+    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", "2", "--admin-port", "0"), tmp_path,
+                {"PROBE_DIR": str(tmp_path)})  # fmt: skip
+    server = Server("", tmp_path, [proc])
+    try:
+        server.url = proc.wait_for(r"zasgi running on (http://\S+) \(2 front ends, 2 workers\)", 60).group(1)
+        port = int(server.url.rsplit(":", 1)[1].rstrip("/"))
+        assert all(_get(port) == 200 for _ in range(40))
+        admins = _admins(server)
+        assert len(admins) == 2
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(_requests_served(a) > 0 for a in admins):
+            _get(port)
+        assert all(_requests_served(a) > 0 for a in admins), "SO_REUSEPORT left a front end without traffic"
+    finally:
+        stop(server)
+
+
+def test_auto_with_a_tcp_backend_is_one_front_end(tmp_path: Path) -> None:
+    """A fixed tcp:// backend can be bound by one front end only: auto gives 1, not a refusal."""
+    backend = f"tcp://127.0.0.1:{free_tcp_port()}"
+    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", "2", "--backend", backend), tmp_path,
+                {"PROBE_DIR": str(tmp_path)})  # fmt: skip
+    server = Server("", tmp_path, [proc])
+    try:
+        line = proc.wait_for(r"zasgi running on http://\S+ \(.*\)", 60).group(0)
+        assert line.endswith("(2 workers)"), line
+        port = int(re.search(r"http://[^:]+:(\d+)", line).group(1))  # type: ignore[union-attr]
+        assert _get(port) == 200
+    finally:
+        stop(server)
