@@ -50,7 +50,7 @@ class FrontendCount(click.ParamType):
 
 
 _FLEET = [
-    click.Option(["--frontends"], default="auto", show_default=True, type=FrontendCount(),
+    click.Option(["--frontends"], default=1, show_default=True, type=FrontendCount(),
                  envvar="ZASGI_FRONTENDS", show_envvar=True,
                  help="Front-end processes on the one port (SO_REUSEPORT; Linux): HTTP on that many cores, "
                       "every worker joined to each. auto: one per worker, at most one per CPU core (1 with "

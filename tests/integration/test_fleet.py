@@ -306,11 +306,11 @@ async def test_a_websocket_on_a_rolled_front_end_closes_1012_and_reconnects(flee
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="auto gives one front end per core")
-def test_default_is_one_front_end_per_worker_and_both_serve(tmp_path: Path) -> None:
-    """No --frontends: ``zasgi run -w 2`` puts HTTP on two cores, as ``uvicorn --workers 2`` does
+def test_auto_is_one_front_end_per_worker_and_both_serve(tmp_path: Path) -> None:
+    """--frontends auto: ``zasgi run -w 2`` puts HTTP on two cores, as ``uvicorn --workers 2`` does
     (listeners.auto_count); every connection is answered whichever front end the kernel picks."""
-    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", "2", "--admin-port", "0"), tmp_path,
-                {"PROBE_DIR": str(tmp_path)})  # fmt: skip
+    argv = zasgi("run", PROBE, "--port", "0", "--workers", "2", "--admin-port", "0", "--frontends", "auto")
+    proc = Proc("run", argv, tmp_path, {"PROBE_DIR": str(tmp_path)})
     server = Server("", tmp_path, [proc])
     try:
         server.url = proc.wait_for(r"zasgi running on (http://\S+) \(2 front ends, 2 workers\)", 60).group(1)
@@ -329,8 +329,8 @@ def test_default_is_one_front_end_per_worker_and_both_serve(tmp_path: Path) -> N
 def test_auto_with_a_tcp_backend_is_one_front_end(tmp_path: Path) -> None:
     """A fixed tcp:// backend can be bound by one front end only: auto gives 1, not a refusal."""
     backend = f"tcp://127.0.0.1:{free_tcp_port()}"
-    proc = Proc("run", zasgi("run", PROBE, "--port", "0", "--workers", "2", "--backend", backend), tmp_path,
-                {"PROBE_DIR": str(tmp_path)})  # fmt: skip
+    argv = zasgi("run", PROBE, "--port", "0", "--workers", "2", "--backend", backend, "--frontends", "auto")
+    proc = Proc("run", argv, tmp_path, {"PROBE_DIR": str(tmp_path)})
     server = Server("", tmp_path, [proc])
     try:
         line = proc.wait_for(r"zasgi running on http://\S+ \(.*\)", 60).group(0)
