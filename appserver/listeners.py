@@ -48,10 +48,9 @@ def auto_count(
 ) -> int:
     """``--frontends auto``: one front end per worker, at most one per core (so uvicorn's
     ``--workers N`` and ours put HTTP on as many cores); 1 off Linux, and when ``single`` (a
-    ``--uds`` socket or a fixed ``--backend tcp://``: one front end can have it).
-    Measured on 2 cores with ``-w 2`` (tests/benchmarks/README.md): the second front end serves
-    a 3,000-connection burst at 0.96x uvicorn against 0.83x with one, hello c256 at 0.79x
-    against 0.68x, and costs nothing measurable elsewhere (an idle front end waits in epoll)."""
+    ``--uds`` socket or a fixed ``--backend tcp://``: one front end can have it). Not the
+    default: on 2 cores at ``-w 2`` it did not clearly pay (README, "How many").
+    """
     if single or not platform.startswith("linux"):
         return 1
     return max(1, min(workers, cores if cores is not None else usable_cores()))

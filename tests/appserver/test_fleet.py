@@ -42,7 +42,7 @@ def test_good_frontend_counts() -> None:
     ("workers", "kw", "count"),
     [
         (1, {"cores": 8}, 1),
-        (2, {"cores": 2}, 2),  # uvicorn --workers 2 has HTTP on two cores; so does zasgi run -w 2
+        (2, {"cores": 2}, 2),  # uvicorn --workers 2 has HTTP on two cores; so does run -w 2 --frontends auto
         (8, {"cores": 2}, 2),  # never more than the cores
         (4, {"cores": 8}, 4),
         (4, {"cores": 8, "single": True}, 1),  # --uds, a fixed tcp:// backend

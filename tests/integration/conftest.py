@@ -50,8 +50,8 @@ def start_run(
     tmp: Path, *extra: str, workers: int = 2, env: dict[str, str] | None = None, app: str = PROBE
 ) -> Server:
     """``zasgi run`` with one front end unless ``extra`` names ``--frontends``: these tests read
-    one front end's log, metrics and admin endpoint (test_fleet.py covers several, and the
-    default of one per worker)."""
+    one front end's log, metrics and admin endpoint (test_fleet.py covers several, and auto),
+    whatever the default is."""
     probe_dir = tmp / "probe"
     probe_dir.mkdir(exist_ok=True)
     env = {"PROBE_DIR": str(probe_dir), **(env or {})}
