@@ -267,15 +267,25 @@ def _packable_generic(event: Any, frames: list[Any], inline_max: int) -> list[An
     return [ev.KIND_OF[cls], event.stream_id, *values]
 
 
-def encode(events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES) -> list[Any]:
+def encode(
+    events: Sequence[ev.Event], *, inline_max: int = INLINE_MAX_BYTES, packer: Any = None
+) -> list[Any]:
     """Frames for one message carrying ``events`` in order.
 
-    Large payloads are returned as-is (not copied) in their own frames.
+    Large payloads are returned as-is (not copied) in their own frames. ``packer``: the caller's
+    own ``new_packer()``, reused message after message (``msgpack.packb`` builds a Packer and its
+    buffer per call: reusing one saves ~0.2 µs an event on a batch). A Packer is not thread-safe:
+    one per owner (a Channel), none for a caller on another thread (the app server's pulse).
     """
     frames: list[Any] = [b""]
     header = [_packable(event, frames, inline_max) for event in events]
-    frames[0] = msgpack.packb(header, use_bin_type=True)
+    frames[0] = packer.pack(header) if packer is not None else msgpack.packb(header, use_bin_type=True)
     return frames
+
+
+def new_packer() -> Any:
+    """A Packer that packs as ``encode`` does, for one owner to pass to ``encode`` again and again."""
+    return msgpack.Packer(use_bin_type=True)
 
 
 def pack_value(value: Any) -> bytes:

@@ -32,6 +32,7 @@ from types import ModuleType
 HOT_MODULES: tuple[str, ...] = (
     "wire.errors",
     "wire.codec",
+    "wire.channel",
     "wire.flow",
     "wire.states",
     "wire.scope",

@@ -262,3 +262,78 @@ async def test_a_websocket_session_is_logged_once_whoever_closes_it(
     (call,) = access_logger.call_args_list
     m = COMBINED.match(call.args[0])
     assert m and m["status"] == "101" and m[3] == "GET /ws HTTP/1.1" and m["worker"] == w.worker_id
+
+
+# ---------------------------------------------------------------- LineSink: zasgi's own output
+
+
+class _Stream:
+    """A text stream that records each write, and can fail like a closed pipe."""
+
+    def __init__(self, broken: bool = False) -> None:
+        self.writes: list[str] = []
+        self.flushes = 0
+        self.broken = broken
+
+    def write(self, text: str) -> int:
+        if self.broken:
+            raise BrokenPipeError(32, "Broken pipe")
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+async def test_sink_writes_one_iterations_lines_in_one_write_after_it() -> None:
+    stream = _Stream()
+    sink = al.LineSink(stream)  # type: ignore[arg-type]
+    for i in range(3):
+        sink.write(f"line {i}")
+    assert stream.writes == []  # not before the iteration ends
+    await asyncio.sleep(0)
+    assert stream.writes == ["line 0\nline 1\nline 2\n"] and stream.flushes == 1
+    sink.write("next")
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == ["next\n"]
+
+
+def test_sink_without_a_loop_writes_at_once() -> None:
+    stream = _Stream()
+    sink = al.LineSink(stream)  # type: ignore[arg-type]
+    sink.write("a")
+    sink.write("b")
+    assert stream.writes == ["a\n", "b\n"]
+
+
+async def test_sink_bounds_what_one_iteration_holds() -> None:
+    stream = _Stream()
+    sink = al.LineSink(stream)  # type: ignore[arg-type]
+    for i in range(al.LineSink.MAX_LINES + 1):
+        sink.write(str(i))
+    assert len(stream.writes) == 1 and stream.writes[0].count("\n") == al.LineSink.MAX_LINES
+    await asyncio.sleep(0)
+    assert stream.writes[1:] == [f"{al.LineSink.MAX_LINES}\n"]
+
+
+def test_sink_on_a_broken_stream_warns_once_and_drops(caplog: pytest.LogCaptureFixture) -> None:
+    sink = al.LineSink(_Stream(broken=True))  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            sink.write("x")  # no exception reaches the request path
+    warnings = [r for r in caplog.records if "access log: cannot write" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_access_lines_go_to_the_sink_when_zasgi_owns_the_output(
+    monkeypatch: pytest.MonkeyPatch, access_logger: Any
+) -> None:
+    stream = _Stream()
+    monkeypatch.setattr(al, "_sink", al.LineSink(stream))  # type: ignore[arg-type]
+    log = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
+    assert log.enabled
+    log.request_ended(_writer({"User-Agent": "ua"}, status=204, bytes_out=0))
+    (text,) = stream.writes
+    m = COMBINED.match(text.rstrip("\n"))
+    assert m and m["status"] == "204" and m[7] == "ua"
+    assert access_logger.call_count == 0  # not through logging
