@@ -71,15 +71,26 @@ from wire.codec import Limits
 from wire.states import WorkerState
 
 from .config import FrontendConfig
-from .metrics import BLOCKED_BUCKETS_S, Buckets
+from .metrics import BLOCKED_BUCKETS_S
 from .pool import Pool, ProbePlan, WorkerRecord
 from .replay import ReplaySpread
 from .slots import SlotQueue
+from .traffic import Buckets
 
 log = logging.getLogger(__name__)
 
 BYE_GRACE_S = 0.05  # lets ZeroMQ's I/O thread put the BYEs on the wire before linger-0 close
 _OPENING = (ev.Request, ev.WsConnect, ev.WsResume)  # the events that give a stream to a worker
+
+
+class Outbox(Protocol):
+    """What the dispatcher uses of its ``wire.channel.Channel``. A Protocol: to the compiled
+    dispatcher any such object (wire/compiled.py), so micro_frontend.py can stand a list in."""
+
+    def post(self, event: Any, peer: Any) -> None: ...
+    def flush(self) -> None: ...
+    def discard(self, peer: Any) -> list[Any]: ...
+    def close(self) -> None: ...
 
 
 class Stream(Protocol):
@@ -110,7 +121,7 @@ class Dispatcher:
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
-        self._channel: Channel | None = None
+        self._channel: Outbox | None = None
         self._monitor: SocketMonitor | None = None
         self._probes = ProbePlan()
         self._probe_timer: asyncio.Handle | None = None

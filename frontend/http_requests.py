@@ -45,11 +45,11 @@ from wire.events import ResetCode
 from .access_log import request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
-from .metrics import Metrics
 from .request_head import RequestHeads
 from .responses import describe_failure
 from .slots import NoCapacity
 from .stream import HttpStream, Local
+from .traffic import Traffic
 from .upload import BodyTooLarge, new_upload
 from .writer import RequestWriter
 
@@ -66,7 +66,7 @@ _FAILURE_STATUS = {
 
 class HttpRequests:
     def __init__(
-        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, metrics: Metrics
+        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, metrics: Traffic
     ) -> None:
         self.dispatcher = dispatcher
         self.metrics = metrics

@@ -34,7 +34,7 @@ class Services:
         websocket: WsBridge | None = None  # (the gauge below reads it once it exists)
         self.metrics = Metrics(dispatcher, websockets_open=lambda: websocket.open_count if websocket else 0)
         self.access = AccessLog(
-            self.metrics, enabled=config.access_log, log_format=config.log_format, frontend=frontend_id
+            self.metrics.traffic, enabled=config.access_log, log_format=config.log_format, frontend=frontend_id
         )
-        self.requests = HttpRequests(config, dispatcher, heads, self.metrics)
+        self.requests = HttpRequests(config, dispatcher, heads, self.metrics.traffic)
         self.websocket = websocket = WsBridge(config, dispatcher, heads, self.access)

@@ -48,6 +48,8 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.stream",
     "frontend.http_requests",
     "frontend.connection",
+    "frontend.traffic",
+    "frontend.access_log",
     "frontend.ws_frames",
     "frontend.ws_stream",
     "frontend.ws_session",

@@ -102,7 +102,7 @@ def on_a_list(capacity: int) -> tuple[zmq.Context[Any], Dispatcher, _Channel, Ht
     dispatcher = Dispatcher(config, ctx)
     dispatcher._loop = asyncio.get_running_loop()
     channel = _Channel()
-    dispatcher._channel = channel  # type: ignore[assignment]
+    dispatcher._channel = channel
     record = WorkerRecord(peer=PEER, worker_id="w1", pid=1, capacity=capacity, window_bytes=1 << 20,
                           features=frozenset({"http"}), now=0.0)  # fmt: skip
     dispatcher.pool.add(record)

@@ -17,6 +17,7 @@ from aiohttp.http import HttpVersion11
 from multidict import CIMultiDict
 
 from frontend import access_log as al
+from frontend.pool import WorkerRecord
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,8 +39,8 @@ class _Metrics:
         self.calls.append(("ws",))
 
 
-class _Worker:
-    worker_id = "host-42-abc"
+def _Worker() -> WorkerRecord:  # noqa: N802 (a real one: the compiled log checks the type)
+    return WorkerRecord(peer=b"w", worker_id="host-42-abc", pid=1, capacity=1, window_bytes=1, now=0.0)
 
 
 PEER = ("192.0.2.1", 40000)
@@ -91,7 +92,7 @@ def test_request_id_kept_when_well_formed_else_made() -> None:
 
 def test_combined_line_has_the_fields(access_logger: Any) -> None:
     metrics = _Metrics()
-    log = al.AccessLog(metrics, log_format="text")  # type: ignore[arg-type]
+    log = al.AccessLog(metrics, log_format="text")
     log.request_ended(_writer({"User-Agent": 'curl "8"', "Referer": "http://r/"}, status=201, bytes_out=77))
     (line,), _ = access_logger.call_args
     m = COMBINED.match(line)
@@ -104,14 +105,14 @@ def test_combined_line_has_the_fields(access_logger: Any) -> None:
 
 
 def test_control_characters_in_the_path_are_escaped(access_logger: Any) -> None:
-    log = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
+    log = al.AccessLog(_Metrics(), log_format="text")
     log.request_ended(_writer(path='/x"\x1b[31m'))
     (line,), _ = access_logger.call_args
     assert "\x1b" not in line and '\\"' in line and COMBINED.match(line)
 
 
 def test_json_line_has_the_fields(access_logger: Any) -> None:
-    log = al.AccessLog(_Metrics(), log_format="json")  # type: ignore[arg-type]
+    log = al.AccessLog(_Metrics(), log_format="json")
     log.request_ended(_writer({"User-Agent": "ua"}, status=404, bytes_out=9))
     (line,), _ = access_logger.call_args
     entry = json.loads(line)
@@ -123,7 +124,7 @@ def test_json_line_has_the_fields(access_logger: Any) -> None:
 
 def test_disabled_log_writes_nothing_but_metrics_still_count(access_logger: Any) -> None:
     metrics = _Metrics()
-    log = al.AccessLog(metrics, enabled=False)  # type: ignore[arg-type]
+    log = al.AccessLog(metrics, enabled=False)
     log.request_ended(_writer())
     log.upgrade_ended(_upgrade(), 101, 0)
     access_logger.assert_not_called()
@@ -133,14 +134,14 @@ def test_disabled_log_writes_nothing_but_metrics_still_count(access_logger: Any)
 def test_log_level_above_info_disables_it() -> None:
     logger = logging.getLogger(al.ACCESS_LOGGER)
     with mock.patch.object(logger, "isEnabledFor", return_value=False):
-        assert not al.AccessLog(_Metrics()).enabled  # type: ignore[arg-type]
+        assert not al.AccessLog(_Metrics()).enabled
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_an_upgrade_answered_without_a_session_is_a_request(access_logger: Any, log_format: str) -> None:
     """A refused upgrade (here 403) counts and logs as an HTTP request; a session (101) as a WebSocket."""
     metrics = _Metrics()
-    log = al.AccessLog(metrics, log_format=log_format)  # type: ignore[arg-type]
+    log = al.AccessLog(metrics, log_format=log_format)
     log.upgrade_ended(_upgrade({"User-Agent": "ua"}), 403, 12)
     log.upgrade_ended(_upgrade(), 101, 0)
     assert metrics.calls == [("http", 403, pytest.approx(0.01, abs=5), 0, 12), ("ws",)]
@@ -189,7 +190,7 @@ async def test_one_line_per_request_in_process(
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_client_is_the_one_proxy_headers_named(access_logger: Any, log_format: str) -> None:
-    log = al.AccessLog(_Metrics(), log_format=log_format)  # type: ignore[arg-type]
+    log = al.AccessLog(_Metrics(), log_format=log_format)
     ex, conn = _writer(), _upgrade()
     log.request_ended(ex)  # no proxy headers: the TCP peer
     log.upgrade_ended(conn, 101, 0)
@@ -309,11 +310,11 @@ def test_sink_without_a_loop_writes_at_once() -> None:
 async def test_sink_bounds_what_one_iteration_holds() -> None:
     stream = _Stream()
     sink = al.LineSink(stream)  # type: ignore[arg-type]
-    for i in range(al.LineSink.MAX_LINES + 1):
+    for i in range(al.SINK_MAX_LINES + 1):
         sink.write(str(i))
-    assert len(stream.writes) == 1 and stream.writes[0].count("\n") == al.LineSink.MAX_LINES
+    assert len(stream.writes) == 1 and stream.writes[0].count("\n") == al.SINK_MAX_LINES
     await asyncio.sleep(0)
-    assert stream.writes[1:] == [f"{al.LineSink.MAX_LINES}\n"]
+    assert stream.writes[1:] == [f"{al.SINK_MAX_LINES}\n"]
 
 
 def test_sink_on_a_broken_stream_warns_once_and_drops(caplog: pytest.LogCaptureFixture) -> None:
@@ -330,7 +331,7 @@ def test_access_lines_go_to_the_sink_when_zasgi_owns_the_output(
 ) -> None:
     stream = _Stream()
     monkeypatch.setattr(al, "_sink", al.LineSink(stream))  # type: ignore[arg-type]
-    log = al.AccessLog(_Metrics(), log_format="text")  # type: ignore[arg-type]
+    log = al.AccessLog(_Metrics(), log_format="text")
     assert log.enabled
     log.request_ended(_writer({"User-Agent": "ua"}, status=204, bytes_out=0))
     (text,) = stream.writes
