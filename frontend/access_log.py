@@ -62,6 +62,7 @@ _getrandbits = random.getrandbits
 
 
 _X_REQUEST_ID = istr("X-Request-ID")  # (istr: a CIMultiDict lookup without lower-casing it)
+_REFERER, _USER_AGENT = istr("Referer"), istr("User-Agent")
 
 
 def request_id(headers: Any) -> str:
@@ -157,7 +158,7 @@ class AccessLog:
         line = f"{e.method} {e.path} HTTP/{e.version[0]}.{e.version[1]}"
         return (
             f'{e.client or "-"} - - [{self._now()}] "{_safe(line)}" {e.status} {e.bytes_out} '
-            f'"{_safe(headers.get("Referer", "-"))}" "{_safe(headers.get("User-Agent", "-"))}" '
+            f'"{_safe(headers.get(_REFERER, "-"))}" "{_safe(headers.get(_USER_AGENT, "-"))}" '
             f"rid={e.rid or '-'} worker={e.worker or '-'} dur={e.duration_s:.6f}{self._fe_field}"
         )
 
@@ -177,8 +178,8 @@ class AccessLog:
                 "duration_s": round(e.duration_s, 6),
                 "request_id": e.rid,
                 "worker": e.worker,
-                "referer": headers.get("Referer"),
-                "user_agent": headers.get("User-Agent"),
+                "referer": headers.get(_REFERER),
+                "user_agent": headers.get(_USER_AGENT),
             },
             separators=(",", ":"),
         )

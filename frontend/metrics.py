@@ -89,7 +89,8 @@ class _TrafficCollector(Collector):
         for status, count in list(t.by_status.items()):
             requests.add_metric([str(status)], count, t.status_created[status] if created else None)
         yield requests
-        yield _histogram(t.latency, 
+        yield _histogram(
+            t.latency,
             "zasgi_http_request_duration_seconds",
             "From the request's head parsed to the response's last byte written.",
         )
@@ -103,7 +104,8 @@ class _TrafficCollector(Collector):
             value=t.bytes_out,
             created=since,
         )
-        yield _histogram(t.wait, 
+        yield _histogram(
+            t.wait,
             "zasgi_queue_wait_seconds",
             "Time an HTTP request waited for a worker slot (503s after the queue timeout included).",
         )
@@ -173,7 +175,8 @@ class _StateCollector(Collector):
             for reason, count in slots.shed.items():
                 shed.add_metric([reason, kind], count)
         yield shed
-        yield _histogram(d.loop_blocked, 
+        yield _histogram(
+            d.loop_blocked,
             "zasgi_worker_loop_blocked_seconds",
             "Stalls of workers' event loops (a synchronous call in async code), from their PULSE: each "
             "stall's length once the loop ran again, or when the worker was evicted.",

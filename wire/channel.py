@@ -256,7 +256,7 @@ class Channel:
             return
         if self._blocked:
             self._retry_blocked()
-        sock, n = self.sock, 0
+        n = 0
         while n < MAX_MESSAGES_PER_WAKEUP:
             try:
                 frames = self._recv()

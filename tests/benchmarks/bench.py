@@ -11,6 +11,8 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
 
     hello     wrk -t1 at c64 and c256, GET / -> "Hello, world!": req/s, p50/p99, CPU µs/request
               (with a reference row "aiohttp bare": aiohttp's low-level server answering by itself)
+    hello-log hello at c64 with every server's default access log on (to its log file): what a user
+              comparing defaults sees; zasgi w1 against uvicorn w2
     fastapi   wrk -t1 -c64 on a FastAPI endpoint (path + query parameter, ~1 KiB pydantic JSON,
               fastapi_app.py): zasgi w1 and w2 against uvicorn w2
     download  one connection fetching a 10 MiB chunked response over and over (wrk -c1): MiB/s
@@ -72,6 +74,7 @@ HERE = Path(__file__).resolve().parent
 APP = "bench_app:app"
 CASES = (
     "hello",
+    "hello-log",
     "fastapi",
     "download",
     "upload",
@@ -190,9 +193,11 @@ def zasgi(
     tree: Path = REPO,
     extra: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
+    access_log: bool = False,
 ) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
     """``tree``: the checkout whose code runs (``--baseline``: an older tree, same bench app);
-    ``extra``: more ``zasgi run`` options; ``env``: more environment (``ZASGI_PURE``)."""
+    ``extra``: more ``zasgi run`` options; ``env``: more environment (``ZASGI_PURE``);
+    ``access_log``: its default logging (access log on, level info) instead of none."""
 
     def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
         argv = [
@@ -207,21 +212,21 @@ def zasgi(
             str(port),
             "--workers",
             str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
+            *(() if access_log else ("--log-level", "warning", "--no-access-log")),
         ]
         if capacity:
             argv += ["--capacity", str(capacity)]
         argv += extra
-        tag = "".join(extra) + "".join(f"-{k}" for k in env or {})
+        tag = "".join(extra) + "".join(f"-{k}" for k in env or {}) + ("-log" if access_log else "")
         name = f"zasgi-w{workers}-c{capacity}-{tree.name}{tag}.log"
         return [spawn(argv, log_dir / name, cwd=tree, extra_env=env)]
 
     return start
 
 
-def uvicorn_argv(port: int, workers: int) -> list[str]:
+def uvicorn_argv(port: int, workers: int, access_log: bool = False) -> list[str]:
+    """``access_log``: uvicorn's default logging (access log on, level info) instead of none."""
+    quiet = () if access_log else ("--log-level", "warning", "--no-access-log")
     return [
         sys.executable,
         "-m",
@@ -237,15 +242,14 @@ def uvicorn_argv(port: int, workers: int) -> list[str]:
         "httptools",
         "--loop",
         "uvloop",
-        "--log-level",
-        "warning",
-        "--no-access-log",
+        *quiet,
     ]
 
 
-def uvicorn(workers: int) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
+def uvicorn(workers: int, access_log: bool = False) -> Callable[[int, Path], list[subprocess.Popen[bytes]]]:
     def start(port: int, log_dir: Path) -> list[subprocess.Popen[bytes]]:
-        return [spawn(uvicorn_argv(port, workers), log_dir / f"uvicorn-w{workers}.log")]
+        name = f"uvicorn-w{workers}{'-log' if access_log else ''}.log"
+        return [spawn(uvicorn_argv(port, workers, access_log), log_dir / name)]
 
     return start
 
@@ -333,7 +337,10 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
     out = [
         *([Server("zasgi@base w1", main | w1, zasgi(1, tree=baseline))] if baseline is not None else []),
         *([Server("zasgi@base w2", w2, zasgi(2, tree=baseline))] if baseline is not None else []),
+        *([Server("zasgi@base w1 log", {"hello-log"}, zasgi(1, tree=baseline, access_log=True))]
+          if baseline is not None else []),  # fmt: skip
         Server("zasgi w1", main | {"scaleout", "h2", "fastapi"} | w1, zasgi(1)),
+        Server("zasgi w1 log", {"hello-log"}, zasgi(1, access_log=True)),
         Server("zasgi w2", {"hello", "download", "h2", "fastapi", "ws"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),
@@ -344,6 +351,7 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
         Server("zasgi w1 sched-other", {"hello"}, zasgi(1, extra=("--no-sched-batch",))),
         Server("uvicorn w1", main | w1, uvicorn(1)),
         Server("uvicorn w2", main | {"scaleout", "fastapi"} | w2, uvicorn(2)),
+        Server("uvicorn w2 log", {"hello-log"}, uvicorn(2, access_log=True)),
         Server("hypercorn w1", {"h2"}, hypercorn(1)),
         Server("hypercorn w2", {"h2"}, hypercorn(2)),
         *([Server("granian w1", {"h2"}, granian(1))] if _importable("granian") else []),
@@ -739,11 +747,13 @@ def run_server(server: Server, selected: set[str], plan: Plan, log_dir: Path) ->
         wait_ready(port, procs)
         d = plan.duration
         todo = server.cases & selected
-        if todo & {"hello", "scaleout"}:
+        if todo & {"hello", "hello-log", "scaleout"}:
             wrk(f"{base}/", 64, 1)  # warm-up
         if "hello" in todo and "cap8" not in server.name:
             for c in plan.hello_conns:
                 measure(server, procs, "hello", f"c{c}", 1, lambda c=c: wrk(f"{base}/", c, d))
+        if "hello-log" in todo:
+            measure(server, procs, "hello-log", "c64", 1, lambda: wrk(f"{base}/", 64, d))
         if "fastapi" in todo:  # a realistic endpoint (fastapi_app.py): two app processes each, c64
             url = f"{base}/fastapi/items/42?q=shoes"
             wrk(url, 64, 1)  # warm-up (and the app's first import)
@@ -815,6 +825,7 @@ def run_wire() -> dict[str, float]:
 
 UNIT = {
     "hello": "req/s",
+    "hello-log": "req/s",
     "fastapi": "req/s",
     "download": "MiB/s",
     "upload": "MiB/s",
@@ -826,6 +837,7 @@ UNIT = {
 CPU_UNIT = {"download": "µs/MiB", "upload": "µs/MiB", "ws": "µs/msg"}
 ANCHORS = {
     "hello": ("uvicorn w2", "uvicorn w1", "nginx>uvicorn"),
+    "hello-log": ("uvicorn w2 log",),
     "fastapi": ("uvicorn w2",),
     "download": ("uvicorn w1", "nginx>uvicorn"),
     "upload": ("uvicorn w1", "nginx>uvicorn"),
