@@ -274,8 +274,9 @@ def encode(
 
     Large payloads are returned as-is (not copied) in their own frames. ``packer``: the caller's
     own ``new_packer()``, reused message after message (``msgpack.packb`` builds a Packer and its
-    buffer per call: reusing one saves ~0.2 µs an event on a batch). A Packer is not thread-safe:
-    one per owner (a Channel), none for a caller on another thread (the app server's pulse).
+    buffer per call: reusing one measured 1.45 -> 0.84 µs for one RESPONSE, 10.4 -> 9.4 µs for
+    16). A Packer is not thread-safe: one per owner (a Channel), none for a caller on another
+    thread (the app server's pulse).
     """
     frames: list[Any] = [b""]
     header = [_packable(event, frames, inline_max) for event in events]

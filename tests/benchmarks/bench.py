@@ -92,6 +92,7 @@ OVERLOAD = {"io-burst": 2, "cpu-overload": 2, "c10k": 1, "slow-upload": 1}  # ca
 WS10K = "ws-10k"  # like the overload cases, on a fresh server of its own; a table of its own
 WS10K_SERVERS = {"zasgi@base w1", "zasgi w1", "uvicorn w1", "uvicorn w2"}
 MIB = 1 << 20
+QUIET = ("--log-level", "warning", "--no-access-log")  # zasgi's and uvicorn's: no access log, no info
 
 
 # ------------------------------------------------------------------ tools
@@ -212,7 +213,7 @@ def zasgi(
             str(port),
             "--workers",
             str(workers),
-            *(() if access_log else ("--log-level", "warning", "--no-access-log")),
+            *(() if access_log else QUIET),
         ]
         if capacity:
             argv += ["--capacity", str(capacity)]
@@ -226,7 +227,6 @@ def zasgi(
 
 def uvicorn_argv(port: int, workers: int, access_log: bool = False) -> list[str]:
     """``access_log``: uvicorn's default logging (access log on, level info) instead of none."""
-    quiet = () if access_log else ("--log-level", "warning", "--no-access-log")
     return [
         sys.executable,
         "-m",
@@ -242,7 +242,7 @@ def uvicorn_argv(port: int, workers: int, access_log: bool = False) -> list[str]
         "httptools",
         "--loop",
         "uvloop",
-        *quiet,
+        *(() if access_log else QUIET),
     ]
 
 
