@@ -59,6 +59,7 @@ class WorkerConfig:
     lifespan: str = LifespanMode.AUTO
     interface: str = "auto"  # auto | asgi3 | asgi2 | wsgi (loader.Interface)
     wsgi_threads: int = 10  # a WSGI app's thread pool per worker (wsgi.py); requests it runs at once
+    shm_bodies: bool = True  # offer feature "shm-body" (wire/shm.py) to each front end
     log_level: str = "info"
     log_format: str = "text"  # or "json": one object per line (wire/logsetup.py)
     log_config: str | None = None  # a logging.config file instead (wire/logsetup.py)
@@ -81,6 +82,7 @@ class WorkerConfig:
         _require_number(self.resolve_interval_s, "resolve_interval_s", positive=True)
         _require(isinstance(self.factory, bool), "factory", "must be a boolean")
         _require_int(self.wsgi_threads, "wsgi_threads", minimum=1)
+        _require(isinstance(self.shm_bodies, bool), "shm_bodies", "must be a boolean")
         interfaces = ("auto", "asgi3", "asgi2", "wsgi")
         _require(self.interface in interfaces, "interface", f"must be one of {', '.join(interfaces)}")
         modes = tuple(m.value for m in LifespanMode)

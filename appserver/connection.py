@@ -60,6 +60,7 @@ import zmq
 
 import wire
 from wire import events as ev
+from wire import shm
 from wire.channel import Channel, SocketMonitor, configure_dealer
 from wire.curve import ClientKeys, apply_client
 
@@ -116,6 +117,7 @@ class FrontendConnection:
         info: dict[str, Any] | None = None,
         curve: ClientKeys | None = None,
         admission: Admission | None = None,
+        shm_bodies: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self.worker_id = worker_id
@@ -127,6 +129,7 @@ class FrontendConnection:
         self._ctx = ctx
         features = WORKER_FEATURES + (WS_FEATURES if ws_capacity > 0 else ())
         features += ("limit",) if admission is not None else ()
+        features += ("shm-body",) if shm_bodies else ()
         self._hello = ev.Hello(0, wire.PROTOCOL_VERSION, worker_id, os.getpid(), capacity, ws_capacity,
                                window_bytes, features, info or {})  # fmt: skip
         self._window_bytes = window_bytes
@@ -138,6 +141,7 @@ class FrontendConnection:
         self._monitor: SocketMonitor | None = None
         self.link = Link.DOWN
         self._curve = curve
+        self._shm: shm.Writer | None = None  # this handshake's segment ("shm-body": a new one per HELLO)
         self._link_failures = 0  # failed ZMTP handshakes in a row (logged once)
         self._counter = 0  # routing ids worker_id/1, /2, ...
         self._timer: asyncio.TimerHandle | None = None
@@ -256,8 +260,33 @@ class FrontendConnection:
         self._set_timer(NOT_ANSWERING_S, self._not_answering)  # the link coming up replaces it
 
     def _hello_again(self) -> None:
-        self._post(self._hello)
+        self._post(self._new_hello())
         self._set_timer(self._backoff_s, self._on_handshake_timeout)
+
+    def _new_hello(self) -> ev.Hello:
+        """HELLO, with a new shared segment on offer if "shm-body" is ours to offer: nothing of an
+        earlier handshake's segment is ever reused (wire/shm.py)."""
+        hello = self._hello
+        self._drop_shm()
+        if "shm-body" not in hello.features:
+            return hello
+        writer = self._shm = shm.Writer.create()
+        if writer is None:
+            log.info("no shared memory for response bodies (%s unusable): they go in messages", shm.DIRECTORY)
+            features = tuple(f for f in hello.features if f != "shm-body")
+            return ev.Hello(0, hello.protocol, hello.worker_id, hello.pid, hello.capacity, hello.ws_capacity,
+                            hello.window_bytes, features, hello.info)  # fmt: skip
+        info = dict(hello.info)
+        info["shm"] = writer.offer
+        return ev.Hello(0, hello.protocol, hello.worker_id, hello.pid, hello.capacity, hello.ws_capacity,
+                        hello.window_bytes, hello.features, info)  # fmt: skip
+
+    def _drop_shm(self) -> None:
+        writer, self._shm = self._shm, None
+        if writer is not None:
+            if self._channel is not None:
+                self._channel.share_writer(None)
+            writer.close()
 
     def _on_handshake_timeout(self) -> None:
         self._backoff_s = min(self._backoff_s * 2, self._reconnect_max_s)
@@ -266,6 +295,7 @@ class FrontendConnection:
 
     def _close_socket(self, *, linger_ms: int = 0) -> None:
         self._cancel_timer()
+        self._drop_shm()
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
             monitor.close()
@@ -336,6 +366,13 @@ class FrontendConnection:
             log.warning("unexpected WELCOME from %s ignored", self.endpoint)
             return
         features = frozenset(welcome.features) & frozenset(self._hello.features)
+        writer = self._shm
+        if writer is not None:
+            writer.unlink()  # the front end has mapped it, or never will
+            if "shm-body" in features and self._channel is not None:
+                self._channel.share_writer(writer)
+            else:
+                self._drop_shm()
         settings = StreamSettings(
             request_window_bytes=self._window_bytes,
             response_window_bytes=welcome.window_bytes,
@@ -428,6 +465,8 @@ class FrontendConnection:
             return
         if kind is ev.Welcome:
             self._on_welcome(event)
+        elif kind is ev.Freed:
+            self._on_freed(event.slots)
         elif kind is ev.Refuse:
             self._on_refuse(event)
         elif kind is ev.UnknownPeer:
@@ -441,6 +480,14 @@ class FrontendConnection:
             self._lost("invalid control event")
         else:
             log.warning("unexpected %s from %s ignored", kind.__name__, self.endpoint)
+
+    def _on_freed(self, slots: tuple[int, ...]) -> None:
+        writer = self._shm
+        if writer is None:
+            log.debug("FREED from %s without a shared segment; ignored", self.endpoint)
+            return
+        if writer.release(slots):
+            log.warning("front end %s freed shared slots not in use (%s); ignored", self.endpoint, slots)
 
     def _on_unknown_peer(self) -> None:
         # Rule 8: the front end forgot us (restart, expiry). Our streams are gone there.

@@ -235,7 +235,7 @@ class Worker:
                 capacity=self.config.capacity, ws_capacity=self.config.ws_capacity,
                 window_bytes=self.config.window_bytes,
                 reconnect_max_s=self.config.reconnect_max_s, state=self.state, info=info,
-                curve=self.config.curve, admission=admission,
+                curve=self.config.curve, admission=admission, shm_bodies=self.config.shm_bodies,
             )  # fmt: skip
 
         frontends = FrontendSet(

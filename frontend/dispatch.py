@@ -64,7 +64,7 @@ from typing import Any, Protocol
 import zmq
 
 import wire
-from wire import curve
+from wire import curve, shm
 from wire import events as ev
 from wire.channel import Channel, SocketMonitor, configure_router
 from wire.codec import Limits
@@ -91,6 +91,8 @@ class Outbox(Protocol):
     def flush(self) -> None: ...
     def discard(self, peer: Any) -> list[Any]: ...
     def close(self) -> None: ...
+    def share_reader(self, peer: Any, reader: shm.Reader) -> None: ...
+    def unshare(self, peer: Any) -> None: ...
 
 
 class Stream(Protocol):
@@ -117,7 +119,7 @@ class Dispatcher:
         self.window_bytes = config.backend.window_bytes  # each stream's response window (WELCOME)
         self.max_payload_bytes = config.backend.max_payload_bytes  # the window's one-event slack
         features = {"http", "trailers", "websocket", "ws-denial", "handoff", "limit", "linger", "pulse",
-                    "early-hints"}  # fmt: skip
+                    "early-hints", "shm-body"}  # fmt: skip -- shm-body: agreed only if its segment maps
         features |= {"pathsend"} if config.backend.is_local else set()
         self.features = frozenset(features)
         self._ctx = ctx
@@ -343,12 +345,19 @@ class Dispatcher:
             return None  # it will find our successor (Rule 12)
         assert self._loop is not None
         features = frozenset(f for f in hello.features if f in self.features)
+        reader = None
+        if "shm-body" in features:
+            reader = shm.Reader.open(hello.info.get("shm"))
+            if reader is None:  # another host, container or user: bodies come in messages
+                features -= {"shm-body"}
         record = WorkerRecord(
             peer=peer, worker_id=hello.worker_id, pid=hello.pid, capacity=hello.capacity,
             ws_capacity=hello.ws_capacity, window_bytes=hello.window_bytes, features=features,
             info=hello.info, now=self._loop.time(),
         )  # fmt: skip
         self.pool.add(record)
+        if reader is not None and self._channel is not None:
+            self._channel.share_reader(peer, reader)
         hb, backend = self.config.heartbeat, self.config.backend
         welcome = ev.Welcome(
             0, self.frontend_id, hb.interval_ms, hb.liveness, backend.window_bytes,
@@ -412,6 +421,8 @@ class Dispatcher:
     def _lose(self, record: WorkerRecord, why: str, unsent: list[Any] | None = None) -> None:
         self.pool.remove(record.peer)
         unsent = (unsent or []) + (self._channel.discard(record.peer) if self._channel else [])
+        if self._channel is not None:
+            self._channel.unshare(record.peer)
         record.unsent = frozenset(e.stream_id for e in unsent if type(e) in _OPENING)
         victims = [s for s in self._streams.values() if s.worker is record]
         log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))

@@ -30,7 +30,8 @@ from typing import Any, cast
 import zmq
 from zmq.utils.monitor import parse_monitor_message
 
-from . import codec
+from . import codec, shm
+from . import events as ev
 from .errors import DecodeError
 from .flow import cost
 
@@ -51,6 +52,13 @@ BATCH_MAX_PAYLOAD_BYTES = 1024 * 1024  # Rule 2: keep one message under ~1 MiB
 # while the other worked). Hello world at c64 (tests/benchmarks): 10k req/s unbounded,
 # 11.5k at 1, 12.6k at 4, 14-15k at 8, 15-15.4k at 16-24, 14.3k at 32.
 BATCH_MAX_EVENTS = 16
+# An event carrying this much payload leaves at once, not at the end of the iteration: an app
+# streaming a download does not yield while its window is open, so its chunks would otherwise
+# leave together when the window closes, and the front end would sit idle while the app fills it.
+# Leaving one by one, the two processes work on consecutive chunks at once (10 MiB download,
+# tests/benchmarks/README.md "Session 7"). A worker's (DEALER) sends only: the front end's bodies
+# are upload chunks of 64 KiB, and a ROUTER's unreachable peer is best told all it missed at once.
+EAGER_PAYLOAD_BYTES = 256 * 1024
 # ZeroMQ's FD does not reliably signal when a blocked pipe becomes writable (a
 # DEALER with IMMEDIATE=1 sending before its connection is up), so while sends
 # are blocked we also retry on a timer, backing off to RETRY_MAX_S.
@@ -135,12 +143,58 @@ class Channel:
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
         self._retry_s = RETRY_MIN_S
+        # Feature "shm-body" (wire/shm.py): the segment we write large bodies into (a worker's
+        # DEALER), or each peer's segment we read them from (the front end's ROUTER).
+        self._writer: shm.Writer | None = None
+        self._readers: dict[Any, shm.Reader] = {}
         self._loop.add_reader(self._fd, self._on_fd)
+
+    # ------------------------------------------------------------- shared memory
+
+    def share_writer(self, writer: shm.Writer | None) -> None:
+        """From now on BODY and RESPONSE payloads of shm.MIN_BYTES and more go through ``writer``
+        while it has a free slot (None: frames only). FREED events for it come to the owner."""
+        self._writer = writer
+
+    def share_reader(self, peer: Any, reader: shm.Reader) -> None:
+        """``peer``'s shared payloads are read from ``reader``; FREED goes back as slots free up."""
+        self._readers[peer] = reader
+        reader.on_freed = lambda: self._loop.call_soon(self._post_freed, peer, reader)
+
+    def unshare(self, peer: Any) -> None:
+        """``peer`` is gone: its segment's slots are no longer ours to free."""
+        reader = self._readers.pop(peer, None)
+        if reader is not None:
+            reader.close()
+
+    def _post_freed(self, peer: Any, reader: shm.Reader) -> None:
+        slots = reader.take_freed()
+        if slots and not reader.closed and not self._closed:
+            self.post(ev.Freed(0, slots), peer)
+
+    def _to_shared(self, writer: shm.Writer, events: list[Any]) -> None:
+        """Large BODY and RESPONSE payloads into slots of ``writer``, while any is free."""
+        for i, event in enumerate(events):
+            kind = type(event)
+            if kind is ev.Body or kind is ev.Response:
+                body = event.body
+                if len(body) < shm.MIN_BYTES or type(body) is shm.Shared:
+                    continue
+                shared: Any = writer.put(body)
+                if shared is None:
+                    return  # no free slot: the rest go in frames
+                if kind is ev.Body:
+                    events[i] = ev.Body(event.stream_id, shared, event.more_body)
+                else:
+                    events[i] = ev.Response(
+                        event.stream_id, event.status, event.headers, shared, event.more_body, event.trailers
+                    )
 
     # ------------------------------------------------------------- sending
 
     def post(self, event: Any, peer: Any = None) -> None:
-        """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch."""
+        """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch, or at once when
+        the batch is full or (a DEALER) the event carries EAGER_PAYLOAD_BYTES or more."""
         box = self._outbox.get(peer)
         if box is None:
             box = self._outbox[peer] = []
@@ -148,7 +202,7 @@ class Channel:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self.flush)
-        elif len(box) >= BATCH_MAX_EVENTS:
+        if len(box) >= BATCH_MAX_EVENTS or (not self.routed and cost(event) >= EAGER_PAYLOAD_BYTES):
             unsent = self._flush_peer(peer, self._outbox.pop(peer))
             if unsent is not None:  # the caller is mid-post: tell the owner from the loop
                 self._loop.call_soon(self._unreachable, peer, unsent)
@@ -167,6 +221,8 @@ class Channel:
 
     def _flush_peer(self, peer: Any, events: list[Any]) -> list[Any] | None:
         """Encode and send ``events``; the events not sent if ``peer`` is unreachable."""
+        if self._writer is not None:
+            self._to_shared(self._writer, events)
         chunks = _split_batch(events)
         for i, chunk in enumerate(chunks):
             frames = codec.encode(chunk, packer=self._packer)
@@ -308,7 +364,8 @@ class Channel:
                 return
             peer, frames = frames[0], frames[1:]
         try:
-            events = codec.decode(frames, limits=self._limits)
+            shared = self._readers.get(peer) if self._readers else None
+            events = codec.decode(frames, limits=self._limits, shared=shared)
         except DecodeError as exc:
             self._on_bad_message(peer, str(exc))
             return
@@ -333,6 +390,9 @@ class Channel:
             self._retry.cancel()
         self._loop.remove_reader(self._fd)
         self.sock.close(linger=linger_ms)
+        for peer in list(self._readers):
+            self.unshare(peer)
+        self._writer = None  # (its owner closes it)
 
 
 class _Blocked:
@@ -404,6 +464,8 @@ def _split_batch(events: list[Any]) -> list[list[Any]]:
     size = 0
     for event in events:
         n = cost(event)  # the payload's length (a WebSocket message's, plus 32)
+        if n and type(getattr(event, "body", None)) is shm.Shared:
+            n = 0  # its bytes are not in the message
         if chunks[-1] and size + n > BATCH_MAX_PAYLOAD_BYTES:
             chunks.append([])
             size = 0

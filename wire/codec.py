@@ -6,8 +6,11 @@ A message is a list of frames (the ZeroMQ routing envelope already removed):
     frame 1..n   raw payloads, referenced from events by index
 
 A payload field holds either the bytes themselves (msgpack bin, for small
-payloads: one frame, one copy) or the positive integer index of a raw frame
-(large payloads: never copied through msgpack, sent zero-copy by pyzmq). A
+payloads: one frame, one copy), the positive integer index of a raw frame
+(large payloads: never copied through msgpack, sent zero-copy by pyzmq), or,
+for BODY and RESPONSE between processes that agreed to "shm-body",
+``[slot, length]``: the bytes are in a slot of the sender's shared segment
+(``wire/shm.py``; ``decode`` resolves it with the ``shared`` reader). A
 received payload frame may be a memoryview (the receiver's choice, to skip a
 copy): BODY and RESPONSE keep it, every other event gets bytes.
 
@@ -28,6 +31,7 @@ import msgpack
 
 from . import events as ev
 from .errors import DecodeError
+from .shm import Shared
 
 # Payloads up to this size travel inline in the header frame; above it, in a
 # frame of their own. Past ~16 KiB an extra frame costs less than the copies.
@@ -139,6 +143,12 @@ def _str_tuple(v: Any) -> tuple[str, ...]:
     return v
 
 
+def _uint_tuple(v: Any) -> tuple[int, ...]:
+    if type(v) is not tuple or any(type(i) is not int or not 0 <= i <= _UINT_MAX for i in v):
+        raise _Bad("expected an array of unsigned integers")
+    return v
+
+
 def _map(v: Any) -> dict[str, Any]:
     if type(v) is not dict:
         raise _Bad("expected a map")
@@ -150,10 +160,12 @@ def _any(v: Any) -> Any:
 
 
 def _payload(v: Any) -> Any:
-    # Resolved against the raw frames in _decode_event.
+    # Resolved against the raw frames or the shared segment in _build.
     if type(v) is bytes or (type(v) is int and v >= 1):
         return v
-    raise _Bad("payload must be binary or a frame index >= 1")
+    if type(v) is tuple and len(v) == 2 and type(v[0]) is int and type(v[1]) is int:
+        return v  # [slot, length] (shm.Reader.view checks the numbers)
+    raise _Bad("payload must be binary, a frame index >= 1 or [slot, length]")
 
 
 def _ws_connect_fields(v: Any) -> ev.WsConnect:
@@ -178,6 +190,7 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.Limit: (_limit,),
     ev.Pulse: (_bin, _uint, _uint, _str, _str, _str),
     ev.Evict: (_str,),
+    ev.Freed: (_uint_tuple,),
     ev.Request: (_str, _str, _str, _bin, _bin, _str, _headers, _address, _address,
                  _payload, _bool, _bool, _map),  # fmt: skip
     ev.Body: (_payload, _bool),
@@ -203,7 +216,7 @@ _PAYLOAD_FIELD = {ev.Request: "body", ev.Body: "body", ev.Response: "body", ev.W
 _PAYLOAD_INDEX = {cls: _FIELD_NAMES[cls].index(name) for cls, name in _PAYLOAD_FIELD.items()}
 
 
-def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[Frame]) -> Any:
+def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[Frame], shared: Any = None) -> Any:
     checks = SCHEMA[cls]
     if len(raw) - 1 < len(checks):
         raise _Bad(f"{cls.__name__} needs {len(checks)} fields, got {len(raw) - 1}")
@@ -220,6 +233,16 @@ def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[Frame]) -> Any:
         if type(frame) is not bytes and cls is not ev.Body and cls is not ev.Response:
             frame = bytes(frame)
         values[index] = frame
+    elif index is not None and type(values[index]) is tuple:
+        if cls is not ev.Body and cls is not ev.Response:
+            raise _Bad("only BODY and RESPONSE payloads may be shared")
+        if shared is None:
+            raise _Bad("shared payload without an agreed segment (feature shm-body)")
+        slot, length = values[index]
+        try:
+            values[index] = shared.view(slot, length)
+        except ValueError as exc:
+            raise _Bad(str(exc)) from None
     return cls(raw[0], *values)
 
 
@@ -257,7 +280,9 @@ def _packable_generic(event: Any, frames: list[Any], inline_max: int) -> list[An
     index = _PAYLOAD_INDEX.get(cls)
     if index is not None:
         payload = values[index]
-        if len(payload) > inline_max:
+        if type(payload) is Shared:
+            values[index] = [payload.slot, payload.length]
+        elif len(payload) > inline_max:
             frames.append(payload)
             values[index] = len(frames) - 1
         elif type(payload) is not bytes:
@@ -363,7 +388,7 @@ def _response(raw: tuple[Any, ...]) -> ev.Response | None:
     return ev.Response(sid, status, headers, body, more, trailers)
 
 
-def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int]) -> Any:
+def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int], shared: Any) -> Any:
     if type(raw) is not tuple or len(raw) < 2:
         return ev.Invalid(0, "event must be an array [kind, stream_id, ...]")
     kind, stream_id = raw[0], raw[1]
@@ -383,7 +408,7 @@ def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int]) -> Any:
         if response is not None:
             return response
     try:
-        event = _build(cls, raw[1:], frames)
+        event = _build(cls, raw[1:], frames, shared)
     except _Bad as exc:
         return ev.Invalid(stream_id, f"{cls.__name__}: {exc}")
     index = _PAYLOAD_INDEX.get(cls)
@@ -394,8 +419,9 @@ def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int]) -> Any:
     return event
 
 
-def decode(frames: Sequence[Frame], *, limits: Limits = DEFAULT_LIMITS) -> list[Any]:
-    """Events in the message, in order; ``Invalid`` in place of any bad one.
+def decode(frames: Sequence[Frame], *, limits: Limits = DEFAULT_LIMITS, shared: Any = None) -> list[Any]:
+    """Events in the message, in order; ``Invalid`` in place of any bad one. ``shared``: the
+    sender's ``shm.Reader``, when the two agreed to "shm-body" (else a shared payload is Invalid).
 
     Raises:
         DecodeError: the message as a whole is unreadable (no frames, a frame
@@ -420,4 +446,4 @@ def decode(frames: Sequence[Frame], *, limits: Limits = DEFAULT_LIMITS) -> list[
     if len(batch) > limits.max_events:
         raise DecodeError(f"{len(batch)} events in one message is over the limit")
     used: set[int] = set()
-    return [_decode_event(raw, frames, used) for raw in batch]
+    return [_decode_event(raw, frames, used, shared) for raw in batch]

@@ -42,6 +42,7 @@ class Kind(IntEnum):
     LINGER = 9
     PULSE = 10
     EVICT = 11
+    FREED = 12
     REQUEST = 16
     BODY = 17
     DISCONNECT = 18
@@ -168,6 +169,15 @@ class Evict:
 
     stream_id: int
     reason: str
+
+
+@dataclass(slots=True)
+class Freed:
+    """Front end -> worker (feature "shm-body"): these slots of your shared segment are free again
+    (§7.2)."""
+
+    stream_id: int
+    slots: tuple[int, ...] = ()
 
 
 # ---------------------------------------------------------------- HTTP
@@ -353,6 +363,7 @@ KIND_OF: dict[type, Kind] = {
     Limit: Kind.LIMIT,
     Pulse: Kind.PULSE,
     Evict: Kind.EVICT,
+    Freed: Kind.FREED,
     Request: Kind.REQUEST,
     Body: Kind.BODY,
     Disconnect: Kind.DISCONNECT,
@@ -372,7 +383,7 @@ KIND_OF: dict[type, Kind] = {
 
 
 Event = Union[
-    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger, Pulse, Evict,
+    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger, Pulse, Evict, Freed,
     Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset, EarlyHints,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip

@@ -102,6 +102,11 @@ def worker_params() -> list[click.Parameter]:
                      envvar="ZASGI_WARN_BLOCKED_LOOP",
                      help="Seconds a worker's event loop may be blocked (a synchronous call in async code) "
                           "before one warning names the request and the blocking line; 0: never."),
+        click.Option(["--shm-bodies/--no-shm-bodies"], default=True, show_default=True,
+                     envvar="ZASGI_SHM_BODIES", show_envvar=True,
+                     help="Large response bodies go to a front end on the same host through shared "
+                          "memory (/dev/shm) rather than its socket; any other front end gets them "
+                          "in messages."),
         log_level_option(),
         fo.BY_NAME["log_format"].click_option(),
         fo.BY_NAME["log_config"].click_option(),
@@ -154,6 +159,7 @@ def worker_config(app: str, connect: tuple[str, ...], **opts: Any) -> WorkerConf
             lifespan=opts["lifespan"],
             interface=opts["interface"],
             wsgi_threads=opts["wsgi_threads"],
+            shm_bodies=opts["shm_bodies"],
             log_level=opts["log_level"],
             log_format=opts["log_format"],
             log_config=opts["log_config"],

@@ -341,6 +341,8 @@ def servers(selected: set[str], have_nginx: bool, quick: bool, baseline: Path | 
           if baseline is not None else []),  # fmt: skip
         Server("zasgi w1", main | {"scaleout", "h2", "fastapi"} | w1, zasgi(1)),
         Server("zasgi w1 log", {"hello-log"}, zasgi(1, access_log=True)),
+        # What response bodies through shared memory (wire/shm.py, the default) are worth: frames only.
+        Server("zasgi w1 no-shm", {"download"}, zasgi(1, extra=("--no-shm-bodies",))),
         Server("zasgi w2", {"hello", "download", "h2", "fastapi", "ws"} | w2, zasgi(2)),
         # What compiling the hot modules (wire/compiled.py) is worth: the same code as pure Python.
         Server("zasgi w1 pure", main, zasgi(1, env={"ZASGI_PURE": "1"})),

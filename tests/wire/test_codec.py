@@ -251,7 +251,7 @@ def test_response_fast_path_decodes_what_was_encoded(event: ev.Response) -> None
         (2, True, "status must be an integer 100..999"),
         (3, ((b"a", "b"),), "header names and values must be binary"),
         (3, ((b"a",),), "each header must be a [name, value] pair"),
-        (4, "text", "payload must be binary or a frame index >= 1"),
+        (4, "text", "payload must be binary, a frame index >= 1 or [slot, length]"),
         (5, 0, "expected a boolean"),
         (6, None, "expected a boolean"),
     ],

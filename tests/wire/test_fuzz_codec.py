@@ -53,7 +53,9 @@ _RIGHT: dict[Any, st.SearchStrategy[Any]] = {
     codec._str_tuple: st.lists(st.text(max_size=6), max_size=3),
     codec._map: st.dictionaries(st.text(max_size=4), _any, max_size=3),
     codec._any: _any,
-    codec._payload: st.binary(max_size=64) | st.integers(0, 4),
+    codec._payload: st.binary(max_size=64) | st.integers(0, 4)
+    | st.tuples(st.integers(-1, 9), st.integers(-1, 2**21)).map(list),  # [slot, length]: Invalid without a segment
+    codec._uint_tuple: st.lists(st.integers(-1, 2**64), max_size=4),
     codec._links: st.lists(st.binary(max_size=12), max_size=3),  # CR/LF/NUL in some: Invalid
 }
 
