@@ -39,7 +39,9 @@ from collections.abc import Callable
 from typing import Any
 
 SLOT_BYTES = 1024 * 1024  # the app server's largest response chunk (appserver.stream.RESPONSE_CHUNK_BYTES)
-SLOTS = 16  # per worker and front end
+# Per worker and front end: a 2 MiB response window each for 4 streams at full speed; the 8 MiB
+# are reserved at the handshake (see Writer.create), so they are memory a worker holds.
+SLOTS = 8
 # Smaller payloads stay in the message: a frame of less than this costs less than a slot's round trip.
 MIN_BYTES = 64 * 1024
 DIRECTORY = "/dev/shm"
@@ -73,7 +75,7 @@ class Writer:
         self.path = path
         self.slots = slots
         self.slot_bytes = slot_bytes
-        self._map = mmap.mmap(fd, slots * slot_bytes)  # pages are allocated only when written
+        self._map = mmap.mmap(fd, slots * slot_bytes)
         os.close(fd)
         self._view = memoryview(self._map)
         self._free = list(range(slots - 1, -1, -1))  # pop() takes slot 0 first
@@ -90,7 +92,9 @@ class Writer:
         except OSError:
             return None
         try:
-            os.ftruncate(fd, slots * slot_bytes)
+            # Reserve the pages now: a write into a page tmpfs cannot supply (a container's small
+            # /dev/shm) would kill the worker with SIGBUS; here it is one "no shared memory".
+            os.posix_fallocate(fd, 0, slots * slot_bytes)
             return cls(path, fd, slots, slot_bytes)
         except (OSError, ValueError):
             os.close(fd)
