@@ -285,7 +285,7 @@ class FrontendConnection:
         writer, self._shm = self._shm, None
         if writer is not None:
             if self._channel is not None:
-                self._channel.share_writer(None)
+                self._channel.unshare(None)  # our segment, and the front end's (SHARE)
             writer.close()
 
     def _on_handshake_timeout(self) -> None:
@@ -370,7 +370,7 @@ class FrontendConnection:
         if writer is not None:
             writer.unlink()  # the front end has mapped it, or never will
             if "shm-body" in features and self._channel is not None:
-                self._channel.share_writer(writer)
+                self._channel.share_writer(None, writer)
             else:
                 self._drop_shm()
         settings = StreamSettings(
@@ -467,6 +467,8 @@ class FrontendConnection:
             self._on_welcome(event)
         elif kind is ev.Freed:
             self._on_freed(event.slots)
+        elif kind is ev.Share:
+            self._on_share(event.segment)
         elif kind is ev.Refuse:
             self._on_refuse(event)
         elif kind is ev.UnknownPeer:
@@ -488,6 +490,19 @@ class FrontendConnection:
             return
         if writer.release(slots):
             log.warning("front end %s freed shared slots not in use (%s); ignored", self.endpoint, slots)
+
+    def _on_share(self, segment: dict[str, Any]) -> None:
+        """The front end's segment for request bodies: map it, and take it by freeing its slots."""
+        channel = self._channel
+        if self._shm is None or channel is None or not (self.phase is _READY or self.phase is _DRAINING):
+            log.debug("SHARE from %s without shm-body agreed; ignored", self.endpoint)
+            return
+        reader = shm.Reader.open(segment, copy=True)  # the app gets bytes: copied, freed at once
+        if reader is None:
+            log.info("cannot map front end %s's segment: request bodies come in messages", self.endpoint)
+            return
+        channel.share_reader(None, reader)
+        self._post(ev.Freed(0, tuple(range(reader.slots))))
 
     def _on_unknown_peer(self) -> None:
         # Rule 8: the front end forgot us (restart, expiry). Our streams are gone there.

@@ -92,6 +92,7 @@ class Outbox(Protocol):
     def discard(self, peer: Any) -> list[Any]: ...
     def close(self) -> None: ...
     def share_reader(self, peer: Any, reader: shm.Reader) -> None: ...
+    def share_writer(self, peer: Any, writer: shm.Writer | None) -> None: ...
     def unshare(self, peer: Any) -> None: ...
 
 
@@ -140,6 +141,7 @@ class Dispatcher:
             websocket=True,
         )  # fmt: skip  -- WebSockets are long-lived: a standing queue of them is no sign of overload
         self._sent_to: set[bytes] = set()  # peers posted to since the last tick
+        self._shm: dict[bytes, shm.Writer] = {}  # each "shm-body" worker's request-body segment (SHARE)
         self._timer: asyncio.TimerHandle | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -204,6 +206,9 @@ class Dispatcher:
         if len(self.pool):
             await asyncio.sleep(BYE_GRACE_S)
         channel.close()
+        for writer in self._shm.values():
+            writer.close()
+        self._shm.clear()
         self._stop_auth()
 
     def _stop_auth(self) -> None:
@@ -294,6 +299,9 @@ class Dispatcher:
         if kind is ev.Limit:
             self._limit(record, event.limit)
             return record
+        if kind is ev.Freed:
+            self._freed(record, event.slots)
+            return record
         if kind is ev.Pulse:
             self._pulse(record.peer, event)
             return record
@@ -364,11 +372,33 @@ class Dispatcher:
             backend.max_payload_bytes, tuple(sorted(features)),
         )  # fmt: skip
         self.post(welcome, record)
+        if reader is not None:
+            self._share(record)
         self.pool.welcome(peer, self._loop.time())
         log.info("worker %s (pid %d) joined: capacity %d, ws_capacity %d, features %s", hello.worker_id,
                  hello.pid, hello.capacity, hello.ws_capacity, ",".join(sorted(features)))  # fmt: skip
         self._workers_changed()
         return record
+
+    def _share(self, record: WorkerRecord) -> None:
+        """Request bodies through shared memory too (§7.2): offer a segment; its slots are ours to
+        use once the worker has mapped it and FREED them."""
+        writer = shm.Writer.create(slots=shm.UPLOAD_SLOTS, slot_bytes=shm.UPLOAD_SLOT_BYTES,
+                                   min_bytes=shm.UPLOAD_MIN_BYTES, granted=False)  # fmt: skip
+        if writer is None or self._channel is None:
+            return
+        self._shm[record.peer] = writer
+        self._channel.share_writer(record.peer, writer)
+        self.post(ev.Share(0, writer.offer), record)
+
+    def _freed(self, record: WorkerRecord, slots: tuple[int, ...]) -> None:
+        writer = self._shm.get(record.peer)
+        if writer is None:
+            log.warning("worker %s sent FREED without a segment of ours; ignored", record.worker_id)
+            return
+        writer.unlink()  # mapped by the worker (its FREED says so): the name has served
+        if writer.release(slots):
+            log.warning("worker %s freed shared slots not in use (%s); ignored", record.worker_id, slots)
 
     def _limit(self, record: WorkerRecord, limit: int) -> None:
         """LIMIT (§7.1): the worker's concurrency limit now; more room serves waiters at once."""
@@ -423,6 +453,9 @@ class Dispatcher:
         unsent = (unsent or []) + (self._channel.discard(record.peer) if self._channel else [])
         if self._channel is not None:
             self._channel.unshare(record.peer)
+        writer = self._shm.pop(record.peer, None)
+        if writer is not None:
+            writer.close()
         record.unsent = frozenset(e.stream_id for e in unsent if type(e) in _OPENING)
         victims = [s for s in self._streams.values() if s.worker is record]
         log.warning("worker %s lost (%s) with %d open streams", record.worker_id, why, len(victims))

@@ -145,16 +145,20 @@ class Channel:
         self._retry_s = RETRY_MIN_S
         # Feature "shm-body" (wire/shm.py): the segment we write large bodies into (a worker's
         # DEALER), or each peer's segment we read them from (the front end's ROUTER).
-        self._writer: shm.Writer | None = None
+        self._writers: dict[Any, shm.Writer] = {}
         self._readers: dict[Any, shm.Reader] = {}
         self._loop.add_reader(self._fd, self._on_fd)
 
     # ------------------------------------------------------------- shared memory
 
-    def share_writer(self, writer: shm.Writer | None) -> None:
-        """From now on BODY and RESPONSE payloads of shm.MIN_BYTES and more go through ``writer``
-        while it has a free slot (None: frames only). FREED events for it come to the owner."""
-        self._writer = writer
+    def share_writer(self, peer: Any, writer: shm.Writer | None) -> None:
+        """From now on ``peer``'s BODY and RESPONSE payloads of ``writer.min_bytes`` and more go
+        through ``writer`` while it has a free slot (None: frames only). FREED events for it come
+        to the owner, who closes it."""
+        if writer is None:
+            self._writers.pop(peer, None)
+        else:
+            self._writers[peer] = writer
 
     def share_reader(self, peer: Any, reader: shm.Reader) -> None:
         """``peer``'s shared payloads are read from ``reader``; FREED goes back as slots free up."""
@@ -162,7 +166,8 @@ class Channel:
         reader.on_freed = lambda: self._loop.call_soon(self._post_freed, peer, reader)
 
     def unshare(self, peer: Any) -> None:
-        """``peer`` is gone: its segment's slots are no longer ours to free."""
+        """``peer`` is gone: its segment's slots are no longer ours to free, ours no longer its."""
+        self._writers.pop(peer, None)
         reader = self._readers.pop(peer, None)
         if reader is not None:
             reader.close()
@@ -178,7 +183,7 @@ class Channel:
             kind = type(event)
             if kind is ev.Body or kind is ev.Response:
                 body = event.body
-                if len(body) < shm.MIN_BYTES or type(body) is shm.Shared:
+                if len(body) < writer.min_bytes or type(body) is shm.Shared:
                     continue
                 shared: Any = writer.put(body)
                 if shared is None:
@@ -221,8 +226,10 @@ class Channel:
 
     def _flush_peer(self, peer: Any, events: list[Any]) -> list[Any] | None:
         """Encode and send ``events``; the events not sent if ``peer`` is unreachable."""
-        if self._writer is not None:
-            self._to_shared(self._writer, events)
+        if self._writers:
+            writer = self._writers.get(peer)
+            if writer is not None:
+                self._to_shared(writer, events)
         chunks = _split_batch(events)
         for i, chunk in enumerate(chunks):
             frames = codec.encode(chunk, packer=self._packer)
@@ -392,7 +399,7 @@ class Channel:
         self.sock.close(linger=linger_ms)
         for peer in list(self._readers):
             self.unshare(peer)
-        self._writer = None  # (its owner closes it)
+        self._writers.clear()  # (their owners close them)
 
 
 class _Blocked:

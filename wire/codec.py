@@ -191,6 +191,7 @@ SCHEMA: dict[type, tuple[Check, ...]] = {
     ev.Pulse: (_bin, _uint, _uint, _str, _str, _str),
     ev.Evict: (_str,),
     ev.Freed: (_uint_tuple,),
+    ev.Share: (_map,),
     ev.Request: (_str, _str, _str, _bin, _bin, _str, _headers, _address, _address,
                  _payload, _bool, _bool, _map),  # fmt: skip
     ev.Body: (_payload, _bool),

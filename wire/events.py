@@ -43,6 +43,7 @@ class Kind(IntEnum):
     PULSE = 10
     EVICT = 11
     FREED = 12
+    SHARE = 13
     REQUEST = 16
     BODY = 17
     DISCONNECT = 18
@@ -173,11 +174,19 @@ class Evict:
 
 @dataclass(slots=True)
 class Freed:
-    """Front end -> worker (feature "shm-body"): these slots of your shared segment are free again
-    (§7.2)."""
+    """Either way (feature "shm-body"): these slots of your shared segment are free again (§7.2)."""
 
     stream_id: int
     slots: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Share:
+    """Front end -> worker (feature "shm-body"): my segment for request bodies; map it and FREED
+    its slots to take it (§7.2)."""
+
+    stream_id: int
+    segment: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- HTTP
@@ -364,6 +373,7 @@ KIND_OF: dict[type, Kind] = {
     Pulse: Kind.PULSE,
     Evict: Kind.EVICT,
     Freed: Kind.FREED,
+    Share: Kind.SHARE,
     Request: Kind.REQUEST,
     Body: Kind.BODY,
     Disconnect: Kind.DISCONNECT,
@@ -383,7 +393,7 @@ KIND_OF: dict[type, Kind] = {
 
 
 Event = Union[
-    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger, Pulse, Evict, Freed,
+    Hello, Welcome, Refuse, Heartbeat, Drain, Bye, UnknownPeer, Limit, Linger, Pulse, Evict, Freed, Share,
     Request, Body, Disconnect, Credit, Response, Trailers, Pathsend, Reset, EarlyHints,
     WsConnect, WsAccept, WsMessage, WsClose, WsHandoff, WsResume,
 ]  # fmt: skip

@@ -1,5 +1,5 @@
-"""Response bodies through shared memory between a worker and a front end on one host
-(PROTOCOL.md §7.2, feature "shm-body").
+"""Bodies through shared memory between a worker and a front end on one host (PROTOCOL.md §7.2,
+feature "shm-body"): response bodies in the worker's segment, request bodies in the front end's.
 
 Why: a 10 MiB download through ZeroMQ's ipc socket costs both processes' I/O
 threads two kernel copies and their wake-ups, ~340 µs of CPU per MiB (more than
@@ -21,7 +21,11 @@ any more.
   copied, dropped) -- then the slot goes into ``freed`` and ``on_freed`` is
   called once until the owner takes them (``take_freed``).
 
-A slot is the worker's again only after FREED names it; a front end that holds
+The front end's segment for request bodies (SHARE) works the same way round, with
+a Writer not ``granted`` any slot until the worker's first FREED (it mapped the
+file) and a Reader that ``copy``s for the app and frees at once.
+
+A slot is the writer's again only after FREED names it; a front end that holds
 a slot forever costs the worker that slot, never a wrong byte. Each HELLO
 offers a new file, so nothing of an earlier session is ever reused. The file is
 unlinked as soon as the front end has mapped it (by whichever side gets there
@@ -44,6 +48,13 @@ SLOT_BYTES = 1024 * 1024  # the app server's largest response chunk (appserver.s
 SLOTS = 8
 # Smaller payloads stay in the message: a frame of less than this costs less than a slot's round trip.
 MIN_BYTES = 64 * 1024
+# The front end's segment for request bodies (SHARE): slots of one read from the client (uvloop
+# reads up to 256 KiB: a 50 MiB upload's BODY events are 256,000 bytes), 2 MiB, a 1 MiB request
+# window each for 2 streams at full speed; every payload that would travel in a frame (over
+# codec.INLINE_MAX_BYTES) goes in a slot.
+UPLOAD_SLOTS = 8
+UPLOAD_SLOT_BYTES = 256 * 1024
+UPLOAD_MIN_BYTES = 16 * 1024 + 1
 DIRECTORY = "/dev/shm"
 
 
@@ -71,21 +82,28 @@ def offer(path: str, slots: int, slot_bytes: int) -> dict[str, Any]:
 class Writer:
     """The worker's side of one segment (one front end, one HELLO)."""
 
-    def __init__(self, path: str, fd: int, slots: int, slot_bytes: int) -> None:
+    def __init__(
+        self, path: str, fd: int, slots: int, slot_bytes: int, min_bytes: int, granted: bool
+    ) -> None:
         self.path = path
         self.slots = slots
         self.slot_bytes = slot_bytes
+        self.min_bytes = min_bytes  # smaller payloads stay in the message
         self._map = mmap.mmap(fd, slots * slot_bytes)
         os.close(fd)
         self._view = memoryview(self._map)
-        self._free = list(range(slots - 1, -1, -1))  # pop() takes slot 0 first
-        self._used = bytearray(slots)
+        # Not granted: every slot counts as the reader's until its first FREED hands them over
+        # (the front end's segment: the worker says so once it has mapped it).
+        self._free = list(range(slots - 1, -1, -1)) if granted else []  # pop() takes slot 0 first
+        self._used = bytearray(slots) if granted else bytearray(b"\1" * slots)
 
     @classmethod
     def create(
-        cls, directory: str = DIRECTORY, slots: int = SLOTS, slot_bytes: int = SLOT_BYTES
+        cls, directory: str = DIRECTORY, slots: int = SLOTS, slot_bytes: int = SLOT_BYTES,
+        min_bytes: int = MIN_BYTES, granted: bool = True,
     ) -> Writer | None:
-        """A new segment, or None where shared memory is not to be had (no such directory, full)."""
+        """A new segment, or None where shared memory is not to be had (no such directory, full).
+        ``granted`` False: no slot is usable until the reader frees them (``release``)."""
         path = os.path.join(directory, f"zasgi-{os.getpid()}-{secrets.token_hex(16)}")
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -95,7 +113,7 @@ class Writer:
             # Reserve the pages now: a write into a page tmpfs cannot supply (a container's small
             # /dev/shm) would kill the worker with SIGBUS; here it is one "no shared memory".
             os.posix_fallocate(fd, 0, slots * slot_bytes)
-            return cls(path, fd, slots, slot_bytes)
+            return cls(path, fd, slots, slot_bytes, min_bytes, granted)
         except (OSError, ValueError):
             os.close(fd)
             unlink(path)
@@ -151,8 +169,9 @@ class Writer:
 class Reader:
     """The front end's side of one worker's segment."""
 
-    def __init__(self, mapping: mmap.mmap, slots: int, slot_bytes: int) -> None:
+    def __init__(self, mapping: mmap.mmap, slots: int, slot_bytes: int, copy: bool = False) -> None:
         self.slots = slots
+        self.copy = copy  # ``view`` returns bytes, freeing the slot at once (ASGI apps want bytes)
         self.slot_bytes = slot_bytes
         self._map = mapping
         self._held = bytearray(slots)
@@ -162,7 +181,7 @@ class Reader:
         self.closed = False
 
     @classmethod
-    def open(cls, info: Any) -> Reader | None:
+    def open(cls, info: Any, copy: bool = False) -> Reader | None:
         """Map the segment HELLO.info["shm"] offers; None if it cannot be (another host, another
         user, not a segment of ours): the worker then sends its bodies in frames."""
         if type(info) is not dict:
@@ -187,16 +206,22 @@ class Reader:
         finally:
             os.close(fd)
         unlink(path)  # mapped: the name is no longer needed
-        return cls(mapping, slots, slot_bytes)
+        return cls(mapping, slots, slot_bytes, copy)
 
-    def view(self, slot: int, length: int) -> memoryview:
-        """The bytes of ``slot`` (its first ``length``). ValueError: not a slot the worker may use now."""
+    def view(self, slot: int, length: int) -> Any:
+        """The bytes of ``slot`` (its first ``length``): a memoryview, or bytes with ``copy``.
+        ValueError: not a slot the writer may use now."""
         if not 0 <= slot < self.slots:
             raise ValueError(f"shared slot {slot} does not exist")
         if not 1 <= length <= self.slot_bytes:
             raise ValueError(f"shared payload of {length} bytes does not fit a slot")
         if self._held[slot]:
             raise ValueError(f"shared slot {slot} is still in use")
+        if self.copy:
+            start = slot * self.slot_bytes
+            data = self._map[start : start + length]
+            self._done(slot)
+            return data
         # A ctypes array over the slot exports the buffer: every view and slice of it keeps the
         # array alive, so its weak reference dies exactly when the last of them does.
         array = (ctypes.c_char * length).from_buffer(self._map, slot * self.slot_bytes)

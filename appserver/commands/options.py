@@ -104,9 +104,9 @@ def worker_params() -> list[click.Parameter]:
                           "before one warning names the request and the blocking line; 0: never."),
         click.Option(["--shm-bodies/--no-shm-bodies"], default=True, show_default=True,
                      envvar="ZASGI_SHM_BODIES", show_envvar=True,
-                     help="Large response bodies go to a front end on the same host through shared "
-                          "memory (/dev/shm) rather than its socket; any other front end gets them "
-                          "in messages."),
+                     help="Large bodies between a worker and a front end on the same host go through "
+                          "shared memory (/dev/shm) rather than the socket; with any other front end "
+                          "they go in messages."),
         log_level_option(),
         fo.BY_NAME["log_format"].click_option(),
         fo.BY_NAME["log_config"].click_option(),

@@ -1,4 +1,4 @@
-"""Response bodies through shared memory (feature "shm-body", wire/shm.py), with real processes:
+"""Bodies through shared memory (feature "shm-body", wire/shm.py), with real processes:
 agreed on one host, off with --no-shm-bodies, intact either way, nothing left in /dev/shm, and a
 worker killed mid-download costs that download only."""
 
@@ -71,6 +71,19 @@ def test_large_bodies_arrive_intact_with_and_without_shared_memory(run: tuple[Se
             responses = [client.get(f"/big?size={3 * MiB}") for _ in range(4)]
             assert all(len(r.content) == 3 * MiB for r in responses)
     assert _segments(worker["pid"]) == []  # mapped by the front end, then unlinked
+
+
+def test_large_request_bodies_arrive_intact(run: tuple[Server, str]) -> None:
+    """Request bodies too go through the front end's segment (SHARE) where the worker mapped it."""
+    server, _ = run
+    data = os.urandom(30 * MiB + 777)
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for _ in range(2):  # the second reuses every slot the first freed
+            response = client.post("/digest", content=data)
+            assert response.json() == {"sha256": hashlib.sha256(data).hexdigest(), "length": len(data)}
+        chunked = (data[i : i + 100_000] for i in range(0, len(data), 100_000))  # odd piece sizes
+        response = client.post("/digest", content=chunked)
+        assert response.json() == {"sha256": hashlib.sha256(data).hexdigest(), "length": len(data)}
 
 
 def test_a_worker_killed_mid_download_costs_only_that_download(run: tuple[Server, str]) -> None:

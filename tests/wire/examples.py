@@ -23,6 +23,7 @@ EXAMPLES: list[ev.Event] = [
     ev.Pulse(0, b"host-1-ab/1", 1200, 0, "r7", "GET", "/slow"),
     ev.Evict(0, "loop blocked for 10.0s"),
     ev.Freed(0, (0, 3, 7)),
+    ev.Share(0, {"path": "/dev/shm/zasgi-1-ab", "slots": 32, "slot_bytes": 65536}),
     ev.Request(
         7, "POST", "http", "1.1", b"/a%20b/%C3%A9", b"x=1&y=%20", "/root",
         ((b"Host", b"example"), (b"X-Dup", b"1"), (b"X-Dup", b"2")),

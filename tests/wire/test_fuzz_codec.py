@@ -55,7 +55,7 @@ _RIGHT: dict[Any, st.SearchStrategy[Any]] = {
     codec._any: _any,
     codec._payload: st.binary(max_size=64) | st.integers(0, 4)
     | st.tuples(st.integers(-1, 9), st.integers(-1, 2**21)).map(list),  # [slot, length]: Invalid without a segment
-    codec._uint_tuple: st.lists(st.integers(-1, 2**64), max_size=4),
+    codec._uint_tuple: st.lists(st.integers(-1, 2**64 - 1), max_size=4),
     codec._links: st.lists(st.binary(max_size=12), max_size=3),  # CR/LF/NUL in some: Invalid
 }
 

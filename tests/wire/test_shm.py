@@ -224,7 +224,7 @@ async def test_channels_move_bodies_through_slots_and_free_them(tmp_path: Path) 
     reader = shm.Reader.open(writer.offer)
     assert reader is not None
     router.share_reader(b"w1", reader)
-    dealer.share_writer(writer)
+    dealer.share_writer(None, writer)
     try:
         bodies = [os.urandom(300_000), os.urandom(400_000), os.urandom(500_000), b"small"]
         for i, body in enumerate(bodies):
@@ -243,3 +243,24 @@ async def test_channels_move_bodies_through_slots_and_free_them(tmp_path: Path) 
         dealer.close()
         writer.close()
         ctx.destroy(linger=0)
+
+
+def test_a_segment_not_granted_is_used_only_after_freed_and_copies_for_the_app() -> None:
+    """The front end's segment for request bodies (SHARE): no slot until the worker has mapped it
+    and FREED them; the worker's reader hands the app bytes and frees the slot at once."""
+    writer = shm.Writer.create(slots=4, slot_bytes=64 * 1024, min_bytes=shm.UPLOAD_MIN_BYTES, granted=False)
+    assert writer is not None
+    assert writer.put(b"u" * 20_000) is None  # not granted yet: frames
+    reader = shm.Reader.open(writer.offer, copy=True)
+    assert reader is not None
+    calls: list[int] = []
+    reader.on_freed = lambda: calls.append(1)
+    assert writer.release(tuple(range(reader.slots))) == 0  # the worker's first FREED
+    data = os.urandom(64 * 1024)
+    shared = writer.put(data)
+    assert shared is not None
+    (event,) = _through([ev.Body(9, shared, True)], reader)  # type: ignore[arg-type]
+    assert type(event.body) is bytes and event.body == data
+    assert reader.held == 0 and reader.take_freed() == (shared.slot,) and calls == [1]
+    reader.close()
+    writer.close()
