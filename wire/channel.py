@@ -25,6 +25,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 from struct import error as struct_error
+from time import perf_counter
 from typing import Any, cast
 
 import zmq
@@ -59,6 +60,13 @@ BATCH_MAX_EVENTS = 16
 # tests/benchmarks/README.md "Session 7"). A worker's (DEALER) sends only: the front end's bodies
 # are upload chunks of 64 KiB, and a ROUTER's unreachable peer is best told all it missed at once.
 EAGER_PAYLOAD_BYTES = 256 * 1024
+# A batch that has waited this long leaves with the next post, mid-iteration. An app that burns
+# CPU runs every request the worker read in one loop iteration (8 requests of 2 ms: 16 ms), and
+# their responses, held to the iteration's end, left together: the front end could send more
+# only after that, and the worker sat idle meanwhile (~50 sleeps/s, 10% of its time, at the
+# adaptive floor of 8; bench.py cpu-overload). 1 ms ended the sleeps too but doubled the front
+# end's wakeups; at 10 ms it wakes ~1.5x as often. Fast apps fill BATCH_MAX_EVENTS long before.
+STALE_BATCH_S = 0.01
 # ZeroMQ's FD does not reliably signal when a blocked pipe becomes writable (a
 # DEALER with IMMEDIATE=1 sending before its connection is up), so while sends
 # are blocked we also retry on a timer, backing off to RETRY_MAX_S.
@@ -139,6 +147,7 @@ class Channel:
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
+        self._batch_since = 0.0  # perf_counter() of the first post of the batch waiting to leave
         self._blocked: deque[_Blocked] = deque()  # encoded, waiting for POLLOUT
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
@@ -199,14 +208,25 @@ class Channel:
 
     def post(self, event: Any, peer: Any = None) -> None:
         """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch, or at once when
-        the batch is full or (a DEALER) the event carries EAGER_PAYLOAD_BYTES or more."""
+        the batch is full or has waited STALE_BATCH_S, or (a DEALER) the event carries
+        EAGER_PAYLOAD_BYTES or more."""
         box = self._outbox.get(peer)
         if box is None:
             box = self._outbox[peer] = []
         box.append(event)
         if not self._flush_scheduled:
             self._flush_scheduled = True
+            self._batch_since = perf_counter()
             self._loop.call_soon(self.flush)
+        elif perf_counter() - self._batch_since >= STALE_BATCH_S:
+            self._batch_since = perf_counter()  # the scheduled flush still runs: it sends what is left
+            unsent_boxes, self._outbox = self._outbox, {}
+            for stale_peer, events in unsent_boxes.items():
+                unsent = self._flush_peer(stale_peer, events)
+                if unsent is not None:
+                    self._loop.call_soon(self._unreachable, stale_peer, unsent)
+            self._check_input()
+            return
         if len(box) >= BATCH_MAX_EVENTS or (not self.routed and cost(event) >= EAGER_PAYLOAD_BYTES):
             unsent = self._flush_peer(peer, self._outbox.pop(peer))
             if unsent is not None:  # the caller is mid-post: tell the owner from the loop

@@ -129,3 +129,26 @@ def test_stack_starts_at_the_app() -> None:
     frame = sys._getframe()
     lines = "".join(format_blocking_stack(frame))
     assert "test_stack_starts_at_the_app" in lines
+
+
+async def test_the_thread_sleeps_until_something_can_be_due(zmq_ctx: Any) -> None:
+    """wake_in: while the loop ticks, the thread wakes for the next PULSE or for the moment a stall
+    would reach its threshold, not every POLL_S: each wake takes the GIL from the app's thread."""
+    from appserver.pulse import MAX_SLEEP_S, POLL_S
+
+    clock = LoopClock()
+    clock.last_tick = 100.0
+    pulse = Pulse(zmq_ctx, clock, [], worker_id="w", warn_s=0.0)
+    target = PulseTarget("tcp://127.0.0.1:1", b"w/1", 2.0)  # PULSE every 1 s, busy at 1 s stalled
+    targets = {target.endpoint: target}
+    pulse._last_sent[target.endpoint] = 100.0
+    # Due: the PULSE at 101.0; a stall from 100.05 matters at 101.05; capped at MAX_SLEEP_S.
+    assert pulse.wake_in(targets, 100.0) == pytest.approx(MAX_SLEEP_S)
+    assert pulse.wake_in(targets, 100.7) == pytest.approx(0.3)  # the PULSE
+    pulse._last_sent[target.endpoint] = 101.0
+    assert pulse.wake_in(targets, 101.0) == pytest.approx(0.05)  # the stall threshold
+    pulse._warn_s = 0.3  # --warn-blocked-loop under the busy threshold: that is when to look
+    assert pulse.wake_in(targets, 100.2) == pytest.approx(0.15)
+    assert pulse.wake_in(targets, 200.0) == 0.0  # overdue: at once
+    pulse._stall = object()  # type: ignore[assignment]  # a stall: watch for its end
+    assert pulse.wake_in(targets, 200.0) == POLL_S

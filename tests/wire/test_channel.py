@@ -118,6 +118,39 @@ async def test_a_full_batch_leaves_at_once_and_in_order(ctx: zmq.Context[Any], t
     dealer.close()
 
 
+async def test_a_batch_held_by_a_long_iteration_leaves_with_the_next_post(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    """An iteration that runs long (a CPU-bound app: two 2 ms requests...) does not hold what it
+    posted first to its end: once the batch is STALE_BATCH_S old, the next post sends it all,
+    and the flush at the iteration's end sends what is left, in order, each event once."""
+    import time
+
+    from wire.channel import STALE_BATCH_S
+
+    router = _router(ctx, tmp_path)
+    dealer_sock = ctx.socket(zmq.DEALER)
+    configure_dealer(dealer_sock, routing_id=b"w1")
+    dealer_sock.connect(f"ipc://{tmp_path}/r.sock")
+    batches: list[list[Any]] = []
+    dealer = Channel(dealer_sock, routed=False, on_events=lambda _peer, events: batches.append(events),
+                     on_bad_message=lambda *args: None)  # fmt: skip
+    dealer.post(ev.Heartbeat())
+    await asyncio.sleep(0.2)
+    router.post(ev.Credit(1, 10), b"w1")
+    router.post(ev.Credit(2, 10), b"w1")
+    assert len(router._outbox[b"w1"]) == 2  # young: waits for the iteration's end
+    time.sleep(STALE_BATCH_S * 1.5)  # the app burns CPU, the loop does not turn
+    router.post(ev.Credit(3, 10), b"w1")
+    assert not router._outbox  # all three left, mid-iteration
+    router.post(ev.Credit(4, 10), b"w1")
+    assert len(router._outbox[b"w1"]) == 1
+    await _until(lambda: sum(map(len, batches)) >= 4)
+    assert [[e.stream_id for e in batch] for batch in batches] == [[1, 2, 3], [4]]
+    router.close()
+    dealer.close()
+
+
 async def test_payload_views_receive_large_bodies_uncopied(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """payload_views (the front end's channel): a body frame of VIEW_MIN_BYTES or more arrives as a
     memoryview, smaller ones and every other kind's payload as bytes; the bytes are the same."""
