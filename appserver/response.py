@@ -36,6 +36,7 @@ from typing import Any
 
 from wire import ProtocolViolation, ResponseHalf, ResponseTracker
 from wire import events as ev
+from wire.shm import joinable
 
 from .stream import ClientDisconnected, CreditGate, Defer, Emit, StreamSettings, checked_headers
 
@@ -206,7 +207,7 @@ class ResponseSide:
                     self._held_bytes += n
                     return
                 self._held = None
-                self._out(b"".join(held), False)  # the last chunk, with everything held
+                self._out(joinable(held, self._held_bytes + n), False)  # the last chunk, with everything held
                 return
             self._flush()  # what is held goes first, as its own event
         if more and n < limit:
@@ -260,7 +261,7 @@ class ResponseSide:
             return
         self._held = None
         if self._live():
-            self._out(held[0] if len(held) == 1 else b"".join(held), True)
+            self._out(held[0] if len(held) == 1 else joinable(held, self._held_bytes), True)
 
     async def _send_file(self, path: str) -> None:
         """pathsend without the front end's help: read in a thread, send under credit."""

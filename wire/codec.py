@@ -31,7 +31,7 @@ import msgpack
 
 from . import events as ev
 from .errors import DecodeError
-from .shm import Shared
+from .shm import Parts, Shared
 
 # Payloads up to this size travel inline in the header frame; above it, in a
 # frame of their own. Past ~16 KiB an extra frame costs less than the copies.
@@ -281,6 +281,8 @@ def _packable_generic(event: Any, frames: list[Any], inline_max: int) -> list[An
     index = _PAYLOAD_INDEX.get(cls)
     if index is not None:
         payload = values[index]
+        if type(payload) is Parts:  # no slot took it: joined here, once
+            payload = values[index] = payload.joined()
         if type(payload) is Shared:
             values[index] = [payload.slot, payload.length]
         elif len(payload) > inline_max:

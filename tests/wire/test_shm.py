@@ -58,6 +58,26 @@ def test_a_body_goes_through_a_slot_and_the_slot_comes_back(pair: tuple[shm.Writ
     assert writer.release((shared.slot,)) == 0 and writer.free == 4
 
 
+def test_pieces_go_into_a_slot_one_by_one_or_are_joined_once_for_a_frame(
+    pair: tuple[shm.Writer, shm.Reader],
+) -> None:
+    """Parts: the app's sends land in the slot piece after piece (no join first); with no slot,
+    the encoder joins them into the one frame it would have sent; either way the same bytes."""
+    writer, reader = pair
+    pieces = [os.urandom(64 * 1024) for _ in range(3)] + [b"tail"]
+    parts = shm.joinable(pieces, sum(map(len, pieces)))
+    assert type(parts) is shm.Parts and len(parts) == 3 * 64 * 1024 + 4 and parts == b"".join(pieces)
+    shared = writer.put(parts)
+    assert shared is not None and len(shared) == len(parts)
+    (event,) = _through([ev.Body(5, shared, True)], reader)  # type: ignore[arg-type]
+    assert bytes(event.body) == b"".join(pieces)
+    (event,) = codec.decode(codec.encode([ev.Body(6, parts, False)]))  # type: ignore[arg-type]
+    assert type(event) is ev.Body and event.body == b"".join(pieces) and not event.more_body
+    # A piece the app may still change (a bytearray) is copied now, as before.
+    mutable = shm.joinable([b"a", bytearray(b"b")], 2)
+    assert type(mutable) is bytes and mutable == b"ab"
+
+
 def test_a_response_start_with_its_body_in_a_slot(pair: tuple[shm.Writer, shm.Reader]) -> None:
     writer, reader = pair
     shared = writer.put(b"r" * 70_000)
