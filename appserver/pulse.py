@@ -44,9 +44,9 @@ import sys
 import threading
 import time
 import traceback
-from math import ceil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import ceil
 from types import FrameType
 from typing import Any, Protocol
 
@@ -171,7 +171,8 @@ class Pulse:
         return max(0.0, due - now)
 
     def _threshold(self, targets: dict[str, PulseTarget]) -> float:
-        busy_s = min((t.interval_s for t in targets.values()), default=1.0) / 2
+        """The stall at which _watch starts following it."""
+        busy_s = _busy_s(targets)
         return min(busy_s, self._warn_s or busy_s)
 
     def _targets(self) -> dict[str, PulseTarget]:
@@ -225,7 +226,7 @@ class Pulse:
 
     def _beat(self, targets: dict[str, PulseTarget], now: float) -> None:
         stalled = self._clock.stalled(now)
-        changed = self._watch(stalled, now, min((t.interval_s for t in targets.values()), default=1.0) / 2)
+        changed = self._watch(stalled, now, _busy_s(targets))
         stall = self._stall
         stalled_ms = int(stalled * 1000) if stall is not None else 0
         request = stall.request if stall is not None else ("", "", "")
@@ -296,6 +297,11 @@ class Pulse:
             "event loop blocked for %.1fs by %s (a synchronous call in async code?); "
             "it is running:\n%s", stalled, _describe(stall.request), stack.rstrip("\n"),
         )  # fmt: skip
+
+
+def _busy_s(targets: dict[str, PulseTarget]) -> float:
+    """A stall this long is told to the front ends: half the shortest heartbeat interval."""
+    return min((t.interval_s for t in targets.values()), default=1.0) / 2
 
 
 def _describe(request: tuple[str, str, str]) -> str:

@@ -218,15 +218,12 @@ class Channel:
             self._flush_scheduled = True
             self._batch_since = perf_counter()
             self._loop.call_soon(self.flush)
-        elif perf_counter() - self._batch_since >= STALE_BATCH_S:
-            self._batch_since = perf_counter()  # the scheduled flush still runs: it sends what is left
-            unsent_boxes, self._outbox = self._outbox, {}
-            for stale_peer, events in unsent_boxes.items():
-                unsent = self._flush_peer(stale_peer, events)
-                if unsent is not None:
-                    self._loop.call_soon(self._unreachable, stale_peer, unsent)
-            self._check_input()
-            return
+        else:
+            now = perf_counter()
+            if now - self._batch_since >= STALE_BATCH_S:
+                self._batch_since = now  # the scheduled flush still runs: it sends what is left
+                self._send_outbox(mid_post=True)
+                return
         if len(box) >= BATCH_MAX_EVENTS or (not self.routed and cost(event) >= EAGER_PAYLOAD_BYTES):
             unsent = self._flush_peer(peer, self._outbox.pop(peer))
             if unsent is not None:  # the caller is mid-post: tell the owner from the loop
@@ -237,10 +234,18 @@ class Channel:
         self._flush_scheduled = False
         if self._closed or not self._outbox:
             return
+        self._send_outbox(mid_post=False)
+
+    def _send_outbox(self, *, mid_post: bool) -> None:
+        """Every peer's batch, now; ``mid_post``: the owner hears of unreachable peers from the loop."""
         boxes, self._outbox = self._outbox, {}
         for peer, events in boxes.items():
             unsent = self._flush_peer(peer, events)
-            if unsent is not None:
+            if unsent is None:
+                continue
+            if mid_post:
+                self._loop.call_soon(self._unreachable, peer, unsent)
+            else:
                 self._unreachable(peer, unsent)
         self._check_input()
 

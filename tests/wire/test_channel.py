@@ -38,6 +38,15 @@ def _router(ctx: zmq.Context[Any], tmp_path: Path, **callbacks: Any) -> Channel:
     return Channel(sock, routed=True, on_events=ignore, on_bad_message=ignore, **callbacks)
 
 
+def _dealer(ctx: zmq.Context[Any], tmp_path: Path, batches: list[list[Any]]) -> Channel:
+    """A DEALER "w1" connected to _router's socket, appending each batch it receives."""
+    sock = ctx.socket(zmq.DEALER)
+    configure_dealer(sock, routing_id=b"w1")
+    sock.connect(f"ipc://{tmp_path}/r.sock")
+    return Channel(sock, routed=False, on_events=lambda _peer, events: batches.append(events),
+                   on_bad_message=lambda *args: None)  # fmt: skip
+
+
 async def test_unreachable_peer_gets_back_every_unsent_event(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     failed: list[tuple[bytes, list[Any]]] = []
     channel = _router(ctx, tmp_path, on_unreachable=lambda peer, events: failed.append((peer, events)))
@@ -99,12 +108,8 @@ async def test_a_full_batch_leaves_at_once_and_in_order(ctx: zmq.Context[Any], t
     from wire.channel import BATCH_MAX_EVENTS
 
     router = _router(ctx, tmp_path)
-    dealer_sock = ctx.socket(zmq.DEALER)
-    configure_dealer(dealer_sock, routing_id=b"w1")
-    dealer_sock.connect(f"ipc://{tmp_path}/r.sock")
     batches: list[list[Any]] = []
-    dealer = Channel(dealer_sock, routed=False, on_events=lambda _peer, events: batches.append(events),
-                     on_bad_message=lambda *args: None)  # fmt: skip
+    dealer = _dealer(ctx, tmp_path, batches)
     dealer.post(ev.Heartbeat())  # the router learns the dealer's routing id
     await asyncio.sleep(0.2)  # connected, and the router has seen its routing id
     count = BATCH_MAX_EVENTS * 3 + 5
@@ -129,12 +134,8 @@ async def test_a_batch_held_by_a_long_iteration_leaves_with_the_next_post(
     from wire.channel import STALE_BATCH_S
 
     router = _router(ctx, tmp_path)
-    dealer_sock = ctx.socket(zmq.DEALER)
-    configure_dealer(dealer_sock, routing_id=b"w1")
-    dealer_sock.connect(f"ipc://{tmp_path}/r.sock")
     batches: list[list[Any]] = []
-    dealer = Channel(dealer_sock, routed=False, on_events=lambda _peer, events: batches.append(events),
-                     on_bad_message=lambda *args: None)  # fmt: skip
+    dealer = _dealer(ctx, tmp_path, batches)
     dealer.post(ev.Heartbeat())
     await asyncio.sleep(0.2)
     router.post(ev.Credit(1, 10), b"w1")
