@@ -5,13 +5,15 @@ Read top to bottom, one request goes:
 1. ``start`` (called by ``connection.Connection`` for each request in turn,
    with its writer, ``response.ResponseWriter``): the REQUEST head (``request_head``),
    the body (``upload``), a worker slot, and the stream sent, synchronously.
-2. The common case (body whole, a slot free) needs no task: the stream calls
+2. The common case (body whole) needs no task: the stream calls
    ``first_event`` from the dispatcher's callback with the worker's first
    event, and a whole response is written from there (``ResponseWriter.whole``).
-3. Anything else (a wait for a slot, a body still arriving, a streamed
-   response, a failure or replay) gets one task (``_serve``): ``_queued``
-   waits for a slot (or 503), ``_answer`` replays what may be replayed and
-   hands the response to ``ResponseWriter.respond``.
+   With no slot free, the request waits in the queue as a future with a
+   callback (``_queue``, ``_slotted``), then goes on as if one had been, or
+   gets its 503 there.
+3. Anything else (a body still arriving, a streamed response, a failure or
+   replay) gets one task (``_serve``): ``_answer`` replays what may be
+   replayed and hands the response to ``ResponseWriter.respond``.
 4. ``_release``: the stream ends; ``ResponseWriter.finish`` tells the
    connection, which logs the request and starts the next one.
 
@@ -33,8 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp.http import HttpVersion10, HttpVersion11
 from aiohttp.streams import EMPTY_PAYLOAD
@@ -52,6 +55,9 @@ from .stream import HttpStream, Local
 from .traffic import Traffic
 from .upload import BodyTooLarge, new_upload
 from .writer import RequestWriter
+
+if TYPE_CHECKING:
+    from .pool import WorkerRecord
 
 log = logging.getLogger(__name__)
 
@@ -96,9 +102,12 @@ class HttpRequests:
         self._active += 1
         worker = self.dispatcher.slots.try_acquire()
         if worker is None:
-            self._spawn(w, stream, self._queued(w, stream))
+            self._queue(w, stream)
             return
         self.metrics.dispatched_at_once()
+        self._dispatch(w, stream, worker)
+
+    def _dispatch(self, w: RequestWriter, stream: HttpStream, worker: WorkerRecord) -> None:
         w.worker = worker
         if stream.upload.needs_pump:  # the body is still arriving: a task reads it
             stream.dispatch(worker, False)
@@ -168,6 +177,52 @@ class HttpRequests:
         stream.fail()
         self._release(stream)
 
+    # ------------------------------------------------------------ 2b. queued, without a task
+
+    def _queue(self, w: RequestWriter, stream: HttpStream) -> None:
+        """No slot is free: wait in the queue for one (or a 503). A queue under overload holds
+        a thousand of these: a future each, no task (a task apiece cost the front end about a
+        fifth of its CPU under cpu-overload, taken from the workers on the same cores)."""
+        slots = self.dispatcher.slots
+        try:
+            waiter = slots.enqueue()
+        except NoCapacity as exc:
+            self._refuse(w, stream, exc)
+            return
+        w.pending = waiter
+        waiter.add_done_callback(partial(self._slotted, w, stream, perf_counter()))
+
+    def _slotted(self, w: RequestWriter, stream: HttpStream, queued_at: float,
+                 waiter: asyncio.Future[WorkerRecord]) -> None:  # fmt: skip
+        """The queue's answer: a slot (dispatch as if it had been free), a 503, or the client left."""
+        if waiter.cancelled() or w.done:  # the client left (ResponseWriter.lost cancelled the waiter)
+            self.dispatcher.slots.left(waiter)
+            log.debug("client went away from a queued request")
+            w.pending = None
+            stream.fail()
+            self._release(stream)
+            return
+        self.metrics.queue_waited(perf_counter() - queued_at)
+        exc = waiter.exception()
+        if exc is not None:
+            self._refuse(w, stream, exc)
+            return
+        try:
+            self._dispatch(w, stream, waiter.result())
+        except Exception:  # a bug of ours must not reach the loop's callback
+            log.exception("stream %d: request failed", stream.stream_id)
+            w.pending = None
+            stream.fail()
+            w.abort()
+            self._release(stream)
+
+    def _refuse(self, w: RequestWriter, stream: HttpStream, exc: BaseException) -> None:
+        w.pending = None
+        log.info("no worker for %s %s: %s", w.message.method, w.message.path, exc)
+        w.error(503, retry_after_s=self._retry_after_s, keep_alive=True)
+        self._release(stream)
+        w.finish()
+
     # ------------------------------------------------------------ 3. with a task
 
     def _spawn(self, w: RequestWriter, stream: HttpStream, work: Any) -> None:
@@ -186,7 +241,7 @@ class HttpRequests:
             self._release(stream)
 
     async def _serve(self, w: RequestWriter, stream: HttpStream, work: Any) -> None:
-        """A request's task: ``work`` (``_queued``, ``_answer``...), then the stream and request end."""
+        """A request's task: ``work`` (``_answer``, ``drain``), then the stream and request end."""
         try:
             await work
         except asyncio.CancelledError:
@@ -201,19 +256,6 @@ class HttpRequests:
             w.pending = None
             self._release(stream)
         w.finish()
-
-    async def _queued(self, w: RequestWriter, stream: HttpStream) -> None:
-        """No slot was free: wait for one in the queue (or 503), then answer."""
-        queued_at = perf_counter()
-        try:
-            stream.dispatch(await self.dispatcher.acquire(), False)
-        except NoCapacity as exc:
-            self.metrics.queue_waited(perf_counter() - queued_at)
-            log.info("no worker for %s %s: %s", w.message.method, w.message.path, exc)
-            w.error(503, retry_after_s=self._retry_after_s, keep_alive=True)
-            return
-        self.metrics.queue_waited(perf_counter() - queued_at)
-        await self._answer(w, stream)
 
     async def _answer(self, w: RequestWriter, stream: HttpStream) -> None:
         """From dispatch to the end of the response: replays, failures, the general path."""

@@ -15,7 +15,9 @@ other waiter and is never refused for a full queue or for overload.
 
 Refusals are paced by service: each slot handed to a waiter earns the queue
 ``REFUSALS_PER_SERVED`` refusal (up to ``REFUSAL_BURST``), and overload
-shedding spends them. A client refused comes back (wrk, a retrying browser):
+shedding spends them; out of refusals, the queue sheds again when a served
+waiter earns one (``wake``), not on a timer (a 10 ms timer was 100 more
+front-end wake-ups a second for as long as an overload lasted). A client refused comes back (wrk, a retrying browser):
 refusing at once or every 250 ms would turn an overload into a storm of
 requests the front end answers 503 instead of serving (issue 17: a refusal
 costs the front end about what serving costs it). So refusing never takes
@@ -75,7 +77,7 @@ class ShuttingDown(NoCapacity):
 SHED_REASONS = ("overload", "timeout", "full", "no_workers", "shutdown")
 REFUSALS_PER_SERVED = 1.0  # overload refusals a served waiter pays for
 REFUSAL_BURST = 100.0  # refusals saved up at most (also the budget on entering overload)
-PACE_S = 0.01  # out of refusals with waiters past the target: look again this soon
+PACE_S = 0.01  # a burst draining with waiters past the target: look again this soon
 _OVERLOAD = QueueMode.OVERLOAD
 
 
@@ -110,6 +112,7 @@ class SlotQueue:
         self._no_worker_since: float | None = None  # no READY worker since then (workers_changed)
         self.shed: dict[str, int] = dict.fromkeys(SHED_REASONS, 0)
         self._budget = REFUSAL_BURST  # overload refusals it may make now
+        self._owed = False  # out of refusals with waiters past the target: wake() sheds when it can
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -129,21 +132,19 @@ class SlotQueue:
             if record is not None:
                 self._pool.acquire(record, self._websocket)
                 return record
-        loop = self._loop or self._bind()
-        now = loop.time()
-        if self._no_worker_since is not None and self._grace_s is not None:
-            if now - self._no_worker_since >= self._grace_s:
-                self.shed["no_workers"] += 1
-                raise NoWorkers(f"no worker for {now - self._no_worker_since:.1f}s")
         if first:
+            loop = self._loop or self._bind()
+            self._check_workers(loop)
             return await self._wait_replay(loop)
-        if self._size is not None and self._live >= self._size:
-            self.shed["full"] += 1
-            raise QueueFull(f"{self._live} requests already wait for a worker")
-        return await self._wait(loop, now)
+        fut = self.enqueue()
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self.left(fut)
+            raise
 
     def try_acquire(self) -> WorkerRecord | None:
-        """A free slot now, or None (then ``acquire`` queues): the common case needs no await."""
+        """A free slot now, or None (then ``acquire`` or ``enqueue``): the common case needs no await."""
         if self._closed or self._live or self._replays:
             return None
         record = self._pool.choose(self._websocket)
@@ -151,11 +152,21 @@ class SlotQueue:
             self._pool.acquire(record, self._websocket)
         return record
 
-    def _bind(self) -> asyncio.AbstractEventLoop:
-        self._loop = asyncio.get_running_loop()
-        return self._loop
+    def enqueue(self) -> asyncio.Future[WorkerRecord]:
+        """A place at the back of the queue, for a request ``try_acquire`` found no slot for: a
+        future that gets its slot, or a ``NoCapacity`` to answer 503 with. Whoever cancels it (its
+        client left) passes it to ``left``. No task needed: the request path adds a callback.
 
-    async def _wait(self, loop: asyncio.AbstractEventLoop, now: float) -> WorkerRecord:
+        Raises:
+            QueueFull, NoWorkers, ShuttingDown (refused at once).
+        """
+        if self._closed:
+            raise ShuttingDown("the front end is shutting down")
+        loop = self._loop or self._bind()
+        now = self._check_workers(loop)
+        if self._size is not None and self._live >= self._size:
+            self.shed["full"] += 1
+            raise QueueFull(f"{self._live} requests already wait for a worker")
         fut: asyncio.Future[WorkerRecord] = loop.create_future()
         if not self._live:
             self._drop_left()
@@ -164,15 +175,29 @@ class SlotQueue:
         self._live += 1
         self.policy.arrived(now)
         self._schedule()
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            if fut.cancelled():
-                self._live -= 1  # left while queued: its entry is skipped when reached
-            elif fut.exception() is None:  # handed a slot as the client left
-                self._pool.release(fut.result(), self._websocket)
-                self.wake()
-            raise
+        return fut
+
+    def left(self, fut: asyncio.Future[WorkerRecord]) -> None:
+        """An ``enqueue`` future whose client left: cancelled in the queue (its entry is skipped
+        when reached), or already handed a slot (given back)."""
+        if fut.cancelled():
+            self._live -= 1
+        elif fut.done() and fut.exception() is None:
+            self._pool.release(fut.result(), self._websocket)
+            self.wake()
+
+    def _check_workers(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Now; raises NoWorkers when none has been READY for longer than the grace."""
+        now = loop.time()
+        if self._no_worker_since is not None and self._grace_s is not None:
+            if now - self._no_worker_since >= self._grace_s:
+                self.shed["no_workers"] += 1
+                raise NoWorkers(f"no worker for {now - self._no_worker_since:.1f}s")
+        return now
+
+    def _bind(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
 
     async def _wait_replay(self, loop: asyncio.AbstractEventLoop) -> WorkerRecord:
         fut: asyncio.Future[WorkerRecord] = loop.create_future()
@@ -198,15 +223,18 @@ class SlotQueue:
         while self._replays or self._live:
             record = self._pool.choose(self._websocket)
             if record is None:
-                return
+                break
             fut = self._next()
             if fut is None:
-                return
+                break
             self._pool.acquire(record, self._websocket)
             fut.set_result(record)
             self.policy.departed(self._loop.time() if self._loop is not None else 0.0)
             if self._budget < REFUSAL_BURST:
                 self._budget += REFUSALS_PER_SERVED
+        if self._owed and self._budget >= 1.0:
+            self._owed = False
+            self._look()
 
     def _next(self) -> asyncio.Future[WorkerRecord] | None:
         """The next live waiter, taken off the queue: replays, then oldest or newest first."""
@@ -231,12 +259,17 @@ class SlotQueue:
 
     # ------------------------------------------------------------ the queue's timer
 
-    def _schedule(self) -> None:
+    def _schedule(self, at: float | None = None) -> None:
+        """Set the timer for the next change (``at``: this time, a burst draining past the target)."""
         loop = self._loop
         if loop is None or self._closed:
             return
         self._drop_left()
-        at = self.policy.next_change(self.waiters[0][0] if self.waiters else None)
+        oldest = self.waiters[0][0] if self.waiters else None
+        if at is None and self._owed and oldest is not None:
+            at = oldest + self.policy.timeout_s  # till wake() sheds again, only the deadline is due
+        elif at is None:
+            at = self.policy.next_change(oldest)
         waiting = self.waiters or self._replays
         if self._no_worker_since is not None and self._grace_s is not None and waiting:
             grace_at = self._no_worker_since + self._grace_s
@@ -252,14 +285,19 @@ class SlotQueue:
         self._timer = loop.call_at(at, self._on_timer)
 
     def _on_timer(self) -> None:
-        assert self._loop is not None
         self._timer = None
+        self._look()
+
+    def _look(self) -> None:
+        """Refuse what the policy and the budget say to, then set the timer for the next change."""
+        assert self._loop is not None
         now = self._loop.time()
         if self._no_worker_since is not None and self._grace_s is not None:
             if now - self._no_worker_since >= self._grace_s:
                 self._fail_all(NoWorkers(f"no worker for {now - self._no_worker_since:.1f}s"))
                 return
         self._drop_left()
+        self._owed = False
         waiters, policy = self.waiters, self.policy
         policy.update(now, waiters[0][0] if waiters else None)
         paced = False
@@ -268,8 +306,11 @@ class SlotQueue:
             if age >= policy.timeout_s:
                 exc: NoCapacity = QueueTimeout("no worker became free in time")
             elif policy.mode is _OVERLOAD and age >= policy.target_s:
-                if self._budget < 1.0 or not policy.standing:  # no refusal to spend; a burst draining
+                if not policy.standing:  # a burst draining: nothing to shed unless arrivals resume
                     paced = True
+                    break
+                if self._budget < 1.0:  # none to spend till a served waiter earns one
+                    self._owed = True
                     break
                 self._budget -= 1.0
                 exc = Overloaded(f"waited over {policy.target_s:g}s in an overloaded queue")
@@ -283,11 +324,8 @@ class SlotQueue:
             self._drop_left()
         if not waiters:
             policy.update(now, None)
-        if paced:
-            self._timer_at = now + PACE_S
-            self._timer = self._loop.call_at(self._timer_at, self._on_timer)
-            return
-        self._schedule()
+            self._owed = False
+        self._schedule(now + PACE_S if paced else None)
 
     def _fail_all(self, exc: NoCapacity) -> None:
         for fut in [f for _, f in self.waiters] + list(self._replays):

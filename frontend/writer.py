@@ -55,7 +55,8 @@ class RequestWriter(Protocol):
     worker: WorkerRecord | None
     client: tuple[str, int] | None
     client_set: bool
-    pending: Any  # its task, or its stream awaiting the worker's first event
+    pending: Any  # its task, its place in the queue (a future), or its stream awaiting the first event
+    done: bool  # finished, or its client gone
     status: int
     bytes_out: int
 

@@ -186,6 +186,52 @@ async def test_queued_request_runs_when_a_worker_joins(start_frontend: Any, work
         assert (await pending).text == "late"
 
 
+async def test_a_client_gone_while_queued_takes_no_slot(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe, capacity=1)
+    first = await RawConn.open(fe.port)
+    await first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    req_a = await w.request()  # the only slot
+    gone = await RawConn.open(fe.port)
+    await gone.send(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
+    third = await RawConn.open(fe.port)
+    await third.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    gone.close()  # queued: it leaves before any slot is free
+    await asyncio.sleep(0.1)  # (order only: the front end sees the close before the slot frees)
+    w.respond(req_a.stream_id, 200, ((b"content-length", b"1"),), b"a")
+    assert status_of(await first.read_head()) == 200
+    req_c = await w.request()  # the slot goes to the one still waiting, never to the one gone
+    assert req_c.raw_path == b"/c"
+    w.respond(req_c.stream_id, 200, ((b"content-length", b"1"),), b"c")
+    assert status_of(await third.read_head()) == 200
+    first.close()
+    third.close()
+
+
+async def test_a_queued_request_whose_body_still_arrives(start_frontend: Any, worker_for: Any) -> None:
+    fe = await start_frontend()
+    w = await worker_for(fe, capacity=1)
+    first = await RawConn.open(fe.port)
+    await first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+    req_a = await w.request()
+    post = await RawConn.open(fe.port)
+    await post.send(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")  # half the body
+    await asyncio.sleep(0.1)  # (order only: queued with its body incomplete)
+    w.respond(req_a.stream_id, 200, ((b"content-length", b"1"),), b"a")
+    req_p = await w.request()
+    w.send(ev.Credit(req_p.stream_id, 1000))
+    await post.send(b"world")
+    got = req_p.body
+    while len(got) < 10:
+        body = await w.expect(ev.Body)
+        got += body.body
+    assert got == b"helloworld"
+    w.respond(req_p.stream_id, 200, ((b"content-length", b"2"),), b"ok")
+    assert status_of(await post.read_head()) == 200
+    first.close()
+    post.close()
+
+
 async def test_client_disconnect_reaches_the_worker(start_frontend: Any, worker_for: Any) -> None:
     fe = await start_frontend()
     w = await worker_for(fe)

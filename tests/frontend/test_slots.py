@@ -95,6 +95,29 @@ async def test_a_standing_queue_sheds_paced_by_service_and_serves_the_newest() -
     assert served[len(served) // 2] < 0.05  # newest first: the median served waited little
 
 
+async def test_out_of_refusals_it_sheds_when_a_waiter_is_served_not_on_a_timer() -> None:
+    pool, record = pool_with(1)
+    q = SlotQueue(pool, size=None, timeout_s=5.0, target_s=0.02, interval_s=0.05)
+    await q.acquire()  # the only slot
+    q._budget = 0.0
+    loop = asyncio.get_running_loop()
+    waiters = []
+    for _ in range(20):  # requests keep coming, none leaves: a standing queue past target + interval
+        waiters.append(asyncio.ensure_future(q.acquire()))
+        await asyncio.sleep(0.01)
+    assert q.policy.mode.value == "overload" and q.shed["overload"] == 0  # nothing to spend
+    # No timer polls for a refusal to spend: the next one due is the oldest's deadline.
+    assert q._timer_at >= q.waiters[0][0] + 5.0 - 1e-6 > loop.time() + 4.0
+    pool.release(record)
+    q.wake()  # the newest is served and earns one refusal, spent at once on the oldest
+    await settle()
+    assert waiters[-1].result() is record
+    assert q.shed["overload"] == 1 and isinstance(waiters[0].exception(), Overloaded)
+    assert all(not w.done() for w in waiters[1:-1])
+    q.close()
+    await asyncio.gather(*waiters, return_exceptions=True)
+
+
 async def test_a_burst_that_only_drains_is_served_whole() -> None:
     pool, record = pool_with(1)
     q = SlotQueue(pool, size=None, timeout_s=5.0, target_s=0.05, interval_s=0.1)
