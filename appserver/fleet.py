@@ -48,6 +48,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from wire import shm
+
 from .control import restart_delay
 from .discovery import write_list
 from .frontroll import FE_TRANSITIONS, FeState, Roll, RollPhase
@@ -292,6 +294,8 @@ class Fleet:
 
     def _unlink(self, proc: FrontendProc) -> None:
         # ZeroMQ leaves an ipc socket file behind; a host rolled daily would collect them.
+        # (And a front end killed before a worker mapped its request-body segment, that file.)
+        shm.sweep(proc.popen.pid)
         if proc.endpoint.startswith("ipc://") and proc.endpoint != self.fixed_endpoint:
             try:
                 os.unlink(proc.endpoint.removeprefix("ipc://"))

@@ -64,6 +64,8 @@ from enum import Enum
 from multiprocessing.connection import wait
 from typing import Any
 
+from wire import shm
+
 from .config import PoolConfig, WorkerConfig
 from .control import (
     EXIT_APP_LOAD,
@@ -147,6 +149,11 @@ class WorkerProc:
 
     def exitcode(self) -> int | None:
         return self.process.exitcode  # type: ignore[no-any-return]
+
+    def reaped(self) -> None:
+        """It exited: release the process handle and any shared-memory file it left (shm.sweep)."""
+        self.process.close()
+        shm.sweep(self.pid)
 
     def poll_ready(self) -> bool:
         if self.phase is Phase.STARTING and self.ready.is_set():
@@ -334,7 +341,7 @@ class Supervisor:
         if code is None:
             return
         slot.current = None
-        proc.process.close()
+        proc.reaped()
         # Back off only while the worker keeps dying before it is ready.
         slot.failures = 0 if proc.phase is Phase.SERVING else slot.failures + 1
         delay = restart_delay(slot.failures)
@@ -365,7 +372,7 @@ class Supervisor:
             self._retire(new, signal_it=False)  # reaped by the draining check
         else:
             reason = f"new worker {describe_exit(code)}"
-            new.process.close()
+            new.reaped()
         if new.why is Why.RELOAD:
             self._reload_failed(reason)
         else:
@@ -432,7 +439,7 @@ class Supervisor:
             code = proc.exitcode()
             if code is not None:
                 self.draining.remove(proc)
-                proc.process.close()
+                proc.reaped()
                 if code == 0:
                     log.info("%s drained and exited", proc.label)
                 else:
@@ -635,6 +642,7 @@ class Supervisor:
                 log.warning("%s did not stop in time; killing it", proc.label)
                 proc.process.kill()
                 proc.process.join(5)
+            shm.sweep(proc.pid)
         return EXIT_OK
 
     def _stop_frontend(self, grace: float) -> bool:

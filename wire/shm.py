@@ -29,7 +29,10 @@ A slot is the writer's again only after FREED names it; a front end that holds
 a slot forever costs the worker that slot, never a wrong byte. Each HELLO
 offers a new file, so nothing of an earlier session is ever reused. The file is
 unlinked as soon as the front end has mapped it (by whichever side gets there
-first), and both sides' mappings live until their last view is gone.
+first), and both sides' mappings live until their last view is gone. A process
+killed before its peer mapped its file leaves it behind: the file's name
+carries the creator's pid (and pid namespace), and whoever reaps that process
+``sweep``s them.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ class Writer:
     ) -> Writer | None:
         """A new segment, or None where shared memory is not to be had (no such directory, full).
         ``granted`` False: no slot is usable until the reader frees them (``release``)."""
-        path = os.path.join(directory, f"zasgi-{os.getpid()}-{secrets.token_hex(16)}")
+        path = os.path.join(directory, prefix(os.getpid()) + secrets.token_hex(16))
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError:
@@ -297,6 +300,37 @@ class Reader:
         """The worker is gone: forget the slots (views still out keep the mapping alive)."""
         self.closed = True
         self.on_freed = None
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+# Containers sharing one /dev/shm (docker-compose.yml) each have their own pids: a name carries
+# the pid namespace too, so a sweep never takes another container's file.
+_PID_NS = _pid_namespace()
+
+
+def prefix(pid: int) -> str:
+    """How the names of the segments process ``pid`` (of this pid namespace) creates begin."""
+    return f"zasgi-{_PID_NS}-{pid}-"
+
+
+def sweep(pid: int, directory: str | None = None) -> int:
+    """Unlink the segments process ``pid`` created that no peer mapped (it died between creating
+    one and the other side's mapping, which unlinks it): its reaper calls this. How many."""
+    directory = directory or DIRECTORY
+    start = prefix(pid)
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(start)]
+    except OSError:
+        return 0
+    for name in names:
+        unlink(os.path.join(directory, name))
+    return len(names)
 
 
 def unlink(path: str) -> None:

@@ -12,6 +12,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from appserver.config import PoolConfig, WorkerConfig
 from appserver.supervisor import Phase, Supervisor, Why, WorkerProc
+from wire import shm
 
 CONFIG = WorkerConfig(app="tests.apps.probe:app", connect=("ipc:///tmp/unused.sock",), graceful_timeout_s=5)
 
@@ -84,6 +86,13 @@ def _info_logs(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="zasgi.supervisor")
 
 
+@pytest.fixture(autouse=True)
+def shm_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The fake workers' pids are not theirs: sweep (shm.sweep) a directory of the test's own."""
+    monkeypatch.setattr(shm, "DIRECTORY", str(tmp_path))
+    return tmp_path
+
+
 # ---------------------------------------------------------------- crashes
 
 
@@ -98,6 +107,18 @@ def test_killed_worker_is_restarted_and_logged(caplog: pytest.LogCaptureFixture)
     sup.step()
     new = sup.slots[2].current
     assert new is not None and new.pid != victim.pid and new.phase is Phase.STARTING
+
+
+def test_a_dead_workers_unmapped_segment_is_removed(shm_dir: Path) -> None:
+    sup = make(2)
+    victim, other = sup.slots[0].current, sup.slots[1].current
+    assert victim is not None and other is not None
+    # Killed after creating its segment, before the front end mapped (and so unlinked) it.
+    (shm_dir / f"{shm.prefix(victim.pid)}0123abcd").write_bytes(b"x")
+    (shm_dir / f"{shm.prefix(other.pid)}4567ef01").write_bytes(b"x")
+    victim.process.exitcode = -signal.SIGKILL
+    sup.step()
+    assert sorted(p.name for p in shm_dir.iterdir()) == [f"{shm.prefix(other.pid)}4567ef01"]
 
 
 def test_worker_dying_before_ready_backs_off(caplog: pytest.LogCaptureFixture) -> None:

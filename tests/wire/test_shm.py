@@ -167,6 +167,17 @@ def test_create_where_there_is_no_shared_memory_is_none(tmp_path: Path) -> None:
     assert shm.Writer.create(directory=str(tmp_path / "missing")) is None
 
 
+def test_sweep_unlinks_the_segments_of_one_pid_only(tmp_path: Path) -> None:
+    writer = shm.Writer.create(directory=str(tmp_path))
+    assert writer is not None and writer.path.startswith(str(tmp_path / shm.prefix(os.getpid())))
+    stranger = tmp_path / f"{shm.prefix(os.getpid() + 1)}00"
+    stranger.write_bytes(b"")
+    assert shm.sweep(os.getpid(), str(tmp_path)) == 1
+    assert list(tmp_path.iterdir()) == [stranger]
+    assert shm.sweep(os.getpid(), str(tmp_path / "absent")) == 0
+    writer.close()
+
+
 def test_close_unlinks_and_a_closed_reader_stays_silent(pair: tuple[shm.Writer, shm.Reader]) -> None:
     writer, reader = pair
     calls: list[int] = []
