@@ -20,9 +20,10 @@ waiter earns one (``wake``), not on a timer (a 10 ms timer was 100 more
 front-end wake-ups a second for as long as an overload lasted). A client refused comes back (wrk, a retrying browser):
 refusing at once or every 250 ms would turn an overload into a storm of
 requests the front end answers 503 instead of serving (issue 17: a refusal
-costs the front end about what serving costs it). So refusing never takes
-more of the front end than serving does, and a refused client waits longer
-when the workers serve fewer; the ones served still come newest first.
+costs the front end a parse and a write, a good part of what serving costs
+it). So refusing never takes more of the front end than serving does, and a
+refused client waits longer when the workers serve fewer; the ones served
+still come newest first.
 ``timeout_s`` bounds every wait regardless.
 
 With no READY worker for longer than ``no_worker_grace_s`` (none ever joined,
