@@ -186,7 +186,8 @@ class HttpRequests:
         slots = self.dispatcher.slots
         try:
             waiter = slots.enqueue()
-        except NoCapacity as exc:
+        except NoCapacity as exc:  # refused at once: a full queue, no worker, shutting down
+            self.metrics.queue_waited(0.0)
             self._refuse(w, stream, exc)
             return
         w.pending = waiter

@@ -186,12 +186,17 @@ async def test_queued_request_runs_when_a_worker_joins(start_frontend: Any, work
         assert (await pending).text == "late"
 
 
-async def test_a_client_gone_while_queued_takes_no_slot(start_frontend: Any, worker_for: Any) -> None:
+async def one_slot_taken(start_frontend: Any, worker_for: Any) -> tuple[Any, Any, RawConn, ev.Request]:
+    """A front end whose one worker has one slot, taken by GET /a (its connection and REQUEST)."""
     fe = await start_frontend()
     w = await worker_for(fe, capacity=1)
     first = await RawConn.open(fe.port)
     await first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-    req_a = await w.request()  # the only slot
+    return fe, w, first, await w.request()
+
+
+async def test_a_client_gone_while_queued_takes_no_slot(start_frontend: Any, worker_for: Any) -> None:
+    fe, w, first, req_a = await one_slot_taken(start_frontend, worker_for)
     gone = await RawConn.open(fe.port)
     await gone.send(b"GET /gone HTTP/1.1\r\nHost: x\r\n\r\n")
     third = await RawConn.open(fe.port)
@@ -209,11 +214,7 @@ async def test_a_client_gone_while_queued_takes_no_slot(start_frontend: Any, wor
 
 
 async def test_a_queued_request_whose_body_still_arrives(start_frontend: Any, worker_for: Any) -> None:
-    fe = await start_frontend()
-    w = await worker_for(fe, capacity=1)
-    first = await RawConn.open(fe.port)
-    await first.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-    req_a = await w.request()
+    fe, w, first, req_a = await one_slot_taken(start_frontend, worker_for)
     post = await RawConn.open(fe.port)
     await post.send(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")  # half the body
     await asyncio.sleep(0.1)  # (order only: queued with its body incomplete)
