@@ -119,6 +119,25 @@ async def test_client_reset_is_a_disconnect_for_that_stream_only(
     assert b"".join(e.data for e in raw.of(h2e.DataReceived, second)) == b"2"
 
 
+async def test_a_stream_reset_while_queued_takes_no_slot(start_frontend: Any, worker_for: Any) -> None:
+    fe, w, raw = await h2_setup(start_frontend, worker_for, capacity=1)
+    first = raw.request("/1")
+    await raw.flush()
+    req1 = await w.request()  # the only slot
+    queued, last = raw.request("/2"), raw.request("/3")
+    await raw.flush()
+    await asyncio.sleep(0.1)  # (order only: both wait in the queue)
+    raw.conn.reset_stream(queued, ErrorCodes.CANCEL)
+    await raw.flush()
+    await asyncio.sleep(0.1)  # (order only: the reset is seen before the slot frees)
+    w.respond(req1.stream_id, 200, (), b"1")
+    req3 = await w.request()  # the slot goes to /3, never to the stream reset
+    assert req3.raw_path == b"/3"
+    w.respond(req3.stream_id, 200, (), b"3")
+    await raw.until(lambda events: raw.of(h2e.StreamEnded, last))
+    assert b"".join(e.data for e in raw.of(h2e.DataReceived, first)) == b"1"
+
+
 async def test_worker_reset_before_and_after_the_response(start_frontend: Any, worker_for: Any) -> None:
     fe, w, raw = await h2_setup(start_frontend, worker_for)
     before, after = raw.request("/before"), raw.request("/after")
