@@ -17,8 +17,9 @@ Refusals are paced by service: each slot handed to a waiter earns the queue
 ``REFUSALS_PER_SERVED`` refusal (up to ``REFUSAL_BURST``), and overload
 shedding spends them; out of refusals, the queue sheds again when a served
 waiter earns one (``wake``), not on a timer (a 10 ms timer was 100 more
-front-end wake-ups a second for as long as an overload lasted). A client refused comes back (wrk, a retrying browser):
-refusing at once or every 250 ms would turn an overload into a storm of
+front-end wake-ups a second for as long as an overload lasted). A client
+refused comes back (wrk, a retrying browser): refusing at once or every
+250 ms would turn an overload into a storm of
 requests the front end answers 503 instead of serving (issue 17: a refusal
 costs the front end a parse and a write, a good part of what serving costs
 it). So refusing never takes more of the front end than serving does, and a
@@ -183,7 +184,12 @@ class SlotQueue:
         when reached), or already handed a slot (given back)."""
         if fut.cancelled():
             self._live -= 1
-        elif fut.done() and fut.exception() is None:
+        else:
+            self._give_back(fut)
+
+    def _give_back(self, fut: asyncio.Future[WorkerRecord]) -> None:
+        """The slot ``fut`` was handed, if it was, to a client that has left: free it for the next."""
+        if fut.done() and not fut.cancelled() and fut.exception() is None:
             self._pool.release(fut.result(), self._websocket)
             self.wake()
 
@@ -207,9 +213,7 @@ class SlotQueue:
         try:
             return await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self._pool.release(fut.result(), self._websocket)
-                self.wake()
+            self._give_back(fut)
             raise
         finally:
             timer.cancel()
@@ -325,7 +329,6 @@ class SlotQueue:
             self._drop_left()
         if not waiters:
             policy.update(now, None)
-            self._owed = False
         self._schedule(now + PACE_S if paced else None)
 
     def _fail_all(self, exc: NoCapacity) -> None:

@@ -309,7 +309,7 @@ def _pid_namespace() -> int:
         return 0
 
 
-# Containers sharing one /dev/shm (docker-compose.yml) each have their own pids: a name carries
+# Containers that share one /dev/shm (one IPC namespace) each have their own pids: a name carries
 # the pid namespace too, so a sweep never takes another container's file.
 _PID_NS = _pid_namespace()
 
