@@ -26,9 +26,10 @@ from collections import deque
 from collections.abc import Callable
 from struct import error as struct_error
 from time import perf_counter
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import zmq
+from zmq.backend import Socket as _BackendSocket
 from zmq.utils.monitor import parse_monitor_message
 
 from . import codec, shm
@@ -79,6 +80,11 @@ RECONNECT_IVL_MAX_MS = 500
 
 # (hot-path rule 2: tests/benchmarks/README.md)
 _NOBLOCK = int(zmq.NOBLOCK)
+_WS_MESSAGE: Final = ev.WsMessage
+# pyzmq's ``Socket.send`` is an interpreted wrapper (for DRAFT sockets' routing_id and group,
+# unused here) around the extension type's: calling that directly costs ~0.3 us less a frame,
+# ~2% of the front end's CPU at hello c64 (tests/benchmarks/README.md "Session 10").
+_SEND = _BackendSocket.send
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -311,9 +317,9 @@ class Channel:
 
     def _send_frames(self, frames: list[Any]) -> None:
         last = len(frames) - 1
-        send = self.sock.send
+        sock = self.sock
         for i, frame in enumerate(frames):
-            send(frame, _NOBLOCK_SNDMORE if i < last else _NOBLOCK, len(frame) < ZERO_COPY_MIN_BYTES)  # copy
+            _SEND(sock, frame, _NOBLOCK_SNDMORE if i < last else _NOBLOCK, len(frame) < ZERO_COPY_MIN_BYTES)  # copy
 
     def _retry_blocked(self) -> None:
         while self._blocked:
@@ -496,7 +502,8 @@ def _split_batch(events: list[Any]) -> list[list[Any]]:
     size = 0
     for event in events:
         n = cost(event)  # the payload's length (a WebSocket message's, plus 32)
-        if n and type(getattr(event, "body", None)) is shm.Shared:
+        # (not getattr(event, "body", None): on a WS_MESSAGE that raises and catches, ~0.4 µs)
+        if n and type(event) is not _WS_MESSAGE and type(event.body) is shm.Shared:
             n = 0  # its bytes are not in the message
         if chunks[-1] and size + n > BATCH_MAX_PAYLOAD_BYTES:
             chunks.append([])

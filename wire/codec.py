@@ -220,7 +220,7 @@ _PAYLOAD_INDEX = {cls: _FIELD_NAMES[cls].index(name) for cls, name in _PAYLOAD_F
 def _build(cls: type, raw: tuple[Any, ...], frames: Sequence[Frame], shared: Any = None) -> Any:
     checks = SCHEMA[cls]
     if len(raw) - 1 < len(checks):
-        raise _Bad(f"{cls.__name__} needs {len(checks)} fields, got {len(raw) - 1}")
+        raise _Bad(f"needs {len(checks)} fields, got {len(raw) - 1}")  # (_decode_event names the kind)
     # Extra trailing fields are ignored: that is how minor versions add fields.
     values = [check(value) for check, value in zip(checks, raw[1:])]
     index = _PAYLOAD_INDEX.get(cls)
@@ -269,10 +269,15 @@ def _packable(event: Any, frames: list[Any], inline_max: int) -> list[Any]:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
             return [_BODY, event.stream_id, body, event.more_body]
+    elif cls is ev.WsMessage:
+        data = event.data
+        if type(data) is bytes and len(data) <= inline_max:
+            return [_WS_MESSAGE, event.stream_id, event.text, data]
     return _packable_generic(event, frames, inline_max)
 
 
 _REQUEST, _RESPONSE, _BODY = int(ev.Kind.REQUEST), int(ev.Kind.RESPONSE), int(ev.Kind.BODY)
+_WS_MESSAGE = int(ev.Kind.WS_MESSAGE)
 
 
 def _packable_generic(event: Any, frames: list[Any], inline_max: int) -> list[Any]:
@@ -410,6 +415,10 @@ def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int], shared: Any
         response = _response(raw)
         if response is not None:
             return response
+    elif cls is ev.WsMessage and len(raw) == 4:  # inline, as both sides send an echo's messages
+        _, sid, text, data = raw
+        if type(text) is bool and type(data) is bytes:
+            return ev.WsMessage(sid, text, data)
     try:
         event = _build(cls, raw[1:], frames, shared)
     except _Bad as exc:

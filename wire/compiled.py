@@ -40,6 +40,7 @@ HOT_MODULES: tuple[str, ...] = (
     "frontend.pool",
     "frontend.slots",
     "frontend.http1",
+    "frontend.parse_errors",
     "frontend.upload",
     "frontend.gate",
     "frontend.dispatch",

@@ -8,7 +8,7 @@ I/O: callers ask and act.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -16,14 +16,20 @@ from . import events as ev
 from .errors import ProtocolViolation
 
 WS_MESSAGE_OVERHEAD_BYTES = 32  # Rule 15: empty messages are not free
+# Final: compiled, these are static references, where ``ev.Body`` looks the name up in the
+# events module on every call (cost() runs several times per event on both sides).
+_BODY: Final = ev.Body
+_RESPONSE: Final = ev.Response
+_REQUEST: Final = ev.Request
+_WS_MESSAGE: Final = ev.WsMessage
 
 
 def cost(event: Any) -> int:
     """Window cost of an event (Rule 15); 0 for events never held back."""
     kind = type(event)
-    if kind is ev.Body or kind is ev.Response or kind is ev.Request:
+    if kind is _BODY or kind is _RESPONSE or kind is _REQUEST:
         return len(event.body)
-    if kind is ev.WsMessage:
+    if kind is _WS_MESSAGE:
         return len(event.data) + WS_MESSAGE_OVERHEAD_BYTES
     return 0
 

@@ -268,6 +268,27 @@ def test_a_response_with_a_later_minor_versions_field_still_decodes() -> None:
     assert codec.decode([msgpack.packb([raw], use_bin_type=True)]) == [_RESPONSE]
 
 
+# ---------------------------------------------------------------- WS_MESSAGE's one-pass decode
+
+
+_WS = int(ev.Kind.WS_MESSAGE)
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ([_WS, 3, True, b"hi"], ev.WsMessage(3, True, b"hi")),  # the fast path
+        ([_WS, 3, False, b"hi", "new field"], ev.WsMessage(3, False, b"hi")),  # a later minor version's
+        ([_WS, 3, 1, b"hi"], ev.Invalid(3, "WsMessage: expected a boolean")),
+        ([_WS, 3, True, "hi"], ev.Invalid(3, "WsMessage: payload must be binary, a frame index >= 1 or [slot, length]")),
+        ([_WS, 3, True], ev.Invalid(3, "WsMessage: needs 2 fields, got 1")),
+        ([_WS, 0, True, b"hi"], ev.Invalid(0, "WsMessage on the wrong stream id 0")),
+    ],
+)
+def test_ws_message_decodes_as_the_general_path_checks(raw: list[object], expected: ev.Event) -> None:
+    assert codec.decode([msgpack.packb([raw], use_bin_type=True)]) == [expected]
+
+
 @pytest.mark.parametrize(
     "event",
     [
@@ -279,6 +300,9 @@ def test_a_response_with_a_later_minor_versions_field_still_decodes() -> None:
                    {}),  # fmt: skip
         ev.Body(3, b"chunk", True),
         ev.Body(3, memoryview(b"view"), False),
+        ev.WsMessage(4, True, b"text"),
+        ev.WsMessage(4, False, b"\x00" * (codec.INLINE_MAX_BYTES + 1)),  # data in its own frame
+        ev.WsMessage(4, False, bytearray(b"bin")),
     ],
 )
 def test_the_hot_events_pack_as_the_generic_path_does(event: ev.Event) -> None:
@@ -288,7 +312,8 @@ def test_the_hot_events_pack_as_the_generic_path_does(event: ev.Event) -> None:
     generic = codec._packable_generic(event, generic_frames, codec.INLINE_MAX_BYTES)
     assert msgpack.packb(fast, use_bin_type=True) == msgpack.packb(generic, use_bin_type=True)
     assert fast_frames == generic_frames
-    payload = {"body": bytes(event.body)}  # the decoder always yields bytes
+    name = "data" if type(event) is ev.WsMessage else "body"
+    payload = {name: bytes(getattr(event, name))}  # the decoder always yields bytes
     assert codec.decode(codec.encode([event])) == [dataclasses.replace(event, **payload)]
 
 
