@@ -105,6 +105,7 @@ class SlotQueue:
         interval = interval_s if target_s is not None else timeout_s
         self.policy = QueuePolicy(target_s=target, interval_s=interval, timeout_s=timeout_s)
         # formatted once: a float format per refusal was ~2% of the front end's CPU under overload
+        # (perf, bench.py cpu-overload)
         self._overload_reason = f"waited over {target:g}s in an overloaded queue"
         self._grace_s = no_worker_grace_s
         # (since, waiter), the oldest on the left

@@ -77,13 +77,10 @@ RETRY_MAX_S = 0.1
 # RECONNECT_IVL_MAX: a restarted front end is found again within half a second.
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 500
+_WS_MESSAGE: Final = ev.WsMessage  # (hot-path rule 8: tests/benchmarks/README.md)
 
 # (hot-path rule 2: tests/benchmarks/README.md)
 _NOBLOCK = int(zmq.NOBLOCK)
-_WS_MESSAGE: Final = ev.WsMessage
-# pyzmq's ``Socket.send`` is an interpreted wrapper (for DRAFT sockets' routing_id and group,
-# unused here) around the extension type's: calling that directly costs ~0.3 us less a frame,
-# ~2% of the front end's CPU at hello c64 (tests/benchmarks/README.md "Session 10").
 _SEND = _BackendSocket.send
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
@@ -502,7 +499,7 @@ def _split_batch(events: list[Any]) -> list[list[Any]]:
     size = 0
     for event in events:
         n = cost(event)  # the payload's length (a WebSocket message's, plus 32)
-        # (not getattr(event, "body", None): on a WS_MESSAGE that raises and catches, ~0.4 µs)
+        # (not getattr(event, "body", None): on a WS_MESSAGE that raised and caught, ~0.5 µs)
         if n and type(event) is not _WS_MESSAGE and type(event.body) is shm.Shared:
             n = 0  # its bytes are not in the message
         if chunks[-1] and size + n > BATCH_MAX_PAYLOAD_BYTES:

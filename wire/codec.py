@@ -25,13 +25,21 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Final, Union
 
 import msgpack
 
 from . import events as ev
 from .errors import DecodeError
 from .shm import Parts, Shared
+
+# The classes and kinds every event is packed or decoded by (hot-path rule 8: tests/benchmarks/README.md)
+_REQUEST_CLS: Final = ev.Request
+_RESPONSE_CLS: Final = ev.Response
+_BODY_CLS: Final = ev.Body
+_WS_MESSAGE_CLS: Final = ev.WsMessage
+_REQUEST, _RESPONSE, _BODY = int(ev.Kind.REQUEST), int(ev.Kind.RESPONSE), int(ev.Kind.BODY)
+_WS_MESSAGE = int(ev.Kind.WS_MESSAGE)
 
 # Payloads up to this size travel inline in the header frame; above it, in a
 # frame of their own. Past ~16 KiB an extra frame costs less than the copies.
@@ -254,30 +262,28 @@ def _packable(event: Any, frames: list[Any], inline_max: int) -> list[Any]:
     cls = type(event)
     # The hot events with an inline body, field by field (a third of the generic path's cost;
     # tests/wire/test_codec.py checks both give the same list).
-    if cls is ev.Response:
+    if cls is _RESPONSE_CLS:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
             sid = event.stream_id
             return [_RESPONSE, sid, event.status, event.headers, body, event.more_body, event.trailers]
-    elif cls is ev.Request:
+    elif cls is _REQUEST_CLS:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
             return [_REQUEST, event.stream_id, event.method, event.scheme, event.http_version, event.raw_path,
                     event.query_string, event.root_path, event.headers, event.client, event.server, body,
                     event.more_body, event.expect_continue, event.ext]  # fmt: skip
-    elif cls is ev.Body:
+    elif cls is _BODY_CLS:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
             return [_BODY, event.stream_id, body, event.more_body]
-    elif cls is ev.WsMessage:
+    elif cls is _WS_MESSAGE_CLS:
         data = event.data
         if type(data) is bytes and len(data) <= inline_max:
             return [_WS_MESSAGE, event.stream_id, event.text, data]
     return _packable_generic(event, frames, inline_max)
 
 
-_REQUEST, _RESPONSE, _BODY = int(ev.Kind.REQUEST), int(ev.Kind.RESPONSE), int(ev.Kind.BODY)
-_WS_MESSAGE = int(ev.Kind.WS_MESSAGE)
 
 
 def _packable_generic(event: Any, frames: list[Any], inline_max: int) -> list[Any]:
@@ -375,7 +381,7 @@ def _request(raw: tuple[Any, ...]) -> ev.Request | None:
         return None
     if not _pairs_ok(headers):
         return None
-    return ev.Request(
+    return _REQUEST_CLS(
         sid, method, scheme, version, raw_path, query, root, headers, client, server, body, more, expect, ext
     )
 
@@ -393,7 +399,7 @@ def _response(raw: tuple[Any, ...]) -> ev.Response | None:
         return None
     if not _pairs_ok(headers):
         return None
-    return ev.Response(sid, status, headers, body, more, trailers)
+    return _RESPONSE_CLS(sid, status, headers, body, more, trailers)
 
 
 def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int], shared: Any) -> Any:
@@ -407,18 +413,18 @@ def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int], shared: Any
         return ev.Invalid(stream_id, f"unknown event kind {kind!r}")
     if (kind in CONTROL_KINDS) != (stream_id == 0):
         return ev.Invalid(stream_id, f"{cls.__name__} on the wrong stream id {stream_id}")
-    if cls is ev.Request:
+    if cls is _REQUEST_CLS:
         request = _request(raw)
         if request is not None:
             return request
-    elif cls is ev.Response:
+    elif cls is _RESPONSE_CLS:
         response = _response(raw)
         if response is not None:
             return response
-    elif cls is ev.WsMessage and len(raw) == 4:  # inline, as both sides send an echo's messages
+    elif cls is _WS_MESSAGE_CLS and len(raw) == 4:  # inline, as both sides send an echo's messages
         _, sid, text, data = raw
         if type(text) is bool and type(data) is bytes:
-            return ev.WsMessage(sid, text, data)
+            return _WS_MESSAGE_CLS(sid, text, data)
     try:
         event = _build(cls, raw[1:], frames, shared)
     except _Bad as exc:

@@ -16,8 +16,7 @@ from . import events as ev
 from .errors import ProtocolViolation
 
 WS_MESSAGE_OVERHEAD_BYTES = 32  # Rule 15: empty messages are not free
-# Final: compiled, these are static references, where ``ev.Body`` looks the name up in the
-# events module on every call (cost() runs several times per event on both sides).
+# (hot-path rule 8: tests/benchmarks/README.md; cost() runs several times per event, both sides)
 _BODY: Final = ev.Body
 _RESPONSE: Final = ev.Response
 _REQUEST: Final = ev.Request
