@@ -348,8 +348,13 @@ class Channel:
         if self._blocked:
             self._retry_blocked()
         n = 0
+        sock = self.sock
         while n < MAX_MESSAGES_PER_WAKEUP:
             try:
+                # After a message, ZMQ_EVENTS says whether another waits (~1.5 µs) where a receive
+                # would fail: pyzmq raises EAGAIN as zmq.Again, whose constructor imports (~5 µs).
+                if n and not cast(int, sock.getsockopt(_EVENTS)) & _POLLIN:
+                    break
                 frames = self._recv()
             except zmq.Again:
                 break
@@ -363,8 +368,8 @@ class Channel:
         else:
             self._loop.call_soon(self._on_fd)  # more may be waiting: yield first
             return
-        # The receive that failed with EAGAIN left the FD armed for the next arrival: only a
-        # send (which can swallow its edge) needs the look at ZMQ_EVENTS (~2 µs) afterwards.
+        # The look that found nothing (a failed receive or ZMQ_EVENTS) left the FD armed for the next
+        # arrival: only a send (which can swallow its edge) needs another look afterwards.
         if self._outbox and not self._flush_scheduled:
             self.flush()
         elif self._blocked:
