@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 from struct import error as struct_error
 from time import perf_counter
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import zmq
 from zmq.backend import Socket as _BackendSocket
@@ -35,6 +35,7 @@ from zmq.utils.monitor import parse_monitor_message
 from . import codec, shm
 from . import events as ev
 from .errors import DecodeError
+from .event_classes import WS_MESSAGE_CLS
 from .flow import cost
 
 log = logging.getLogger(__name__)
@@ -77,11 +78,11 @@ RETRY_MAX_S = 0.1
 # RECONNECT_IVL_MAX: a restarted front end is found again within half a second.
 RECONNECT_IVL_MS = 100
 RECONNECT_IVL_MAX_MS = 500
-_WS_MESSAGE: Final = ev.WsMessage  # (hot-path rule 8: tests/benchmarks/README.md)
 
 # (hot-path rule 2: tests/benchmarks/README.md)
 _NOBLOCK = int(zmq.NOBLOCK)
 _SEND = _BackendSocket.send
+_RECV = _BackendSocket.recv
 _NOBLOCK_SNDMORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
@@ -387,10 +388,10 @@ class Channel:
         sock = self.sock
         views = self._payload_views
         plain = 2 if self.routed else 1  # the routing id and the header frame: always bytes
-        frame = sock.recv(_NOBLOCK, copy=False)
+        frame = _RECV(sock, _NOBLOCK, False)  # copy=False
         frames: list[Any] = [frame.bytes]
         while frame.more:
-            frame = sock.recv(_NOBLOCK, copy=False)
+            frame = _RECV(sock, _NOBLOCK, False)  # copy=False
             if views and len(frames) >= plain and len(frame) >= VIEW_MIN_BYTES:
                 frames.append(frame.buffer)
             else:
@@ -505,7 +506,7 @@ def _split_batch(events: list[Any]) -> list[list[Any]]:
     for event in events:
         n = cost(event)  # the payload's length (a WebSocket message's, plus 32)
         # (not getattr(event, "body", None): on a WS_MESSAGE that raised and caught, ~0.5 µs)
-        if n and type(event) is not _WS_MESSAGE and type(event.body) is shm.Shared:
+        if n and type(event) is not WS_MESSAGE_CLS and type(event.body) is shm.Shared:
             n = 0  # its bytes are not in the message
         if chunks[-1] and size + n > BATCH_MAX_PAYLOAD_BYTES:
             chunks.append([])

@@ -25,21 +25,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Union
+from typing import Any, Union
 
 import msgpack
 
 from . import events as ev
 from .errors import DecodeError
+from .event_classes import BODY_CLS, REQUEST_CLS, RESPONSE_CLS, WS_MESSAGE_CLS
 from .shm import Parts, Shared
 
-# The classes and kinds every event is packed or decoded by (hot-path rule 8: tests/benchmarks/README.md)
-_REQUEST_CLS: Final = ev.Request
-_RESPONSE_CLS: Final = ev.Response
-_BODY_CLS: Final = ev.Body
-_WS_MESSAGE_CLS: Final = ev.WsMessage
-_REQUEST, _RESPONSE, _BODY = int(ev.Kind.REQUEST), int(ev.Kind.RESPONSE), int(ev.Kind.BODY)
-_WS_MESSAGE = int(ev.Kind.WS_MESSAGE)
+# The kinds the one-pass pack and decode handle, as ints
+_KIND_REQUEST, _KIND_RESPONSE, _KIND_BODY = int(ev.Kind.REQUEST), int(ev.Kind.RESPONSE), int(ev.Kind.BODY)
+_KIND_WS_MESSAGE = int(ev.Kind.WS_MESSAGE)
 
 # Payloads up to this size travel inline in the header frame; above it, in a
 # frame of their own. Past ~16 KiB an extra frame costs less than the copies.
@@ -262,25 +259,25 @@ def _packable(event: Any, frames: list[Any], inline_max: int) -> list[Any]:
     cls = type(event)
     # The hot events with an inline body, field by field (a third of the generic path's cost;
     # tests/wire/test_codec.py checks both give the same list).
-    if cls is _RESPONSE_CLS:
+    if cls is RESPONSE_CLS:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
             sid = event.stream_id
-            return [_RESPONSE, sid, event.status, event.headers, body, event.more_body, event.trailers]
-    elif cls is _REQUEST_CLS:
+            return [_KIND_RESPONSE, sid, event.status, event.headers, body, event.more_body, event.trailers]
+    elif cls is REQUEST_CLS:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
-            return [_REQUEST, event.stream_id, event.method, event.scheme, event.http_version, event.raw_path,
+            return [_KIND_REQUEST, event.stream_id, event.method, event.scheme, event.http_version, event.raw_path,
                     event.query_string, event.root_path, event.headers, event.client, event.server, body,
                     event.more_body, event.expect_continue, event.ext]  # fmt: skip
-    elif cls is _BODY_CLS:
+    elif cls is BODY_CLS:
         body = event.body
         if type(body) is bytes and len(body) <= inline_max:
-            return [_BODY, event.stream_id, body, event.more_body]
-    elif cls is _WS_MESSAGE_CLS:
+            return [_KIND_BODY, event.stream_id, body, event.more_body]
+    elif cls is WS_MESSAGE_CLS:
         data = event.data
         if type(data) is bytes and len(data) <= inline_max:
-            return [_WS_MESSAGE, event.stream_id, event.text, data]
+            return [_KIND_WS_MESSAGE, event.stream_id, event.text, data]
     return _packable_generic(event, frames, inline_max)
 
 
@@ -381,7 +378,7 @@ def _request(raw: tuple[Any, ...]) -> ev.Request | None:
         return None
     if not _pairs_ok(headers):
         return None
-    return _REQUEST_CLS(
+    return REQUEST_CLS(
         sid, method, scheme, version, raw_path, query, root, headers, client, server, body, more, expect, ext
     )
 
@@ -399,7 +396,7 @@ def _response(raw: tuple[Any, ...]) -> ev.Response | None:
         return None
     if not _pairs_ok(headers):
         return None
-    return _RESPONSE_CLS(sid, status, headers, body, more, trailers)
+    return RESPONSE_CLS(sid, status, headers, body, more, trailers)
 
 
 def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int], shared: Any) -> Any:
@@ -413,18 +410,18 @@ def _decode_event(raw: Any, frames: Sequence[Frame], used: set[int], shared: Any
         return ev.Invalid(stream_id, f"unknown event kind {kind!r}")
     if (kind in CONTROL_KINDS) != (stream_id == 0):
         return ev.Invalid(stream_id, f"{cls.__name__} on the wrong stream id {stream_id}")
-    if cls is _REQUEST_CLS:
+    if cls is REQUEST_CLS:
         request = _request(raw)
         if request is not None:
             return request
-    elif cls is _RESPONSE_CLS:
+    elif cls is RESPONSE_CLS:
         response = _response(raw)
         if response is not None:
             return response
-    elif cls is _WS_MESSAGE_CLS and len(raw) == 4:  # inline, as both sides send an echo's messages
+    elif cls is WS_MESSAGE_CLS and len(raw) == 4:  # inline, as both sides send an echo's messages
         _, sid, text, data = raw
         if type(text) is bool and type(data) is bytes:
-            return _WS_MESSAGE_CLS(sid, text, data)
+            return WS_MESSAGE_CLS(sid, text, data)
     try:
         event = _build(cls, raw[1:], frames, shared)
     except _Bad as exc:

@@ -31,6 +31,7 @@ from types import ModuleType
 # HTTP/1's and HTTP/2's both pass; tests build real objects, never object.__new__.
 HOT_MODULES: tuple[str, ...] = (
     "wire.errors",
+    "wire.event_classes",
     "wire.codec",
     "wire.channel",
     "wire.flow",

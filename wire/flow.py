@@ -8,27 +8,23 @@ I/O: callers ask and act.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 from mypy_extensions import mypyc_attr
 
 from . import events as ev
 from .errors import ProtocolViolation
+from .event_classes import BODY_CLS, REQUEST_CLS, RESPONSE_CLS, WS_MESSAGE_CLS
 
 WS_MESSAGE_OVERHEAD_BYTES = 32  # Rule 15: empty messages are not free
-# (hot-path rule 8: tests/benchmarks/README.md; cost() runs several times per event, both sides)
-_BODY: Final = ev.Body
-_RESPONSE: Final = ev.Response
-_REQUEST: Final = ev.Request
-_WS_MESSAGE: Final = ev.WsMessage
 
 
 def cost(event: Any) -> int:
     """Window cost of an event (Rule 15); 0 for events never held back."""
     kind = type(event)
-    if kind is _BODY or kind is _RESPONSE or kind is _REQUEST:
+    if kind is BODY_CLS or kind is RESPONSE_CLS or kind is REQUEST_CLS:
         return len(event.body)
-    if kind is _WS_MESSAGE:
+    if kind is WS_MESSAGE_CLS:
         return len(event.data) + WS_MESSAGE_OVERHEAD_BYTES
     return 0
 
