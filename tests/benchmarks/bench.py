@@ -9,7 +9,8 @@ Run from the repository root::
 
 Cases (the app is tests/benchmarks/bench_app.py under every server):
 
-    hello     wrk -t1 at c64 and c256, GET / -> "Hello, world!": req/s, p50/p99, CPU µs/request
+    hello     wrk -t1 at c1, c64 and c256, GET / -> "Hello, world!": req/s, p50/p99, CPU µs/request
+              (c1: one request at a time, its rate is one over the latency of a request at rest)
               (with a reference row "aiohttp bare": aiohttp's low-level server answering by itself)
     hello-log hello at c64 with every server's default access log on (to its log file): what a user
               comparing defaults sees; zasgi w1 against uvicorn w2
@@ -714,6 +715,7 @@ def ws10k_limits(n: int) -> None:
 def run_ws10k(server: Server, plan: Plan, log_dir: Path) -> None:
     """ws-10k on a server of its own, started for it, with bench_ws.py's client (``hold``)."""
     import bench_ws
+    import uvloop
 
     port = free_port()
     procs = server.start(port, log_dir)
@@ -722,7 +724,7 @@ def run_ws10k(server: Server, plan: Plan, log_dir: Path) -> None:
         cpu0 = cpu_by_role(procs)
         url = f"ws://127.0.0.1:{port}/"  # bench_app.py echoes a WebSocket on any path
         hold = bench_ws.hold(url, plan.ws10k_conns, plan.ws10k_rounds, plan.ws10k_spread_s, procs[0])
-        r: dict[str, Any] = asyncio.run(hold)
+        r: dict[str, Any] = uvloop.run(hold)  # as bench_ws.py runs it: the client on uvloop
         cpu1 = cpu_by_role(procs)
     finally:
         stop(procs)
@@ -1011,7 +1013,7 @@ def main() -> None:
     if args.quick:
         plan, rounds = Plan(1.0, [64], 1 * MIB, 1 * MIB, 10, 2.0, 300, 100, 1000, 60, 10), 1
     else:
-        plan, rounds = Plan(args.duration, [64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
+        plan, rounds = Plan(args.duration, [1, 64, 256], 10 * MIB, 50 * MIB, 100), args.rounds
     if args.quick:  # ws-10k: a few hundred WebSockets are enough to see it work
         plan.ws10k_conns, plan.ws10k_rounds, plan.ws10k_spread_s = 200, 1, 0.5
     keep = {n.strip() for n in args.servers.split(",") if n.strip()}

@@ -2,7 +2,9 @@
 """10,000 concurrent idle WebSockets: zasgi (one front end + one worker) and uvicorn, in one run.
 
 Opens N connections to an echo app, then for a few rounds sends one message on
-every connection (spread over the round) and times each echo. Reports the RSS
+every connection (spread over the round) and times each echo. The client speaks
+WebSocket at the frame level on uvloop (``EchoSocket``): a library client was
+the bottleneck at this scale. Reports the RSS
 per connection of the front end and of the app server (growth over the idle
 server), echo round-trip p50/p99, and how many echoes came back. bench.py's
 ``ws-10k`` case runs the same client (``hold``) against its servers.
@@ -25,9 +27,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
-from websockets.asyncio.client import connect
+import uvloop
 
 REPO = Path(__file__).resolve().parents[2]
 APP = "tests.apps.probe:app"
@@ -91,33 +94,124 @@ def rss(roles: dict[str, list[psutil.Process]]) -> dict[str, int]:
     return {k: sum(p.memory_info().rss for p in ps) for k, ps in roles.items()}
 
 
+_KEY = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455's example key: the server's answer is not checked
+_MASK = os.urandom(4)  # one key for every frame: the server unmasks, and nothing here is secret
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    """One final client frame (masked, as RFC 6455 requires of clients) of under 126 bytes."""
+    assert len(payload) < 126
+    body = bytes(b ^ _MASK[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + _MASK + body
+
+
+PING_FRAME = masked(0x1, b"ping")  # a text message "ping": the echo app sends it back
+CLOSE_FRAME = masked(0x8, b"\x03\xe8")  # close, 1000
+
+
+class EchoSocket(asyncio.Protocol):
+    """One WebSocket driven at the frame level: the handshake, then a text frame out and the
+    server's echo timed in ``data_received``, as it arrives. The websockets library's client
+    spent ~100% of a core in bursts at 10,000 connections and one echo each per 3 s, and its
+    own delays landed in both servers' p99 (2026-12-07); this one does a few µs a message."""
+
+    def __init__(self, request: bytes, rtts: list[float], on_answer: Any) -> None:
+        self.request = request
+        self.rtts = rtts
+        self.on_answer = on_answer
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buf = bytearray()
+        self.upgraded = False
+        self.sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if not self.opened.done():
+            self.opened.set_exception(ConnectionError(f"closed before the upgrade: {exc}"))
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        if not self.upgraded:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end])
+            del buf[: end + 4]
+            if not head.startswith(b"HTTP/1.1 101"):
+                self.opened.set_exception(ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1")))
+                return
+            self.upgraded = True
+            self.opened.set_result(None)
+        while len(buf) >= 2:
+            size, at = buf[1] & 0x7F, 2
+            if size == 126:
+                if len(buf) < 4:
+                    return
+                size, at = int.from_bytes(buf[2:4], "big"), 4
+            elif size == 127:
+                if len(buf) < 10:
+                    return
+                size, at = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < at + size:
+                return
+            opcode, payload = buf[0] & 0x0F, bytes(buf[at : at + size])
+            del buf[: at + size]
+            if opcode == 0x1 and payload == b"ping" and self.sent_at:
+                self.rtts.append((time.perf_counter() - self.sent_at) * 1000)
+                self.sent_at = 0.0
+                self.on_answer()
+
+    def ping(self) -> None:
+        if self.transport is not None:
+            self.sent_at = time.perf_counter()
+            self.transport.write(PING_FRAME)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.write(CLOSE_FRAME)
+            self.transport.close()
+
+
 async def hold(url: str, n: int, rounds: int, spread_s: float, proc: subprocess.Popen[bytes]) -> dict[str, object]:
-    """Open ``n`` WebSockets, let them idle, then ``rounds`` rounds of one echo on each. A connection
-    that fails to open is counted (``open`` < n), not fatal; RSS growth is divided by those opened."""
+    """Open ``n`` WebSockets, let them idle, then ``rounds`` rounds of one echo on each, sent evenly
+    over ``spread_s``. A connection that fails to open is counted (``open`` < n), not fatal; RSS
+    growth is divided by those opened. An echo not back 30 s after its round's last send is lost."""
+    host_port, _, path = url.removeprefix("ws://").partition("/")
+    host, _, port = host_port.partition(":")
+    request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {_KEY.decode()}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode()  # fmt: skip
+    loop = asyncio.get_running_loop()
     roles = processes(proc)
     base = rss(roles)
     sem = asyncio.Semaphore(500)
-    sockets = []
-
-    async def open_one(i: int) -> None:
-        async with sem:
-            sockets.append(await connect(url, open_timeout=120, ping_interval=None, max_size=None))
-
-    await asyncio.gather(*(open_one(i) for i in range(n)), return_exceptions=True)
-    await asyncio.sleep(2)
-    held = rss(roles)
+    sockets: list[EchoSocket] = []
     rtts: list[float] = []
     answered = 0
+    round_done = asyncio.Event()
+    expected = 0
 
-    async def echo(ws: object, delay: float) -> None:
+    def on_answer() -> None:
         nonlocal answered
-        await asyncio.sleep(delay)
-        t0 = time.perf_counter()
-        await ws.send("ping")  # type: ignore[attr-defined]
-        if await asyncio.wait_for(ws.recv(), 30) == "ping":  # type: ignore[attr-defined]
-            answered += 1
-            rtts.append((time.perf_counter() - t0) * 1000)
+        answered += 1
+        if answered >= expected:
+            round_done.set()
 
+    async def open_one() -> None:
+        async with sem:
+            sock = EchoSocket(request, rtts, on_answer)
+            await loop.create_connection(lambda: sock, host, int(port))
+            await asyncio.wait_for(sock.opened, 120)
+            sockets.append(sock)
+
+    await asyncio.gather(*(open_one() for _ in range(n)), return_exceptions=True)
+    await asyncio.sleep(2)
+    held = rss(roles)
     # The echo times must not measure this client's own collector: with 10,000 sockets' objects in
     # it, its full collections took 0.4-0.6 s each (gc.callbacks, 2026-12-07). Frozen, they are
     # left out of every collection while the rounds run.
@@ -125,11 +219,20 @@ async def hold(url: str, n: int, rounds: int, spread_s: float, proc: subprocess.
     gc.freeze()
     try:
         for _ in range(rounds):
-            await asyncio.gather(*(echo(ws, spread_s * i / n) for i, ws in enumerate(sockets)), return_exceptions=True)
+            expected += len(sockets)
+            round_done.clear()
+            start = loop.time() + 0.01
+            for i, sock in enumerate(sockets):
+                loop.call_at(start + spread_s * i / max(len(sockets), 1), sock.ping)
+            try:
+                await asyncio.wait_for(round_done.wait(), spread_s + 30)
+            except asyncio.TimeoutError:
+                expected = answered  # the lost ones stay lost: the next round counts afresh
     finally:
         gc.unfreeze()
-    for ws in sockets:
-        await ws.close()
+    for sock in sockets:
+        sock.close()
+    await asyncio.sleep(0.5)
     rtts.sort()
     opened = len(sockets)
     return {
@@ -155,7 +258,7 @@ def main() -> None:
         proc = start(kind, port, log_dir / f"{kind}.log")
         try:
             wait_up(port, proc)
-            result = asyncio.run(hold(f"ws://127.0.0.1:{port}/ws/echo", args.connections, args.rounds,
+            result = uvloop.run(hold(f"ws://127.0.0.1:{port}/ws/echo", args.connections, args.rounds,
                                       args.spread, proc))  # fmt: skip
             print(f"{kind:8} {result}", flush=True)
         finally:
