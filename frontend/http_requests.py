@@ -48,6 +48,7 @@ from wire.events import ResetCode
 from .access_log import request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
+from .refusal_log import RefusalReporter
 from .request_head import RequestHeads
 from .responses import describe_failure
 from .slots import NoCapacity
@@ -72,7 +73,12 @@ _FAILURE_STATUS = {
 
 class HttpRequests:
     def __init__(
-        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, metrics: Traffic
+        self,
+        config: FrontendConfig,
+        dispatcher: Dispatcher,
+        heads: RequestHeads,
+        metrics: Traffic,
+        refusals: RefusalReporter,
     ) -> None:
         self.dispatcher = dispatcher
         self.metrics = metrics
@@ -80,6 +86,7 @@ class HttpRequests:
         self._tls = heads.has_tls
         self._max_body = config.http.max_body_bytes
         self._retry_after_s = config.queue.timeout_s
+        self._refusals = refusals
         self._active = 0  # HTTP requests in flight; shutdown closes WebSockets once it is 0
         self._idle: asyncio.Future[None] | None = None
 
@@ -219,7 +226,9 @@ class HttpRequests:
 
     def _refuse(self, w: RequestWriter, stream: HttpStream, exc: BaseException) -> None:
         w.pending = None
-        log.info("no worker for %s %s: %s", w.message.method, w.message.path, exc)
+        if self._refusals.refused(exc.reason if isinstance(exc, NoCapacity) else "error"):
+            log.info("no worker for %s %s: %s (the refusals that follow are counted: a line every %gs)",
+                     w.message.method, w.message.path, exc, self._refusals.interval_s)  # fmt: skip
         w.error(503, retry_after_s=self._retry_after_s, keep_alive=True)
         self._release(stream)
         w.finish()

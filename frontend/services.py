@@ -8,6 +8,7 @@ calls it (no callbacks wired afterwards).
 
 from __future__ import annotations
 
+import logging
 import ssl
 
 from .access_log import AccessLog
@@ -15,6 +16,7 @@ from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .http_requests import HttpRequests
 from .metrics import Metrics
+from .refusal_log import RefusalReporter
 from .request_head import RequestHeads
 from .ws_bridge import WsBridge
 
@@ -36,5 +38,6 @@ class Services:
         self.access = AccessLog(
             self.metrics.traffic, enabled=config.access_log, log_format=config.log_format, frontend=frontend_id
         )
-        self.requests = HttpRequests(config, dispatcher, heads, self.metrics.traffic)
-        self.websocket = websocket = WsBridge(config, dispatcher, heads, self.access)
+        refusals = RefusalReporter(logging.getLogger("frontend.refusals"))  # HTTP's and WebSockets' 503s
+        self.requests = HttpRequests(config, dispatcher, heads, self.metrics.traffic, refusals)
+        self.websocket = websocket = WsBridge(config, dispatcher, heads, self.access, refusals)

@@ -50,6 +50,7 @@ from .access_log import AccessLog, request_id
 from .config import FrontendConfig
 from .dispatch import Dispatcher
 from .parse_errors import error
+from .refusal_log import RefusalReporter
 from .request_head import RequestHeads, addresses
 from .responses import describe_failure
 from .slots import NoCapacity
@@ -71,13 +72,19 @@ Answer = tuple[int, int]  # (status the client got, body bytes written); status 
 
 class WsBridge:
     def __init__(
-        self, config: FrontendConfig, dispatcher: Dispatcher, heads: RequestHeads, access: AccessLog
+        self,
+        config: FrontendConfig,
+        dispatcher: Dispatcher,
+        heads: RequestHeads,
+        access: AccessLog,
+        refusals: RefusalReporter,
     ) -> None:
         self._settings = config.websocket
         self._heads = heads
         self._access = access
         self._dispatcher = dispatcher
         self._queue_timeout_s = config.queue.timeout_s
+        self._refusals = refusals
         self._streams: set[WsStream] = set()  # handlers running, for shutdown
         self._closing = False
 
@@ -152,7 +159,9 @@ class WsBridge:
             stream.dispatch(await self._dispatcher.acquire(websocket=True))
             conn.worker = stream.worker  # for the access log (the first worker of the session)
         except NoCapacity as exc:
-            log.info("no worker for WebSocket %s: %s", conn.message.path, exc)
+            if self._refusals.refused(exc.reason):
+                log.info("no worker for WebSocket %s: %s (the refusals that follow are counted: a line every %gs)",
+                         conn.message.path, exc, self._refusals.interval_s)  # fmt: skip
             return _error(conn, 503, retry_after_s=self._queue_timeout_s)
         while True:
             item = await stream.next()
