@@ -8,7 +8,8 @@ protocol means stepping its ``read()`` coroutine by hand; measured on this
 machine (a 32-byte masked frame, 200k frames): aiohttp's reader that way
 1.98 µs a message, this module's parse 0.8-1.2 µs. The whole echo path costs
 ~43 µs a message today: the frame codec is not where the time goes, so the
-smaller dependency wins. No imports from aiohttp, the front end or wire.
+smaller dependency wins. From aiohttp only its C XOR for unmasking
+(``websocket_mask``); no imports from the front end or wire.
 
 * ``accept_key`` / ``negotiate_deflate``: the 101's Sec-WebSocket-Accept and
   Sec-WebSocket-Extensions (RFC 7692 §7.1: the first offer we can honour).
@@ -26,6 +27,8 @@ import base64
 import hashlib
 import zlib
 from dataclasses import dataclass
+
+from aiohttp._websocket.helpers import websocket_mask
 
 CONTINUATION, TEXT, BINARY, CLOSE, PING, PONG = 0, 1, 2, 8, 9, 10
 _DATA = (TEXT, BINARY)
@@ -154,7 +157,7 @@ class FrameReader:
                 break
             mask = data[head : head + 4]
             pos = head + 4 + n
-            payload = _unmask(mask, data[head + 4 : pos], n) if n else b""
+            payload = _unmask(mask, data[head + 4 : pos]) if n else b""
             self._frame(b0, payload, out)
         self._buf = data[pos:] if pos < end else b""
         return out
@@ -215,10 +218,13 @@ class FrameReader:
         return data
 
 
-def _unmask(mask: bytes, data: bytes, n: int) -> bytes:
-    # XOR as one big integer: C speed without a C extension of ours
-    key = int.from_bytes(mask * ((n >> 2) + 1), "little") & ((1 << (n << 3)) - 1)
-    return (int.from_bytes(data, "little") ^ key).to_bytes(n, "little")
+def _unmask(mask: bytes, data: bytes) -> bytes:
+    # aiohttp's C XOR, in place on a copy. XOR as one big integer (no extension needed) measured
+    # 0.37 against 0.23 us at 13 bytes, 8.8 against 0.37 at 4 KiB, 132 against 4.9 at 64 KiB
+    # (2026-12-07): 2 ms of front-end CPU per MiB a client sends.
+    buf = bytearray(data)
+    websocket_mask(mask, buf)
+    return bytes(buf)
 
 
 def _close_payload(payload: bytes) -> tuple[int, str]:
