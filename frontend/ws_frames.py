@@ -112,13 +112,19 @@ def _agree(params: list[str]) -> Deflate | None:
 class FrameReader:
     """Client frames -> messages. One per connection; ``max_bytes`` bounds a message (raw and inflated)."""
 
-    __slots__ = ("_max", "_deflate", "_inflater", "_buf", "_parts", "_size", "_opcode", "_compressed")
+    __slots__ = ("_max", "_deflate", "_inflater", "_buf", "_more", "_short", "_parts", "_size", "_opcode",
+                 "_compressed")  # fmt: skip
 
     def __init__(self, max_bytes: int, deflate: Deflate | None = None) -> None:
         self._max = max_bytes
         self._deflate = deflate
         self._inflater: zlib._Decompress | None = None  # (created at the first compressed message)
         self._buf = b""  # the start of an incomplete frame
+        # The chunks that came after ``_buf`` while its frame, of known length, still lacked
+        # ``_short`` bytes: joined once, when it is whole. Joining at every chunk copied a large
+        # message over and over (a 1 MiB frame in 64 KiB reads: 8 MiB copied).
+        self._more: list[bytes] = []
+        self._short = 0
         self._parts: list[bytes] | None = None  # a fragmented message's payloads so far
         self._size = 0
         self._opcode = 0
@@ -126,7 +132,15 @@ class FrameReader:
 
     def feed(self, data: bytes) -> list[tuple[int, object]]:
         """Every complete message and control frame in ``data`` (plus what was left before)."""
-        if self._buf:
+        if self._short:
+            self._more.append(data)
+            self._short -= len(data)
+            if self._short > 0:
+                return []
+            self._short = 0
+            data = b"".join([self._buf, *self._more])
+            self._more = []
+        elif self._buf:
             data = self._buf + data
         out: list[tuple[int, object]] = []
         pos, end = 0, len(data)
@@ -154,6 +168,7 @@ class FrameReader:
             elif n + (self._size if self._parts is not None else 0) > self._max:  # before buffering it
                 raise FrameError(MESSAGE_TOO_BIG, f"message of over {self._max} bytes")
             if end - head < 4 + n:
+                self._short = 4 + n - (end - head)
                 break
             mask = data[head : head + 4]
             pos = head + 4 + n

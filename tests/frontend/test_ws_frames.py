@@ -6,7 +6,7 @@ import os
 import zlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from frontend.ws_frames import (
@@ -85,6 +85,21 @@ def test_messages_come_out_whole_however_the_bytes_are_cut(messages: list[tuple[
     for i in range(0, len(stream), cut):
         out += reader.feed(stream[i : i + cut])
     assert out == [(op, text.encode()) for op, text in messages]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from([0, 1, 125, 126, 65535, 65536, 200_000]), min_size=1, max_size=4),
+       st.integers(1000, 70_000))  # fmt: skip
+def test_large_frames_cut_anywhere_come_out_whole(sizes: list[int], cut: int) -> None:
+    """A frame whose length is known but whose bytes are still coming is joined once, when whole
+    (``_more``): what follows it in the last chunk is the next frame's start."""
+    messages = [bytes([i % 251]) * size for i, size in enumerate(sizes)]
+    stream = b"".join(client_frame(BINARY, m) for m in messages)
+    reader = FrameReader(1_000_000)
+    out = []
+    for i in range(0, len(stream), cut):
+        out += reader.feed(stream[i : i + cut])
+    assert out == [(BINARY, m) for m in messages]
 
 
 def test_fragments_are_reassembled_with_control_frames_between() -> None:
