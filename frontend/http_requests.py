@@ -227,8 +227,7 @@ class HttpRequests:
     def _refuse(self, w: RequestWriter, stream: HttpStream, exc: BaseException) -> None:
         w.pending = None
         if self._refusals.refused(exc.reason if isinstance(exc, NoCapacity) else "error"):
-            log.info("no worker for %s %s: %s (the refusals that follow are counted: a line every %gs)",
-                     w.message.method, w.message.path, exc, self._refusals.interval_s)  # fmt: skip
+            log.info("no worker for %s %s: %s (%s)", w.message.method, w.message.path, exc, self._refusals.note)
         w.error(503, retry_after_s=self._retry_after_s, keep_alive=True)
         self._release(stream)
         w.finish()

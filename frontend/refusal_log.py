@@ -81,7 +81,8 @@ class RefusalReporter:
     def __init__(self, logger: logging.Logger, interval_s: float = REPORT_INTERVAL_S) -> None:
         self._logger = logger
         self._log = RefusalLog(interval_s)
-        self.interval_s = interval_s
+        # what the first refusal's line ends with, said once here for every caller
+        self.note = f"the refusals that follow are counted: a line every {interval_s:g}s"
 
     def refused(self, reason: str) -> bool:
         """Take one refusal; True when the caller is to log it in full."""

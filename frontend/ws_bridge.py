@@ -160,8 +160,7 @@ class WsBridge:
             conn.worker = stream.worker  # for the access log (the first worker of the session)
         except NoCapacity as exc:
             if self._refusals.refused(exc.reason):
-                log.info("no worker for WebSocket %s: %s (the refusals that follow are counted: a line every %gs)",
-                         conn.message.path, exc, self._refusals.interval_s)  # fmt: skip
+                log.info("no worker for WebSocket %s: %s (%s)", conn.message.path, exc, self._refusals.note)
             return _error(conn, 503, retry_after_s=self._queue_timeout_s)
         while True:
             item = await stream.next()
