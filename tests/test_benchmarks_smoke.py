@@ -66,3 +66,26 @@ def test_micro_frontend_answers_every_request() -> None:
     out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.search(r"front end Python per request: [\d.]+ µs", out.stdout), out.stdout
+
+
+def test_micro_ws_echoes_every_message() -> None:
+    """The socket-free WebSocket microbenchmark opens its sessions and every message is echoed
+    on both sides (it exits non-zero otherwise)."""
+    argv = [sys.executable, "tests/benchmarks/micro_ws.py", "--connections", "4", "--rounds", "5",
+            "--repeat", "1"]  # fmt: skip
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert re.search(r"front end [\d.]+ µs, app server [\d.]+ µs", out.stdout), out.stdout
+
+
+def test_bench_wire_measures_both_transports() -> None:
+    """bench_wire.py runs the ZeroMQ hop and the Unix-socket yardstick, each with its round trips
+    and both processes' CPU per round trip."""
+    argv = [sys.executable, "tests/benchmarks/bench_wire.py", "--in-flight", "4", "--seconds", "0.5",
+            "--transport", "both"]  # fmt: skip
+    out = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=90,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = re.findall(r"wire round trips: ([\d,]+)/s .*front end ([\d.]+) µs, worker ([\d.]+) µs", out.stdout)
+    assert len(rows) == 2, out.stdout
+    assert all(int(rate.replace(",", "")) > 0 and float(fe) > 0 for rate, fe, _ in rows), out.stdout

@@ -30,7 +30,7 @@ Cases (the app is tests/benchmarks/bench_app.py under every server):
               and granian w1 (Rust) when it installs
     scaleout  an app that awaits 5 ms per request, wrk -c256, zasgi workers 1/2/4/8 at --capacity 8
               (plus workers 1 at the default capacity): req/s until the front end is the limit
-    wire      the ZeroMQ hop alone (bench_wire.py): REQUEST -> RESPONSE round trips/s, 64 in flight
+    wire      the ZeroMQ hop alone (bench_wire.py): REQUEST -> RESPONSE round trips/s and CPU, 64 in flight
 
 Overload cases (issue 17), each on a freshly started server, zasgi against uvicorn with as many workers:
 
@@ -810,18 +810,18 @@ def run_wire() -> dict[str, float]:
         timeout=120,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
-    m = re.search(r"wire round trips: ([\d,]+)/s", out.stdout)
+    m = re.search(r"wire round trips: ([\d,]+)/s.*front end ([\d.]+) µs, worker ([\d.]+) µs", out.stdout)
     if not m:
         raise RuntimeError(f"bench_wire.py failed: {out.stderr[-500:]}")
-    rate = float(m.group(1).replace(",", ""))
+    rate, fe_us, wk_us = float(m.group(1).replace(",", "")), float(m.group(2)), float(m.group(3))
     return {
         "rate": rate,
         "p50": float("nan"),
         "p99": float("nan"),
         "errors": 0.0,
-        "cpu": float("nan"),
-        "cpu_fe": float("nan"),
-        "cpu_wk": float("nan"),
+        "cpu": fe_us + wk_us,
+        "cpu_fe": fe_us,
+        "cpu_wk": wk_us,
     }
 
 
@@ -978,7 +978,9 @@ def report(all_servers: list[Server], wire: list[dict[str, float]]) -> str:
         rates = [w["rate"] for w in wire]
         lines.append(
             f"{'wire':<9} {'64 in flight':<15} {'ROUTER<>DEALER':<15} "
-            f"{f'{med(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) rt/s':>28}"
+            f"{f'{med(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) rt/s':>28} {'':>15} "
+            f"{med(w['cpu'] for w in wire):>9.1f} {med(w['cpu_fe'] for w in wire):>5.1f}/"
+            f"{med(w['cpu_wk'] for w in wire):<5.1f}"
         )
     lines.append(
         "CPU/unit: CPU µs per request (hello, scaleout), per MiB (download, upload), per message (ws), "
