@@ -52,9 +52,12 @@ VIEW_MIN_BYTES = 64 * 1024
 BATCH_MAX_PAYLOAD_BYTES = 1024 * 1024  # Rule 2: keep one message under ~1 MiB
 # A peer's batch leaves as soon as it holds this many events, even mid-iteration: a batch
 # held to the end of a busy iteration made front end and app server take turns (each idle
-# while the other worked). Hello world at c64 (tests/benchmarks): 10k req/s unbounded,
-# 11.5k at 1, 12.6k at 4, 14-15k at 8, 15-15.4k at 16-24, 14.3k at 32.
-BATCH_MAX_EVENTS = 16
+# while the other worked); each message costs both sides a ZeroMQ hop (tests/benchmarks/README.md
+# "Session 12": most of it the I/O threads' wake-ups), so fewer, larger ones pay while neither
+# side waits. 16 -> 32, hello (bench.py and per-process CPU, interleaved, five runs, 2026-12-07):
+# ~2 us less CPU a request at c64 and c256 (~5%), c256 +5% req/s, c64 unchanged within the
+# noise; 48 lost c64 throughput (the take-turns effect again).
+BATCH_MAX_EVENTS = 32
 # An event carrying this much payload leaves at once, not at the end of the iteration: an app
 # streaming a download does not yield while its window is open, so its chunks would otherwise
 # leave together when the window closes, and the front end would sit idle while the app fills it.
@@ -152,6 +155,7 @@ class Channel:
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
         self._batch_since = 0.0  # perf_counter() of the first post of the batch waiting to leave
+        self._batch_bytes = 0  # payload in a DEALER's waiting batch (_dealer_batch_full)
         self._blocked: deque[_Blocked] = deque()  # encoded, waiting for POLLOUT
         self._closed = False
         self._retry: asyncio.TimerHandle | None = None
@@ -213,7 +217,7 @@ class Channel:
     def post(self, event: Any, peer: Any = None) -> None:
         """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch, or at once when
         the batch is full or has waited STALE_BATCH_S, or (a DEALER) the event carries
-        EAGER_PAYLOAD_BYTES or more."""
+        EAGER_PAYLOAD_BYTES or more, or the batch BATCH_MAX_PAYLOAD_BYTES."""
         box = self._outbox.get(peer)
         if box is None:
             box = self._outbox[peer] = []
@@ -228,11 +232,20 @@ class Channel:
                 self._batch_since = now  # the scheduled flush still runs: it sends what is left
                 self._send_outbox(mid_post=True)
                 return
-        if len(box) >= BATCH_MAX_EVENTS or (not self.routed and cost(event) >= EAGER_PAYLOAD_BYTES):
+        if len(box) >= BATCH_MAX_EVENTS or (not self.routed and self._dealer_batch_full(event)):
+            self._batch_bytes = 0
             unsent = self._flush_peer(peer, self._outbox.pop(peer))
             if unsent is not None:  # the caller is mid-post: tell the owner from the loop
                 self._loop.call_soon(self._unreachable, peer, unsent)
             self._check_input()
+
+    def _dealer_batch_full(self, event: Any) -> bool:
+        """A worker's batch leaves at an event of EAGER_PAYLOAD_BYTES, or once it holds
+        BATCH_MAX_PAYLOAD_BYTES of payload: a download's 64 KiB chunks go 16 to a message, as
+        before BATCH_MAX_EVENTS grew to 32 (32 to a message: 2-5% fewer MiB/s, 410 -> 428 us a MiB)."""
+        n = cost(event)
+        self._batch_bytes += n
+        return n >= EAGER_PAYLOAD_BYTES or self._batch_bytes >= BATCH_MAX_PAYLOAD_BYTES
 
     def flush(self) -> None:
         self._flush_scheduled = False
@@ -243,6 +256,7 @@ class Channel:
     def _send_outbox(self, *, mid_post: bool) -> None:
         """Every peer's batch, now; ``mid_post``: the owner hears of unreachable peers from the loop."""
         boxes, self._outbox = self._outbox, {}
+        self._batch_bytes = 0
         for peer, events in boxes.items():
             unsent = self._flush_peer(peer, events)
             if unsent is None:
@@ -271,6 +285,7 @@ class Channel:
     def discard(self, peer: Any = None) -> list[Any]:
         """Drop and return the events for ``peer`` not yet handed to ZeroMQ (it is gone)."""
         events = self._outbox.pop(peer, [])
+        self._batch_bytes = 0
         if any(b.peer == peer for b in self._blocked):
             kept: deque[_Blocked] = deque()
             for blocked in self._blocked:

@@ -20,7 +20,7 @@ process spent per round trip (every thread: ZeroMQ's I/O thread counts).
   measuring stick for the design question, not a transport zasgi has.
 
 ``--in-flight 1`` is a request at rest (every message wakes its receiver);
-64 is a loaded server's (batches of up to 16 events, the channel's
+64 is a loaded server's (batches of up to 32 events, the channel's
 ``BATCH_MAX_EVENTS``).
 """
 

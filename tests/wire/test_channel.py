@@ -123,6 +123,27 @@ async def test_a_full_batch_leaves_at_once_and_in_order(ctx: zmq.Context[Any], t
     dealer.close()
 
 
+async def test_a_workers_batch_leaves_at_a_mebibyte_of_payload(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """A worker streaming 64 KiB chunks without yielding sends them 16 to a message (1 MiB), not
+    BATCH_MAX_EVENTS to one: the front end starts writing while the app goes on."""
+    from wire.channel import BATCH_MAX_EVENTS, BATCH_MAX_PAYLOAD_BYTES
+
+    received: list[list[Any]] = []
+    router = _router(ctx, tmp_path)
+    router._on_events = lambda _peer, events: received.append(events)
+    dealer = _dealer(ctx, tmp_path, [])
+    chunk = 64 * 1024
+    per_message = BATCH_MAX_PAYLOAD_BYTES // chunk
+    assert per_message < BATCH_MAX_EVENTS  # (else the event count would decide, not the payload)
+    for _ in range(2 * per_message + 3):
+        dealer.post(ev.Body(1, b"x" * chunk, True))
+    assert len(dealer._outbox[None]) == 3  # two full batches left during the posting
+    await _until(lambda: sum(map(len, received)) == 2 * per_message + 3)
+    assert [len(batch) for batch in received] == [per_message, per_message, 3]
+    router.close()
+    dealer.close()
+
+
 async def test_a_batch_held_by_a_long_iteration_leaves_with_the_next_post(
     ctx: zmq.Context[Any], tmp_path: Path
 ) -> None:
