@@ -7,6 +7,12 @@ predecessor stops accepting on, and the connections waiting in that socket's
 accept queue are never dropped (frontend/server.py says why closing a
 SO_REUSEPORT listener would drop them).
 
+Admin. With several front ends each has its own admin endpoint on a free
+loopback port, listed for ``zasgi status --pid-file`` and for the others in
+``LIST.admin`` (the serving ones), and all of them serve one admin socket the
+supervisor binds once (``--admin-fd``), where any of them answers for all
+(frontend/fleet_admin.py). Successors get it too; it never moves in a roll.
+
 Backends. Each front end has its own ``ipc://`` endpoint, a new one per
 generation. The workers connect to ``file://LIST`` (appserver/discovery.py
 re-reads it five times a second): the supervisor lists there every front end
@@ -53,7 +59,7 @@ from wire import shm
 from .control import restart_delay
 from .discovery import write_list
 from .frontroll import FE_TRANSITIONS, FeState, Roll, RollPhase
-from .listeners import FleetError, bind_listeners, inherited_listener
+from .listeners import FleetError, bind_admin, bind_listeners, inherited_listener
 
 log = logging.getLogger("zasgi.fleet")
 
@@ -130,6 +136,10 @@ class Fleet:
     fixed_endpoint: str | None = None  # run --backend tcp://...: one front end on it, never rolled
     env: Mapping[str, str] | None = None
     admin_ports: list[int | None] = field(default_factory=list)  # per slot; None: the front end's default
+    # (host, port, required): the one admin port every front end serves, answering for all
+    # (frontend/fleet_admin.py); bound by start(); a defaulted one (not required) may be taken.
+    shared_admin: tuple[str, int, bool] | None = None
+    admin_socket: socket.socket | None = None
     named: bool = False  # --name fe<i>: several front ends share one log stream
     start_timeout_s: float = START_TIMEOUT_S
     listen_fd: int | None = None  # run --fd / systemd's socket: every slot shares it instead of a bind
@@ -168,6 +178,7 @@ class Fleet:
             self.listeners = [inherited_listener(self.listen_fd)] * self.count
         else:
             self.listeners = bind_listeners(*self.address, self.count)
+        self._bind_admin()
         self._parent_r, self._parent_w = os.pipe()  # they leave when this closes: we died
         for slot in range(self.size):
             proc = self._spawn(slot)
@@ -181,6 +192,26 @@ class Fleet:
             proc.to(FeState.SERVING)
         self._list()
         return list(self.procs)
+
+    def _bind_admin(self) -> None:
+        if self.shared_admin is None:
+            return
+        host, port, required = self.shared_admin
+        try:
+            self.admin_socket = bind_admin(host, port)
+        except FleetError as exc:
+            if required:
+                raise
+            log.warning("%s: each front end's own admin endpoint only (zasgi status --pid-file); "
+                        "pass --admin-port", exc)  # fmt: skip
+
+    @property
+    def admin_url(self) -> str | None:
+        """The shared admin endpoint's URL, once bound."""
+        if self.admin_socket is None:
+            return None
+        host, port = self.admin_socket.getsockname()[:2]
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     # ------------------------------------------------------------ running
 
@@ -326,9 +357,12 @@ class Fleet:
         admin = self.admin_ports[slot] if slot < len(self.admin_ports) else None
         if admin is not None:
             argv += ["--admin-port", str(admin)]
+        shared = [self.admin_socket.fileno()] if self.admin_socket is not None else []
+        if shared:
+            argv += ["--admin-fd", str(shared[0]), "--admin-peers", self.list_path + ".admin"]
         try:
             popen = subprocess.Popen(
-                argv, pass_fds=(report_w, self._parent_r, *listener), stdout=sys.stderr,
+                argv, pass_fds=(report_w, self._parent_r, *listener, *shared), stdout=sys.stderr,
                 start_new_session=True, env=self.env,
             )  # fmt: skip
         finally:
@@ -379,6 +413,9 @@ class Fleet:
         self._parent_r = self._parent_w = -1
         for sock in self.listeners:
             sock.close()
+        if self.admin_socket is not None:
+            self.admin_socket.close()
+            self.admin_socket = None
         for path in (self.list_path, self.list_path + ".admin"):
             try:
                 os.unlink(path)

@@ -18,12 +18,16 @@ only a request aiohttp's parser refused gets aiohttp's own fields, with
 A port given by the operator that cannot be bound stops the front end (one
 line); the default one (``Admin.required`` false) only turns the endpoint off,
 with a warning, so several front ends on one host do not fight over it.
+``zasgi run`` with several front ends gives each a private port and one shared
+socket besides, where any of them answers for all (fleet_admin.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +38,7 @@ from prometheus_client.exposition import choose_encoder
 
 from .config import Admin as AdminConfig
 from .config import Headers
+from .fleet_admin import FleetAdmin
 from .http1 import SERVER_NAME
 from .metrics import Metrics
 
@@ -78,10 +83,12 @@ class Admin:
         self._dispatcher = dispatcher
         self._metrics = metrics
         self._runner: web.AppRunner | None = None
+        self._fleet: FleetAdmin | None = None
         self._started = time.monotonic()
         self._stopping = False
         self.url: str | None = None  # once started
         self.http_url = ""  # the client-facing URL, shown in /workers
+        self.server_log = _server_log
 
     async def start(self) -> str | None:
         """Bind and serve; the admin URL, or None when off.
@@ -98,7 +105,7 @@ class Admin:
         app.router.add_get("/metrics", self._metrics_page)
         app.router.add_get("/workers", self._workers)
         app.router.add_get("/", self._index)
-        app.on_response_prepare.append(self._add_fields)
+        app.on_response_prepare.append(self.add_fields)
         # aiohttp's own answers (a request its parser refused) skip that hook and take this
         # module global: there at least "zasgi", not the Python and aiohttp versions.
         aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
@@ -121,20 +128,30 @@ class Admin:
         host, port = runner.addresses[0][:2]
         self.url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         log.info("admin endpoint on %s", self.url)
+        if config.fleet_fd is not None and config.peers_path is not None:
+            self._fleet = FleetAdmin(self, socket.socket(fileno=config.fleet_fd), config.peers_path)
+            await self._fleet.start()
         return self.url
 
-    def shutting_down(self) -> None:
-        """From now on /readyz says 503: load balancers stop sending while we drain."""
+    async def shutting_down(self) -> None:
+        """From now on /readyz says 503: load balancers stop sending while we drain; the fleet's
+        shared port is left to the front ends that stay."""
         self._stopping = True
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.stop()
 
     async def stop(self) -> None:
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.stop()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
 
     # ------------------------------------------------------------ handlers
 
-    async def _add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
+    async def add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
         # Runs after aiohttp filled in its own Server and Date fields, before the head is written.
         fields, headers = self._fields, response.headers
         if fields.server:
@@ -150,12 +167,26 @@ class Admin:
         return web.Response(text="ok\n")
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        ready, text = self.readiness()
+        return web.Response(status=200 if ready else 503, text=text)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Whether /readyz says 200, and its text."""
         if self._stopping:
-            return web.Response(status=503, text="shutting down\n")
+            return False, "shutting down\n"
         ready = self._dispatcher.pool.ready_count()
         if not ready:
-            return web.Response(status=503, text="no ready worker\n")
-        return web.Response(text=f"ready: {ready} worker{'s' if ready > 1 else ''}\n")
+            return False, "no ready worker\n"
+        return True, f"ready: {ready} worker{'s' if ready > 1 else ''}\n"
+
+    @property
+    def name(self) -> str:
+        """This front end's name (``--name``; /workers' frontend.id)."""
+        return str(self._dispatcher.frontend_id)
+
+    def metrics_families(self) -> list[Any]:
+        """This front end's metric families now (what /metrics exposes)."""
+        return list(self._metrics.registry.collect())
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -176,6 +207,7 @@ class Admin:
         return {
             "frontend": {
                 "id": d.frontend_id,
+                "pid": os.getpid(),
                 "url": self.http_url,
                 "backend": d.endpoint,
                 "uptime_s": round(time.monotonic() - self._started, 3),

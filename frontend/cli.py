@@ -142,7 +142,8 @@ def _admin(options: dict[str, Any]) -> cfg.Admin | None:
     required = port is not None
     if port is None:
         port = 9000 if options["port"] else 0
-    return cfg.Admin(host=options["admin_host"], port=port, required=required)
+    return cfg.Admin(host=options["admin_host"], port=port, required=required,
+                     fleet_fd=options["admin_fd"], peers_path=options["admin_peers"])  # fmt: skip
 
 
 def _curve(options: dict[str, Any]) -> dict[str, Any]:

@@ -211,6 +211,8 @@ class Admin:
     host: str = _d("admin_host")  # loopback: it tells the world about the workers
     port: int = 9000  # 0: any free port
     required: bool = True  # False (the port was defaulted): a busy port only turns it off, with a warning
+    fleet_fd: int | None = None  # zasgi run's shared admin socket, served beside ours (fleet_admin.py)
+    peers_path: str | None = None  # with it: the list of the other front ends' admin URLs
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -146,7 +146,7 @@ async def serve(
                 await _first(shutdown, retire)
                 if reporter is not None:
                     reporter.cancel()
-                admin.shutting_down()  # /readyz: 503 while we drain
+                await admin.shutting_down()  # /readyz: 503 while we drain
                 if not shutdown.is_set():
                     phase.to(FrontendPhase.RETIRING)
                     log.info("retiring (a successor serves %s): %d connections, %d open streams",

@@ -258,6 +258,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--handoff-path",), None, help="Unix socket where this front end adopts the idle connections "
            "of a retiring predecessor of its slot, and where it hands its own to a successor "
            "(frontend/handoff.py).", run=Run.INTERNAL),
+    Option(("--admin-fd",), None, _Int(0), "A bound socket every front end of `zasgi run` serves, answering "
+           "for all of them (frontend/fleet_admin.py).", run=Run.INTERNAL),
+    Option(("--admin-peers",), None, help="With --admin-fd: the file listing the other front ends' admin "
+           "URLs.", run=Run.INTERNAL),
 )  # fmt: skip
 
 BY_NAME: dict[str, Option] = {opt.name: opt for opt in OPTIONS}

@@ -50,12 +50,13 @@ class FrontendCount(click.ParamType):
 
 
 _FLEET = [
-    click.Option(["--frontends"], default=1, show_default=True, type=FrontendCount(),
+    click.Option(["--frontends"], default="auto", show_default=True, type=FrontendCount(),
                  envvar="ZASGI_FRONTENDS", show_envvar=True,
                  help="Front-end processes on the one port (SO_REUSEPORT; Linux): HTTP on that many cores, "
-                      "every worker joined to each. auto: one per worker, at most one per CPU core (1 with "
-                      "--uds, a tcp:// --backend, or off Linux). SIGUSR2 (zasgi reload --frontends) replaces them one at "
-                      "a time, new one first. More than the CPU cores needs --force."),
+                      "every worker joined to each, one admin port for all. auto: one per worker, at most "
+                      "one per CPU core (1 with --uds, a tcp:// --backend, or off Linux). SIGUSR2 "
+                      "(zasgi reload --frontends) replaces them one at a time, new one first. More than the "
+                      "CPU cores needs --force."),
     click.Option(["--force"], is_flag=True, envvar="ZASGI_FORCE", show_envvar=True,
                  help="Allow --frontends above the number of CPU cores."),
 ]  # fmt: skip
@@ -86,7 +87,7 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     listen_fd = _listen_fd(opts)  # the fleet passes it on itself (one copy per front end)
     list_path = str(runtime / f"run-{os.getpid()}.frontends")
     config = options.worker_config(app, (fixed,) if fixed else (f"file://{list_path}",), **opts)
-    admin_ports = _admin_ports(opts, count, port)
+    admin_ports, shared_admin = _admin_ports(opts, count, port)
     own_socket = opts["uds"] is not None  # the front end binds its Unix socket itself (listen.py)
     frontend_argv = ["--host", host, "--port", str(port), "--root-path", root_path,
                      "--log-level", opts["log_level"], "--shutdown-timeout", str(opts["graceful_timeout"]),
@@ -98,13 +99,16 @@ def command(app: str, host: str, port: int, root_path: str, backend: str | None,
     pool = options.pool_config(opts)
     front_ends = fleet.Fleet(
         argv=frontend_argv, address=(host, port), count=count, endpoint_base=base, fixed_endpoint=fixed,
-        list_path=list_path, env=_frontend_env(), admin_ports=admin_ports, named=count > 1,
+        list_path=list_path, env=_frontend_env(), admin_ports=admin_ports, shared_admin=shared_admin,
+        named=count > 1,
         listen_fd=listen_fd, own_socket=own_socket,
     )  # fmt: skip
     supervisor = Supervisor(config=config, pool=pool, fleet=front_ends, reload=reload)
     workers = opts["workers"]
 
     def banner(url: str, facts: dict[str, str]) -> str:
+        if front_ends.admin_url is not None:  # the one to probe and scrape, not each front end's own
+            facts = {**facts, "admin": front_ends.admin_url}
         fes = f"{count} front ends, " if count > 1 else ""
         plural = "s" if workers > 1 else ""
         lines = [f"zasgi running on {url} ({fes}{workers} worker{plural}); Ctrl-C to stop",
@@ -183,18 +187,19 @@ def _backends(backend: str | None, runtime: Path, count: int) -> tuple[str, str 
     return "", backend  # one front end on it; no rolls (a successor could not bind it beside the old)
 
 
-def _admin_ports(opts: dict[str, Any], count: int, port: int) -> list[int | None]:
-    """Each front end's admin port: with several, one each (the given port, or 9000, plus the slot
-    number; a defaulted one found taken: any free port). None: forwarded as given."""
+def _admin_ports(
+    opts: dict[str, Any], count: int, port: int
+) -> tuple[list[int | None], tuple[str, int, bool] | None]:
+    """With several front ends: each one's own admin port (any free one; ``zasgi status --pid-file``
+    finds them), and the one they all serve, answering for all (frontend/fleet_admin.py): the
+    given --admin-port, else 9000 (any free port beside --port 0; a defaulted 9000 found taken
+    leaves only their own). ([], None): one front end, the port forwarded as given."""
     if count == 1 or opts.get("admin") is False:
-        return []
+        return [], None
     given = opts.pop("admin_port", None)
-    if given is not None:
-        return [given + i if given else 0 for i in range(count)]
-    if port == 0:
-        return [0] * count
     host = opts.get("admin_host") or fo.default("admin_host")
-    return [9000 + i if listeners.free_admin_port(host, 9000 + i) else 0 for i in range(count)]
+    shared = given if given is not None else 0 if port == 0 else 9000
+    return [0] * count, (host, shared, given is not None)
 
 
 def _frontend_env() -> dict[str, str]:

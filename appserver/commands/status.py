@@ -1,7 +1,8 @@
 """``zasgi status``: the workers each front end sees, read from its admin endpoint
-(GET /workers, JSON; frontend/admin.py) over plain HTTP. With several front ends (given
-one ``--admin`` each, or found through ``zasgi run``'s ``--pid-file``: appserver/fleet.py
-keeps their admin URLs beside its workers' list), a last line puts them together."""
+(GET /workers, JSON; frontend/admin.py) over plain HTTP. With several front ends (``zasgi
+run``'s shared admin port answers for all of them: frontend/fleet_admin.py; or given one
+``--admin`` each, or found through ``zasgi run``'s ``--pid-file``: appserver/fleet.py keeps
+their own admin URLs beside its workers' list), a last line puts them together."""
 
 from __future__ import annotations
 
@@ -35,6 +36,24 @@ def _fetch_status(url: str, timeout_s: float) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("workers"), list):
         raise ValueError("not a zasgi admin endpoint (no worker list)")
     return data
+
+
+def _fleet(url: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A shared admin endpoint's answer (frontend/fleet_admin.py) as each front end's own, named by
+    its own admin URL; any other answer as it is."""
+    fleet = data.get("fleet")
+    if not isinstance(fleet, list):
+        return [(url, data)]
+    out = []
+    for entry in fleet:
+        if not isinstance(entry, dict):
+            continue
+        own = str(entry.get("admin") or url)
+        if "error" in entry or not isinstance(entry.get("workers"), list):
+            out.append((own, {"error": str(entry.get("error") or "no worker list")}))
+        else:
+            out.append((own, {k: v for k, v in entry.items() if k != "admin"}))
+    return out
 
 
 def _uptime(seconds: Any) -> str:
@@ -74,14 +93,22 @@ def command(admins: tuple[str, ...], timeout: float, as_json: bool, pid_file: st
     """The workers of each front end: id, host, pid, state, in-flight, limit, capacity, uptime, served."""
     if pid_file:
         admins = _fleet_admins(pid_file)
-    answers, failed = [], False
+    answers: list[tuple[str, dict[str, Any]]] = []
+    failed = False
     for admin in admins:
         url = admin if "://" in admin else f"http://{admin}"
         try:
-            answers.append((url, _fetch_status(url, timeout)))
+            data = _fetch_status(url, timeout)
         except ValueError as exc:
             click.echo(f"zasgi status: cannot read {url}: {exc}", err=True)
             failed = True
+            continue
+        for fe_url, fe_data in _fleet(url, data):
+            if "error" in fe_data:
+                click.echo(f"zasgi status: cannot read {fe_url} (via {url}): {fe_data['error']}", err=True)
+                failed = True
+            elif all(fe_url != seen for seen, _ in answers):  # (--pid-file lists each one's own)
+                answers.append((fe_url, fe_data))
     if as_json:
         click.echo(json.dumps([{"admin": url, **data} for url, data in answers], indent=2))
     for url, data in answers if not as_json else ():

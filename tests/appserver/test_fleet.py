@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
+from pathlib import Path
 
 import pytest
 
 from appserver.fleet import FrontendProc
 from appserver.frontroll import FE_TRANSITIONS, ROLL_TRANSITIONS, FeState, Roll, RollPhase
-from appserver.listeners import FleetError, auto_count, bind_listeners, check_count, free_admin_port
+from appserver.listeners import FleetError, auto_count, bind_admin, bind_listeners, check_count, usable_cores
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreading is Linux's"
@@ -91,9 +93,43 @@ def test_listeners_share_one_port_and_refuse_a_port_held_by_another_program() ->
             taken = f"cannot listen on 127.0.0.1:{port}: Address already in use by another program"
             with pytest.raises(FleetError, match=taken):
                 bind_listeners("127.0.0.1", port, count)
-        assert not free_admin_port("127.0.0.1", port)
+        admin = f"cannot listen on 127.0.0.1:{port} (admin endpoint): Address already in use by another"
+        with pytest.raises(FleetError, match=re.escape(admin)):
+            bind_admin("127.0.0.1", port)
     finally:
         other.close()
+
+
+def test_the_shared_admin_socket_listens_at_once_on_the_port_asked() -> None:
+    sock = bind_admin("127.0.0.1", 0)
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)  # a probe queues before any front end
+        assert not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)  # one socket, shared by fd
+        assert sock.get_inheritable()
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "cores"),
+    [
+        ("max 100000\n", 64),  # no quota: the affinity mask
+        ("150000 100000\n", 2),  # docker run --cpus 1.5
+        ("50000 100000\n", 1),  # half a core: still one
+        ("800000 100000\n", 8),  # eight cores of quota on a 64-core host
+        ("8000000 100000\n", 64),  # a quota above the mask: the mask
+        ("garbage", 64),
+        (None, 64),  # no cgroup v2 file
+    ],
+)
+def test_usable_cores_follow_a_cgroup_cpu_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cpu_max: str | None, cores: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
+    path = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        path.write_text(cpu_max)
+    assert usable_cores(str(path)) == cores
 
 
 def test_one_listener_needs_no_reuse_port() -> None:

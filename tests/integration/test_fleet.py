@@ -37,10 +37,18 @@ pytestmark = [
 ROLL_DONE = "front-end roll complete"
 
 
-def _admins(server: Server) -> list[str]:
-    match = re.search(r"\n  admin +(http://.+)\n", server.procs[0].log() + "\n")
+def _shared_admin(server: Server) -> str:
+    """The one admin URL the banner shows: every front end serves it (frontend/fleet_admin.py)."""
+    match = re.search(r"\n  admin +(http://\S+)\n", server.procs[0].log() + "\n")
     assert match, server.logs()
-    return match.group(1).split()
+    return match.group(1)
+
+
+def _admins(server: Server) -> list[str]:
+    """Each front end's own admin URL, as the shared endpoint's /workers lists them."""
+    fleet = _get_json(f"{_shared_admin(server)}/workers")["fleet"]
+    assert all("error" not in fe for fe in fleet), fleet
+    return [fe["admin"] for fe in fleet]
 
 
 def _get_json(url: str) -> Any:
@@ -96,11 +104,70 @@ def test_both_front_ends_get_traffic_and_every_worker_joins_each(fleet2: Server)
     log = fleet2.procs[0].log()
     assert re.search(r"rid=\S+ worker=\S+ dur=[\d.]+ fe=fe0$", log, re.M)  # the access log names it
     assert re.search(r"rid=\S+ worker=\S+ dur=[\d.]+ fe=fe1$", log, re.M)
-    status = subprocess.run(zasgi("status", "--pid-file", str(fleet2.pid_file)),  # type: ignore[attr-defined]
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert status.returncode == 0, status.stderr
-    assert status.stdout.count("front end fe") == 2
-    assert "2 front ends: 2 of 2 ready worker(s) joined to every one" in status.stdout
+    for how in (["--pid-file", str(fleet2.pid_file)], ["--admin", _shared_admin(fleet2)]):  # type: ignore[attr-defined]
+        status = subprocess.run(zasgi("status", *how), capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert status.stdout.count("front end fe") == 2, status.stdout
+        assert "2 front ends: 2 of 2 ready worker(s) joined to every one" in status.stdout
+
+
+def test_one_admin_port_answers_for_every_front_end(fleet2: Server) -> None:
+    """The banner's admin URL is served by both front ends; whichever the kernel hands a scrape to
+    answers with both one's series, labelled frontend=NAME, so sums are the host's."""
+    shared = _shared_admin(fleet2)
+    port = fleet2.host_port[1]
+    before = _requests_served(shared)
+    for _ in range(100):
+        assert _get(port) == 200
+    for _ in range(6):  # several connections: each front end answers some of them
+        text = _text(f"{shared}/metrics")
+        by_fe = _by_frontend(text, "zasgi_http_requests_total")
+        assert set(by_fe) == {"fe0", "fe1"}, text[:3000]
+        assert sum(by_fe.values()) == before + 100  # (admin requests are not counted)
+        assert 'zasgi_frontends{answered="true"} 2.0' in text
+        assert re.search(r'^zasgi_workers\{frontend="fe1",state="ready"\} 2\.0$', text, re.M), text[:3000]
+    assert _text(f"{shared}/readyz").startswith("ready")
+    assert _text(f"{shared}/healthz") == "ok\n"
+    fleet = _get_json(f"{shared}/workers")["fleet"]
+    assert [fe["frontend"]["id"] for fe in fleet] == ["fe0", "fe1"]
+
+
+def test_a_stuck_front_end_is_left_out_of_the_shared_answer_not_waited_for(fleet2: Server) -> None:
+    shared = _shared_admin(fleet2)
+    pid = next(int(fe["frontend"]["pid"]) for fe in _get_json(f"{shared}/workers")["fleet"]
+               if fe["frontend"]["id"] == "fe1")  # fmt: skip
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):  # fe0 takes every connection (fe1 accepts none while stopped)
+            began = time.monotonic()
+            text = _text(f"{shared}/metrics")
+            assert time.monotonic() - began < 6
+            assert 'zasgi_frontends{answered="false"} 1.0' in text
+            assert set(_by_frontend(text, "zasgi_workers")) == {"fe0"}
+        status = subprocess.run(zasgi("status", "--admin", shared), capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        assert status.returncode == 1 and status.stdout.count("front end fe") == 1, status.stdout
+        assert "cannot read http://" in status.stderr and "no answer in 2 s" in status.stderr, status.stderr
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 30
+    while 'zasgi_frontends{answered="true"} 2.0' not in _text(f"{shared}/metrics"):
+        assert time.monotonic() < deadline, "fe1 never answered again"
+        time.sleep(0.2)
+
+
+def _text(url: str) -> str:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=10) as resp:
+        return resp.read().decode()  # type: ignore[no-any-return]
+
+
+def _by_frontend(text: str, name: str) -> dict[str, float]:
+    """``name``'s samples summed per frontend label."""
+    out: dict[str, float] = {}
+    for fe, value in re.findall(rf'^{name}\{{frontend="([^"]+)"[^}}]*\}} (\S+)$', text, re.M):
+        out[fe] = out.get(fe, 0.0) + float(value)
+    return out
 
 
 def test_rolls_under_keep_alive_load_fail_and_refuse_nothing(fleet2: Server) -> None:
@@ -119,6 +186,8 @@ def test_rolls_under_keep_alive_load_fail_and_refuse_nothing(fleet2: Server) -> 
     assert load.ok > 200
     assert "front-end roll stopped" not in proc.log()
     assert len(_admins(fleet2)) == 2 and _get(port) == 200
+    fleet = _get_json(f"{_shared_admin(fleet2)}/workers")["fleet"]
+    assert [fe["frontend"]["id"] for fe in fleet] == ["fe0.3", "fe1.4"]  # the shared port: the new ones
 
 
 def _wait_count(proc: Proc, text: str, n: int, timeout_s: float) -> None:
@@ -306,10 +375,11 @@ async def test_a_websocket_on_a_rolled_front_end_closes_1012_and_reconnects(flee
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="auto gives one front end per core")
-def test_auto_is_one_front_end_per_worker_and_both_serve(tmp_path: Path) -> None:
-    """--frontends auto: ``zasgi run -w 2`` puts HTTP on two cores, as ``uvicorn --workers 2`` does
-    (listeners.auto_count); every connection is answered whichever front end the kernel picks."""
-    argv = zasgi("run", PROBE, "--port", "0", "--workers", "2", "--admin-port", "0", "--frontends", "auto")
+def test_auto_is_the_default_one_front_end_per_worker_and_both_serve(tmp_path: Path) -> None:
+    """--frontends auto, the default: ``zasgi run -w 2`` puts HTTP on two cores, as ``uvicorn
+    --workers 2`` does (listeners.auto_count); every connection is answered whichever front end the
+    kernel picks."""
+    argv = zasgi("run", PROBE, "--port", "0", "--workers", "2", "--admin-port", "0")
     proc = Proc("run", argv, tmp_path, {"PROBE_DIR": str(tmp_path)})
     server = Server("", tmp_path, [proc])
     try:
