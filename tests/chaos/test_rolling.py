@@ -48,8 +48,9 @@ async def wait_workers(proc: Proc, predicate: object, what: str, timeout_s: floa
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Server]:
+    # --frontends auto, the default (two front ends on two cores): start_run would pin one.
     server = start_run(tmp_path, "--timeout-graceful-shutdown", str(GRACE_S), "--timeout-stream-drain", "0",
-                       "--log-level", "info", workers=WORKERS)  # fmt: skip
+                       "--log-level", "info", "--frontends", "auto", workers=WORKERS)  # fmt: skip
     yield server
     stop(server)
 

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.helpers.processes import REPO, Proc, zasgi
+from tests.helpers.processes import REPO, Proc, wait_gone, zasgi
 
 from .conftest import READY_RUN, Server, stop
 
@@ -338,5 +338,4 @@ def test_stop_during_a_roll_waits_for_the_draining_worker(pools: Pools) -> None:
         thread.join(30)
     response = result["response"]
     assert isinstance(response, httpx.Response) and response.status_code == 200 and response.text == "slept"
-    _, alive = psutil.wait_procs(children, timeout=15)
-    assert alive == []
+    assert wait_gone(children, timeout_s=15) == []
