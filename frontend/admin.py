@@ -29,6 +29,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp.web_response as aiohttp_response
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from .dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _BadRequestsInOneLine(logging.Filter):
@@ -88,7 +91,6 @@ class Admin:
         self._stopping = False
         self.url: str | None = None  # once started
         self.http_url = ""  # the client-facing URL, shown in /workers
-        self.server_log = _server_log
 
     async def start(self) -> str | None:
         """Bind and serve; the admin URL, or None when off.
@@ -99,18 +101,9 @@ class Admin:
         config = self._config
         if config is None:
             return None
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics_page)
-        app.router.add_get("/workers", self._workers)
-        app.router.add_get("/", self._index)
-        app.on_response_prepare.append(self.add_fields)
-        # aiohttp's own answers (a request its parser refused) skip that hook and take this
-        # module global: there at least "zasgi", not the Python and aiohttp versions.
-        aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_log)
-        await runner.setup()
+        runner = await self.runner({"/healthz": self._healthz, "/readyz": self._readyz,
+                                    "/metrics": self._metrics_page, "/workers": self._workers,
+                                    "/": self._index})  # fmt: skip
         try:
             await web.TCPSite(
                 runner, config.host, config.port, reuse_address=True, reuse_port=self._reuse_port or None
@@ -133,6 +126,20 @@ class Admin:
             await self._fleet.start()
         return self.url
 
+    async def runner(self, routes: dict[str, Handler]) -> web.AppRunner:
+        """An admin app answering GET ``routes`` with our response fields, set up (this endpoint's,
+        and the fleet's shared one: fleet_admin.py)."""
+        app = web.Application()
+        for path, handler in routes.items():
+            app.router.add_get(path, handler)
+        app.on_response_prepare.append(self._add_fields)
+        # aiohttp's own answers (a request its parser refused) skip that hook and take this
+        # module global: there at least "zasgi", not the Python and aiohttp versions.
+        aiohttp_response.SERVER_SOFTWARE = SERVER_NAME  # type: ignore[attr-defined]
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=_server_log)
+        await runner.setup()
+        return runner
+
     async def shutting_down(self) -> None:
         """From now on /readyz says 503: load balancers stop sending while we drain; the fleet's
         shared port is left to the front ends that stay."""
@@ -151,7 +158,7 @@ class Admin:
 
     # ------------------------------------------------------------ handlers
 
-    async def add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
+    async def _add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
         # Runs after aiohttp filled in its own Server and Date fields, before the head is written.
         fields, headers = self._fields, response.headers
         if fields.server:

@@ -117,15 +117,9 @@ class FleetAdmin:
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/workers", self._workers)
-        app.router.add_get("/", self._index)
-        app.on_response_prepare.append(self._admin.add_fields)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, logger=self._admin.server_log)
-        await runner.setup()
+        runner = await self._admin.runner({"/healthz": self._healthz, "/readyz": self._readyz,
+                                           "/metrics": self._metrics, "/workers": self._workers,
+                                           "/": self._index})  # fmt: skip
         await web.SockSite(runner, self._sock).start()
         self._runner = runner
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
