@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from appserver.fleet import FrontendProc
+from appserver.fleet import Fleet, FrontendProc
 from appserver.frontroll import FE_TRANSITIONS, ROLL_TRANSITIONS, FeState, Roll, RollPhase
 from appserver.listeners import FleetError, auto_count, bind_admin, bind_listeners, check_count, usable_cores
 
@@ -158,3 +158,34 @@ def test_reports_are_read_line_by_line_across_writes() -> None:
     os.close(w)
     proc.read_reports()
     assert proc.workers == {12, 34} and proc.report_fd == -1  # EOF: it exited
+
+
+def test_a_defaulted_shared_admin_port_found_taken_leaves_each_front_end_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port = other.getsockname()[1]
+    try:
+        for required in (False, True):
+            fleet = Fleet(argv=[], address=("127.0.0.1", 0), count=2, endpoint_base="ipc:///nowhere",
+                          list_path=str(tmp_path / "list"),
+                          shared_admin=("127.0.0.1", port, required))  # fmt: skip
+            if required:  # --admin-port given: the run stops, one line (exit 3)
+                with pytest.raises(FleetError, match="admin endpoint"):
+                    fleet._bind_admin()
+            else:
+                fleet._bind_admin()
+                assert fleet.admin_socket is None and fleet.admin_url is None
+                assert "each front end's own admin endpoint only" in caplog.text
+    finally:
+        other.close()
+    fleet = Fleet(argv=[], address=("127.0.0.1", 0), count=2, endpoint_base="ipc:///nowhere",
+                  list_path=str(tmp_path / "list"), shared_admin=("127.0.0.1", 0, False))  # fmt: skip
+    fleet._bind_admin()
+    try:
+        sock = fleet.admin_socket
+        assert sock is not None and fleet.admin_url == f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        fleet.admin_socket.close()  # type: ignore[union-attr]

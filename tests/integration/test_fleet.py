@@ -251,6 +251,21 @@ def test_bad_frontend_counts_are_one_line_and_non_zero(args: list[str], code: in
     assert words in result.stderr and (len(lines) == 1 or lines[-1].startswith("Error:")), result.stderr
 
 
+def test_an_admin_port_given_and_held_by_another_program_is_one_line() -> None:
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port = other.getsockname()[1]
+    try:
+        argv = zasgi("run", PROBE, "--port", "0", "--frontends", "2", "--admin-port", str(port))
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 3, result.stderr
+        taken = "Address already in use by another program"
+        assert result.stderr.strip() == f"zasgi: cannot listen on 127.0.0.1:{port} (admin endpoint): {taken}"
+    finally:
+        other.close()
+
+
 def test_a_port_held_by_another_program_is_one_line(tmp_path: Path) -> None:
     other = socket.socket()
     other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)  # it would share: we must not
