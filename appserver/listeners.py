@@ -91,9 +91,13 @@ def bind_listeners(host: str, port: int, count: int) -> list[socket.socket]:
     except OSError as exc:
         for sock in socks:
             sock.close()
-        why = "Address already in use by another program" if exc.errno == errno.EADDRINUSE \
-            else exc.strerror or str(exc)  # fmt: skip
-        raise FleetError(f"cannot listen on {host}:{port}: {why}") from None
+        raise FleetError(f"cannot listen on {host}:{port}: {_why(exc)}") from None
+
+
+def _why(exc: OSError) -> str:
+    """A failed bind in words; a taken port says whose (first bound without SO_REUSEPORT: not ours)."""
+    return "Address already in use by another program" if exc.errno == errno.EADDRINUSE \
+        else exc.strerror or str(exc)  # fmt: skip
 
 
 def inherited_listener(fd: int) -> socket.socket:
@@ -134,8 +138,6 @@ def bind_admin(host: str, port: int) -> socket.socket:
     try:
         sock = _bound(family, socket.SOCK_STREAM, 0, (host, port), reuse_port=False)
     except OSError as exc:
-        why = "Address already in use by another program" if exc.errno == errno.EADDRINUSE \
-            else exc.strerror or str(exc)  # fmt: skip
-        raise FleetError(f"cannot listen on {host}:{port} (admin endpoint): {why}") from None
+        raise FleetError(f"cannot listen on {host}:{port} (admin endpoint): {_why(exc)}") from None
     sock.listen(128)
     return sock

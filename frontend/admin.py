@@ -144,19 +144,20 @@ class Admin:
         """From now on /readyz says 503: load balancers stop sending while we drain; the fleet's
         shared port is left to the front ends that stay."""
         self._stopping = True
-        fleet, self._fleet = self._fleet, None
-        if fleet is not None:
-            await fleet.stop()
+        await self._leave_fleet()
 
     async def stop(self) -> None:
-        fleet, self._fleet = self._fleet, None
-        if fleet is not None:
-            await fleet.stop()
+        await self._leave_fleet()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
 
     # ------------------------------------------------------------ handlers
+
+    async def _leave_fleet(self) -> None:
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.stop()
 
     async def _add_fields(self, request: web.Request, response: web.StreamResponse) -> None:
         # Runs after aiohttp filled in its own Server and Date fields, before the head is written.

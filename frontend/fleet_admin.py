@@ -144,15 +144,19 @@ class FleetAdmin:
             return resp.status, await resp.text()
 
     async def _ask(self, url: str, *, metrics: bool) -> PeerAnswer:
+        """Its /workers (which names it), and with ``metrics`` its /metrics at the same time."""
         try:
-            status, text = await self._get(f"{url}/workers")
+            asks = [self._get(f"{url}/workers")]
+            if metrics:
+                asks.append(self._get(f"{url}/metrics", _OPENMETRICS))
+            (status, text), *rest = await asyncio.gather(*asks)
             snapshot = json.loads(text) if status == 200 else None
             if not isinstance(snapshot, dict) or not isinstance(snapshot.get("frontend"), dict):
                 return PeerAnswer(url, error=f"/workers answered HTTP {status}, not a front end's list")
             answer = PeerAnswer(url, snapshot)
-            if not metrics:
+            if not rest:
                 return answer
-            status, text = await self._get(f"{url}/metrics", _OPENMETRICS)
+            status, text = rest[0]
             if status != 200:
                 return PeerAnswer(url, snapshot, error=f"/metrics answered HTTP {status}")
             families = labelled(text_string_to_metric_families(text), answer.name)  # type: ignore[no-untyped-call]
@@ -196,8 +200,8 @@ class FleetAdmin:
         )
         frontends.add_metric(["true"], answered)
         frontends.add_metric(["false"], 1 + len(answers) - answered)
-        named = sorted([(self._admin.name, own), *((a.name, a.families) for a in answers if a.families)])
-        families = merged([*(f for _, f in named), [frontends]])
+        named = [(self._admin.name, own), *((a.name, a.families) for a in answers if a.families)]
+        families = merged([*(f for _, f in sorted(named, key=lambda n: n[0])), [frontends]])
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Families(families))
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
