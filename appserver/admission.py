@@ -24,12 +24,31 @@ import logging
 from time import perf_counter
 from typing import Protocol
 
+from wire.channel import BATCH_MAX_EVENTS
+
 from .limiter import Limiter, LimiterSettings, share
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.01  # lag probe and limiter tick while requests run
 IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most this for growth)
+# While the app keeps the loop busy (a CPU-bound app runs request after request in one
+# iteration), a worker's answers to a front end leave together once half of what that front end
+# may run here (its LIMIT) is answered, or after HOLD_MAX_S: the other half keeps the app busy
+# while the front end sends more, so the worker never waits for it, and each message carries
+# several answers, where a fixed 10 ms (wire/channel.py STALE_BATCH_S) sent ~5 at 2 ms each and
+# starved the loop if held longer. Fewer messages are fewer wake-ups on both sides: bench.py
+# cpu-overload with --capacity-floor 16 (the floor sets the depth that makes batches), 2026-12-07,
+# interleaved: goodput 0.935x -> 0.958x uvicorn (two front ends), admitted p99 104 -> 130 ms
+# (uvicorn's 322); I/O burst unchanged; 1 ms requests unchanged (no starving). An iteration's end
+# still sends whatever is held: an app that is not busy waits for nothing.
+HOLD_MAX_S = 0.025
+
+
+def hold(limit: int) -> tuple[int, float]:
+    """(events, seconds) a worker's answers to a front end with ``limit`` may gather: ``Channel.hold_events``
+    and ``hold_s``."""
+    return max(1, min(limit // 2, BATCH_MAX_EVENTS)), HOLD_MAX_S
 
 
 class Reporter(Protocol):

@@ -37,7 +37,7 @@ class WorkerConfig:
     # admission (limiter.py) the ceiling of the limit that follows what the app can take.
     capacity: int = 4096
     adaptive: bool = True  # report an adaptive limit (feature "limit"); False: capacity, fixed
-    capacity_floor: int = 8  # the adaptive limit's floor (capped by capacity: --capacity 4 just works)
+    capacity_floor: int = 16  # the adaptive limit's floor (capped by capacity: --capacity 4 just works)
     adaptive_target_s: float = 0.010  # queueing delay the worker may hold (limiter.py)
     ws_capacity: int = 10000  # concurrent WebSocket streams advertised in HELLO
     # Request-direction credit window per stream (HELLO.window_bytes): one CREDIT round trip

@@ -64,7 +64,7 @@ from wire import shm
 from wire.channel import Channel, SocketMonitor, configure_dealer
 from wire.curve import ClientKeys, apply_client
 
-from .admission import Admission
+from .admission import Admission, hold
 from .pulse import PulseTarget
 from .routing import StreamRouter
 from .stream import RESPONSE_CHUNK_BYTES, StreamSettings
@@ -227,6 +227,8 @@ class FrontendConnection:
         if limit != self._reported and self.phase is _READY:
             self._reported = limit
             self._post(ev.Limit(0, limit))
+            if self._channel is not None:  # its answers leave by the limit (admission.hold)
+                self._channel.hold_events, self._channel.hold_s = hold(limit)
 
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""

@@ -56,7 +56,7 @@ MAX_CUT = 0.1  # one window cuts the limit to no less than this share of it
 
 @dataclass(frozen=True, slots=True)
 class LimiterSettings:
-    floor: int = 8  # never fewer: keeps the loop fed across a front-end round trip
+    floor: int = 16  # never fewer: keeps the loop fed across a front-end round trip (admission.hold)
     ceiling: int = 4096  # --capacity: never more (the worker refuses beyond it, Rule 19)
     initial: int = 32
     target_s: float = 0.010  # queueing delay the worker may hold

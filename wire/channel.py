@@ -71,6 +71,8 @@ EAGER_PAYLOAD_BYTES = 256 * 1024
 # only after that, and the worker sat idle meanwhile (~50 sleeps/s, 10% of its time, at the
 # adaptive floor of 8; bench.py cpu-overload). 1 ms ended the sleeps too but doubled the front
 # end's wakeups; at 10 ms it wakes ~1.5x as often. Fast apps fill BATCH_MAX_EVENTS long before.
+# The default of ``Channel.hold_s``: an adaptive worker holds its answers by its limit instead
+# (appserver/admission.py ``hold``).
 STALE_BATCH_S = 0.01
 # ZeroMQ's FD does not reliably signal when a blocked pipe becomes writable (a
 # DEALER with IMMEDIATE=1 sending before its connection is up), so while sends
@@ -154,6 +156,10 @@ class Channel:
         self._fd = cast(int, sock.getsockopt(zmq.FD))
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
+        # A batch leaves mid-iteration once a peer's holds ``hold_events`` or it has waited
+        # ``hold_s``; the owner may set both (an adaptive worker: appserver/admission.py ``hold``).
+        self.hold_events = BATCH_MAX_EVENTS
+        self.hold_s = STALE_BATCH_S
         self._batch_since = 0.0  # perf_counter() of the first post of the batch waiting to leave
         self._batch_bytes = 0  # payload in a DEALER's waiting batch (_dealer_batch_full)
         self._blocked: deque[_Blocked] = deque()  # encoded, waiting for POLLOUT
@@ -216,8 +222,8 @@ class Channel:
 
     def post(self, event: Any, peer: Any = None) -> None:
         """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch, or at once when
-        the batch is full or has waited STALE_BATCH_S, or (a DEALER) the event carries
-        EAGER_PAYLOAD_BYTES or more, or the batch BATCH_MAX_PAYLOAD_BYTES."""
+        the peer's batch holds ``hold_events`` or the batch has waited ``hold_s``, or (a DEALER) the
+        event carries EAGER_PAYLOAD_BYTES or more, or the batch BATCH_MAX_PAYLOAD_BYTES."""
         box = self._outbox.get(peer)
         if box is None:
             box = self._outbox[peer] = []
@@ -228,11 +234,11 @@ class Channel:
             self._loop.call_soon(self.flush)
         else:
             now = perf_counter()
-            if now - self._batch_since >= STALE_BATCH_S:
+            if now - self._batch_since >= self.hold_s:
                 self._batch_since = now  # the scheduled flush still runs: it sends what is left
                 self._send_outbox(mid_post=True)
                 return
-        if len(box) >= BATCH_MAX_EVENTS or (not self.routed and self._dealer_batch_full(event)):
+        if len(box) >= self.hold_events or (not self.routed and self._dealer_batch_full(event)):
             self._batch_bytes = 0
             unsent = self._flush_peer(peer, self._outbox.pop(peer))
             if unsent is not None:  # the caller is mid-post: tell the owner from the loop

@@ -82,7 +82,7 @@ def worker_params() -> list[click.Parameter]:
         click.Option(["--adaptive/--no-adaptive"], default=True, show_default=True, envvar="ZASGI_ADAPTIVE",
                      help="Each worker's limit follows its app: its event-loop lag and request latency "
                           "(README: Overload)."),
-        click.Option(["--capacity-floor"], default=8, show_default=True, type=click.IntRange(1),
+        click.Option(["--capacity-floor"], default=16, show_default=True, type=click.IntRange(1),
                      envvar="ZASGI_CAPACITY_FLOOR", help="The adaptive limit never goes below this."),
         click.Option(["--adaptive-target"], default=0.01, show_default=True,
                      type=click.FloatRange(0, min_open=True), envvar="ZASGI_ADAPTIVE_TARGET",

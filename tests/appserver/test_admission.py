@@ -6,9 +6,10 @@ import asyncio
 from dataclasses import replace
 from typing import Any
 
-from appserver.admission import Admission
+from appserver.admission import HOLD_MAX_S, Admission, hold
 from appserver.limiter import LimiterSettings
 from wire import events as ev
+from wire.channel import BATCH_MAX_EVENTS, STALE_BATCH_S
 
 from .scripted import Factory, ScriptedFrontend, handshake, request
 
@@ -61,3 +62,28 @@ async def test_no_limit_feature_without_admission_or_without_the_front_end_s_agr
         assert not other.reports_limit
     finally:
         admission.stop()
+
+
+def test_answers_are_held_for_half_the_limit_at_most_hold_max_s() -> None:
+    assert hold(16) == (8, HOLD_MAX_S)
+    assert hold(3) == (1, HOLD_MAX_S) and hold(1) == (1, HOLD_MAX_S)  # never zero: every answer leaves
+    assert hold(10_000) == (BATCH_MAX_EVENTS, HOLD_MAX_S)
+
+
+async def test_the_reported_limit_sets_how_long_answers_are_held(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    """The channel to a front end holds answers by the limit it was told (admission.hold); without
+    adaptive admission it keeps the channel's defaults."""
+    admission = Admission(LimiterSettings(floor=4, ceiling=100, initial=10))
+    admission.start()
+    try:
+        conn = connect(capacity=100, admission=admission)
+        await handshake(fe, conn, features=FEATURES)
+        assert await fe.expect(ev.Limit) == ev.Limit(0, 10)
+        assert (conn._channel.hold_events, conn._channel.hold_s) == (5, HOLD_MAX_S)
+    finally:
+        admission.stop()
+    plain = connect()
+    await handshake(fe, plain, features=FEATURES)
+    assert (plain._channel.hold_events, plain._channel.hold_s) == (BATCH_MAX_EVENTS, STALE_BATCH_S)

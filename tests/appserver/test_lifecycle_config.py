@@ -63,7 +63,7 @@ def test_config_defaults_and_pickling() -> None:
     assert config.connect == ("ipc:///tmp/fe.sock",)
     assert config.lifespan is LifespanMode.AUTO and config.log_level == "debug"
     assert (config.capacity, config.window_bytes, config.graceful_timeout_s) == (4096, 1024 * 1024, 30.0)
-    assert (config.adaptive, config.capacity_floor) == (True, 8)
+    assert (config.adaptive, config.capacity_floor) == (True, 16)
     assert pickle.loads(pickle.dumps(config)) == config
 
 

@@ -173,6 +173,30 @@ async def test_a_batch_held_by_a_long_iteration_leaves_with_the_next_post(
     dealer.close()
 
 
+async def test_a_batch_leaves_mid_iteration_once_it_holds_hold_events(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    """``hold_events`` and ``hold_s`` are the owner's (an adaptive worker sets them from its limit):
+    a peer's batch leaves with the post that brings it to ``hold_events``, without the loop
+    turning; the rest leaves at the iteration's end; a long ``hold_s`` keeps a young batch."""
+    import time
+
+    router = _router(ctx, tmp_path)
+    batches: list[list[Any]] = []
+    dealer = _dealer(ctx, tmp_path, batches)
+    dealer.post(ev.Heartbeat())
+    await asyncio.sleep(0.2)
+    router.hold_events, router.hold_s = 2, 10.0
+    for stream_id in (1, 2, 3):
+        router.post(ev.Credit(stream_id, 10), b"w1")
+        time.sleep(0.02)  # older than the default hold_s (STALE_BATCH_S): only the count decides
+    assert len(router._outbox[b"w1"]) == 1  # 1 and 2 left at the second post, mid-iteration
+    await _until(lambda: sum(map(len, batches)) >= 3)
+    assert [[e.stream_id for e in batch] for batch in batches] == [[1, 2], [3]]
+    router.close()
+    dealer.close()
+
+
 async def test_payload_views_receive_large_bodies_uncopied(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """payload_views (the front end's channel): a body frame of VIEW_MIN_BYTES or more arrives as a
     memoryview, smaller ones and every other kind's payload as bytes; the bytes are the same."""
