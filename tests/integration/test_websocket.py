@@ -161,13 +161,44 @@ async def _many_clients(url: str, *, clients: int, messages: int) -> list[int]:
     return list(await asyncio.gather(*(one(i, barrier) for i in range(clients))))
 
 
-# 8x the memory bound below: enough to show it holds, and done well within the test timeout on
-# a loaded 2-core machine (1 GiB took over 120 s there).
+# 8x the memory bound below: enough to show it holds, and done within seconds (the sender below
+# outruns the app by far, so the run takes what the app takes to read it: FLOOD_MIB x FLOOD_DELAY_S).
 FLOOD_MIB = 256
+FLOOD_DELAY_S = 0.01
+BUFFERED_MIB = 64  # what may sit in buffers on the way (sockets, the window, the app's message)
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """A final client frame masked with the key 0000, which leaves the payload as it is: one
+    frame is built once and sent again and again at memory speed. (A Python client masking
+    1 MiB at a time sends ~16 MiB/s: slower than the app reads, so nothing would back up.)"""
+    n = len(payload)
+    if n < 126:
+        length = bytes([0x80 | n])
+    elif n < 1 << 16:
+        length = bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return bytes([0x80 | opcode]) + length + b"\0\0\0\0" + payload
+
+
+def _read_text_frame(sock: socket.socket) -> str:
+    """One unfragmented text frame from the server (unmasked, under 126 bytes: a byte count)."""
+    head = b""
+    while len(head) < 2:
+        head += sock.recv(2 - len(head))
+    assert head[0] == 0x81 and head[1] < 126, head
+    body = b""
+    while len(body) < head[1]:
+        body += sock.recv(head[1] - len(body))
+    return body.decode()
 
 
 @pytest.mark.slow
 def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
+    """A client sending far faster than the app reads is held back (the front end stops reading
+    once the window is spent): no process grows by more than 32 MiB, and the sender takes about
+    as long as the app does to read it, not the fraction of a second its socket would."""
     server = start_run(tmp_path, workers=1)
     try:
         pids = [p.pid for p in server.procs[0].descendants()]
@@ -179,25 +210,38 @@ def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
         result: dict[str, object] = {}
 
         def flood() -> None:
-            block = os.urandom(MiB)
-            with connect(ws_url(server, "/ws/slow-reader?delay=0.01"), open_timeout=30) as ws:
+            key = base64.b64encode(os.urandom(16)).decode()
+            frame = _client_frame(0x2, os.urandom(MiB))
+            with socket.create_connection(server.host_port, timeout=60) as sock:
+                sock.sendall(f"GET /ws/slow-reader?delay={FLOOD_DELAY_S} HTTP/1.1\r\nHost: t\r\n"
+                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
+                response = b""
+                while b"\r\n\r\n" not in response:
+                    response += sock.recv(4096)
+                assert response.startswith(b"HTTP/1.1 101"), response
+                began = time.monotonic()
                 for _ in range(FLOOD_MIB):
-                    ws.send(block)
-                ws.send("done")
-                result["total"] = ws.recv(timeout=120)
+                    sock.sendall(frame)
+                result["send_s"] = time.monotonic() - began
+                sock.sendall(_client_frame(0x1, b"done"))
+                result["total"] = _read_text_frame(sock)
 
         thread = threading.Thread(target=flood)
         thread.start()
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 120
         while thread.is_alive() and time.monotonic() < deadline:
             for pid in pids:
                 peak[pid] = max(peak[pid], psutil.Process(pid).memory_info().rss)
-            time.sleep(0.25)
+            time.sleep(0.1)
         thread.join(1)
         growth = {pid: (peak[pid] - baseline[pid]) // 1024 for pid in pids}
-        print("RSS growth KiB per process:", growth)
+        print("RSS growth KiB per process:", growth, "sent in", result.get("send_s"))
         assert result.get("total") == str(FLOOD_MIB * MiB)
         assert all(peak[pid] - baseline[pid] < 32 * MiB for pid in pids), growth
+        # Held back: the app reads one MiB per FLOOD_DELAY_S, and only what buffers hold is ahead.
+        send_s, held_s = result["send_s"], (FLOOD_MIB - BUFFERED_MIB) * FLOOD_DELAY_S
+        assert isinstance(send_s, float) and send_s >= held_s, result
     finally:
         stop(server)
 
