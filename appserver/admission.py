@@ -39,9 +39,10 @@ IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most t
 # several answers, where a fixed 10 ms (wire/channel.py STALE_BATCH_S) sent ~5 at 2 ms each and
 # starved the loop if held longer. Fewer messages are fewer wake-ups on both sides: bench.py
 # cpu-overload with --capacity-floor 16 (the floor sets the depth that makes batches), 2026-12-07,
-# interleaved: goodput 0.935x -> 0.958x uvicorn (two front ends), admitted p99 104 -> 130 ms
-# (uvicorn's 322); I/O burst unchanged; 1 ms requests unchanged (no starving). An iteration's end
-# still sends whatever is held: an app that is not busy waits for nothing.
+# interleaved: one front end 0.954x -> 0.969x uvicorn, two within the noise (0.935x -> 0.958x in
+# one run, 0.949x -> 0.951x in another); admitted p99 ~95 -> ~130 ms with two (uvicorn's ~320),
+# 45 -> 68 with one; I/O burst unchanged; 1 ms requests unchanged (no starving). An iteration's
+# end still sends whatever is held: an app that is not busy waits for nothing.
 HOLD_MAX_S = 0.025
 
 
