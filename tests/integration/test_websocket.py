@@ -182,15 +182,22 @@ def _client_frame(opcode: int, payload: bytes) -> bytes:
     return bytes([0x80 | opcode]) + length + b"\0\0\0\0" + payload
 
 
+def _recv_some(sock: socket.socket, n: int) -> bytes:
+    """Up to ``n`` bytes; the server closing is a failure, not an endless loop of empty reads."""
+    data = sock.recv(n)
+    assert data, "the server closed the connection"
+    return data
+
+
 def _read_text_frame(sock: socket.socket) -> str:
     """One unfragmented text frame from the server (unmasked, under 126 bytes: a byte count)."""
     head = b""
     while len(head) < 2:
-        head += sock.recv(2 - len(head))
+        head += _recv_some(sock, 2 - len(head))
     assert head[0] == 0x81 and head[1] < 126, head
     body = b""
     while len(body) < head[1]:
-        body += sock.recv(head[1] - len(body))
+        body += _recv_some(sock, head[1] - len(body))
     return body.decode()
 
 
@@ -218,7 +225,7 @@ def test_flood_at_a_slow_app_keeps_memory_bounded(tmp_path: Path) -> None:
                              f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())  # fmt: skip
                 response = b""
                 while b"\r\n\r\n" not in response:
-                    response += sock.recv(4096)
+                    response += _recv_some(sock, 4096)
                 assert response.startswith(b"HTTP/1.1 101"), response
                 began = time.monotonic()
                 for _ in range(FLOOD_MIB):
