@@ -34,10 +34,10 @@ TICK_S = 0.01  # lag probe and limiter tick while requests run
 IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most this for growth)
 # While the app keeps the loop busy (a CPU-bound app runs request after request in one
 # iteration), a worker's answers to a front end leave together once half of what that front end
-# may run here (its LIMIT) is answered, or after HOLD_MAX_S: the other half keeps the app busy
-# while the front end sends more, so the worker never waits for it, and each message carries
-# several answers, where a fixed 10 ms (wire/channel.py STALE_BATCH_S) sent ~5 at 2 ms each and
-# starved the loop if held longer. Fewer messages are fewer wake-ups on both sides: bench.py
+# may run here (its LIMIT less the bodies still arriving: they answer nothing soon) is answered,
+# or after HOLD_MAX_S: the other half keeps the app busy while the front end sends more, so the
+# worker never waits for it, and each message carries several answers, where a fixed 10 ms
+# (wire/channel.py STALE_BATCH_S) sent ~5 at 2 ms each and starved the loop if held longer. Fewer messages are fewer wake-ups on both sides: bench.py
 # cpu-overload with --capacity-floor 16 (the floor sets the depth that makes batches), 2026-12-07,
 # interleaved: one front end 0.954x -> 0.969x uvicorn, two within the noise (0.935x -> 0.958x in
 # one run, 0.949x -> 0.951x in another); admitted p99 ~95 -> ~130 ms with two (uvicorn's ~320),
@@ -46,10 +46,10 @@ IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most t
 HOLD_MAX_S = 0.025
 
 
-def hold(limit: int) -> tuple[int, float]:
-    """(events, seconds) a worker's answers to a front end with ``limit`` may gather: ``Channel.hold_events``
-    and ``hold_s``."""
-    return max(1, min(limit // 2, BATCH_MAX_EVENTS)), HOLD_MAX_S
+def hold(running: int) -> tuple[int, float]:
+    """(events, seconds) a worker's answers to a front end that may run ``running`` requests here
+    may gather: ``Channel.hold_events`` and ``hold_s``."""
+    return max(1, min(running // 2, BATCH_MAX_EVENTS)), HOLD_MAX_S
 
 
 class Reporter(Protocol):
@@ -59,7 +59,7 @@ class Reporter(Protocol):
     def reports_limit(self) -> bool: ...  # welcomed with feature "limit", not draining
 
     def admission_counts(self) -> tuple[int, int]: ...  # (running HTTP requests, bodies still arriving)
-    def report_limit(self, limit: int) -> None: ...  # send LIMIT if it changed
+    def report_limit(self, limit: int, running: int) -> None: ...  # send LIMIT if it changed; hold by running
 
 
 class Admission:
@@ -115,4 +115,6 @@ class Admission:
         running = [n for n, _ in counts]
         limit, ceiling = self.limiter.limit, self.settings.ceiling
         for i, connection in enumerate(reporters):
-            connection.report_limit(min(share(limit, running, i) + counts[i][1], ceiling))
+            part = min(share(limit, running, i), ceiling)
+            # the bodies still arriving raise the limit but not the hold: they answer nothing soon
+            connection.report_limit(min(part + counts[i][1], ceiling), part)

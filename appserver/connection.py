@@ -222,13 +222,16 @@ class FrontendConnection:
     def admission_counts(self) -> tuple[int, int]:
         return self._streams.admission_counts()
 
-    def report_limit(self, limit: int) -> None:
-        """LIMIT to the front end, if it changed (§7.1)."""
-        if limit != self._reported and self.phase is _READY:
+    def report_limit(self, limit: int, running: int) -> None:
+        """LIMIT to the front end, if it changed (§7.1); our answers to it leave by ``running``, its
+        part of the limit without the bodies still arriving (admission.hold)."""
+        if self.phase is not _READY:
+            return
+        if limit != self._reported:
             self._reported = limit
             self._post(ev.Limit(0, limit))
-            if self._channel is not None:  # its answers leave by the limit (admission.hold)
-                self._channel.hold_events, self._channel.hold_s = hold(limit)
+        if self._channel is not None:
+            self._channel.hold_events, self._channel.hold_s = hold(running)
 
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""

@@ -87,3 +87,23 @@ async def test_the_reported_limit_sets_how_long_answers_are_held(
     plain = connect()
     await handshake(fe, plain, features=FEATURES)
     assert (plain._channel.hold_events, plain._channel.hold_s) == (BATCH_MAX_EVENTS, STALE_BATCH_S)
+
+
+async def test_bodies_still_arriving_raise_the_limit_but_not_the_hold(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    """Slow uploads answer nothing soon: answers are held by what runs, not by the raised LIMIT."""
+    admission = Admission(LimiterSettings(floor=4, ceiling=100, initial=10))
+    admission.start()
+    try:
+        conn = connect(slow_body_app, capacity=100, admission=admission)
+        await handshake(fe, conn, features=FEATURES)
+        assert await fe.expect(ev.Limit) == ev.Limit(0, 10)
+        for stream in (1, 3):
+            fe.send(replace(request(stream), method="POST", body=b"x", more_body=True))
+        assert (await fe.until(ev.Limit))[-1] in (ev.Limit(0, 11), ev.Limit(0, 12))
+        if conn._reported != 12:
+            assert (await fe.until(ev.Limit))[-1] == ev.Limit(0, 12)
+        assert conn._channel.hold_events == hold(10)[0] == 5  # hold(12) would be 6
+    finally:
+        admission.stop()
