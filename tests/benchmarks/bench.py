@@ -882,9 +882,9 @@ def overload_report(all_servers: list[Server]) -> list[str]:
                     arate, ap99 = med(good(r) for r in ars), med(r["p99"] for r in ars)
                     if a == name or not arate or not ap99:
                         continue
-                    ratios += f"goodput {rate / arate:.2f}x  p99 {p99 / ap99:.2f}x"
-                    if case == "cpu-overload":
-                        ratios += f"  p99 2xx / {a} p99 {p99ok / ap99:.2f}x"
+                    ratios += f"goodput {rate / arate:.3f}x  p99 {p99 / ap99:.2f}x"
+                    if case == "cpu-overload":  # the admitted requests' p99 against the anchor's 2xx
+                        ratios += f"  p99 2xx {p99ok / med(r['p99_ok'] for r in ars):.2f}x"
                 lines.append(
                     f"{case:<13} {variant:<16} {name:<15} {span:>30} {med(r['non2xx'] for r in rs):>9,.0f} "
                     f"{med(r['non2xx_pct'] for r in rs):>6.2f} {p99:>8.1f} {p99ok:>8.1f}  {ratios}"
