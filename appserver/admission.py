@@ -5,8 +5,9 @@ default). A timer on the loop that runs the app ticks every ``TICK_S``; how
 late it fires is the loop's lag. Each tick hands the limiter (limiter.py,
 pure) the lag and the HTTP requests running now, the routers hand it every
 finished request's latency (``completed``), and the limit it answers is split
-among the front ends that agreed to feature "limit" and sent to each as
-``LIMIT`` when its part changed (PROTOCOL.md §7.1). The worker, not the front
+among the front ends that agreed to feature "limit" (by the most each ran at
+once since the last tick: ``limiter.share``) and sent to each as ``LIMIT``
+when its part changed (PROTOCOL.md §7.1). The worker, not the front
 end, runs the limiter: only it sees its own loop's lag, and with several front
 ends only it sees all of its load.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from time import perf_counter
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from wire.channel import BATCH_MAX_EVENTS
 
@@ -32,24 +33,34 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.01  # lag probe and limiter tick while requests run
 IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most this for growth)
-# While the app keeps the loop busy (a CPU-bound app runs request after request in one
-# iteration), a worker's answers to a front end leave together once half of what that front end
-# may run here (its LIMIT less the bodies still arriving: they answer nothing soon) is answered,
-# or after HOLD_MAX_S: the other half keeps the app busy while the front end sends more, so the
-# worker never waits for it, and each message carries several answers, where a fixed 10 ms
-# (wire/channel.py STALE_BATCH_S) sent ~5 at 2 ms each and starved the loop if held longer. Fewer messages are fewer wake-ups on both sides: bench.py
-# cpu-overload with --capacity-floor 16 (the floor sets the depth that makes batches), 2026-12-07,
-# interleaved: one front end 0.954x -> 0.969x uvicorn, two within the noise (0.935x -> 0.958x in
-# one run, 0.949x -> 0.951x in another); admitted p99 ~95 -> ~130 ms with two (uvicorn's ~320),
-# 45 -> 68 with one; I/O burst unchanged; 1 ms requests unchanged (no starving). An iteration's
-# end still sends whatever is held: an app that is not busy waits for nothing.
+# How a worker's answers to a front end are held (``Hold``: Channel.hold_events, hold_s and
+# hold_across), so that each message carries several and both sides wake less, without the app
+# waiting for work. The worker keeps half its limit running while answers wait: a front end's
+# answers leave once that front end's part of the limit is answered, or half the limit if that
+# is less (one front end: half its part; with several, the others' requests keep the app busy
+# meanwhile), or after HOLD_MAX_S. While the loop lags by LAGGING_S or more (the app keeps it
+# busy) they wait past the end of the loop iteration too, where otherwise each iteration sends
+# what it answered: a CPU-bound app runs every request the worker read at once, so an iteration's
+# answers were what happened to arrive together (~4 a message, two front ends at 2 ms each).
+# Measured with two front ends, their parts split by peaks (_report), 2 ms of CPU a request, three
+# interleaved rounds (tests/benchmarks/README.md "Session 16"): half the limit instead of half the
+# part +0.6% goodput, and with waiting past the iteration's end +1.2% (waiting alone: nothing);
+# 1 ms requests 0.951x -> 0.961x uvicorn (no starving); one front end unchanged. A loop that
+# stops lagging holds a batch for at most HOLD_MAX_S, once.
 HOLD_MAX_S = 0.025
+LAGGING_S = 0.005
 
 
-def hold(running: int) -> tuple[int, float]:
-    """(events, seconds) a worker's answers to a front end that may run ``running`` requests here
-    may gather: ``Channel.hold_events`` and ``hold_s``."""
-    return max(1, min(running // 2, BATCH_MAX_EVENTS)), HOLD_MAX_S
+class Hold(NamedTuple):
+    events: int  # Channel.hold_events
+    seconds: float  # Channel.hold_s
+    across: bool  # Channel.hold_across
+
+
+def hold(part: int, limit: int, lag_s: float) -> Hold:
+    """How a worker whose loop lags ``lag_s`` holds its answers to a front end that may run
+    ``part`` of its ``limit`` (bodies still arriving not counted: they answer nothing soon)."""
+    return Hold(max(1, min(part, limit // 2, BATCH_MAX_EVENTS)), HOLD_MAX_S, lag_s >= LAGGING_S)
 
 
 class Reporter(Protocol):
@@ -59,7 +70,8 @@ class Reporter(Protocol):
     def reports_limit(self) -> bool: ...  # welcomed with feature "limit", not draining
 
     def admission_counts(self) -> tuple[int, int]: ...  # (running HTTP requests, bodies still arriving)
-    def report_limit(self, limit: int, running: int) -> None: ...  # send LIMIT if it changed; hold by running
+    def admission_peak(self) -> int: ...  # the most HTTP requests running at once since the last call
+    def report_limit(self, limit: int, held: Hold) -> None: ...  # send LIMIT if it changed; hold answers
 
 
 class Admission:
@@ -72,6 +84,7 @@ class Admission:
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0  # perf_counter() when the tick should run
         self._logged_limit = self.limiter.limit
+        self._lag_s = 0.0  # the last tick's
 
     def start(self) -> None:
         self._schedule(TICK_S)
@@ -97,7 +110,7 @@ class Admission:
         self._timer = self._loop.call_later(delay_s, self._tick)
 
     def _tick(self) -> None:
-        lag = max(0.0, perf_counter() - self._due)
+        lag = self._lag_s = max(0.0, perf_counter() - self._due)
         running = sum(c.admission_counts()[0] for c in self.connections if c.reports_limit)
         limit = self.limiter.tick(self._loop.time(), lag, running)
         logged = self._logged_limit
@@ -111,10 +124,12 @@ class Admission:
         reporters = [c for c in self.connections if c.reports_limit]
         if not reporters:
             return
-        counts = [c.admission_counts() for c in reporters]
-        running = [n for n, _ in counts]
+        arriving = [c.admission_counts()[1] for c in reporters]
+        # Each front end's part by the most it ran at once since the last report, not by what runs
+        # now: between the iterations of a CPU-bound app nothing runs, and every front end took the
+        # whole limit (two front ends: twice the limit running, twice the admitted latency).
+        running = [c.admission_peak() for c in reporters]
         limit, ceiling = self.limiter.limit, self.settings.ceiling
         for i, connection in enumerate(reporters):
             part = min(share(limit, running, i), ceiling)
-            # the bodies still arriving raise the limit but not the hold: they answer nothing soon
-            connection.report_limit(min(part + counts[i][1], ceiling), part)
+            connection.report_limit(min(part + arriving[i], ceiling), hold(part, limit, self._lag_s))

@@ -64,7 +64,7 @@ from wire import shm
 from wire.channel import Channel, SocketMonitor, configure_dealer
 from wire.curve import ClientKeys, apply_client
 
-from .admission import Admission, hold
+from .admission import Admission, Hold
 from .pulse import PulseTarget
 from .routing import StreamRouter
 from .stream import RESPONSE_CHUNK_BYTES, StreamSettings
@@ -222,16 +222,18 @@ class FrontendConnection:
     def admission_counts(self) -> tuple[int, int]:
         return self._streams.admission_counts()
 
-    def report_limit(self, limit: int, running: int) -> None:
-        """LIMIT to the front end, if it changed (§7.1); our answers to it leave by ``running``, its
-        part of the limit without the bodies still arriving (admission.hold)."""
+    def admission_peak(self) -> int:
+        return self._streams.take_peak()
+
+    def report_limit(self, limit: int, held: Hold) -> None:
+        """LIMIT to the front end, if it changed (§7.1); our answers to it are held by ``held``."""
         if self.phase is not _READY:
             return
         if limit != self._reported:
             self._reported = limit
             self._post(ev.Limit(0, limit))
         if self._channel is not None:
-            self._channel.hold_events, self._channel.hold_s = hold(running)
+            self._channel.hold_events, self._channel.hold_s, self._channel.hold_across = held
 
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""

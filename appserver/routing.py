@@ -97,6 +97,7 @@ class StreamRouter:
         self._is_draining = lambda: self._draining  # one callable shared by every WebSocketCycle
         self._open: dict[int, Any] = {}
         self._http_open = 0  # HttpCycles in _open (Rule 19); the rest of _open is WebSockets
+        self._http_peak = 0  # the most of them open at once since take_peak()
         self._completed = completed
         self._uploading: list[HttpCycle] = []  # opened with a body still arriving (admission_counts)
         self._highest = 0  # highest stream id opened in this handshake
@@ -188,6 +189,8 @@ class StreamRouter:
         # The task leaves http_tasks as its run() ends: no done callback.
         self._open[sid] = cycle
         self._http_open += 1
+        if self._http_open > self._http_peak:
+            self._http_peak = self._http_open
         if self._completed is not None:
             if request.more_body:
                 self._uploading.append(cycle)
@@ -239,6 +242,14 @@ class StreamRouter:
                 return cycle
         return None
 
+    def take_peak(self) -> int:
+        """The most HTTP streams open at once since the last call. What a front end runs here, where
+        the count now misses requests that start and end within one loop iteration (a CPU-bound
+        app runs every request it read at once, so between iterations nothing is open)."""
+        peak = max(self._http_peak, self._http_open)
+        self._http_peak = self._http_open
+        return peak
+
     def admission_counts(self) -> tuple[int, int]:
         """(HTTP streams open, of which bodies still arriving): a slow upload costs the app nothing
         while it waits in receive(), so admission counts it apart."""
@@ -253,7 +264,7 @@ class StreamRouter:
 
     def fail_all(self, reason: str) -> None:
         """The front end forgot our streams (lost, BYE, UNKNOWN_PEER): fail them without a word."""
-        cycles, self._open, self._http_open = list(self._open.values()), {}, 0
+        cycles, self._open, self._http_open, self._http_peak = list(self._open.values()), {}, 0, 0
         self._uploading.clear()
         for cycle in cycles:
             cycle.fail_locally(reason)

@@ -157,9 +157,12 @@ class Channel:
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
         # A batch leaves mid-iteration once a peer's holds ``hold_events`` or it has waited
-        # ``hold_s``; the owner may set both (an adaptive worker: appserver/admission.py ``hold``).
+        # ``hold_s``; with ``hold_across`` a smaller, younger one also waits past the iteration's
+        # end. The owner may set all three (an adaptive worker: appserver/admission.py ``hold``).
         self.hold_events = BATCH_MAX_EVENTS
         self.hold_s = STALE_BATCH_S
+        self.hold_across = False
+        self._held: asyncio.TimerHandle | None = None  # the end-of-iteration flush, put off
         self._batch_since = 0.0  # perf_counter() of the first post of the batch waiting to leave
         self._batch_bytes = 0  # payload in a DEALER's waiting batch (_dealer_batch_full)
         self._blocked: deque[_Blocked] = deque()  # encoded, waiting for POLLOUT
@@ -221,7 +224,8 @@ class Channel:
     # ------------------------------------------------------------- sending
 
     def post(self, event: Any, peer: Any = None) -> None:
-        """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch, or at once when
+        """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch (``hold_across``:
+        up to ``hold_s`` after its first event, unless a peer's holds ``hold_events``), or at once when
         the peer's batch holds ``hold_events`` or the batch has waited ``hold_s``, or (a DEALER) the
         event carries EAGER_PAYLOAD_BYTES or more, or the batch BATCH_MAX_PAYLOAD_BYTES."""
         box = self._outbox.get(peer)
@@ -231,7 +235,7 @@ class Channel:
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._batch_since = perf_counter()
-            self._loop.call_soon(self.flush)
+            self._loop.call_soon(self._flush_at_end)
         else:
             now = perf_counter()
             if now - self._batch_since >= self.hold_s:
@@ -253,8 +257,21 @@ class Channel:
         self._batch_bytes += n
         return n >= EAGER_PAYLOAD_BYTES or self._batch_bytes >= BATCH_MAX_PAYLOAD_BYTES
 
+    def _flush_at_end(self) -> None:
+        """The end of the iteration that posted; with ``hold_across``, at most ``hold_s`` later."""
+        self._held = None
+        if self.hold_across and self._outbox and not self._closed:
+            wait = self.hold_s - (perf_counter() - self._batch_since)
+            if wait > 0 and max([len(box) for box in self._outbox.values()]) < self.hold_events:
+                self._held = self._loop.call_later(wait, self._flush_at_end)
+                return
+        self.flush()
+
     def flush(self) -> None:
         self._flush_scheduled = False
+        if self._held is not None:
+            self._held.cancel()
+            self._held = None
         if self._closed or not self._outbox:
             return
         self._send_outbox(mid_post=False)
@@ -448,8 +465,9 @@ class Channel:
         if self._closed:
             return
         self._closed = True
-        if self._retry is not None:
-            self._retry.cancel()
+        for timer in (self._retry, self._held):
+            if timer is not None:
+                timer.cancel()
         self._loop.remove_reader(self._fd)
         self.sock.close(linger=linger_ms)
         for peer in list(self._readers):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from appserver.admission import HOLD_MAX_S, Admission, hold
+from appserver.admission import HOLD_MAX_S, LAGGING_S, Admission, hold
+from appserver.connection import FrontendConnection
 from appserver.limiter import LimiterSettings
 from wire import events as ev
 from wire.channel import BATCH_MAX_EVENTS, STALE_BATCH_S
 
-from .scripted import Factory, ScriptedFrontend, handshake, request
+from .scripted import Factory, ScriptedFrontend, echo_path_app, handshake, request
 
 FEATURES = ("http", "trailers", "limit")
 
@@ -64,10 +66,43 @@ async def test_no_limit_feature_without_admission_or_without_the_front_end_s_agr
         admission.stop()
 
 
-def test_answers_are_held_for_half_the_limit_at_most_hold_max_s() -> None:
-    assert hold(16) == (8, HOLD_MAX_S)
-    assert hold(3) == (1, HOLD_MAX_S) and hold(1) == (1, HOLD_MAX_S)  # never zero: every answer leaves
-    assert hold(10_000) == (BATCH_MAX_EVENTS, HOLD_MAX_S)
+def test_answers_are_held_for_a_front_end_s_part_up_to_half_the_limit() -> None:
+    assert hold(16, 16, 0.0) == (8, HOLD_MAX_S, False)  # one front end: half its part
+    assert hold(8, 16, 0.0) == (8, HOLD_MAX_S, False)  # one of two: all of it (the other's run meanwhile)
+    assert hold(12, 16, 0.0).events == 8 and hold(5, 16, 0.0).events == 5
+    assert hold(3, 3, 0.0).events == 1 and hold(1, 1, 0.0).events == 1  # never zero: every answer leaves
+    assert hold(10_000, 10_000, 0.0).events == BATCH_MAX_EVENTS
+    # past the end of the loop's iteration only while the loop lags (the app keeps it busy)
+    assert hold(8, 16, LAGGING_S).across and not hold(8, 16, LAGGING_S * 0.9).across
+
+
+async def test_a_front_end_s_part_counts_the_requests_another_ran_within_one_iteration(
+    fe: ScriptedFrontend, connect: Factory, zmq_ctx: Any, tmp_path: Path
+) -> None:
+    """Requests that start and end in one loop iteration (a CPU-bound app) are never running when the
+    limit is split: they still take their front end's part, or every front end gets the whole limit."""
+    admission = Admission(LimiterSettings(floor=4, ceiling=100, initial=10))
+    admission.start()
+    other_fe = ScriptedFrontend(zmq_ctx, f"ipc://{tmp_path}/fe2.sock")
+    other = FrontendConnection(ctx=zmq_ctx, endpoint=other_fe.endpoint, worker_id="host-1-abc",
+                               app=echo_path_app, state={}, info={"app": "test:app"}, capacity=100,
+                               ws_capacity=0, window_bytes=65536, reconnect_max_s=0.5,
+                               admission=admission)  # fmt: skip
+    try:
+        conn = connect(capacity=100, admission=admission)
+        await handshake(fe, conn, features=FEATURES)
+        assert await fe.expect(ev.Limit) == ev.Limit(0, 10)
+        other.start()
+        await handshake(other_fe, other, features=FEATURES)
+        assert await other_fe.expect(ev.Limit) == ev.Limit(0, 10)  # nothing runs on the first: all of it
+        fe.send(*(request(2 * i + 1) for i in range(6)))  # one message: all six open, run and end at once
+        events = await fe.until(ev.Response)
+        assert (await other_fe.until(ev.Limit))[-1] == ev.Limit(0, 5)  # an even part, not 10 - 0
+        assert not any(type(e) is ev.Limit and e.limit != 10 for e in events)
+    finally:
+        admission.stop()
+        other.close()
+        other_fe.close()
 
 
 async def test_the_reported_limit_sets_how_long_answers_are_held(
@@ -104,6 +139,6 @@ async def test_bodies_still_arriving_raise_the_limit_but_not_the_hold(
         assert (await fe.until(ev.Limit))[-1] in (ev.Limit(0, 11), ev.Limit(0, 12))
         if conn._reported != 12:
             assert (await fe.until(ev.Limit))[-1] == ev.Limit(0, 12)
-        assert conn._channel.hold_events == hold(10)[0] == 5  # hold(12) would be 6
+        assert conn._channel.hold_events == 5  # by its LIMIT of 12, 6
     finally:
         admission.stop()

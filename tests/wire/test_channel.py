@@ -197,6 +197,42 @@ async def test_a_batch_leaves_mid_iteration_once_it_holds_hold_events(
     dealer.close()
 
 
+async def test_hold_across_keeps_a_small_young_batch_past_the_iteration_s_end(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    """``hold_across`` (an adaptive worker whose loop lags): a batch under ``hold_events`` waits past
+    the end of its iteration until it is ``hold_s`` old, then leaves; one that reaches
+    ``hold_events`` leaves at once; ``flush()`` sends what is held now."""
+    router = _router(ctx, tmp_path)
+    batches: list[list[Any]] = []
+    dealer = _dealer(ctx, tmp_path, batches)
+    dealer.post(ev.Heartbeat())
+    await asyncio.sleep(0.2)
+    router.hold_events, router.hold_s, router.hold_across = 3, 0.3, True
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    router.post(ev.Credit(1, 10), b"w1")
+    await asyncio.sleep(0.1)  # many iterations later: still held
+    assert not batches and len(router._outbox[b"w1"]) == 1
+    router.post(ev.Credit(2, 10), b"w1")
+    await _until(lambda: len(batches) == 1)
+    assert loop.time() - started >= 0.3 - 0.01  # (the timer's clock and perf_counter may differ by a tick)
+    assert [e.stream_id for e in batches[0]] == [1, 2]
+    for stream_id in (3, 4, 5):  # hold_events reached: leaves with the third post
+        router.post(ev.Credit(stream_id, 10), b"w1")
+    await _until(lambda: len(batches) == 2)
+    router.post(ev.Credit(6, 10), b"w1")
+    await asyncio.sleep(0)
+    router.flush()  # the owner's flush does not wait
+    await _until(lambda: len(batches) == 3)
+    assert [[e.stream_id for e in batch] for batch in batches] == [[1, 2], [3, 4, 5], [6]]
+    router.hold_across = False  # and without it a batch leaves at its iteration's end
+    router.post(ev.Credit(7, 10), b"w1")
+    await _until(lambda: len(batches) == 4)
+    router.close()
+    dealer.close()
+
+
 async def test_payload_views_receive_large_bodies_uncopied(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """payload_views (the front end's channel): a body frame of VIEW_MIN_BYTES or more arrives as a
     memoryview, smaller ones and every other kind's payload as bytes; the bytes are the same."""
