@@ -34,14 +34,15 @@ log = logging.getLogger(__name__)
 TICK_S = 0.01  # lag probe and limiter tick while requests run
 IDLE_TICK_S = 0.05  # nothing running: probe less often (a burst waits at most this for growth)
 # How a worker's answers to a front end are held (``Hold``: Channel.hold_events, hold_s and
-# hold_across), so that each message carries several and both sides wake less, without the app
+# hold_while), so that each message carries several and both sides wake less, without the app
 # waiting for work. The worker keeps half its limit running while answers wait: a front end's
 # answers leave once that front end's part of the limit is answered, or half the limit if that
 # is less (one front end: half its part; with several, the others' requests keep the app busy
 # meanwhile), or after HOLD_MAX_S. While the loop lags by LAGGING_S or more (the app keeps it
-# busy) they wait past the end of the loop iteration too, where otherwise each iteration sends
-# what it answered: a CPU-bound app runs every request the worker read at once, so an iteration's
-# answers were what happened to arrive together (~4 a message, two front ends at 2 ms each).
+# busy) and requests still run here, they wait past the end of the loop iteration too (an answer
+# with none to come after it leaves at once), where otherwise each iteration sends what it
+# answered: a CPU-bound app runs every request the worker read at once, so an iteration's answers
+# were what happened to arrive together (~4 a message, two front ends at 2 ms each).
 # Measured with two front ends, their parts split by peaks (_report), 2 ms of CPU a request, three
 # interleaved rounds (tests/benchmarks/README.md "Session 16"): half the limit instead of half the
 # part +0.6% goodput, and with waiting past the iteration's end +1.2% (waiting alone: nothing);
@@ -54,7 +55,7 @@ LAGGING_S = 0.005
 class Hold(NamedTuple):
     events: int  # Channel.hold_events
     seconds: float  # Channel.hold_s
-    across: bool  # Channel.hold_across
+    across: bool  # Channel.hold_while: while requests run (connection.report_limit)
 
 
 def hold(part: int, limit: int, lag_s: float) -> Hold:

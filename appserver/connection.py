@@ -232,8 +232,11 @@ class FrontendConnection:
         if limit != self._reported:
             self._reported = limit
             self._post(ev.Limit(0, limit))
-        if self._channel is not None:
-            self._channel.hold_events, self._channel.hold_s, self._channel.hold_across = held
+        channel = self._channel
+        if channel is not None:
+            channel.hold_events, channel.hold_s = held.events, held.seconds
+            # past the iteration's end only while requests run here: their answers are coming
+            channel.hold_while = self._streams.has_http_open if held.across else None
 
     def close(self, reason: str = "worker stopped") -> None:
         """Say BYE (if the front end knows us) and close the socket."""

@@ -242,6 +242,9 @@ class StreamRouter:
                 return cycle
         return None
 
+    def has_http_open(self) -> bool:
+        return self._http_open > 0
+
     def take_peak(self) -> int:
         """The most HTTP streams open at once since the last call. What a front end runs here, where
         the count now misses requests that start and end within one loop iteration (a CPU-bound

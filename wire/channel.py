@@ -157,11 +157,12 @@ class Channel:
         self._outbox: dict[Any, list[Any]] = {}
         self._flush_scheduled = False
         # A batch leaves mid-iteration once a peer's holds ``hold_events`` or it has waited
-        # ``hold_s``; with ``hold_across`` a smaller, younger one also waits past the iteration's
-        # end. The owner may set all three (an adaptive worker: appserver/admission.py ``hold``).
+        # ``hold_s``; while ``hold_while()`` is true (the owner has more to send soon) a smaller,
+        # younger one also waits past the iteration's end. The owner may set all three (an
+        # adaptive worker: appserver/admission.py ``hold``).
         self.hold_events = BATCH_MAX_EVENTS
         self.hold_s = STALE_BATCH_S
-        self.hold_across = False
+        self.hold_while: Callable[[], bool] | None = None
         self._held: asyncio.TimerHandle | None = None  # the end-of-iteration flush, put off
         self._batch_since = 0.0  # perf_counter() of the first post of the batch waiting to leave
         self._batch_bytes = 0  # payload in a DEALER's waiting batch (_dealer_batch_full)
@@ -224,7 +225,7 @@ class Channel:
     # ------------------------------------------------------------- sending
 
     def post(self, event: Any, peer: Any = None) -> None:
-        """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch (``hold_across``:
+        """Queue ``event`` for ``peer``; it leaves with this loop iteration's batch (``hold_while``:
         up to ``hold_s`` after its first event, unless a peer's holds ``hold_events``), or at once when
         the peer's batch holds ``hold_events`` or the batch has waited ``hold_s``, or (a DEALER) the
         event carries EAGER_PAYLOAD_BYTES or more, or the batch BATCH_MAX_PAYLOAD_BYTES."""
@@ -258,9 +259,10 @@ class Channel:
         return n >= EAGER_PAYLOAD_BYTES or self._batch_bytes >= BATCH_MAX_PAYLOAD_BYTES
 
     def _flush_at_end(self) -> None:
-        """The end of the iteration that posted; with ``hold_across``, at most ``hold_s`` later."""
+        """The end of the iteration that posted; while ``hold_while()``, at most ``hold_s`` later."""
         self._held = None
-        if self.hold_across and self._outbox and not self._closed:
+        hold_while = self.hold_while
+        if hold_while is not None and self._outbox and not self._closed and hold_while():
             wait = self.hold_s - (perf_counter() - self._batch_since)
             if wait > 0 and max([len(box) for box in self._outbox.values()]) < self.hold_events:
                 self._held = self._loop.call_later(wait, self._flush_at_end)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from appserver.admission import HOLD_MAX_S, LAGGING_S, Admission, hold
+from appserver.admission import HOLD_MAX_S, LAGGING_S, Admission, Hold, hold
 from appserver.connection import FrontendConnection
 from appserver.limiter import LimiterSettings
 from wire import events as ev
@@ -122,6 +122,25 @@ async def test_the_reported_limit_sets_how_long_answers_are_held(
     plain = connect()
     await handshake(fe, plain, features=FEATURES)
     assert (plain._channel.hold_events, plain._channel.hold_s) == (BATCH_MAX_EVENTS, STALE_BATCH_S)
+    assert plain._channel.hold_while is None
+
+
+async def test_answers_wait_past_the_iteration_only_while_the_loop_lags_and_requests_run(
+    fe: ScriptedFrontend, connect: Factory
+) -> None:
+    conn = connect(slow_body_app, capacity=100)
+    await handshake(fe, conn, features=FEATURES)
+    conn.report_limit(10, Hold(5, HOLD_MAX_S, True))
+    hold_while = conn._channel.hold_while
+    assert hold_while is not None and not hold_while()  # nothing runs: an answer leaves at once
+    fe.send(replace(request(1), method="POST", body=b"x", more_body=True))
+    for _ in range(500):  # its stream opens as the worker reads the request (bounded: 5 s)
+        if hold_while():
+            break
+        await asyncio.sleep(0.01)
+    assert hold_while()
+    conn.report_limit(10, Hold(5, HOLD_MAX_S, False))  # the loop no longer lags
+    assert conn._channel.hold_while is None
 
 
 async def test_bodies_still_arriving_raise_the_limit_but_not_the_hold(

@@ -197,18 +197,20 @@ async def test_a_batch_leaves_mid_iteration_once_it_holds_hold_events(
     dealer.close()
 
 
-async def test_hold_across_keeps_a_small_young_batch_past_the_iteration_s_end(
+async def test_hold_while_keeps_a_small_young_batch_past_the_iteration_s_end(
     ctx: zmq.Context[Any], tmp_path: Path
 ) -> None:
-    """``hold_across`` (an adaptive worker whose loop lags): a batch under ``hold_events`` waits past
-    the end of its iteration until it is ``hold_s`` old, then leaves; one that reaches
-    ``hold_events`` leaves at once; ``flush()`` sends what is held now."""
+    """``hold_while`` (an adaptive worker whose loop lags, while requests run): a batch under
+    ``hold_events`` waits past the end of its iteration until it is ``hold_s`` old, then leaves; one
+    that reaches ``hold_events`` leaves at once; ``flush()`` sends what is held now; once
+    ``hold_while()`` is false, or without it, a batch leaves at its iteration's end."""
     router = _router(ctx, tmp_path)
     batches: list[list[Any]] = []
     dealer = _dealer(ctx, tmp_path, batches)
     dealer.post(ev.Heartbeat())
     await asyncio.sleep(0.2)
-    router.hold_events, router.hold_s, router.hold_across = 3, 0.3, True
+    more_to_come = [True]
+    router.hold_events, router.hold_s, router.hold_while = 3, 0.3, lambda: more_to_come[0]
     loop = asyncio.get_running_loop()
     started = loop.time()
     router.post(ev.Credit(1, 10), b"w1")
@@ -226,9 +228,12 @@ async def test_hold_across_keeps_a_small_young_batch_past_the_iteration_s_end(
     router.flush()  # the owner's flush does not wait
     await _until(lambda: len(batches) == 3)
     assert [[e.stream_id for e in batch] for batch in batches] == [[1, 2], [3, 4, 5], [6]]
-    router.hold_across = False  # and without it a batch leaves at its iteration's end
+    more_to_come[0] = False  # nothing more coming: a batch leaves at its iteration's end
     router.post(ev.Credit(7, 10), b"w1")
-    await _until(lambda: len(batches) == 4)
+    await _until(lambda: len(batches) == 4, timeout_s=0.2)
+    router.hold_while = None  # and without it
+    router.post(ev.Credit(8, 10), b"w1")
+    await _until(lambda: len(batches) == 5, timeout_s=0.2)
     router.close()
     dealer.close()
 
