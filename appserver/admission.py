@@ -5,9 +5,9 @@ default). A timer on the loop that runs the app ticks every ``TICK_S``; how
 late it fires is the loop's lag. Each tick hands the limiter (limiter.py,
 pure) the lag and the HTTP requests running now, the routers hand it every
 finished request's latency (``completed``), and the limit it answers is split
-among the front ends that agreed to feature "limit" (by the most each ran at
-once since the last tick: ``limiter.share``) and sent to each as ``LIMIT``
-when its part changed (PROTOCOL.md §7.1). The worker, not the front
+among the front ends that agreed to feature "limit" (``limiter.share``, by the
+most each ran at once since the last tick) and sent to each as ``LIMIT`` when
+its part changed (PROTOCOL.md §7.1). The worker, not the front
 end, runs the limiter: only it sees its own loop's lag, and with several front
 ends only it sees all of its load.
 
